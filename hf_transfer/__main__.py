@@ -1,0 +1,3 @@
+from hf_transfer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""hf-transfer: recipe-driven transfer learning on the Hugging Face stack.
+
+The command line. Heavy libraries are imported inside the commands, not at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable
+
+from hf_transfer.errors import HfTransferError
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from hf_transfer.config import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)  # recipe errors surface before any import of torch
+    from hf_transfer.train import run
+
+    result = run(recipe, overwrite=args.overwrite, resume=args.resume)
+    if result.trainer.is_world_process_zero():
+        summary = {k: result.metrics[k] for k in ("validation", "test") if k in result.metrics}
+        print(json.dumps({"output_dir": str(result.output_dir), **summary}, indent=2))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from hf_transfer.config import load_recipe
+
+    for path in args.recipes:
+        load_recipe(path)
+        print(f"{path}: ok")
+    return 0
+
+
+def cmd_assets(args: argparse.Namespace) -> int:
+    from hf_transfer.assets import prepare_assets
+
+    for name, path in prepare_assets(args.dir, force=args.force).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-transfer", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("finetune", help="fine-tune a model from a YAML recipe")
+    p.add_argument("recipe", help="path to a recipe YAML file")
+    p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+    p = sub.add_parser("validate", help="check recipes without loading anything")
+    p.add_argument("recipes", nargs="+")
+
+    p = sub.add_parser("assets", help="prepare the offline embedded default (model + data)")
+    p.add_argument("--dir", default="assets", help="where to write the assets (default: assets/)")
+    p.add_argument("--force", action="store_true", help="rebuild assets that already exist")
+    return parser
+
+
+# command name -> function; tests check it matches the parser's sub-commands.
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "finetune": cmd_finetune,
+    "validate": cmd_validate,
+    "assets": cmd_assets,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except HfTransferError as err:
+        if args.debug:
+            raise
+        print(f"hf-transfer: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hf-transfer: interrupted", file=sys.stderr)
+        return 130

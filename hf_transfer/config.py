@@ -1,0 +1,358 @@
+"""Recipe schema, YAML loading and `a.b.c=value` overrides.
+
+A recipe is YAML with the sections `model`, `data`, `finetune`, `training` and `hub`.
+Every section except `training` is a dataclass below; `training` is handed to
+`transformers.TrainingArguments` and checked against that class's own fields, so it is not
+re-modelled here. Every error names the key path and fits on one line.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from hf_transfer.errors import RecipeError
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe loader that reads floats the YAML 1.2 way: `2e-5` and `1E3` are floats."""
+
+
+_FLOAT_12 = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise RecipeError(f"{where}: invalid YAML{at}: {problem}") from None
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str
+    """Hub id (e.g. google-bert/bert-base-uncased) or a local model folder."""
+    modality: Literal["text"] = "text"
+    pretrained: bool = True
+    """False: same architecture from random initialisation (the transfer baseline)."""
+    revision: str | None = None
+    trust_remote_code: bool = False
+    max_length: int = 128
+    """Tokenizer truncation length (text)."""
+
+
+@dataclass
+class DataConfig:
+    path: str
+    """Hub dataset id, or a loader name (csv, json, parquet) used with `data_files`."""
+    name: str | None = None
+    """Hub dataset configuration (e.g. `sst2` of nyu-mll/glue)."""
+    data_files: dict[str, str] | None = None
+    """Split name -> local file, for csv/json/parquet."""
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str | list[str] = "label"
+    """One column; or, for multi_label, a list of 0/1 columns (one per label)."""
+    problem_type: Literal[
+        "single_label_classification", "multi_label_classification", "regression"
+    ] = "single_label_classification"
+    label_names: list[str] | None = None
+    """Ordered label names; default: the dataset's ClassLabel names or the sorted values."""
+    train_split: str = "train"
+    validation_split: str | None = "validation"
+    """Absent from the dataset (or null): carved out of the training split."""
+    test_split: str | None = "test"
+    validation_size: float = 0.1
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+
+@dataclass
+class FullConfig:
+    strategy: Literal["full"] = "full"
+
+
+@dataclass
+class PartialConfig:
+    strategy: Literal["partial"] = "partial"
+    freeze: Literal["backbone"] | int = "backbone"
+    """`backbone`: only the head trains (linear probe); N: embeddings + the first N blocks freeze."""
+
+
+@dataclass
+class LoraConfig:
+    strategy: Literal["lora"] = "lora"
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: list[str] | str | None = None
+    """None: PEFT's default for the architecture, else every linear layer of the backbone."""
+    merge: bool = False
+    """Also save the adapter merged into a plain model under `merged/`."""
+
+
+STRATEGY_CONFIGS: dict[str, type] = {
+    "full": FullConfig,
+    "partial": PartialConfig,
+    "lora": LoraConfig,
+}
+
+
+@dataclass
+class HubConfig:
+    push: bool = False
+    repo_id: str | None = None
+    private: bool = True
+    revision: str | None = None
+
+
+@dataclass
+class Recipe:
+    model: ModelConfig
+    data: DataConfig
+    finetune: FullConfig | PartialConfig | LoraConfig = field(default_factory=FullConfig)
+    training: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of transformers.TrainingArguments."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without improvement of metric_for_best_model."""
+    hub: HubConfig = field(default_factory=HubConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(value: Any, tp: Any, path: str) -> Any:
+    """Return `value` converted to `tp`, or raise RecipeError naming `path`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in sorted(args, key=lambda a: a is str):  # try str last: it accepts little
+            try:
+                return _check_value(value, arg, path)
+            except RecipeError:
+                continue
+        raise RecipeError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise RecipeError(f"{path}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif origin is list:
+        if isinstance(value, list):
+            return [_check_value(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return {str(k): _check_value(v, args[1], f"{path}.{k}") for k, v in value.items()}
+    elif dataclasses.is_dataclass(tp):
+        return build(tp, value, path)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(tp, type) and issubclass(tp, str) and tp is not str:  # str enums
+        if isinstance(value, str):
+            return value
+    elif isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+    else:
+        return value  # an annotation we do not check (e.g. a callable)
+    raise RecipeError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+
+
+def build(cls: type, data: Any, path: str) -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise RecipeError(
+                f"{path}.{key}: unknown key (allowed: {', '.join(fields)})".lstrip(".")
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        where = f"{path}.{name}".lstrip(".")
+        if name in data:
+            kwargs[name] = _check_value(data[name], hints[name], where)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RecipeError(f"{where}: required key is missing")
+    return cls(**kwargs)
+
+
+def _build_finetune(data: Any) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"finetune: expected a mapping, got {data!r}")
+    strategy = data.get("strategy", "full")
+    if strategy not in STRATEGY_CONFIGS:
+        raise RecipeError(
+            f"finetune.strategy: unknown strategy {strategy!r} "
+            f"(choose from {', '.join(STRATEGY_CONFIGS)})"
+        )
+    cls = STRATEGY_CONFIGS[strategy]
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in allowed:
+            raise RecipeError(
+                f"finetune.{key}: not an option of strategy {strategy!r} "
+                f"(its options: {', '.join(sorted(allowed))})"
+            )
+    return build(cls, data, "finetune")
+
+
+def _check_training(data: Any) -> dict[str, Any]:
+    from transformers import TrainingArguments  # deferred: heavy import
+
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"training: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
+    hints = typing.get_type_hints(TrainingArguments)
+    out = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise RecipeError(f"training.{key}: not a transformers.TrainingArguments field")
+        out[key] = _check_value(value, hints.get(key, Any), f"training.{key}")
+    return out
+
+
+def validate(raw: Any) -> Recipe:
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe: expected a mapping of sections, got {raw!r}")
+    sections = {f.name for f in dataclasses.fields(Recipe)}
+    for key in raw:
+        if key not in sections:
+            raise RecipeError(f"{key}: unknown section (allowed: {', '.join(sections)})")
+    for key in ("model", "data"):
+        if key not in raw:
+            raise RecipeError(f"{key}: required section is missing")
+    return Recipe(
+        model=build(ModelConfig, raw["model"], "model"),
+        data=build(DataConfig, raw["data"], "data"),
+        finetune=_build_finetune(raw.get("finetune")),
+        training=_check_training(raw.get("training")),
+        early_stopping_patience=_check_value(
+            raw.get("early_stopping_patience"), int | None, "early_stopping_patience"
+        ),
+        hub=build(HubConfig, raw.get("hub"), "hub"),
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def apply_override(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `raw[a][b][c] = value` for `dotted == "a.b.c"`, creating sections as needed."""
+    keys = dotted.split(".")
+    if not all(keys):
+        raise RecipeError(f"{dotted}: malformed override key")
+    node = raw
+    for i, key in enumerate(keys[:-1]):
+        nxt = node.get(key)
+        if nxt is None:
+            nxt = node[key] = {}
+        if not isinstance(nxt, dict):
+            raise RecipeError(f"{'.'.join(keys[: i + 1])}: is not a section, cannot set {dotted}")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b.c=value` -> ("a.b.c", value parsed as YAML 1.2)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise RecipeError(f"{text}: an override must look like section.key=value")
+    return key.strip(), parse_yaml(value, f"override {key}") if value.strip() else None
+
+
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError(f"{path}: cannot read recipe ({err.__class__.__name__})") from None
+    raw = parse_yaml(text, str(path))
+    if raw is None:
+        raise RecipeError(f"{path}: recipe is empty")
+    return raw
+
+
+def load_recipe(
+    source: str | Path | dict[str, Any] | Recipe,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> Recipe:
+    """Load a recipe from a YAML path, a dict or a Recipe, apply overrides, validate."""
+    if isinstance(source, Recipe):
+        source = source.to_dict()
+    if isinstance(source, (str, Path)):
+        raw = read_recipe_file(source)
+    else:
+        raw = copy.deepcopy(source)
+    if isinstance(overrides, dict):
+        pairs = list(overrides.items())
+    else:
+        pairs = [parse_override(o) for o in overrides or []]
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe: expected a mapping of sections, got {raw!r}")
+    for key, value in pairs:
+        apply_override(raw, key, value)
+    return validate(raw)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

@@ -1,0 +1,21 @@
+"""The errors hf-transfer reports as one line (no traceback unless --debug)."""
+
+
+class HfTransferError(Exception):
+    """A problem with the user's input; the message names what is wrong and where."""
+
+
+class RecipeError(HfTransferError):
+    """The recipe (or an override) is invalid."""
+
+
+class DataError(HfTransferError):
+    """The dataset cannot be used as the recipe describes it."""
+
+
+class ModelError(HfTransferError):
+    """The model cannot be loaded or adapted as the recipe asks."""
+
+
+class OutputError(HfTransferError):
+    """The output folder would be overwritten or cannot be written."""

@@ -1,0 +1,96 @@
+"""Text modality: AutoTokenizer + AutoModelForSequenceClassification (BERT family and kin)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hf_transfer.config import Recipe
+from hf_transfer.errors import DataError, ModelError
+
+
+def input_columns(recipe: Recipe) -> dict[str, str]:
+    """Recipe key -> dataset column that the model reads."""
+    cols = {"data.text_column": recipe.data.text_column}
+    if recipe.data.text_pair_column:
+        cols["data.text_pair_column"] = recipe.data.text_pair_column
+    return cols
+
+
+def model_source(name_or_path: str) -> str:
+    """A local folder becomes an absolute path (so adapters name it unambiguously)."""
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.is_dir() else name_or_path
+
+
+def _load_error(recipe: Recipe, what: str, err: Exception) -> ModelError:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+    return ModelError(f"model.name_or_path: cannot load {what} from {recipe.model.name_or_path!r}: {text}")
+
+
+def load_processor(recipe: Recipe):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            model_source(recipe.model.name_or_path),
+            revision=recipe.model.revision,
+            trust_remote_code=recipe.model.trust_remote_code,
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise _load_error(recipe, "a tokenizer", err) from None
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ModelError(f"model.name_or_path: tokenizer of {recipe.model.name_or_path!r} has no pad or eos token")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def preprocess(splits, tokenizer, recipe: Recipe):
+    """Tokenize (truncate only: padding is dynamic, per batch, in the collator)."""
+    text, pair = recipe.data.text_column, recipe.data.text_pair_column
+
+    def tokenize(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        for key, col in input_columns(recipe).items():
+            bad = [v for v in batch[col] if not isinstance(v, str)]
+            if bad:
+                raise DataError(f"{key}: column {col!r} holds a non-text value {bad[0]!r}")
+        args = (batch[text], batch[pair]) if pair else (batch[text],)
+        return tokenizer(*args, truncation=True, max_length=recipe.model.max_length)
+
+    out = {}
+    for role, ds in splits.items():
+        remove = [c for c in ds.column_names if c != "labels"]
+        out[role] = ds.map(tokenize, batched=True, remove_columns=remove, desc=f"tokenize {role}")
+    return type(splits)(out)
+
+
+def collator(tokenizer):
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer)
+
+
+def load_model(recipe: Recipe, label_names: list[str] | None):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    num_labels = len(label_names) if label_names else 1
+    kwargs: dict[str, Any] = {"num_labels": num_labels, "problem_type": recipe.data.problem_type}
+    if label_names:
+        kwargs["id2label"] = dict(enumerate(label_names))
+        kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
+    source = model_source(recipe.model.name_or_path)
+    common = {"revision": recipe.model.revision, "trust_remote_code": recipe.model.trust_remote_code}
+    try:
+        if recipe.model.pretrained:
+            model = AutoModelForSequenceClassification.from_pretrained(source, **common, **kwargs)
+        else:
+            config = AutoConfig.from_pretrained(source, **common, **kwargs)
+            model = AutoModelForSequenceClassification.from_config(
+                config, trust_remote_code=recipe.model.trust_remote_code
+            )
+    except (OSError, ValueError, KeyError) as err:
+        raise _load_error(recipe, "a sequence-classification model", err) from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = model.config.eos_token_id
+    return model

@@ -1,0 +1,20 @@
+import os
+
+# The whole suite runs offline: nothing may reach for the Hugging Face Hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from tests.tiny import save_tiny_bert, write_sentiment_csv  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def sentiment_files(tmp_path_factory):
+    return write_sentiment_csv(tmp_path_factory.mktemp("data"))

@@ -1,0 +1,175 @@
+"""End-to-end runs of the real entry points on a tiny model: 2 steps per strategy."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_transfer import finetune
+from hf_transfer.errors import DataError, OutputError
+from tests.tiny import text_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTENCES = ["good great drug", "awful terrible pain", "the drug was fine", "worst day bad"]
+
+
+def predictions(clf):
+    return [r["label"] for r in clf(SENTENCES)]
+
+
+def in_memory_labels(result):
+    model, tok = result.trainer.model.eval(), result.trainer.processing_class
+    with torch.no_grad():
+        logits = model(**tok(SENTENCES, return_tensors="pt", padding=True)).logits
+    id2label = (model.base_model.model if hasattr(model, "peft_config") else model).config.id2label
+    return [id2label[i] for i in logits.argmax(-1).tolist()]
+
+
+@pytest.mark.parametrize("strategy", [
+    {"strategy": "full"},
+    {"strategy": "partial", "freeze": "backbone"},
+    {"strategy": "partial", "freeze": 1},
+])
+def test_api_run_saves_a_model_that_reloads_with_pipeline(strategy, tiny_bert, sentiment_files, tmp_path):
+    from transformers import pipeline
+
+    out = tmp_path / "out"
+    result = finetune(text_recipe(tiny_bert, sentiment_files, out, **strategy))
+    assert result.output_dir == out
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "recipe.yaml", "metrics.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"train", "validation", "test", "trainable_parameters", "total_parameters"} <= set(metrics)
+    assert 0 <= metrics["test"]["test_accuracy"] <= 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    clf = pipeline("text-classification", model=str(out), device="cpu")
+    assert predictions(clf) == in_memory_labels(result)
+
+
+def test_frozen_weights_unchanged_and_trainable_moved(tiny_bert, sentiment_files, tmp_path):
+    before = load_file(tiny_bert / "model.safetensors")
+    out = tmp_path / "out"
+    finetune(text_recipe(tiny_bert, sentiment_files, out, strategy="partial", freeze=1))
+    after = load_file(out / "model.safetensors")
+    frozen = [k for k in before if k.startswith(("embeddings.", "encoder.layer.0."))]
+    moved = [k for k in before if k.startswith("encoder.layer.1.") and k.endswith("weight")]
+    assert frozen and moved
+    for k in frozen:
+        assert torch.equal(before[k], after[f"bert.{k}"]), k
+    assert all(not torch.equal(before[k], after[f"bert.{k}"]) for k in moved)
+
+
+def test_lora_saves_adapter_and_head_that_reload(tiny_bert, sentiment_files, tmp_path):
+    from peft import AutoPeftModelForSequenceClassification
+    from transformers import AutoConfig, AutoTokenizer, pipeline
+
+    out = tmp_path / "out"
+    result = finetune(text_recipe(tiny_bert, sentiment_files, out, strategy="lora", r=4, merge=True))
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    saved = load_file(out / "adapter_model.safetensors")
+    assert any("classifier" in k for k in saved) and any("lora_A" in k for k in saved)
+    config = AutoConfig.from_pretrained(out)
+    model = AutoPeftModelForSequenceClassification.from_pretrained(
+        out, num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id
+    )
+    clf = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(out), device="cpu")
+    expected = in_memory_labels(result)
+    assert predictions(clf) == expected
+    merged = pipeline("text-classification", model=str(out / "merged"), device="cpu")
+    assert predictions(merged) == expected
+
+
+@pytest.mark.parametrize("problem_type, label_column, key", [
+    ("multi_label_classification", ["is_good", "is_bad"], "test_f1_macro"),
+    ("regression", "score", "test_mse"),
+])
+def test_multi_label_and_regression(problem_type, label_column, key, tiny_bert, sentiment_files, tmp_path):
+    recipe = text_recipe(tiny_bert, sentiment_files, tmp_path / "out")
+    recipe["data"] |= {"problem_type": problem_type, "label_column": label_column, "label_names": None}
+    result = finetune(recipe)
+    assert key in result.metrics["test"]
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["problem_type"] == problem_type
+    if problem_type == "regression":
+        assert config["num_labels"] == 1 if "num_labels" in config else len(config["id2label"]) == 1
+    else:
+        assert config["id2label"] == {"0": "is_good", "1": "is_bad"}
+
+
+def test_validation_split_is_carved_when_absent(tiny_bert, sentiment_files, tmp_path):
+    result = finetune(text_recipe(tiny_bert, sentiment_files, tmp_path / "out"))
+    assert result.metrics["validation"]["eval_samples_per_second"] > 0
+    n_val = round(48 * 0.1)
+    assert len(result.trainer.train_dataset) == 48 - n_val
+
+
+def test_existing_output_is_not_overwritten_without_flag(tiny_bert, sentiment_files, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="--overwrite"):
+        finetune(text_recipe(tiny_bert, sentiment_files, out))
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_data_errors_name_the_problem(tiny_bert, sentiment_files, tmp_path):
+    recipe = text_recipe(tiny_bert, sentiment_files, tmp_path / "a")
+    recipe["data"]["text_column"] = "body"
+    with pytest.raises(DataError, match="data.text_column: column 'body' not in split 'train'"):
+        finetune(recipe)
+    recipe = text_recipe(tiny_bert, sentiment_files, tmp_path / "b")
+    recipe["data"]["label_names"] = ["negative", "neutral"]
+    with pytest.raises(DataError, match="label 'positive' in split 'train' is not one of label_names"):
+        finetune(recipe)
+    recipe = text_recipe(tiny_bert, {"train": str(tmp_path / "missing.csv")}, tmp_path / "c")
+    with pytest.raises(DataError, match="data.data_files.train: file not found"):
+        finetune(recipe)
+
+
+def test_missing_model_folder_is_a_clear_error(sentiment_files, tmp_path):
+    from hf_transfer.errors import ModelError
+
+    recipe = text_recipe(tmp_path / "no-model", sentiment_files, tmp_path / "out")
+    with pytest.raises(ModelError, match="model.name_or_path: cannot load"):
+        finetune(recipe)
+
+
+def _write_recipe(recipe, path):
+    import yaml
+
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _env():
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def test_cli_finetune_end_to_end(tiny_bert, sentiment_files, tmp_path):
+    path = _write_recipe(text_recipe(tiny_bert, sentiment_files, tmp_path / "out"), tmp_path / "r.yaml")
+    exe = Path(sys.executable).with_name("hf-transfer")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "hf_transfer"]
+    proc = subprocess.run([*cmd, "finetune", str(path), "finetune.strategy=lora", "finetune.r=2"],
+                          capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout[proc.stdout.rindex("{\n  \"output_dir\""):])
+    assert "test_accuracy" in summary["test"]
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+    assert "trainable parameters" in proc.stderr
+
+
+def test_accelerate_launch_script_end_to_end(tiny_bert, sentiment_files, tmp_path):
+    path = _write_recipe(text_recipe(tiny_bert, sentiment_files, tmp_path / "out"), tmp_path / "r.yaml")
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+         str(ROOT / "accelerate_configs/cpu.yaml"), str(ROOT / "scripts/finetune.py"), str(path)],
+        capture_output=True, text=True, env=_env(), cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "out" / "metrics.json").is_file()
