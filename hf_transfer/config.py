@@ -61,7 +61,8 @@ def parse_yaml(text: str, where: str) -> Any:
 class ModelConfig:
     name_or_path: str
     """Hub id (e.g. google-bert/bert-base-uncased) or a local model folder."""
-    modality: Literal["text"] = "text"
+    modality: str = "text"
+    """One of MODALITIES (text, ...); a modality with options reads them from its own section."""
     pretrained: bool = True
     """False: same architecture from random initialisation (the transfer baseline)."""
     revision: str | None = None
@@ -127,6 +128,13 @@ STRATEGY_CONFIGS: dict[str, type] = {
 }
 
 
+# modality -> dataclass of its own recipe section (the section is named after the modality), or
+# None when it has no options. Adding a modality: one entry here, one in train.MODALITIES.
+MODALITIES: dict[str, type | None] = {
+    "text": None,
+}
+
+
 @dataclass
 class HubConfig:
     push: bool = False
@@ -145,6 +153,10 @@ class Recipe:
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement of metric_for_best_model."""
     hub: HubConfig = field(default_factory=HubConfig)
+    vision: Any = None
+    """Options of the vision modality (see MODALITIES); None for other modalities."""
+    speech: Any = None
+    """Options of the speech modality (see MODALITIES); None for other modalities."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -279,8 +291,20 @@ def validate(raw: Any) -> Recipe:
     for key in ("model", "data"):
         if key not in raw:
             raise RecipeError(f"{key}: required section is missing")
+    model = build(ModelConfig, raw["model"], "model")
+    if model.modality not in MODALITIES:
+        raise RecipeError(
+            f"model.modality: unknown modality {model.modality!r} (choose from {', '.join(MODALITIES)})"
+        )
+    sections = {}
+    for name in ("vision", "speech"):
+        cls = MODALITIES.get(name)
+        if name in raw and model.modality != name:
+            raise RecipeError(f"{name}: section only applies with model.modality: {name}")
+        if model.modality == name and cls is not None:
+            sections[name] = build(cls, raw.get(name), name)
     return Recipe(
-        model=build(ModelConfig, raw["model"], "model"),
+        model=model,
         data=build(DataConfig, raw["data"], "data"),
         finetune=_build_finetune(raw.get("finetune")),
         training=_check_training(raw.get("training")),
@@ -288,6 +312,7 @@ def validate(raw: Any) -> Recipe:
             raw.get("early_stopping_patience"), int | None, "early_stopping_patience"
         ),
         hub=build(HubConfig, raw.get("hub"), "hub"),
+        **sections,
     )
 
 

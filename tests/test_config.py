@@ -60,6 +60,8 @@ def test_learning_rate_2e_5_is_a_float():
         (minimal(finetune={"strategy": "lora", "r": 2.5}), "finetune.r: expected int, got 2.5"),
         (minimal(hub="yes"), "hub: expected a mapping"),
         ([1, 2], "recipe: expected a mapping"),
+        (minimal(model={"name_or_path": "m", "modality": "smell"}), "model.modality: unknown modality 'smell'"),
+        (minimal(vision={}), "vision: section only applies with model.modality: vision"),
     ],
 )
 def test_bad_recipes_name_the_key(raw, message):
