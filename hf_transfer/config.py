@@ -67,6 +67,9 @@ class ModelConfig:
     """False: same architecture from random initialisation (the transfer baseline)."""
     revision: str | None = None
     trust_remote_code: bool = False
+    """Run Python code shipped with a Hub model. Only for models you trust."""
+    allow_pickle: bool = False
+    """Accept pickled (.bin) weights when no safetensors exist; loaded with weights_only=True."""
     max_length: int = 128
     """Tokenizer truncation length (text)."""
 
@@ -152,6 +155,8 @@ class Recipe:
     """Keyword arguments of transformers.TrainingArguments."""
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement of metric_for_best_model."""
+    nan_policy: Literal["stop", "skip"] = "stop"
+    """A non-finite training loss stops the run (naming the step), or skips that batch."""
     hub: HubConfig = field(default_factory=HubConfig)
     vision: Any = None
     """Options of the vision modality (see MODALITIES); None for other modalities."""
@@ -264,6 +269,9 @@ def _build_finetune(data: Any) -> Any:
     return build(cls, data, "finetune")
 
 
+SECRET_FIELDS = ("hub_token",)  # would be pickled into checkpoints' training_args.bin
+
+
 def _check_training(data: Any) -> dict[str, Any]:
     from transformers import TrainingArguments  # deferred: heavy import
 
@@ -277,6 +285,10 @@ def _check_training(data: Any) -> dict[str, Any]:
     for key, value in data.items():
         if key not in fields:
             raise RecipeError(f"training.{key}: not a transformers.TrainingArguments field")
+        if key in SECRET_FIELDS and value:
+            raise RecipeError(
+                f"training.{key}: never put tokens in a recipe; set HF_TOKEN or run `hf auth login`"
+            )
         out[key] = _check_value(value, hints.get(key, Any), f"training.{key}")
     return out
 
@@ -311,6 +323,7 @@ def validate(raw: Any) -> Recipe:
         early_stopping_patience=_check_value(
             raw.get("early_stopping_patience"), int | None, "early_stopping_patience"
         ),
+        nan_policy=_check_value(raw.get("nan_policy", "stop"), Literal["stop", "skip"], "nan_policy"),
         hub=build(HubConfig, raw.get("hub"), "hub"),
         **sections,
     )
@@ -380,4 +393,7 @@ def load_recipe(
 
 
 def dump_recipe(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+    """The resolved recipe as YAML, with secret-looking values (tokens) redacted."""
+    from hf_transfer.guards import redact
+
+    return yaml.safe_dump(redact(recipe.to_dict()), sort_keys=False)

@@ -25,6 +25,8 @@ def model_source(name_or_path: str) -> str:
 
 def _load_error(recipe: Recipe, what: str, err: Exception) -> ModelError:
     text = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+    if "custom code" in text:
+        text = "it ships custom Python code; set model.trust_remote_code: true only if you trust it"
     return ModelError(f"model.name_or_path: cannot load {what} from {recipe.model.name_or_path!r}: {text}")
 
 
@@ -81,9 +83,10 @@ def load_model(recipe: Recipe, label_names: list[str] | None):
         kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
     source = model_source(recipe.model.name_or_path)
     common = {"revision": recipe.model.revision, "trust_remote_code": recipe.model.trust_remote_code}
+    weights = {"use_safetensors": None if recipe.model.allow_pickle else True}
     try:
         if recipe.model.pretrained:
-            model = AutoModelForSequenceClassification.from_pretrained(source, **common, **kwargs)
+            model = AutoModelForSequenceClassification.from_pretrained(source, **common, **weights, **kwargs)
         else:
             config = AutoConfig.from_pretrained(source, **common, **kwargs)
             model = AutoModelForSequenceClassification.from_config(

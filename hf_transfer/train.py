@@ -14,6 +14,7 @@ from hf_transfer import text
 from hf_transfer.config import Recipe, dump_recipe, load_recipe
 from hf_transfer.data import load_data
 from hf_transfer.errors import OutputError
+from hf_transfer.guards import install_nan_guard, last_complete_checkpoint
 from hf_transfer.metrics import best_metric, compute_metrics_fn
 from hf_transfer.strategies import apply_strategy, count_parameters
 
@@ -91,13 +92,6 @@ def _callbacks(recipe: Recipe) -> list:
     return [EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience)]
 
 
-def _last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    folder = out / CHECKPOINTS
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
-
-
 def build_trainer(recipe: Recipe, out: Path):
     """Everything up to a ready Trainer; returns (trainer, splits)."""
     from transformers import Trainer, set_seed
@@ -120,6 +114,7 @@ def build_trainer(recipe: Recipe, out: Path):
         compute_metrics=compute_metrics_fn(recipe.data.problem_type),
         callbacks=_callbacks(recipe),
     )
+    trainer.nan_counts = install_nan_guard(model, trainer, recipe.nan_policy)
     return trainer, splits
 
 
@@ -146,8 +141,9 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> FinetuneResult:
     out = Path(recipe.training.get("output_dir") or default_output_dir(recipe))
     check_output_dir(out, overwrite, resume)
+    (out / COMPLETE_MARKER).unlink(missing_ok=True)  # resuming: the folder is unfinished until saved
     trainer, splits = build_trainer(recipe, out)
-    checkpoint = _last_checkpoint(out) if resume else None
+    checkpoint = last_complete_checkpoint(out / CHECKPOINTS) if resume else None
     if resume and checkpoint is None:
         log.warning("--resume: no checkpoint under %s; starting from the beginning", out / CHECKPOINTS)
     train_out = trainer.train(resume_from_checkpoint=checkpoint)
@@ -161,6 +157,7 @@ def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Finetu
         "effective_batch_size": args.per_device_train_batch_size
         * args.world_size
         * args.gradient_accumulation_steps,
+        **trainer.nan_counts,
     }
     if "test" in splits:
         metrics["test"] = trainer.evaluate(splits["test"], metric_key_prefix="test")
