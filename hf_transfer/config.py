@@ -26,7 +26,7 @@ from hf_transfer.errors import RecipeError
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe loader that reads floats the YAML 1.2 way: `2e-5` and `1E3` are floats."""
+    """Safe loader that reads scalars the YAML 1.2 way: `2e-5` is a float, `no`/`on` are strings."""
 
 
 _FLOAT_12 = re.compile(
@@ -37,11 +37,13 @@ _FLOAT_12 = re.compile(
     |\.(?:nan|NaN|NAN))$""",
     re.X,
 )
+_BOOL_12 = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+    k: [(tag, rx) for tag, rx in v if tag not in ("tag:yaml.org,2002:float", "tag:yaml.org,2002:bool")]
     for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL_12, list("tTfF"))
 
 
 def parse_yaml(text: str, where: str) -> Any:

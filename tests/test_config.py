@@ -34,6 +34,13 @@ def test_yaml_reads_exponent_floats_as_floats():
     }
 
 
+def test_yaml_booleans_follow_yaml_1_2():
+    assert parse_yaml("a: no\nb: on\nc: true\nd: False\ne: yes", "t") == {
+        "a": "no", "b": "on", "c": True, "d": False, "e": "yes"
+    }
+    assert load_recipe(minimal(), ["training.eval_strategy=no"]).training["eval_strategy"] == "no"
+
+
 def test_learning_rate_2e_5_is_a_float():
     r = load_recipe(ROOT / "recipes" / "bert_sst2.yaml")
     assert isinstance(r.training["learning_rate"], float) and r.training["learning_rate"] == 2e-5
