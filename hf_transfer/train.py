@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_transfer import text
+from hf_transfer import speech, text
 from hf_transfer.config import Recipe, dump_recipe, load_recipe
 from hf_transfer.data import load_data
 from hf_transfer.errors import OutputError
@@ -21,7 +21,7 @@ from hf_transfer.strategies import apply_strategy, count_parameters
 log = logging.getLogger(__name__)
 
 # recipe `model.modality` -> module with input_columns, load_processor, preprocess, collator, load_model
-MODALITIES = {"text": text}
+MODALITIES = {"text": text, "speech": speech}
 
 CHECKPOINTS = "checkpoints"
 COMPLETE_MARKER = "metrics.json"  # written last: a folder without it is not a finished run

@@ -148,3 +148,20 @@ def test_recipe_with_string_learning_rate_file(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "hf-transfer: error: training.learning_rate: expected float, got 'fast'"
+
+
+def test_modality_registries_agree():
+    from hf_transfer.config import MODALITIES as SCHEMA
+    from hf_transfer.train import MODALITIES
+
+    assert set(MODALITIES) == set(SCHEMA)
+    for module in MODALITIES.values():
+        for fn in ("input_columns", "load_processor", "preprocess", "collator", "load_model"):
+            assert callable(getattr(module, fn)), (module.__name__, fn)
+
+
+def test_cli_commands_match_parser():
+    from hf_transfer.cli import COMMANDS, _parser
+
+    sub = next(a for a in _parser()._actions if a.dest == "command")
+    assert set(sub.choices) == set(COMMANDS)
