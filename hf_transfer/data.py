@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from hf_transfer.config import DataConfig

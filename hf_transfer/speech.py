@@ -21,7 +21,7 @@ import numpy as np
 
 from hf_transfer.config import Recipe, SpeechConfig
 from hf_transfer.errors import DataError, RecipeError
-from hf_transfer.text import _load_error, model_source
+from hf_transfer.text import _load_error, load_auto_model, model_source
 
 log = logging.getLogger(__name__)
 
@@ -240,24 +240,13 @@ def _shorten_whisper_input(model, positions: int) -> None:
 
 
 def load_model(recipe: Recipe, label_names: list[str] | None):
-    from transformers import AutoConfig, AutoModelForAudioClassification
+    from transformers import AutoModelForAudioClassification
 
     opts = options(recipe)
     kwargs: dict[str, Any] = {"num_labels": len(label_names)}
     kwargs["id2label"] = dict(enumerate(label_names))
     kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
-    source = model_source(recipe.model.name_or_path)
-    common = {"revision": recipe.model.revision, "trust_remote_code": recipe.model.trust_remote_code}
-    try:
-        if recipe.model.pretrained:
-            model = AutoModelForAudioClassification.from_pretrained(source, **common, **kwargs)
-        else:
-            config = AutoConfig.from_pretrained(source, **common, **kwargs)
-            model = AutoModelForAudioClassification.from_config(
-                config, trust_remote_code=recipe.model.trust_remote_code
-            )
-    except (OSError, ValueError, KeyError) as err:
-        raise _load_error(recipe, "an audio-classification model", err) from None
+    model = load_auto_model(AutoModelForAudioClassification, recipe, "an audio-classification model", **kwargs)
     if getattr(model.config, "max_source_positions", None):
         fe = load_processor(recipe)
         if _is_whisper_like(fe):
