@@ -3,8 +3,8 @@
 With a fully frozen backbone (`partial`, `freeze: backbone`) and no stochastic augmentation, the
 backbone's output for an example never changes, so it is computed once (batched, under no_grad,
 in eval mode) and stored under `$HF_TRANSFER_CACHE` (default ~/.cache/hf-transfer/features), keyed
-by a hash of the backbone's weights, the preprocessed split's datasets fingerprint (data +
-preprocessing) and the capture point. Trainer then trains only the head on those features — same
+by a hash of the backbone's weights, a hash of the preprocessed split (data + preprocessing: the
+model inputs and labels themselves) and the capture point. Trainer then trains only the head on those features — same
 optimizer, schedule, sampler order and metrics as through the backbone — and the saved output is the
 ordinary full model folder (the head's modules are the model's own, trained in place).
 
@@ -94,6 +94,16 @@ def _weights_hash(module: nn.Module) -> str:
     return h.hexdigest()
 
 
+def _data_hash(split) -> str:
+    """Hash of the preprocessed split's content (model inputs + labels): data and preprocessing."""
+    if split._indices is not None:
+        split = split.flatten_indices()
+    h = hashlib.sha256(repr(split.features).encode())
+    for batch in split.data.to_batches():
+        h.update(batch.serialize())
+    return h.hexdigest()
+
+
 @torch.no_grad()
 def _compute(model, head, split, collator, batch_size: int, device) -> torch.Tensor:
     """Features of every example (the input of the head), checked on the first batch."""
@@ -123,7 +133,7 @@ def features(model, head, split, collator, batch_size: int, device) -> tuple:
 
     start = time.perf_counter()
     key = hashlib.sha256(
-        f"{_weights_hash(backbone_of(model))}|{split._fingerprint}|{head[0].__class__.__name__}".encode()
+        f"{_weights_hash(backbone_of(model))}|{_data_hash(split)}|{head[0].__class__.__name__}".encode()
     ).hexdigest()[:32]
     path = cache_dir() / f"{key}.safetensors"
     hit = path.is_file()

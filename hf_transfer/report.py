@@ -126,11 +126,10 @@ def _row(name: str, kind: str, recipe, result) -> dict[str, Any]:
     metric, _ = _headline(recipe)
     m = result.metrics
     features = m.get("cached_features") or {}
-    curve = [
-        (e["epoch"], e[f"eval_{metric}"])
-        for e in result.trainer.state.log_history
-        if f"eval_{metric}" in e and "epoch" in e
-    ]
+    curve: dict[float, float] = {}  # epoch -> value; the first per epoch (the last is the final evaluate)
+    for e in result.trainer.state.log_history:
+        if f"eval_{metric}" in e and "epoch" in e:
+            curve.setdefault(e["epoch"], e[f"eval_{metric}"])
     return {
         "name": name,
         "kind": kind,
@@ -142,7 +141,7 @@ def _row(name: str, kind: str, recipe, result) -> dict[str, Any]:
         "cached_features": bool(features),
         "trainable_parameters": m["trainable_parameters"],
         "output_dir": str(result.output_dir),
-        "curve": curve,
+        "curve": sorted(curve.items()),
     }
 
 

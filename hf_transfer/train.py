@@ -71,7 +71,9 @@ def training_arguments(recipe: Recipe, out: Path):
     args |= recipe.training
     args["output_dir"] = str(out / CHECKPOINTS)
     args.setdefault("save_strategy", args["eval_strategy"])
-    args.setdefault("load_best_model_at_end", args["eval_strategy"] != "no")
+    # AdaLoRA: a checkpoint's pruned ranks do not load back into the live model (PEFT), so the last one stays.
+    reload_best = args["eval_strategy"] != "no" and recipe.finetune.strategy != "adalora"
+    args.setdefault("load_best_model_at_end", reload_best)
     try:
         return TrainingArguments(**args)
     except (ValueError, TypeError) as err:
