@@ -158,9 +158,13 @@ class TransferTrainer(Trainer):
         out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.hooks.penalty is None or not model.training:
             return out
-        if return_outputs:
-            return out[0] + self.hooks.penalty(), out[1]
-        return out + self.hooks.penalty()
+        penalty = self.hooks.penalty()
+        scaled = getattr(self, "loss_is_scaled_for_ga", None)  # then Trainer does not divide the loss by
+        if scaled is None:                                     # the accumulation steps: the penalty must be
+            scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None)  # once per step
+        if scaled:
+            penalty = penalty / getattr(self, "current_gradient_accumulation_steps", 1)
+        return (out[0] + penalty, out[1]) if return_outputs else out + penalty
 
     def save_model(self, output_dir=None, _internal_call=False):
         if self.export_model is None or _internal_call:  # checkpoints keep what Trainer trains
