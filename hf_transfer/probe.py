@@ -51,6 +51,8 @@ def wanted(recipe, modality, model) -> bool:
     cfg = recipe.finetune
     if cfg.strategy != "partial" or cfg.cache_features is False:
         return False
+    if cfg.freeze != "backbone" and cfg.cache_features is None:
+        return False  # not a linear probe
     reasons = []
     if cfg.freeze != "backbone":
         reasons.append("the backbone is not fully frozen (freeze: backbone)")
@@ -127,14 +129,13 @@ def _compute(model, head, split, collator, batch_size: int, device) -> torch.Ten
     return torch.cat(captured).float().cpu()
 
 
-def features(model, head, split, collator, batch_size: int, device) -> tuple:
-    """(features dataset, seconds spent, cache hit) for one preprocessed split."""
+def features(model, head, split, collator, batch_size: int, device, weights: str) -> tuple:
+    """(features dataset, seconds spent, cache hit) for one preprocessed split;
+    `weights` is the hash of the backbone's weights."""
     from safetensors.torch import load_file, save_file
 
     start = time.perf_counter()
-    key = hashlib.sha256(
-        f"{_weights_hash(backbone_of(model))}|{_data_hash(split)}|{head[0].__class__.__name__}".encode()
-    ).hexdigest()[:32]
+    key = hashlib.sha256(f"{weights}|{_data_hash(split)}|{head[0].__class__.__name__}".encode()).hexdigest()[:32]
     path = cache_dir() / f"{key}.safetensors"
     hit = path.is_file()
     if hit:
@@ -158,10 +159,13 @@ def features(model, head, split, collator, batch_size: int, device) -> tuple:
 
 def prepare(model, splits, collator, args):
     """(CachedHead to train, feature splits, info for metrics.json)."""
-    head = probe_head(model)
-    out, info = {}, {"seconds": 0.0, "cache_hits": 0, "splits": len(splits)}
+    start = time.perf_counter()
+    head, weights = probe_head(model), _weights_hash(backbone_of(model))
+    out, info = {}, {"seconds": time.perf_counter() - start, "cache_hits": 0, "splits": len(splits)}
     for role, split in splits.items():
-        out[role], seconds, hit = features(model, head, split, collator, args.per_device_eval_batch_size, args.device)
+        out[role], seconds, hit = features(
+            model, head, split, collator, args.per_device_eval_batch_size, args.device, weights
+        )
         info["seconds"] += seconds
         info["cache_hits"] += int(hit)
     log.info("linear probe on cached features: %.1f s for features (%d of %d splits from cache)",

@@ -160,6 +160,7 @@ def write_report(recipe, result, overwrite: bool = False) -> dict[str, Any]:
     out = result.output_dir
     metric, greater = _headline(recipe)
     raw = recipe.to_dict()
+    raw["training"]["output_dir"] = str(out)  # variants go under <out>/compare/
     kind = "linear_probe" if recipe.finetune.strategy == "partial" and recipe.finetune.freeze == "backbone" else "pretrained"
     rows = [_row("main", kind if recipe.model.pretrained else "scratch", recipe, result)]
     for name, overrides in _entries(recipe.compare):
@@ -189,6 +190,8 @@ def write_report(recipe, result, overwrite: bool = False) -> dict[str, Any]:
     for r in rows:
         r["gain_over_scratch"] = _gain(r, scratch, greater, split) if r["kind"] in ("pretrained", "linear_probe") else None
         r["negative_transfer"] = r["gain_over_scratch"] is not None and r["gain_over_scratch"] <= 0
+    if not result.trainer.is_world_process_zero():
+        return {}
     report = {
         "metric": metric,
         "split": split,

@@ -14,8 +14,8 @@ from hf_transfer import probe, text
 from hf_transfer.config import Recipe, dump_recipe, load_recipe
 from hf_transfer.data import load_data
 from hf_transfer.errors import OutputError
-from hf_transfer.metrics import best_metric, compute_metrics_fn
 from hf_transfer.hooks import TransferTrainer, trainer_hooks
+from hf_transfer.metrics import best_metric, compute_metrics_fn
 from hf_transfer.strategies import apply_strategy, count_parameters
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ def build_trainer(recipe: Recipe, out: Path):
     splits = modality.preprocess(loaded.splits, processor, recipe)
     model = modality.load_model(recipe, loaded.label_names)
     model = apply_strategy(model, recipe.finetune)
+    hooks = trainer_hooks(model, recipe.finetune, args)
     collator, export, features = modality.collator(processor), None, None
     if probe.wanted(recipe, modality, model):  # linear probe: train the head on cached features
         export, (model, splits, features) = model, probe.prepare(model, splits, collator, args)
@@ -128,7 +129,7 @@ def build_trainer(recipe: Recipe, out: Path):
         data_collator=collator,
         compute_metrics=compute_metrics_fn(recipe.data.problem_type),
         callbacks=_callbacks(recipe),
-        hooks=trainer_hooks(model, recipe.finetune, args),
+        hooks=hooks,
         export_model=export,
     )
     trainer.cached_features = features  # None unless the head trained on cached features
@@ -180,7 +181,7 @@ def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Finetu
         metrics["test"] = trainer.evaluate(splits["test"], metric_key_prefix="test")
     _save(trainer, recipe, out, metrics)
     result = FinetuneResult(metrics=metrics, output_dir=out, trainer=trainer)
-    if recipe.compare and trainer.is_world_process_zero():
+    if recipe.compare:  # every process trains the variants (DDP); the main one writes the report
         from hf_transfer.report import write_report
 
         result.report = write_report(recipe, result, overwrite=overwrite)

@@ -311,7 +311,7 @@ def test_cached_probe_refused_when_the_backbone_is_not_frozen(tiny_bert, sentime
 def test_transfer_report(tiny_bert, sentiment_files, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TRANSFER_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "o"
-    recipe = epochs_recipe(tiny_bert, sentiment_files, out, epochs=2)
+    recipe = epochs_recipe(tiny_bert, sentiment_files, out, epochs=1)
     recipe["compare"] = ["scratch", "majority", {"linear_probe": {"training.learning_rate": 0.1}},
                          {"lora": {"finetune.strategy": "lora", "finetune.r": 2}}]
     result = finetune(recipe)
@@ -327,7 +327,7 @@ def test_transfer_report(tiny_bert, sentiment_files, tmp_path, monkeypatch):
         gain = round(100 * (runs[name]["test"] - runs["scratch"]["test"]), 2)
         assert runs[name]["gain_over_scratch"] == gain
         assert runs[name]["negative_transfer"] == (gain <= 0)
-        assert len(runs[name]["curve"]) == 2 and runs[name]["train_seconds"] > 0
+        assert len(runs[name]["curve"]) == 1 and runs[name]["train_seconds"] > 0
     assert (out / "compare/scratch/metrics.json").is_file()
     md = (out / "report.md").read_text()
     assert "| scratch | scratch |" in md and "| majority | majority |" in md
