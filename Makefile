@@ -6,7 +6,7 @@ OFFLINE   = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 DEMO_OUT ?= outputs/minilm-drugreview
 SPEECH_OUT ?= outputs/whisper-digits
 
-.PHONY: install install-dev system-deps assets demo demo-speech test test-slow clean
+.PHONY: install install-dev system-deps assets demo demo-speech report bench-probe test test-slow clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,16 @@ demo-speech: assets
 		scripts/finetune.py recipes/whisper_digits.yaml training.output_dir=$(SPEECH_OUT)-scratch \
 		model.pretrained=false training.disable_tqdm=true --overwrite
 	@$(VENV)/bin/python scripts/compare.py $(SPEECH_OUT) $(SPEECH_OUT)-scratch
+
+# The transfer report on the offline default: full FT, LoRA, staged, linear probe vs scratch and majority.
+report: assets
+	$(OFFLINE) $(VENV)/bin/hf-transfer finetune recipes/minilm_drugreview_compare.yaml \
+		training.disable_tqdm=true --overwrite
+	@cat outputs/minilm-drugreview-compare/report.md
+
+# Cached-feature linear probe vs the same probe through the frozen backbone (per-epoch time, accuracy).
+bench-probe: assets
+	$(OFFLINE) $(VENV)/bin/python benchmarks/linear_probe.py recipes/minilm_drugreview.yaml
 
 test: install-dev
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q

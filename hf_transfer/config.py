@@ -105,6 +105,10 @@ class DataConfig:
 @dataclass
 class FullConfig:
     strategy: Literal["full"] = "full"
+    layer_decay: float | None = None
+    """Layer-wise LR decay: LR = learning_rate × layer_decay^(depth from the top); head at learning_rate."""
+    l2sp: float = 0.0
+    """L2-SP: add l2sp/2 · ||w − w_pretrained||² over the backbone's weights to the loss."""
 
 
 @dataclass
@@ -112,6 +116,10 @@ class PartialConfig:
     strategy: Literal["partial"] = "partial"
     freeze: Literal["backbone"] | int = "backbone"
     """`backbone`: only the head trains (linear probe); N: embeddings + the first N blocks freeze."""
+    cache_features: bool | None = None
+    """Linear probe on cached backbone features (computed once, on disk). null: whenever possible."""
+    l2sp: float = 0.0
+    """L2-SP (see full); only the unfrozen backbone weights are pulled back."""
 
 
 @dataclass
@@ -124,12 +132,84 @@ class LoraConfig:
     """None: PEFT's default for the architecture, else every linear layer of the backbone."""
     merge: bool = False
     """Also save the adapter merged into a plain model under `merged/`."""
+    use_dora: bool = False
+    """DoRA: weight-decomposed LoRA (PEFT's `use_dora`)."""
+
+
+@dataclass
+class StagedConfig:
+    strategy: Literal["staged"] = "staged"
+    head_epochs: int = 1
+    """Epochs with only the head training (the backbone frozen)."""
+    unfreeze: Literal["all"] | int = "all"
+    """What unfreezes after head_epochs: `all`, or the top k blocks (plus the layers above them)."""
+    milestones: dict[str, Literal["all"] | int] | None = None
+    """Later stages: {epoch: blocks unfrozen from that epoch on}, e.g. {3: 4, 5: all}."""
+    unfreeze_lr: float | None = None
+    """Learning rate of every group once the backbone starts unfreezing (null: learning_rate)."""
+    layer_decay: float | None = None
+    """Layer-wise LR decay (see full), applied to unfreeze_lr."""
+    l2sp: float = 0.0
+    """L2-SP (see full)."""
+
+
+@dataclass
+class IA3Config:
+    strategy: Literal["ia3"] = "ia3"
+    target_modules: list[str] | str | None = None
+    """None: PEFT's default for the architecture."""
+    feedforward_modules: list[str] | str | None = None
+    merge: bool = False
+
+
+@dataclass
+class AdaLoraConfig:
+    strategy: Literal["adalora"] = "adalora"
+    init_r: int = 12
+    target_r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    tinit: int = 0
+    """Steps before rank pruning starts."""
+    tfinal: int = 0
+    """Steps at the end with the ranks fixed."""
+    deltaT: int = 1
+    """Steps between two rank re-allocations."""
+    target_modules: list[str] | str | None = None
+    merge: bool = False
+
+
+@dataclass
+class LoHaConfig:
+    strategy: Literal["loha"] = "loha"
+    r: int = 8
+    alpha: int = 8
+    rank_dropout: float = 0.0
+    module_dropout: float = 0.0
+    target_modules: list[str] | str | None = None
+    merge: bool = False
+
+
+@dataclass
+class LoKrConfig:
+    strategy: Literal["lokr"] = "lokr"
+    r: int = 8
+    alpha: int = 8
+    rank_dropout: float = 0.0
+    module_dropout: float = 0.0
+    target_modules: list[str] | str | None = None
+    merge: bool = False
 
 
 STRATEGY_CONFIGS: dict[str, type] = {
     "full": FullConfig,
     "partial": PartialConfig,
     "lora": LoraConfig,
+    "staged": StagedConfig,
+    "ia3": IA3Config,
+    "adalora": AdaLoraConfig,
+    "loha": LoHaConfig,
+    "lokr": LoKrConfig,
 }
 
 
@@ -186,7 +266,8 @@ class HubConfig:
 class Recipe:
     model: ModelConfig
     data: DataConfig
-    finetune: FullConfig | PartialConfig | LoraConfig = field(default_factory=FullConfig)
+    finetune: Any = field(default_factory=FullConfig)
+    """One of STRATEGY_CONFIGS, chosen by `finetune.strategy`."""
     training: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of transformers.TrainingArguments."""
     early_stopping_patience: int | None = None
@@ -198,6 +279,8 @@ class Recipe:
     """Options of the vision modality (see MODALITIES); None for other modalities."""
     speech: Any = None
     """Options of the speech modality (see MODALITIES); None for other modalities."""
+    compare: list[str | dict[str, dict[str, Any]]] | None = None
+    """Transfer report: runs to compare against, e.g. [scratch, linear_probe, majority] (see report.py)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -361,8 +444,18 @@ def validate(raw: Any) -> Recipe:
         ),
         nan_policy=_check_value(raw.get("nan_policy", "stop"), Literal["stop", "skip"], "nan_policy"),
         hub=build(HubConfig, raw.get("hub"), "hub"),
+        compare=_check_compare(raw),
         **sections,
     )
+
+
+def _check_compare(raw: dict[str, Any]) -> Any:
+    value = _check_value(raw.get("compare"), typing.get_type_hints(Recipe)["compare"], "compare")
+    if value:
+        from hf_transfer.report import check_compare  # the report module owns the variants
+
+        check_compare(raw, value)
+    return value
 
 
 # --------------------------------------------------------------------------- loading

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_transfer import speech, text
+from hf_transfer import probe, speech, text
 from hf_transfer.config import Recipe, dump_recipe, load_recipe
 from hf_transfer.data import load_data
 from hf_transfer.errors import OutputError
 from hf_transfer.guards import install_nan_guard, last_complete_checkpoint
+from hf_transfer.hooks import TransferTrainer, trainer_hooks
 from hf_transfer.metrics import best_metric, compute_metrics_fn
 from hf_transfer.strategies import apply_strategy, count_parameters
 
@@ -32,6 +33,8 @@ class FinetuneResult:
     metrics: dict[str, Any]
     output_dir: Path
     trainer: Any
+    report: dict[str, Any] | None = None
+    """The transfer report (recipe `compare`), when asked for."""
 
 
 def default_output_dir(recipe: Recipe) -> str:
@@ -69,7 +72,9 @@ def training_arguments(recipe: Recipe, out: Path):
     args |= recipe.training
     args["output_dir"] = str(out / CHECKPOINTS)
     args.setdefault("save_strategy", args["eval_strategy"])
-    args.setdefault("load_best_model_at_end", args["eval_strategy"] != "no")
+    # AdaLoRA: a checkpoint's pruned ranks do not load back into the live model (PEFT), so the last one stays.
+    reload_best = args["eval_strategy"] != "no" and recipe.finetune.strategy != "adalora"
+    args.setdefault("load_best_model_at_end", reload_best)
     try:
         return TrainingArguments(**args)
     except (ValueError, TypeError) as err:
@@ -94,7 +99,7 @@ def _callbacks(recipe: Recipe) -> list:
 
 def build_trainer(recipe: Recipe, out: Path):
     """Everything up to a ready Trainer; returns (trainer, splits)."""
-    from transformers import Trainer, set_seed
+    from transformers import default_data_collator, set_seed
 
     modality = MODALITIES[recipe.model.modality]
     args = training_arguments(recipe, out)
@@ -104,17 +109,25 @@ def build_trainer(recipe: Recipe, out: Path):
     splits = modality.preprocess(loaded.splits, processor, recipe)
     model = modality.load_model(recipe, loaded.label_names)
     model = apply_strategy(model, recipe.finetune)
-    trainer = Trainer(
+    hooks = trainer_hooks(model, recipe.finetune, args)
+    collator, export, features = modality.collator(processor), None, None
+    if probe.wanted(recipe, modality, model):  # linear probe: train the head on cached features
+        export, (model, splits, features) = model, probe.prepare(model, splits, collator, args)
+        collator = default_data_collator
+    trainer = TransferTrainer(
         model=model,
         args=args,
         train_dataset=splits["train"],
         eval_dataset=splits["validation"],
         processing_class=processor,
-        data_collator=modality.collator(processor),
+        data_collator=collator,
         compute_metrics=compute_metrics_fn(recipe.data.problem_type),
         callbacks=_callbacks(recipe),
+        hooks=hooks,
+        export_model=export,
     )
     trainer.nan_counts = install_nan_guard(model, trainer, recipe.nan_policy)
+    trainer.cached_features = features  # None unless the head trained on cached features
     return trainer, splits
 
 
@@ -147,7 +160,7 @@ def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Finetu
     if resume and checkpoint is None:
         log.warning("--resume: no checkpoint under %s; starting from the beginning", out / CHECKPOINTS)
     train_out = trainer.train(resume_from_checkpoint=checkpoint)
-    trainable, total = count_parameters(trainer.model)
+    trainable, total = count_parameters(trainer.export_model or trainer.model)
     args = trainer.args
     metrics: dict[str, Any] = {
         "train": train_out.metrics,
@@ -159,10 +172,17 @@ def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Finetu
         * args.gradient_accumulation_steps,
         **trainer.nan_counts,
     }
+    if trainer.cached_features is not None:
+        metrics["cached_features"] = trainer.cached_features
     if "test" in splits:
         metrics["test"] = trainer.evaluate(splits["test"], metric_key_prefix="test")
     _save(trainer, recipe, out, metrics)
-    return FinetuneResult(metrics=metrics, output_dir=out, trainer=trainer)
+    result = FinetuneResult(metrics=metrics, output_dir=out, trainer=trainer)
+    if recipe.compare:  # every process trains the variants (DDP); the main one writes the report
+        from hf_transfer.report import write_report
+
+        result.report = write_report(recipe, result, overwrite=overwrite)
+    return result
 
 
 def finetune(recipe_or_path, *, overwrite: bool = False, resume: bool = False, **overrides) -> FinetuneResult:
