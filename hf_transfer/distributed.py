@@ -65,6 +65,18 @@ def log_batch_size(args) -> int:
     return size
 
 
+def declare_mean_loss(model) -> None:
+    """Tell the Trainer the model's loss is already a mean over its batch.
+
+    Classification models accept `**kwargs` but ignore `num_items_in_batch`; the Trainer then
+    assumes the loss is a sum-normalised token loss, multiplies it by the number of processes
+    (doubling gradients and the reported loss under two processes) and skips the division by
+    gradient-accumulation steps. `accepts_loss_kwargs = False` restores plain averaging.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.accepts_loss_kwargs = False
+
+
 def zero_stage(trainer) -> int:
     """The DeepSpeed ZeRO stage of a Trainer (0 without DeepSpeed)."""
     if not getattr(trainer, "is_deepspeed_enabled", False):

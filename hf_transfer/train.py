@@ -14,7 +14,7 @@ from hf_transfer import text
 from hf_transfer.config import Recipe, dump_recipe, load_recipe
 from hf_transfer.data import load_data
 from hf_transfer.distributed import (
-    check_saved_weights, effective_batch_size, is_sharded, log_batch_size, require_extras,
+    check_saved_weights, declare_mean_loss, effective_batch_size, is_sharded, log_batch_size, require_extras,
 )
 from hf_transfer.errors import OutputError, RecipeError
 from hf_transfer.metrics import best_metric, compute_metrics_fn
@@ -114,6 +114,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
         splits = modality.preprocess(loaded.splits, processor, recipe)
     model = modality.load_model(recipe, loaded.label_names)
     model = apply_strategy(model, recipe.finetune)
+    declare_mean_loss(model)  # losses average over processes and accumulation steps
     trainer = Trainer(
         model=model,
         args=args,
