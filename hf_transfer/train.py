@@ -171,6 +171,8 @@ def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Finetu
     checkpoint = _last_checkpoint(out) if resume else None
     if resume and checkpoint is None:
         log.warning("--resume: no checkpoint under %s; starting from the beginning", out / CHECKPOINTS)
+    elif checkpoint:
+        log.info("--resume: continuing from %s", checkpoint)
     train_out = trainer.train(resume_from_checkpoint=checkpoint)
     trainable, total = count_parameters(trainer.model)
     args = trainer.args

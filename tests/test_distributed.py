@@ -95,27 +95,41 @@ def test_two_cpu_processes_match_one_process(tiny_bert_no_dropout, data_55, tmp_
 
 @pytest.mark.slow
 def test_resume_under_two_processes(tiny_bert_no_dropout, data_55, tmp_path):
-    """An interrupted 2-process run resumed with --resume ends where the uninterrupted run ends."""
+    """An interrupted 2-process LoRA run resumed with --resume ends where the uninterrupted run ends."""
+    import shutil
+
+    from safetensors.torch import load_file
+    from transformers import pipeline
+
+    lora = {"strategy": "lora", "r": 4, "merge": True}
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     for work in (whole, cut):
         work.mkdir()
-        proc = launch("cpu_2proc.yaml", recipe_for(tiny_bert_no_dropout, data_55, work / "out", per_device=4), work)
+        recipe = recipe_for(tiny_bert_no_dropout, data_55, work / "out", per_device=4, **lora)
+        proc = launch("cpu_2proc.yaml", recipe, work)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    # "interrupt" the second run after step 2: drop the last checkpoint and the final outputs
+    # "interrupt" the second run after step 2: drop its last checkpoint and its final outputs
     out = cut / "out"
     for path in out.iterdir():
-        if path.is_file():
-            path.unlink()
-    import shutil
-
+        if path.name != "checkpoints":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     shutil.rmtree(out / "checkpoints" / "checkpoint-4")
-    proc = launch("cpu_2proc.yaml", recipe_for(tiny_bert_no_dropout, data_55, out, per_device=4), cut, "--resume")
+    state = out / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    written = state.stat().st_mtime_ns  # a run restarted from scratch would write checkpoint-2 again
+    recipe = recipe_for(tiny_bert_no_dropout, data_55, out, per_device=4, **lora)
+    proc = launch("cpu_2proc.yaml", recipe, cut, "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "checkpoint-2" in proc.stderr  # resumed, not restarted
+    assert proc.stderr.count("--resume: continuing from") == 1 and "checkpoint-2" in proc.stderr
+    assert state.stat().st_mtime_ns == written and (out / "checkpoints" / "checkpoint-4").is_dir()
     a = json.loads((whole / "out" / "metrics.json").read_text())
     b = json.loads((out / "metrics.json").read_text())
-    assert b["test"]["test_accuracy"] == a["test"]["test_accuracy"]
-    assert b["test"]["test_loss"] == pytest.approx(a["test"]["test_loss"], abs=1e-4)
+    for key in ("test_accuracy", "test_f1_macro", "test_samples"):
+        assert b["test"][key] == a["test"][key], key
+    assert b["test"]["test_loss"] == pytest.approx(a["test"]["test_loss"], abs=1e-5)
+    adapter = load_file(out / "adapter_model.safetensors")
+    assert any("classifier" in k for k in adapter) and all(t.numel() > 0 for t in adapter.values())
+    merged = pipeline("text-classification", model=str(out / "merged"), device="cpu")
+    assert len(merged(["good great drug", "awful pain"])) == 2
 
 
 def test_missing_deepspeed_is_one_line(monkeypatch, tiny_bert, sentiment_files, tmp_path, capsys):
