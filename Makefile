@@ -5,7 +5,7 @@ PIP       = $(VENV)/bin/pip
 OFFLINE   = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 DEMO_OUT ?= outputs/minilm-drugreview
 
-.PHONY: install install-dev assets demo test test-slow clean
+.PHONY: install install-dev assets demo test test-slow test-gpu clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ test: install-dev
 
 test-slow: install-dev assets
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q -m slow
+
+# Needs a CUDA GPU (single-GPU, DeepSpeed ZeRO-2/3 configs; ZeRO-3 + LoRA save/reload); skipped without.
+test-gpu: install-dev
+	$(OFFLINE) $(VENV)/bin/python -m pytest -q -m gpu -rs
 
 clean:
 	rm -rf $(VENV) assets outputs
