@@ -19,6 +19,7 @@ from hf_transfer.errors import DependencyError, OutputError
 log = logging.getLogger(__name__)
 
 DEEPSPEED_HINT = "pip install 'hf-transfer[deepspeed]'"
+ZERO3_HINT = "under DeepSpeed ZeRO-3 set zero3_save_16bit_model: true (accelerate_configs/deepspeed_zero3.yaml)"
 
 
 def launcher_rank() -> int:
@@ -90,19 +91,21 @@ def is_sharded(trainer) -> bool:
 
 
 def check_saved_weights(out: Path) -> dict[str, int]:
-    """Tensor count per weights file in `out`; raise if a file holds an empty tensor (a bad sharded save)."""
+    """Tensor count per weights file in `out`; raise if nothing, or an empty tensor, was saved.
+
+    Both are what a sharded (ZeRO-3) save without gathering leaves behind.
+    """
     from safetensors import safe_open
 
     counts = {}
     for path in sorted(out.glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as fh:
-            empty = [k for k in fh.keys() if 0 in fh.get_slice(k).get_shape()]
-            counts[path.name] = len(list(fh.keys()))
-        if empty:
-            raise OutputError(
-                f"training.output_dir: {path} holds {len(empty)} empty tensors (e.g. {empty[0]}); "
-                "under DeepSpeed ZeRO-3 set zero3_save_16bit_model: true (accelerate_configs/deepspeed_zero3.yaml)"
-            )
+            keys = list(fh.keys())
+            empty = [k for k in keys if 0 in fh.get_slice(k).get_shape()]
+        counts[path.name] = len(keys)
+        if empty or not keys:
+            what = f"{len(empty)} empty tensors (e.g. {empty[0]})" if empty else "no tensors"
+            raise OutputError(f"training.output_dir: {path} holds {what}; {ZERO3_HINT}")
     if not counts:
-        raise OutputError(f"training.output_dir: no weights (*.safetensors) were saved in {out}")
+        raise OutputError(f"training.output_dir: no weights (*.safetensors) were saved in {out}; {ZERO3_HINT}")
     return counts

@@ -50,17 +50,15 @@ def recipe_for(model, files, out, per_device, **finetune_opts):
     return recipe
 
 
-def launch(config: str, recipe: dict, workdir: Path, *extra: str) -> subprocess.CompletedProcess:
-    """`accelerate launch --config_file CONFIG [launcher flags] scripts/finetune.py RECIPE [--flags]`."""
-    launcher = list(extra[: extra.index("--num_processes") + 2]) if "--num_processes" in extra else []
-    script = [e for e in extra if e not in launcher]
+def launch(config: str, recipe: dict, workdir: Path, *flags: str, launcher=()) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file CONFIG [launcher flags] scripts/finetune.py RECIPE [flags]`."""
     path = workdir / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(ROOT),
            "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config), *launcher,
-         str(ROOT / "scripts/finetune.py"), str(path), *script],
+         str(ROOT / "scripts/finetune.py"), str(path), *flags],
         capture_output=True, text=True, env=env, cwd=workdir, timeout=600,
     )
 
@@ -107,7 +105,7 @@ def test_resume_under_a_launcher(config, tiny_bert_no_dropout, data_55, tmp_path
 
     gpu_run = config != "cpu_2proc.yaml"
     lora = {"strategy": "lora", "r": 4, "merge": not gpu_run}  # merge is refused under ZeRO-3
-    flags = ["--num_processes", str(torch.cuda.device_count())] if gpu_run else []
+    gpus = ["--num_processes", str(torch.cuda.device_count())] if gpu_run else []
 
     def recipe_in(out):
         return (_gpu_recipe if gpu_run else recipe_for)(tiny_bert_no_dropout, data_55, out, per_device=4, **lora)
@@ -115,7 +113,7 @@ def test_resume_under_a_launcher(config, tiny_bert_no_dropout, data_55, tmp_path
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     for work in (whole, cut):
         work.mkdir()
-        proc = launch(config, recipe_in(work / "out"), work, *flags)
+        proc = launch(config, recipe_in(work / "out"), work, launcher=gpus)
         assert proc.returncode == 0, proc.stderr[-3000:]
     # "interrupt" the second run after step 2: drop its last checkpoint and its final outputs
     out = cut / "out"
@@ -125,7 +123,7 @@ def test_resume_under_a_launcher(config, tiny_bert_no_dropout, data_55, tmp_path
     shutil.rmtree(out / "checkpoints" / "checkpoint-4")
     state = out / "checkpoints" / "checkpoint-2" / "trainer_state.json"
     written = state.stat().st_mtime_ns  # a run restarted from scratch would write checkpoint-2 again
-    proc = launch(config, recipe_in(out), cut, *flags, "--resume")
+    proc = launch(config, recipe_in(out), cut, "--resume", launcher=gpus)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("--resume: continuing from") == 1 and "checkpoint-2" in proc.stderr
     assert state.stat().st_mtime_ns == written and (out / "checkpoints" / "checkpoint-4").is_dir()
@@ -168,7 +166,11 @@ def test_saved_weights_with_an_empty_tensor_are_refused(tmp_path):
         distributed.check_saved_weights(tmp_path)
     save_file({"lora_A": torch.ones(2, 4)}, tmp_path / "adapter_model.safetensors")
     assert distributed.check_saved_weights(tmp_path) == {"adapter_model.safetensors": 1}
-    with pytest.raises(OutputError, match="no weights"):
+    save_file({}, tmp_path / "adapter_model.safetensors")
+    with pytest.raises(OutputError, match="holds no tensors; under DeepSpeed ZeRO-3"):
+        distributed.check_saved_weights(tmp_path)
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(OutputError, match="no weights .* zero3_save_16bit_model"):
         distributed.check_saved_weights(tmp_path / "nothing")
 
 
@@ -197,6 +199,51 @@ def test_parameter_count_uses_the_full_size_of_zero3_shards():
     assert count_parameters(model) == (12, 15)
 
 
+def _accuracy_of(clf, files) -> float:
+    import pandas as pd
+
+    test = pd.read_csv(files["test"])
+    return sum(r["label"] == y for r, y in zip(clf(list(test["review"])), test["label"])) / len(test)
+
+
+@pytest.mark.slow
+@needs_deepspeed
+@pytest.mark.parametrize("strategy", [{"strategy": "lora", "r": 4}, {"strategy": "full"}])
+def test_zero3_on_cpu_saves_whole_weights_that_reload(strategy, tiny_bert_no_dropout, data_55, tmp_path):
+    """DeepSpeed ZeRO-3 over 2 CPU processes (gloo): the saved adapter + head, or the consolidated
+    model, is non-empty, reloads without hf-transfer, and scores what the run reported; training
+    matches one process with the same global batch."""
+    from peft import AutoPeftModelForSequenceClassification
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSequenceClassification, pipeline
+
+    single = finetune(recipe_for(tiny_bert_no_dropout, data_55, tmp_path / "single", per_device=8, **strategy))
+    out = tmp_path / "z3" / "out"
+    out.parent.mkdir()
+    recipe = recipe_for(tiny_bert_no_dropout, data_55, out, per_device=4, **strategy)
+    recipe["training"] |= {"use_cpu": False, "ddp_backend": "gloo"}  # DeepSpeed's CPU accelerator, gloo
+    proc = launch("deepspeed_zero3.yaml", recipe, out.parent, launcher=["--num_processes", "2", "--mixed_precision", "no"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["processes"], metrics["effective_batch_size"], metrics["test"]["test_samples"]) == (2, 8, N_TEST)
+    assert (metrics["trainable_parameters"], metrics["total_parameters"]) == (
+        single.metrics["trainable_parameters"], single.metrics["total_parameters"])  # ZeRO-3 shards counted whole
+    assert metrics["train"]["train_loss"] == pytest.approx(single.metrics["train"]["train_loss"], abs=1e-5)
+    assert metrics["test"]["test_accuracy"] == single.metrics["test"]["test_accuracy"]
+    if strategy["strategy"] == "lora":
+        saved = load_file(out / "adapter_model.safetensors")
+        assert any("classifier" in k for k in saved) and any("lora_B" in k for k in saved)
+        config = AutoConfig.from_pretrained(out)
+        model = AutoPeftModelForSequenceClassification.from_pretrained(
+            out, num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id)
+    else:
+        saved = load_file(out / "model.safetensors")
+        model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert saved and all(t.numel() > 0 for t in saved.values())
+    clf = pipeline("text-classification", model=model, tokenizer=str(out), device="cpu")
+    assert _accuracy_of(clf, data_55) == metrics["test"]["test_accuracy"]
+
+
 # --------------------------------------------------------------------------- GPU only
 
 
@@ -216,7 +263,7 @@ def test_full_finetune_under_gpu_configs_saves_a_loadable_model(config, tiny_ber
 
     out = tmp_path / "out"
     processes = ["--num_processes", str(torch.cuda.device_count())] if "deepspeed" in config else []
-    proc = launch(config, _gpu_recipe(tiny_bert, data_55, out), tmp_path, *processes)
+    proc = launch(config, _gpu_recipe(tiny_bert, data_55, out), tmp_path, launcher=processes)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"]["test_samples"] == N_TEST
@@ -234,7 +281,7 @@ def test_lora_under_zero3_saves_a_non_empty_adapter_and_head_that_reload(tiny_be
 
     out = tmp_path / "out"
     recipe = _gpu_recipe(tiny_bert, data_55, out, strategy="lora", r=4)
-    proc = launch("deepspeed_zero3.yaml", recipe, tmp_path, "--num_processes", str(torch.cuda.device_count()))
+    proc = launch("deepspeed_zero3.yaml", recipe, tmp_path, launcher=["--num_processes", str(torch.cuda.device_count())])
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = load_file(out / "adapter_model.safetensors")
     heads = [k for k in saved if "classifier" in k]
@@ -248,14 +295,11 @@ def test_lora_under_zero3_saves_a_non_empty_adapter_and_head_that_reload(tiny_be
         reloaded = state[key.replace("classifier.", "classifier.modules_to_save.default.")]
         assert torch.allclose(reloaded.float().cpu(), saved[key].float().cpu()), key
     # the reloaded adapter + head reproduce the run's test accuracy (bf16 training, fp32 reload: +-2 samples)
-    import pandas as pd
     from transformers import pipeline
 
-    test = pd.read_csv(data_55["test"])
     clf = pipeline("text-classification", model=model, tokenizer=str(out), device="cpu")
-    accuracy = sum(r["label"] == y for r, y in zip(clf(list(test["review"])), test["label"])) / len(test)
     expected = json.loads((out / "metrics.json").read_text())["test"]["test_accuracy"]
-    assert abs(accuracy - expected) <= 2 / N_TEST
+    assert abs(_accuracy_of(clf, data_55) - expected) <= 2 / N_TEST
 
 
 def test_gradient_accumulation_matches_the_larger_batch(tiny_bert_no_dropout, data_55, tmp_path):
