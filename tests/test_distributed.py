@@ -92,23 +92,29 @@ def test_two_cpu_processes_match_one_process(tiny_bert_no_dropout, data_55, tmp_
     assert two["train"]["train_loss"] == pytest.approx(single["train"]["train_loss"], abs=1e-6)
 
 
-@pytest.mark.parametrize("config", [
-    pytest.param("cpu_2proc.yaml", marks=pytest.mark.slow),
-    pytest.param("deepspeed_zero3.yaml", marks=[gpu, needs_cuda, needs_deepspeed]),
+@pytest.mark.parametrize("config, device", [
+    pytest.param("cpu_2proc.yaml", "cpu", marks=pytest.mark.slow),
+    pytest.param("deepspeed_zero3.yaml", "cpu", marks=[pytest.mark.slow, needs_deepspeed]),
+    pytest.param("deepspeed_zero3.yaml", "cuda", marks=[gpu, needs_cuda, needs_deepspeed]),
 ])
-def test_resume_under_a_launcher(config, tiny_bert_no_dropout, data_55, tmp_path):
+def test_resume_under_a_launcher(config, device, tiny_bert_no_dropout, data_55, tmp_path):
     """An interrupted LoRA run resumed with --resume ends where the uninterrupted run ends."""
     import shutil
 
     from safetensors.torch import load_file
     from transformers import pipeline
 
-    gpu_run = config != "cpu_2proc.yaml"
-    lora = {"strategy": "lora", "r": 4, "merge": not gpu_run}  # merge is refused under ZeRO-3
+    zero3, gpu_run = config.startswith("deepspeed"), device == "cuda"
+    lora = {"strategy": "lora", "r": 4, "merge": not zero3}  # merge is refused under ZeRO-3
     gpus = ["--num_processes", str(torch.cuda.device_count())] if gpu_run else []
+    if zero3 and not gpu_run:
+        gpus = ["--num_processes", "2", "--mixed_precision", "no"]
 
     def recipe_in(out):
-        return (_gpu_recipe if gpu_run else recipe_for)(tiny_bert_no_dropout, data_55, out, per_device=4, **lora)
+        recipe = (_gpu_recipe if gpu_run else recipe_for)(tiny_bert_no_dropout, data_55, out, per_device=4, **lora)
+        if zero3 and not gpu_run:
+            recipe["training"] |= {"use_cpu": False, "ddp_backend": "gloo"}  # DeepSpeed on the CPU
+        return recipe
 
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     for work in (whole, cut):
@@ -134,7 +140,7 @@ def test_resume_under_a_launcher(config, tiny_bert_no_dropout, data_55, tmp_path
     assert b["test"]["test_loss"] == pytest.approx(a["test"]["test_loss"], abs=1e-5 if not gpu_run else 1e-2)
     adapter = load_file(out / "adapter_model.safetensors")
     assert any("classifier" in k for k in adapter) and all(t.numel() > 0 for t in adapter.values())
-    if not gpu_run:
+    if not zero3:
         merged = pipeline("text-classification", model=str(out / "merged"), device="cpu")
         assert len(merged(["good great drug", "awful pain"])) == 2
 
