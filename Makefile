@@ -6,7 +6,7 @@ OFFLINE   = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 DEMO_OUT ?= outputs/minilm-drugreview
 SPEECH_OUT ?= outputs/whisper-digits
 
-.PHONY: install install-dev system-deps assets demo demo-speech report bench-probe test test-slow clean
+.PHONY: install install-dev system-deps assets demo demo-speech report bench-probe test test-slow test-gpu clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,deepspeed]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -67,6 +67,10 @@ test: install-dev
 
 test-slow: install-dev assets
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q -m slow
+
+# Needs a CUDA GPU (single-GPU, DeepSpeed ZeRO-2/3 configs; ZeRO-3 + LoRA save/reload); skipped without.
+test-gpu: install-dev
+	$(OFFLINE) $(VENV)/bin/python -m pytest -q -m gpu -rs
 
 clean:
 	rm -rf $(VENV) assets outputs

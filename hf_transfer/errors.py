@@ -19,3 +19,7 @@ class ModelError(HfTransferError):
 
 class OutputError(HfTransferError):
     """The output folder would be overwritten or cannot be written."""
+
+
+class DependencyError(HfTransferError):
+    """An optional extra that the recipe or the launcher needs is not installed."""

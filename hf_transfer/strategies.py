@@ -214,5 +214,8 @@ def apply_strategy(model: nn.Module, cfg) -> nn.Module:
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
+    def numel(p) -> int:  # DeepSpeed ZeRO-3 leaves an empty local shard; ds_numel is the full size
+        return getattr(p, "ds_numel", None) or p.numel()
+
+    trainable = sum(numel(p) for p in model.parameters() if p.requires_grad)
+    return trainable, sum(numel(p) for p in model.parameters())

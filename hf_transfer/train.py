@@ -13,7 +13,10 @@ from typing import Any
 from hf_transfer import probe, speech, text
 from hf_transfer.config import Recipe, dump_recipe, load_recipe
 from hf_transfer.data import load_data
-from hf_transfer.errors import OutputError
+from hf_transfer.distributed import (
+    check_saved_weights, declare_mean_loss, effective_batch_size, is_sharded, log_batch_size, require_extras,
+)
+from hf_transfer.errors import OutputError, RecipeError
 from hf_transfer.guards import install_nan_guard, last_complete_checkpoint
 from hf_transfer.hooks import TransferTrainer, trainer_hooks
 from hf_transfer.metrics import best_metric, compute_metrics_fn
@@ -97,18 +100,20 @@ def _callbacks(recipe: Recipe) -> list:
     return [EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience)]
 
 
-def build_trainer(recipe: Recipe, out: Path):
+def build_trainer(recipe: Recipe, out: Path, args=None):
     """Everything up to a ready Trainer; returns (trainer, splits)."""
     from transformers import default_data_collator, set_seed
 
     modality = MODALITIES[recipe.model.modality]
-    args = training_arguments(recipe, out)
+    args = args if args is not None else training_arguments(recipe, out)
     set_seed(args.seed)
-    loaded = load_data(recipe.data, modality.input_columns(recipe), args.seed)
-    processor = modality.load_processor(recipe)
-    splits = modality.preprocess(loaded.splits, processor, recipe)
+    with args.main_process_first(desc="dataset"):  # one process fills the datasets cache, the rest read it
+        loaded = load_data(recipe.data, modality.input_columns(recipe), args.seed)
+        processor = modality.load_processor(recipe)
+        splits = modality.preprocess(loaded.splits, processor, recipe)
     model = modality.load_model(recipe, loaded.label_names)
     model = apply_strategy(model, recipe.finetune)
+    declare_mean_loss(model)  # losses average over processes and accumulation steps
     hooks = trainer_hooks(model, recipe.finetune, args)
     collator, export, features = modality.collator(processor), None, None
     if probe.wanted(recipe, modality, model):  # linear probe: train the head on cached features
@@ -132,9 +137,12 @@ def build_trainer(recipe: Recipe, out: Path):
 
 
 def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
-    trainer.save_model(str(out))  # main process only; PEFT models save their adapter
+    # Every process calls save_model: under ZeRO-3 / FSDP it gathers the shards; only the main
+    # process writes (PEFT models write their adapter and head).
+    trainer.save_model(str(out))
     if not trainer.is_world_process_zero():
         return
+    check_saved_weights(out)
     if getattr(recipe.finetune, "merge", False):
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(out / "merged"))
@@ -151,14 +159,30 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _check_merge(trainer, recipe: Recipe) -> None:
+    if getattr(recipe.finetune, "merge", False) and is_sharded(trainer):
+        raise RecipeError(
+            "finetune.merge: not available under DeepSpeed ZeRO-3 or FSDP (no process holds the full "
+            "weights); train without it and merge the saved adapter afterwards (see README)"
+        )
+
+
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> FinetuneResult:
+    require_extras(recipe.training)
     out = Path(recipe.training.get("output_dir") or default_output_dir(recipe))
-    check_output_dir(out, overwrite, resume)
-    (out / COMPLETE_MARKER).unlink(missing_ok=True)  # resuming: the folder is unfinished until saved
-    trainer, splits = build_trainer(recipe, out)
+    args = training_arguments(recipe, out)  # under a launcher this joins the process group
+    with args.main_process_first(local=False, desc="output folder"):  # the main process cleans first
+        check_output_dir(out, overwrite, resume)
+        if args.process_index == 0:
+            (out / COMPLETE_MARKER).unlink(missing_ok=True)  # resuming: unfinished until saved again
+    trainer, splits = build_trainer(recipe, out, args)
+    _check_merge(trainer, recipe)
+    log_batch_size(args)
     checkpoint = last_complete_checkpoint(out / CHECKPOINTS) if resume else None
     if resume and checkpoint is None:
         log.warning("--resume: no checkpoint under %s; starting from the beginning", out / CHECKPOINTS)
+    elif checkpoint:
+        log.info("--resume: continuing from %s", checkpoint)
     train_out = trainer.train(resume_from_checkpoint=checkpoint)
     trainable, total = count_parameters(trainer.export_model or trainer.model)
     args = trainer.args
@@ -167,9 +191,8 @@ def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Finetu
         "validation": trainer.evaluate(splits["validation"], metric_key_prefix="eval"),
         "trainable_parameters": trainable,
         "total_parameters": total,
-        "effective_batch_size": args.per_device_train_batch_size
-        * args.world_size
-        * args.gradient_accumulation_steps,
+        "effective_batch_size": effective_batch_size(args),
+        "processes": args.world_size,
         **trainer.nan_counts,
     }
     if trainer.cached_features is not None:
