@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_transfer import text
+from hf_transfer import text, vision
 from hf_transfer.config import Recipe, dump_recipe, load_recipe
 from hf_transfer.data import load_data
 from hf_transfer.errors import OutputError
@@ -20,7 +20,8 @@ from hf_transfer.strategies import apply_strategy, count_parameters
 log = logging.getLogger(__name__)
 
 # recipe `model.modality` -> module with input_columns, load_processor, preprocess, collator, load_model
-MODALITIES = {"text": text}
+# Optional: TRAINING_DEFAULTS (dict), loss_function(recipe), save_model(trainer, recipe, out) -> bool.
+MODALITIES = {"text": text, "vision": vision}
 
 CHECKPOINTS = "checkpoints"
 COMPLETE_MARKER = "metrics.json"  # written last: a folder without it is not a finished run
@@ -65,6 +66,7 @@ def training_arguments(recipe: Recipe, out: Path):
         "greater_is_better": greater,
         "use_cpu": not _has_accelerator(),
     }
+    args |= getattr(MODALITIES[recipe.model.modality], "TRAINING_DEFAULTS", {})
     args |= recipe.training
     args["output_dir"] = str(out / CHECKPOINTS)
     args.setdefault("save_strategy", args["eval_strategy"])
@@ -110,6 +112,7 @@ def build_trainer(recipe: Recipe, out: Path):
     splits = modality.preprocess(loaded.splits, processor, recipe)
     model = modality.load_model(recipe, loaded.label_names)
     model = apply_strategy(model, recipe.finetune)
+    loss = getattr(modality, "loss_function", lambda _: None)(recipe)
     trainer = Trainer(
         model=model,
         args=args,
@@ -119,19 +122,25 @@ def build_trainer(recipe: Recipe, out: Path):
         data_collator=modality.collator(processor),
         compute_metrics=compute_metrics_fn(recipe.data.problem_type),
         callbacks=_callbacks(recipe),
+        compute_loss_func=loss,
     )
+    if loss is not None:
+        trainer.loss_is_scaled_for_ga = False  # a per-batch mean: Trainer divides it for accumulation
     return trainer, splits
 
 
 def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
-    trainer.save_model(str(out))  # main process only; PEFT models save their adapter
+    custom = getattr(MODALITIES[recipe.model.modality], "save_model", None)
+    saved = custom is not None and custom(trainer, recipe, out)  # e.g. timm's own format
+    if not saved:
+        trainer.save_model(str(out))  # main process only; PEFT models save their adapter
     if not trainer.is_world_process_zero():
         return
-    if getattr(recipe.finetune, "merge", False):
+    if not saved and getattr(recipe.finetune, "merge", False):
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(out / "merged"))
         trainer.processing_class.save_pretrained(str(out / "merged"))
-    if hasattr(trainer.model, "peft_config"):  # labels for AutoPeftModel users and pipeline()
+    if not saved and hasattr(trainer.model, "peft_config"):  # labels for AutoPeftModel users and pipeline()
         trainer.model.base_model.model.config.save_pretrained(str(out))
     (out / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
     _write_json_atomic(out / COMPLETE_MARKER, metrics)
