@@ -107,12 +107,21 @@ def load_model(recipe: Recipe, label_names: list[str] | None):
     num_labels = len(label_names) if label_names else 1
     if recipe.vision.library == "timm":
         kwargs: dict[str, Any] = {"num_classes": num_labels}
-        size = recipe.vision.image_size
-        if size and _timm_pretrained_cfg(recipe).get("fixed_input_size"):
+        size, source_cfg = recipe.vision.image_size, _timm_pretrained_cfg(recipe)
+        if size and source_cfg.get("fixed_input_size"):
             kwargs["img_size"] = size  # e.g. ViT: position embeddings are resampled to the new grid
         model = _timm_create(recipe, recipe.model.pretrained, **kwargs)
+        if not recipe.model.pretrained or source_cfg.get("num_classes") != num_labels:
+            _zero_classifier(model)
         return TimmClassifier(model, label_names, recipe.data.problem_type)
     return _load_transformers_model(recipe, label_names, num_labels)
+
+
+def _zero_classifier(model: nn.Module) -> None:
+    """A new head starts at zero (uniform predictions), as in BiT: some timm inits (EfficientNet's)
+    give a new head logits large enough to swamp the pretrained features' first updates."""
+    for p in model.get_classifier().parameters():
+        nn.init.zeros_(p)
 
 
 def _load_transformers_model(recipe: Recipe, label_names: list[str] | None, num_labels: int):
