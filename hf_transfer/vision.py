@@ -249,7 +249,7 @@ def eval_transform(processor) -> Callable[[list], list]:
     return lambda images: list(processor(images=images, return_tensors="pt")["pixel_values"])
 
 
-def mixer(recipe: Recipe, num_labels: int):
+def mixer(recipe: Recipe, train):
     """timm's Mixup (mixup and / or cutmix) for training batches, or None when both are off."""
     v = recipe.vision
     if v.mixup_alpha <= 0 and v.cutmix_alpha <= 0:
@@ -260,7 +260,7 @@ def mixer(recipe: Recipe, num_labels: int):
 
     return Mixup(
         mixup_alpha=v.mixup_alpha, cutmix_alpha=v.cutmix_alpha,
-        label_smoothing=v.label_smoothing, num_classes=num_labels,
+        label_smoothing=v.label_smoothing, num_classes=_num_labels(train),
     )
 
 
@@ -286,8 +286,7 @@ def preprocess(splits, processor, recipe: Recipe):
     column = recipe.vision.image_column
     evaluate = eval_transform(processor)
     augment = train_transform(data_config(processor), recipe.vision)
-    num_labels = _num_labels(splits["train"])
-    mix = mixer(recipe, num_labels)
+    mix = mixer(recipe, splits["train"])
 
     def train(batch: dict[str, list]) -> dict[str, list]:
         out = {"pixel_values": [augment(_rgb(im, column)) for im in batch[column]], "labels": batch["labels"]}
@@ -303,9 +302,9 @@ def preprocess(splits, processor, recipe: Recipe):
 
 
 def _num_labels(ds) -> int:
-    feature = ds.features.get("labels")
-    names = getattr(feature, "names", None)
-    return len(names) if names else max(ds.with_format(None)["labels"]) + 1
+    """Classes of a single-label `labels` column: its ClassLabel size, else the largest id + 1."""
+    names = getattr(ds.features.get("labels"), "names", None)
+    return len(names) if names else max(ds["labels"]) + 1
 
 
 def collator(processor):

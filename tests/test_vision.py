@@ -106,15 +106,16 @@ def test_partial_freeze_on_timm_keeps_stem_and_first_stage(tiny_resnet, images, 
     result = finetune(vision_recipe(tiny_resnet, images, out, strategy="partial", freeze=1))
     after = load_file(out / "model.safetensors")
     frozen = [k for k in before if k.startswith(("conv1.", "layer1.")) and "num_batches" not in k]
-    moved = [k for k in before if k.startswith("layer4.") and k.endswith("conv2.weight")]
-    assert frozen and moved
+    later = [k for k in before if k.startswith(("layer2.", "layer3.", "layer4.")) and k.endswith("weight")]
+    assert frozen and later
     trainable = {n for n, p in result.trainer.model.named_parameters() if p.requires_grad}
     assert not any(n.startswith(("model.conv1.", "model.layer1.")) for n in trainable)
     assert {"model.fc.weight", "model.layer2.0.conv1.weight"} <= trainable
     for k in frozen:
         if "running" not in k:  # BatchNorm statistics still update in train mode
             assert torch.equal(before[k], after[k]), k
-    assert all(not torch.equal(before[k], after[k]) for k in moved)
+    # the head starts at zero, so in 2 steps only some later-stage weights get a gradient
+    assert any(not torch.equal(before[k], after[k]) for k in later)
 
 
 def test_timm_blocks_are_timm_groups_and_head_is_the_classifier():
