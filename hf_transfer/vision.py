@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +30,6 @@ from hf_transfer.config import Recipe, VisionConfig
 from hf_transfer.errors import DataError, ModelError, RecipeError
 from hf_transfer.text import model_source
 
-log = logging.getLogger(__name__)
 
 # TrainingArguments defaults for this modality (a recipe value still wins): the image column must
 # reach the lazy transform, so Trainer must not drop columns the model's forward does not name.
