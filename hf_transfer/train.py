@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_transfer import probe, speech, text
+from hf_transfer import probe, speech, text, vision
 from hf_transfer.config import Recipe, dump_recipe, load_recipe
 from hf_transfer.data import load_data
 from hf_transfer.distributed import (
@@ -25,7 +25,8 @@ from hf_transfer.strategies import apply_strategy, count_parameters
 log = logging.getLogger(__name__)
 
 # recipe `model.modality` -> module with input_columns, load_processor, preprocess, collator, load_model
-MODALITIES = {"text": text, "speech": speech}
+# Optional: TRAINING_DEFAULTS (dict), loss_function(recipe), save_model(trainer, recipe, out) -> bool.
+MODALITIES = {"text": text, "speech": speech, "vision": vision}
 
 CHECKPOINTS = "checkpoints"
 COMPLETE_MARKER = "metrics.json"  # written last: a folder without it is not a finished run
@@ -72,6 +73,7 @@ def training_arguments(recipe: Recipe, out: Path):
         "greater_is_better": greater,
         "use_cpu": not _has_accelerator(),
     }
+    args |= getattr(MODALITIES[recipe.model.modality], "TRAINING_DEFAULTS", {})
     args |= recipe.training
     args["output_dir"] = str(out / CHECKPOINTS)
     args.setdefault("save_strategy", args["eval_strategy"])
@@ -119,6 +121,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
     if probe.wanted(recipe, modality, model):  # linear probe: train the head on cached features
         export, (model, splits, features) = model, probe.prepare(model, splits, collator, args)
         collator = default_data_collator
+    loss = getattr(modality, "loss_function", lambda _: None)(recipe)
     trainer = TransferTrainer(
         model=model,
         args=args,
@@ -130,24 +133,30 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
         callbacks=_callbacks(recipe),
         hooks=hooks,
         export_model=export,
+        compute_loss_func=loss,
     )
+    if loss is not None:
+        trainer.loss_is_scaled_for_ga = False  # a per-batch mean: Trainer divides it for accumulation
     trainer.nan_counts = install_nan_guard(model, trainer, recipe.nan_policy)
     trainer.cached_features = features  # None unless the head trained on cached features
     return trainer, splits
 
 
 def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
-    # Every process calls save_model: under ZeRO-3 / FSDP it gathers the shards; only the main
-    # process writes (PEFT models write their adapter and head).
-    trainer.save_model(str(out))
+    custom = getattr(MODALITIES[recipe.model.modality], "save_model", None)
+    saved = custom is not None and custom(trainer, recipe, out)  # e.g. timm's own format
+    if not saved:
+        # Every process calls save_model: under ZeRO-3 / FSDP it gathers the shards; only the main
+        # process writes (PEFT models write their adapter and head).
+        trainer.save_model(str(out))
     if not trainer.is_world_process_zero():
         return
     check_saved_weights(out)
-    if getattr(recipe.finetune, "merge", False):
+    if not saved and getattr(recipe.finetune, "merge", False):
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(out / "merged"))
         trainer.processing_class.save_pretrained(str(out / "merged"))
-    if hasattr(trainer.model, "peft_config"):  # labels for AutoPeftModel users and pipeline()
+    if not saved and hasattr(trainer.model, "peft_config"):  # labels for AutoPeftModel users and pipeline()
         trainer.model.base_model.model.config.save_pretrained(str(out))
     (out / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
     _write_json_atomic(out / COMPLETE_MARKER, metrics)

