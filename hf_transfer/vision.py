@@ -270,6 +270,8 @@ def input_columns(recipe: Recipe) -> dict[str, str]:
 def _rgb(image: Any, column: str):
     from PIL import Image
 
+    if isinstance(image, dict) and ("bytes" in image or "path" in image):  # undecoded datasets Image
+        image = _open_image(image, column)
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
     if hasattr(image, "shape"):  # numpy array (H, W) or (H, W, C)
@@ -277,6 +279,30 @@ def _rgb(image: Any, column: str):
 
         return Image.fromarray(np.asarray(image)).convert("RGB")
     raise DataError(f"vision.image_column: column {column!r} holds {type(image).__name__}, not images")
+
+
+def _open_image(value: dict, column: str):
+    """Decode one image here, so that a corrupt or unreadable file is named in a one-line error."""
+    import io
+
+    from PIL import Image
+
+    where = value.get("path") or "<embedded bytes>"
+    try:
+        image = Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
+        image.load()
+    except (OSError, ValueError, TypeError, Image.DecompressionBombError) as err:
+        raise DataError(f"vision.image_column: cannot read image {where} in column {column!r}: "
+                        f"{(str(err).splitlines() or [err.__class__.__name__])[0]}") from None
+    return image
+
+
+def _undecoded(ds, column: str):
+    """Image columns stay undecoded in the dataset; `_rgb` decodes each image when it is used."""
+    import datasets
+
+    feature = ds.features.get(column)
+    return ds.cast_column(column, datasets.Image(decode=False)) if isinstance(feature, datasets.Image) else ds
 
 
 def preprocess(splits, processor, recipe: Recipe):
@@ -295,7 +321,10 @@ def preprocess(splits, processor, recipe: Recipe):
     def deterministic(batch: dict[str, list]) -> dict[str, list]:
         return {"pixel_values": evaluate([_rgb(im, column) for im in batch[column]]), "labels": batch["labels"]}
 
-    out = {role: ds.with_transform(train if role == "train" else deterministic) for role, ds in splits.items()}
+    out = {
+        role: _undecoded(ds, column).with_transform(train if role == "train" else deterministic)
+        for role, ds in splits.items()
+    }
     return type(splits)(out)
 
 

@@ -252,6 +252,18 @@ def test_vision_errors_name_the_key(tiny_resnet, images, tmp_path):
         finetune(raw)
 
 
+def test_corrupt_image_is_a_one_line_error_naming_the_file(tiny_resnet, tmp_path):
+    import shutil
+
+    folder = tmp_path / "imgs"
+    files = write_imagefolder(folder)
+    broken = next((folder / "train").rglob("*.png"))
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
+    with pytest.raises(DataError, match=rf"vision.image_column: cannot read image .*{broken.name}"):
+        finetune(vision_recipe(tiny_resnet, files, tmp_path / "out"))
+    shutil.rmtree(folder)
+
+
 # ----------------------------------------------------------------------------- shipped recipes
 
 
