@@ -138,9 +138,15 @@ MODALITIES: dict[str, type | None] = {
 @dataclass
 class HubConfig:
     push: bool = False
+    """Push the output folder to the Hub after the local save (see hf_transfer.hub)."""
     repo_id: str | None = None
     private: bool = True
     revision: str | None = None
+    """Branch to push to (created if missing); default: main."""
+    base_model: str | None = None
+    """Hub id of the base model when model.name_or_path is a local folder (card, adapter config)."""
+    merged_repo_id: str | None = None
+    """LoRA with merge: push merged/ to this repo; default: merged/ stays a subfolder."""
 
 
 @dataclass
@@ -153,6 +159,8 @@ class Recipe:
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement of metric_for_best_model."""
     hub: HubConfig = field(default_factory=HubConfig)
+    verify: bool = True
+    """After training, reload the folder as a Hub user would and re-check its metrics."""
     vision: Any = None
     """Options of the vision modality (see MODALITIES); None for other modalities."""
     speech: Any = None
@@ -299,7 +307,7 @@ def validate(raw: Any) -> Recipe:
     sections = {}
     for name in ("vision", "speech"):
         cls = MODALITIES.get(name)
-        if name in raw and model.modality != name:
+        if raw.get(name) is not None and model.modality != name:  # saved recipes hold null
             raise RecipeError(f"{name}: section only applies with model.modality: {name}")
         if model.modality == name and cls is not None:
             sections[name] = build(cls, raw.get(name), name)
@@ -311,9 +319,17 @@ def validate(raw: Any) -> Recipe:
         early_stopping_patience=_check_value(
             raw.get("early_stopping_patience"), int | None, "early_stopping_patience"
         ),
-        hub=build(HubConfig, raw.get("hub"), "hub"),
+        hub=_build_hub(raw.get("hub")),
+        verify=_check_value(raw.get("verify", True), bool, "verify"),
         **sections,
     )
+
+
+def _build_hub(data: Any) -> HubConfig:
+    hub = build(HubConfig, data, "hub")
+    if hub.push and not hub.repo_id:
+        raise RecipeError("hub.repo_id: required when hub.push is true")
+    return hub
 
 
 # --------------------------------------------------------------------------- loading

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_transfer import text
+from hf_transfer import hub, text
 from hf_transfer.config import Recipe, dump_recipe, load_recipe
 from hf_transfer.data import load_data
 from hf_transfer.errors import OutputError
@@ -146,6 +146,7 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> FinetuneResult:
     out = Path(recipe.training.get("output_dir") or default_output_dir(recipe))
     check_output_dir(out, overwrite, resume)
+    hub.preflight(recipe)
     trainer, splits = build_trainer(recipe, out)
     checkpoint = _last_checkpoint(out) if resume else None
     if resume and checkpoint is None:
@@ -165,6 +166,8 @@ def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Finetu
     if "test" in splits:
         metrics["test"] = trainer.evaluate(splits["test"], metric_key_prefix="test")
     _save(trainer, recipe, out, metrics)
+    if trainer.is_world_process_zero():
+        hub.after_training(recipe, out)  # model card, round-trip check, push (hf_transfer/hub.py)
     return FinetuneResult(metrics=metrics, output_dir=out, trainer=trainer)
 
 
