@@ -47,6 +47,8 @@ def task_of(folder: str | Path) -> tuple[str, str, str]:
         for suffix, task in TASKS.items():
             if arch.endswith(suffix):
                 return task
+    if is_adapter(folder) and read_json(Path(folder) / "adapter_config.json").get("task_type") == "SEQ_CLS":
+        return TASKS["ForSequenceClassification"]  # adapters saved before the head class was recorded
     raise FolderError(
         f"{folder}/config.json: architectures {config.get('architectures')} name no classification head "
         f"({', '.join(TASKS)}); was the model saved with its head?"
@@ -75,10 +77,18 @@ def load_full_model(folder: Path):
     return model
 
 
+def loader_name(folder: Path) -> str:
+    if not is_adapter(folder):
+        return "transformers.pipeline"
+    text = task_of(folder)[0] == "text-classification"
+    return "peft.AutoPeftModelForSequenceClassification" if text else "peft.AutoPeftModel"
+
+
 def load_adapter_model(folder: Path):
     import peft
     from transformers import AutoConfig
 
+    _check_head_saved(folder)
     config = AutoConfig.from_pretrained(str(folder))  # labels: saved beside the adapter
     task = task_of(folder)[0]
     auto = peft.AutoPeftModelForSequenceClassification if task == "text-classification" else peft.AutoPeftModel
@@ -90,6 +100,23 @@ def load_adapter_model(folder: Path):
         raise FolderError(f"{folder}: {auto.__name__}.from_pretrained failed: {_first_line(err)}") from None
     check_adapter_applied(model, folder)
     return model
+
+
+def _check_head_saved(folder: Path) -> None:
+    """Before loading: one of the adapter's modules_to_save (its head) is in the saved weights."""
+    from safetensors import safe_open
+
+    weights = Path(folder) / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise FolderError(f"{weights} is missing")
+    heads = list(dict.fromkeys(read_json(Path(folder) / "adapter_config.json").get("modules_to_save") or []))
+    with safe_open(str(weights), "pt") as fh:
+        keys = list(fh.keys())
+    if heads and not any(f".{h}." in f".{k}" for h in heads for k in keys):
+        raise FolderError(
+            f"{weights}: no head ({' or '.join(heads)}, the adapter's modules_to_save) was saved; "
+            "a Hub user would get a randomly initialised head"
+        )
 
 
 def check_adapter_applied(model, folder: Path) -> None:
@@ -175,9 +202,7 @@ def main(spec_path: str) -> int:
     folder = Path(spec["folder"])
     try:
         pipe = load_pipeline(folder, spec.get("device"), spec.get("expected_labels"))
-        loader = (
-            "peft." + type(pipe.model).__name__ if is_adapter(folder) else "transformers.pipeline"
-        )
+        loader = loader_name(folder)
         call_kwargs = {"truncation": True, "max_length": spec["max_length"]} if spec.get("max_length") else {}
         for role, path in spec["splits"].items():
             ds = datasets.load_from_disk(path)

@@ -132,7 +132,9 @@ def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
         merged.save_pretrained(str(out / "merged"))
         trainer.processing_class.save_pretrained(str(out / "merged"))
     if hasattr(trainer.model, "peft_config"):  # labels for AutoPeftModel users and pipeline()
-        trainer.model.base_model.model.config.save_pretrained(str(out))
+        base = trainer.model.base_model.model
+        base.config.architectures = [type(base).__name__]  # the head class (not the backbone's)
+        base.config.save_pretrained(str(out))
     (out / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
     _write_json_atomic(out / COMPLETE_MARKER, metrics)
 

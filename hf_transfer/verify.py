@@ -86,6 +86,18 @@ def _run_hub_user(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
     )
 
 
+def _save_quietly(ds, path: Path) -> None:
+    import datasets
+
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        ds.save_to_disk(str(path))
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+
+
 def compare(saved: dict[str, Any], reloaded: dict[str, float], prefix: str, tolerance: float):
     """(metric -> (saved, reloaded)) for every metric; raise on the first that differs."""
     pairs = {}
@@ -129,7 +141,7 @@ def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.
     with tempfile.TemporaryDirectory(prefix="hf-transfer-verify-") as tmp_name:
         tmp = Path(tmp_name)
         for role in roles:
-            splits[role].select_columns(columns).save_to_disk(str(tmp / role))
+            _save_quietly(splits[role].select_columns(columns), tmp / role)
         spec = {
             "folder": str(out.resolve()),
             "splits": {role: str(tmp / role) for role in roles},
