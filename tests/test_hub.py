@@ -161,6 +161,12 @@ def test_push_merged_model_to_a_second_repo(runs, token, monkeypatch):
     assert "me/tiny-merged" in card_of(adapter).text
 
 
+def test_merged_repo_needs_a_merged_folder(runs, token, monkeypatch):
+    FakeHub().install(monkeypatch)
+    with pytest.raises(HubError, match="hub.merged_repo_id: .* has no merged/ folder"):
+        push(runs["full"], "me/x", merged_repo_id="me/y")
+
+
 def test_adapter_with_local_base_and_no_hub_id_is_refused(runs, token, monkeypatch, tmp_path):
     hub = FakeHub().install(monkeypatch)
     folder = tmp_path / "lora"

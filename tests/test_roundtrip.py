@@ -44,8 +44,8 @@ def runs(tiny_bert, sentiment_files, tmp_path_factory):
     finally:
         logger.removeHandler(logs)
         logger.setLevel(old_level)
-    finetune(text_recipe(tiny_bert, sentiment_files, root / "lora", strategy="lora", r=2))
-    return {"full": root / "full", "lora": root / "lora", "logs": logs.lines}
+    lora = finetune(text_recipe(tiny_bert, sentiment_files, root / "lora", strategy="lora", r=2))
+    return {"full": root / "full", "lora": root / "lora", "logs": logs.lines, "lora_result": lora}
 
 
 def copy(run: Path, tmp_path: Path) -> Path:
@@ -68,6 +68,25 @@ def test_verify_lora_reloads_through_autopeftmodel_exactly(runs):
         assert set(pairs) == {"accuracy", "f1_macro", "precision_macro", "recall_macro"}
         for key, (saved, reloaded) in pairs.items():
             assert saved == metrics[role][f"{prefix}_{key}"] and reloaded == saved  # exact, no tolerance
+
+
+def test_pipeline_logits_are_bit_identical_to_the_trainers(runs):
+    """Why verify needs no tolerance: same batches, same padding, same kernels."""
+    import numpy as np
+
+    from hf_transfer.config import load_recipe
+    from hf_transfer.data import load_data
+    from hf_transfer.hubuser import logits
+
+    result = runs["lora_result"]
+    trainer = result.trainer
+    expected = trainer.predict(trainer.eval_dataset).predictions
+    recipe = load_recipe(runs["lora"] / "recipe.yaml")
+    raw = load_data(recipe.data, {"data.text_column": "review"}, trainer.args.seed).splits["validation"]
+    pipe = load_pipeline(runs["lora"], "cpu", LABELS)
+    got = logits(pipe, list(raw["review"]), trainer.args.per_device_eval_batch_size,
+                 truncation=True, max_length=recipe.model.max_length)
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)
 
 
 def test_verify_fails_loudly_when_the_head_was_not_saved(runs, tmp_path, capsys):
@@ -162,3 +181,12 @@ def test_predict_cli_prints_labels_and_scores(runs, capsys):
 def test_predict_on_a_folder_that_is_not_a_model(tmp_path, capsys):
     assert main(["predict", str(tmp_path), "text"]) == 2
     assert "config.json is missing" in capsys.readouterr().err
+
+
+def test_predict_has_an_input_reader_for_every_task_the_hub_user_side_loads():
+    from hf_transfer.hubuser import TASKS
+    from hf_transfer.predict import READERS, file_inputs
+
+    assert set(READERS) == {task for task, _, _ in TASKS.values()}
+    with pytest.raises(Exception, match="input file not found: nope.png"):
+        file_inputs(["nope.png"])
