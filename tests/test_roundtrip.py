@@ -44,8 +44,8 @@ def runs(tiny_bert, sentiment_files, tmp_path_factory):
     finally:
         logger.removeHandler(logs)
         logger.setLevel(old_level)
-    lora = finetune(text_recipe(tiny_bert, sentiment_files, root / "lora", strategy="lora", r=2))
-    return {"full": root / "full", "lora": root / "lora", "logs": logs.lines, "lora_result": lora}
+    finetune(text_recipe(tiny_bert, sentiment_files, root / "lora", strategy="lora", r=2))
+    return {"full": root / "full", "lora": root / "lora", "logs": logs.lines}
 
 
 def copy(run: Path, tmp_path: Path) -> Path:
@@ -70,22 +70,24 @@ def test_verify_lora_reloads_through_autopeftmodel_exactly(runs):
             assert saved == metrics[role][f"{prefix}_{key}"] and reloaded == saved  # exact, no tolerance
 
 
-def test_pipeline_logits_are_bit_identical_to_the_trainers(runs):
-    """Why verify needs no tolerance: same batches, same padding, same kernels."""
+def test_pipeline_logits_are_bit_identical_to_the_trainers(runs, tmp_path):
+    """Why verify needs no tolerance: same batches, same padding, same kernels as Trainer.predict."""
     import numpy as np
+    from transformers import Trainer, TrainingArguments
 
+    from hf_transfer import text
     from hf_transfer.config import load_recipe
     from hf_transfer.data import load_data
     from hf_transfer.hubuser import logits
 
-    result = runs["lora_result"]
-    trainer = result.trainer
-    expected = trainer.predict(trainer.eval_dataset).predictions
     recipe = load_recipe(runs["lora"] / "recipe.yaml")
-    raw = load_data(recipe.data, {"data.text_column": "review"}, trainer.args.seed).splits["validation"]
+    splits = load_data(recipe.data, text.input_columns(recipe), recipe.training["seed"]).splits
     pipe = load_pipeline(runs["lora"], "cpu", LABELS)
-    got = logits(pipe, list(raw["review"]), trainer.args.per_device_eval_batch_size,
-                 truncation=True, max_length=recipe.model.max_length)
+    batch = recipe.training["per_device_eval_batch_size"]
+    got = logits(pipe, list(splits["test"]["review"]), batch, truncation=True, max_length=recipe.model.max_length)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=batch, use_cpu=True, report_to="none")
+    trainer = Trainer(model=pipe.model, args=args, data_collator=text.collator(pipe.tokenizer))
+    expected = trainer.predict(text.preprocess(splits, pipe.tokenizer, recipe)["test"]).predictions
     assert got.dtype == expected.dtype and np.array_equal(got, expected)
 
 
