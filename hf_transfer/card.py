@@ -208,7 +208,7 @@ def _training_section(recipe: Recipe, metrics: dict[str, Any], base: str | None)
         f"- Data: `{d.path}`" + (f" ({d.name})" if d.name else "")
         + (f", files {', '.join(f'{k}: {Path(v).name}' for k, v in d.data_files.items())}" if d.data_files else ""),
         f"- Splits: train `{d.train_split}`, validation "
-        + (f"`{d.validation_split}`" if not _carved(d) else f"carved from train ({d.validation_size:.0%}, stratified)")
+        + (f"`{d.validation_split}`" if not _carved(d) else f"carved from train ({d.validation_size:.0%})")
         + f", test `{d.test_split}`",
         f"- Strategy: `{ft.strategy}` ({options})",
     ]
