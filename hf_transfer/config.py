@@ -26,7 +26,7 @@ from hf_transfer.errors import RecipeError
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe loader that reads floats the YAML 1.2 way: `2e-5` and `1E3` are floats."""
+    """Safe loader that reads scalars the YAML 1.2 way: `2e-5` is a float, `no`/`on` are strings."""
 
 
 _FLOAT_12 = re.compile(
@@ -37,11 +37,13 @@ _FLOAT_12 = re.compile(
     |\.(?:nan|NaN|NAN))$""",
     re.X,
 )
+_BOOL_12 = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+    k: [(tag, rx) for tag, rx in v if tag not in ("tag:yaml.org,2002:float", "tag:yaml.org,2002:bool")]
     for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL_12, list("tTfF"))
 
 
 def parse_yaml(text: str, where: str) -> Any:
@@ -67,6 +69,9 @@ class ModelConfig:
     """False: same architecture from random initialisation (the transfer baseline)."""
     revision: str | None = None
     trust_remote_code: bool = False
+    """Run Python code shipped with a Hub model. Only for models you trust."""
+    allow_pickle: bool = False
+    """Accept pickled (.bin) weights when no safetensors exist; loaded with weights_only=True."""
     max_length: int = 128
     """Tokenizer truncation length (text)."""
 
@@ -100,6 +105,10 @@ class DataConfig:
 @dataclass
 class FullConfig:
     strategy: Literal["full"] = "full"
+    layer_decay: float | None = None
+    """Layer-wise LR decay: LR = learning_rate × layer_decay^(depth from the top); head at learning_rate."""
+    l2sp: float = 0.0
+    """L2-SP: add l2sp/2 · ||w − w_pretrained||² over the backbone's weights to the loss."""
 
 
 @dataclass
@@ -107,6 +116,10 @@ class PartialConfig:
     strategy: Literal["partial"] = "partial"
     freeze: Literal["backbone"] | int = "backbone"
     """`backbone`: only the head trains (linear probe); N: embeddings + the first N blocks freeze."""
+    cache_features: bool | None = None
+    """Linear probe on cached backbone features (computed once, on disk). null: whenever possible."""
+    l2sp: float = 0.0
+    """L2-SP (see full); only the unfrozen backbone weights are pulled back."""
 
 
 @dataclass
@@ -119,19 +132,125 @@ class LoraConfig:
     """None: PEFT's default for the architecture, else every linear layer of the backbone."""
     merge: bool = False
     """Also save the adapter merged into a plain model under `merged/`."""
+    use_dora: bool = False
+    """DoRA: weight-decomposed LoRA (PEFT's `use_dora`)."""
+
+
+@dataclass
+class StagedConfig:
+    strategy: Literal["staged"] = "staged"
+    head_epochs: int = 1
+    """Epochs with only the head training (the backbone frozen)."""
+    unfreeze: Literal["all"] | int = "all"
+    """What unfreezes after head_epochs: `all`, or the top k blocks (plus the layers above them)."""
+    milestones: dict[str, Literal["all"] | int] | None = None
+    """Later stages: {epoch: blocks unfrozen from that epoch on}, e.g. {3: 4, 5: all}."""
+    unfreeze_lr: float | None = None
+    """Learning rate of every group once the backbone starts unfreezing (null: learning_rate)."""
+    layer_decay: float | None = None
+    """Layer-wise LR decay (see full), applied to unfreeze_lr."""
+    l2sp: float = 0.0
+    """L2-SP (see full)."""
+
+
+@dataclass
+class IA3Config:
+    strategy: Literal["ia3"] = "ia3"
+    target_modules: list[str] | str | None = None
+    """None: PEFT's default for the architecture."""
+    feedforward_modules: list[str] | str | None = None
+    merge: bool = False
+
+
+@dataclass
+class AdaLoraConfig:
+    strategy: Literal["adalora"] = "adalora"
+    init_r: int = 12
+    target_r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    tinit: int = 0
+    """Steps before rank pruning starts."""
+    tfinal: int = 0
+    """Steps at the end with the ranks fixed."""
+    deltaT: int = 1
+    """Steps between two rank re-allocations."""
+    target_modules: list[str] | str | None = None
+    merge: bool = False
+
+
+@dataclass
+class LoHaConfig:
+    strategy: Literal["loha"] = "loha"
+    r: int = 8
+    alpha: int = 8
+    rank_dropout: float = 0.0
+    module_dropout: float = 0.0
+    target_modules: list[str] | str | None = None
+    merge: bool = False
+
+
+@dataclass
+class LoKrConfig:
+    strategy: Literal["lokr"] = "lokr"
+    r: int = 8
+    alpha: int = 8
+    rank_dropout: float = 0.0
+    module_dropout: float = 0.0
+    target_modules: list[str] | str | None = None
+    merge: bool = False
 
 
 STRATEGY_CONFIGS: dict[str, type] = {
     "full": FullConfig,
     "partial": PartialConfig,
     "lora": LoraConfig,
+    "staged": StagedConfig,
+    "ia3": IA3Config,
+    "adalora": AdaLoraConfig,
+    "loha": LoHaConfig,
+    "lokr": LoKrConfig,
 }
+
+
+@dataclass
+class SpeechConfig:
+    """The recipe's `speech:` section (model.modality: speech)."""
+
+    audio_column: str = "audio"
+    """Column holding the audio: a file path, or a datasets `Audio` value; decoded with soundfile."""
+    max_duration: float | None = None
+    """Seconds the model sees: training crops a random window, evaluation the centre; shorter clips
+    are padded. None: whole clips (padded per batch)."""
+    sampling_rate: int | None = None
+    """Rate the model is fed; default the feature extractor's. Another value rebuilds the extractor."""
+    short_whisper_input: bool = True
+    """Whisper: feed max_duration (rounded up to whole seconds) instead of 30 s, keeping the first
+    rows of the encoder's position table. False: the 30 s input Whisper was trained on."""
+    freeze_feature_encoder: bool = True
+    """wav2vec2-style models (wav2vec2, HuBERT, WavLM): the convolutional feature encoder stays frozen."""
+    noise_snr_db: float | list[float] | None = None
+    """Training augmentation: white noise at this SNR in dB, or at one drawn from [low, high]."""
+    gain_db: float | None = None
+    """Training augmentation: gain drawn from [-gain_db, +gain_db] dB."""
+    time_shift: float | None = None
+    """Training augmentation: shift by up to +-time_shift seconds (zero-filled)."""
+
+    def __post_init__(self) -> None:
+        for key in ("max_duration", "sampling_rate", "gain_db", "time_shift"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise RecipeError(f"speech.{key}: must be positive, got {value!r}")
+        snr = self.noise_snr_db
+        if isinstance(snr, list) and (len(snr) != 2 or snr[0] > snr[1]):
+            raise RecipeError(f"speech.noise_snr_db: expected a number or [low, high], got {snr!r}")
 
 
 # modality -> dataclass of its own recipe section (the section is named after the modality), or
 # None when it has no options. Adding a modality: one entry here, one in train.MODALITIES.
 MODALITIES: dict[str, type | None] = {
     "text": None,
+    "speech": SpeechConfig,
 }
 
 
@@ -153,11 +272,14 @@ class HubConfig:
 class Recipe:
     model: ModelConfig
     data: DataConfig
-    finetune: FullConfig | PartialConfig | LoraConfig = field(default_factory=FullConfig)
+    finetune: Any = field(default_factory=FullConfig)
+    """One of STRATEGY_CONFIGS, chosen by `finetune.strategy`."""
     training: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of transformers.TrainingArguments."""
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement of metric_for_best_model."""
+    nan_policy: Literal["stop", "skip"] = "stop"
+    """A non-finite training loss stops the run (naming the step), or skips that batch."""
     hub: HubConfig = field(default_factory=HubConfig)
     verify: bool = True
     """After training, reload the folder as a Hub user would and re-check its metrics."""
@@ -165,6 +287,8 @@ class Recipe:
     """Options of the vision modality (see MODALITIES); None for other modalities."""
     speech: Any = None
     """Options of the speech modality (see MODALITIES); None for other modalities."""
+    compare: list[str | dict[str, dict[str, Any]]] | None = None
+    """Transfer report: runs to compare against, e.g. [scratch, linear_probe, majority] (see report.py)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -272,6 +396,9 @@ def _build_finetune(data: Any) -> Any:
     return build(cls, data, "finetune")
 
 
+SECRET_FIELDS = ("hub_token",)  # would be pickled into checkpoints' training_args.bin
+
+
 def _check_training(data: Any) -> dict[str, Any]:
     from transformers import TrainingArguments  # deferred: heavy import
 
@@ -285,6 +412,10 @@ def _check_training(data: Any) -> dict[str, Any]:
     for key, value in data.items():
         if key not in fields:
             raise RecipeError(f"training.{key}: not a transformers.TrainingArguments field")
+        if key in SECRET_FIELDS and value:
+            raise RecipeError(
+                f"training.{key}: never put tokens in a recipe; set HF_TOKEN or run `hf auth login`"
+            )
         out[key] = _check_value(value, hints.get(key, Any), f"training.{key}")
     return out
 
@@ -307,7 +438,7 @@ def validate(raw: Any) -> Recipe:
     sections = {}
     for name in ("vision", "speech"):
         cls = MODALITIES.get(name)
-        if raw.get(name) is not None and model.modality != name:  # saved recipes hold null
+        if raw.get(name) is not None and model.modality != name:  # a saved recipe has `vision: null`
             raise RecipeError(f"{name}: section only applies with model.modality: {name}")
         if model.modality == name and cls is not None:
             sections[name] = build(cls, raw.get(name), name)
@@ -319,8 +450,10 @@ def validate(raw: Any) -> Recipe:
         early_stopping_patience=_check_value(
             raw.get("early_stopping_patience"), int | None, "early_stopping_patience"
         ),
+        nan_policy=_check_value(raw.get("nan_policy", "stop"), Literal["stop", "skip"], "nan_policy"),
         hub=_build_hub(raw.get("hub")),
         verify=_check_value(raw.get("verify", True), bool, "verify"),
+        compare=_check_compare(raw),
         **sections,
     )
 
@@ -330,6 +463,15 @@ def _build_hub(data: Any) -> HubConfig:
     if hub.push and not hub.repo_id:
         raise RecipeError("hub.repo_id: required when hub.push is true")
     return hub
+
+
+def _check_compare(raw: dict[str, Any]) -> Any:
+    value = _check_value(raw.get("compare"), typing.get_type_hints(Recipe)["compare"], "compare")
+    if value:
+        from hf_transfer.report import check_compare  # the report module owns the variants
+
+        check_compare(raw, value)
+    return value
 
 
 # --------------------------------------------------------------------------- loading
@@ -396,4 +538,7 @@ def load_recipe(
 
 
 def dump_recipe(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+    """The resolved recipe as YAML, with secret-looking values (tokens) redacted."""
+    from hf_transfer.guards import redact
+
+    return yaml.safe_dump(redact(recipe.to_dict()), sort_keys=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from hf_transfer.config import DataConfig
@@ -143,7 +142,7 @@ def _encoder(cfg: DataConfig, label_names: list[str] | None, split: str):
 
 def _encode_labels(ds, cfg: DataConfig, label_names, split: str):
     encode = _encoder(cfg, label_names, split)
-    labels = [encode(ex) for ex in ds]
+    labels = [encode(ex) for ex in ds.select_columns(_label_columns(cfg))]  # never decodes audio/images
     drop = [c for c in _label_columns(cfg) if c in ds.column_names] + (
         ["labels"] if "labels" in ds.column_names else []
     )

@@ -27,3 +27,7 @@ class HubError(HfTransferError):
 
 class VerifyError(HfTransferError):
     """A saved folder does not reload, or does not reproduce its metrics, as a Hub user would see it."""
+
+
+class DependencyError(HfTransferError):
+    """An optional extra that the recipe or the launcher needs is not installed."""

@@ -117,6 +117,9 @@ def compute_metrics_fn(problem_type: str) -> Callable[[Any], dict[str, float]]:
     def compute(pred) -> dict[str, float]:
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
         refs = np.asarray(pred.label_ids)
+        return _by_problem(logits, refs) | {"samples": len(refs)}  # samples: gathered over processes
+
+    def _by_problem(logits, refs) -> dict[str, float]:
         if problem_type == "regression":
             return _regression(np.asarray(logits), refs)
         if problem_type == "multi_label_classification":

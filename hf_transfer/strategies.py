@@ -12,16 +12,34 @@ from typing import Callable
 
 from torch import nn
 
-from hf_transfer.config import FullConfig, LoraConfig, PartialConfig
+from hf_transfer.config import (
+    AdaLoraConfig,
+    FullConfig,
+    IA3Config,
+    LoHaConfig,
+    LoKrConfig,
+    LoraConfig,
+    PartialConfig,
+    StagedConfig,
+)
 from hf_transfer.errors import ModelError
 
 log = logging.getLogger(__name__)
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
-    """The pretrained body: `base_model` for transformers models, the model itself otherwise."""
+    """The pretrained body: `base_model` for transformers models, the model itself otherwise.
+
+    Some heads keep their body under another name than `base_model_prefix` (e.g.
+    WhisperForAudioClassification's `encoder`): then the one child that is a transformers model.
+    """
     base = getattr(model, "base_model", None)
-    return base if isinstance(base, nn.Module) and base is not model else model
+    if isinstance(base, nn.Module) and base is not model:
+        return base
+    from transformers import PreTrainedModel
+
+    inner = [m for m in model.children() if isinstance(m, PreTrainedModel)]
+    return inner[0] if len(inner) == 1 else model
 
 
 def find_blocks(module: nn.Module) -> nn.ModuleList:
@@ -44,12 +62,23 @@ def head_parameter_names(model: nn.Module) -> set[str]:
     return {n for n, p in model.named_parameters() if id(p) not in body}
 
 
-def _freeze_backbone(model: nn.Module) -> None:
+def _freeze_backbone(model: nn.Module, key: str = "finetune.freeze") -> None:
     backbone = backbone_of(model)
     if backbone is model:
-        raise ModelError(f"finetune.freeze: cannot tell backbone from head in {model.__class__.__name__}")
+        raise ModelError(f"{key}: cannot tell backbone from head in {model.__class__.__name__}")
     for p in backbone.parameters():
         p.requires_grad_(False)
+
+
+def _stay_in_eval(module: nn.Module, args) -> None:
+    if module.training:
+        module.eval()
+
+
+def keep_frozen_backbone_in_eval(model: nn.Module) -> None:
+    """A frozen backbone runs in eval mode while the head trains: no dropout noise on fixed weights,
+    no batch-norm statistics drifting. (A pre-forward hook, since Trainer calls model.train() each step.)"""
+    backbone_of(model).register_forward_pre_hook(_stay_in_eval)
 
 
 def _freeze_first_blocks(model: nn.Module, n: int) -> None:
@@ -69,8 +98,8 @@ def _freeze_first_blocks(model: nn.Module, n: int) -> None:
 
 
 def apply_full(model: nn.Module, cfg: FullConfig) -> nn.Module:
-    for p in model.parameters():
-        p.requires_grad_(True)
+    """Everything trains that the model loader left trainable (it may keep a fixed position table
+    or, for speech, the convolutional feature encoder frozen)."""
     return model
 
 
@@ -78,6 +107,7 @@ def apply_partial(model: nn.Module, cfg: PartialConfig) -> nn.Module:
     apply_full(model, FullConfig())
     if cfg.freeze == "backbone":
         _freeze_backbone(model)
+        keep_frozen_backbone_in_eval(model)
     else:
         _freeze_first_blocks(model, cfg.freeze)
     return model
@@ -89,31 +119,87 @@ def _linear_names(module: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def apply_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
+def apply_staged(model: nn.Module, cfg: StagedConfig) -> nn.Module:
+    """Stage 0 (head only); hf_transfer.staged.StagedUnfreezing unfreezes the rest during training."""
+    from hf_transfer.staged import stage_plan
+
+    stage_plan(cfg, len(find_blocks(backbone_of(model))))  # checks the schedule against the model
+    apply_full(model, FullConfig())
+    _freeze_backbone(model, "finetune.strategy")
+    return model
+
+
+def _peft(model: nn.Module, cfg, config_cls: str, mapping: str, **options) -> nn.Module:
+    """Wrap `model` with a PEFT method; the classification head is trained and saved too."""
     import peft
-    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+    from peft import utils
 
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    targets = cfg.target_modules or DEFAULTS.get(model_type) or _linear_names(backbone_of(model))
+    known = model_type in getattr(utils, mapping, {})
+    targets = cfg.target_modules or (None if known else _linear_names(backbone_of(model)))
     heads = sorted({n.split(".")[0] for n in head_parameter_names(model)})
-    peft_cfg = peft.LoraConfig(
-        task_type=peft.TaskType.SEQ_CLS,
-        r=cfg.r,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=targets,
-        modules_to_save=heads,
-    )
+    heads = [h for h in heads if isinstance(getattr(model, h, None), nn.Module)]  # modules, not bare parameters
+    # SEQ_CLS's wrapper forwards input_ids; audio and vision models take other inputs: plain PeftModel.
+    text_model = getattr(model, "main_input_name", "input_ids") == "input_ids"
+    peft_cfg_cls = getattr(peft, config_cls)
     try:
+        peft_cfg = peft_cfg_cls(
+            task_type=peft.TaskType.SEQ_CLS if text_model else None,
+            target_modules=targets,
+            modules_to_save=heads,
+            **options,
+        )
         return peft.get_peft_model(model, peft_cfg)
     except ValueError as err:
         raise ModelError(f"finetune.target_modules: {str(err).splitlines()[0]}") from None
+
+
+def apply_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
+    return _peft(
+        model, cfg, "LoraConfig", "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING",
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, use_dora=cfg.use_dora,
+    )
+
+
+def apply_ia3(model: nn.Module, cfg: IA3Config) -> nn.Module:
+    return _peft(
+        model, cfg, "IA3Config", "TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING",
+        feedforward_modules=cfg.feedforward_modules,
+    )
+
+
+def apply_adalora(model: nn.Module, cfg: AdaLoraConfig) -> nn.Module:
+    """`total_step` is a placeholder here; hf_transfer.hooks sets the real one when training starts."""
+    return _peft(
+        model, cfg, "AdaLoraConfig", "TRANSFORMERS_MODELS_TO_ADALORA_TARGET_MODULES_MAPPING",
+        init_r=cfg.init_r, target_r=cfg.target_r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+        tinit=cfg.tinit, tfinal=cfg.tfinal, deltaT=cfg.deltaT, total_step=cfg.tinit + cfg.tfinal + 1,
+    )
+
+
+def apply_loha(model: nn.Module, cfg: LoHaConfig) -> nn.Module:
+    return _peft(
+        model, cfg, "LoHaConfig", "TRANSFORMERS_MODELS_TO_LOHA_TARGET_MODULES_MAPPING",
+        r=cfg.r, alpha=cfg.alpha, rank_dropout=cfg.rank_dropout, module_dropout=cfg.module_dropout,
+    )
+
+
+def apply_lokr(model: nn.Module, cfg: LoKrConfig) -> nn.Module:
+    return _peft(
+        model, cfg, "LoKrConfig", "TRANSFORMERS_MODELS_TO_LOKR_TARGET_MODULES_MAPPING",
+        r=cfg.r, alpha=cfg.alpha, rank_dropout=cfg.rank_dropout, module_dropout=cfg.module_dropout,
+    )
 
 
 STRATEGIES: dict[str, Callable[[nn.Module, object], nn.Module]] = {
     "full": apply_full,
     "partial": apply_partial,
     "lora": apply_lora,
+    "staged": apply_staged,
+    "ia3": apply_ia3,
+    "adalora": apply_adalora,
+    "loha": apply_loha,
+    "lokr": apply_lokr,
 }
 
 
@@ -128,5 +214,8 @@ def apply_strategy(model: nn.Module, cfg) -> nn.Module:
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
+    def numel(p) -> int:  # DeepSpeed ZeRO-3 leaves an empty local shard; ds_numel is the full size
+        return getattr(p, "ds_numel", None) or p.numel()
+
+    trainable = sum(numel(p) for p in model.parameters() if p.requires_grad)
+    return trainable, sum(numel(p) for p in model.parameters())

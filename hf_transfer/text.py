@@ -25,6 +25,8 @@ def model_source(name_or_path: str) -> str:
 
 def _load_error(recipe: Recipe, what: str, err: Exception) -> ModelError:
     text = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+    if "custom code" in text:
+        text = "it ships custom Python code; set model.trust_remote_code: true only if you trust it"
     return ModelError(f"model.name_or_path: cannot load {what} from {recipe.model.name_or_path!r}: {text}")
 
 
@@ -71,26 +73,32 @@ def collator(tokenizer):
     return DataCollatorWithPadding(tokenizer)
 
 
+def load_auto_model(auto_cls, recipe: Recipe, what: str, **kwargs):
+    """`auto_cls.from_pretrained` (or `from_config` when model.pretrained is false), with the safety
+    defaults: safetensors only unless model.allow_pickle, remote code only if the recipe allows it."""
+    from transformers import AutoConfig
+
+    source = model_source(recipe.model.name_or_path)
+    common = {"revision": recipe.model.revision, "trust_remote_code": recipe.model.trust_remote_code}
+    try:
+        if recipe.model.pretrained:
+            use_safetensors = None if recipe.model.allow_pickle else True
+            return auto_cls.from_pretrained(source, use_safetensors=use_safetensors, **common, **kwargs)
+        config = AutoConfig.from_pretrained(source, **common, **kwargs)
+        return auto_cls.from_config(config, trust_remote_code=recipe.model.trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        raise _load_error(recipe, what, err) from None
+
+
 def load_model(recipe: Recipe, label_names: list[str] | None):
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     num_labels = len(label_names) if label_names else 1
     kwargs: dict[str, Any] = {"num_labels": num_labels, "problem_type": recipe.data.problem_type}
     if label_names:
         kwargs["id2label"] = dict(enumerate(label_names))
         kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
-    source = model_source(recipe.model.name_or_path)
-    common = {"revision": recipe.model.revision, "trust_remote_code": recipe.model.trust_remote_code}
-    try:
-        if recipe.model.pretrained:
-            model = AutoModelForSequenceClassification.from_pretrained(source, **common, **kwargs)
-        else:
-            config = AutoConfig.from_pretrained(source, **common, **kwargs)
-            model = AutoModelForSequenceClassification.from_config(
-                config, trust_remote_code=recipe.model.trust_remote_code
-            )
-    except (OSError, ValueError, KeyError) as err:
-        raise _load_error(recipe, "a sequence-classification model", err) from None
+    model = load_auto_model(AutoModelForSequenceClassification, recipe, "a sequence-classification model", **kwargs)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
     return model

@@ -10,17 +10,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_transfer import hub, text
+from hf_transfer import hub, probe, speech, text
 from hf_transfer.config import Recipe, dump_recipe, load_recipe
 from hf_transfer.data import load_data
-from hf_transfer.errors import OutputError
+from hf_transfer.distributed import (
+    check_saved_weights, declare_mean_loss, effective_batch_size, is_sharded, log_batch_size, require_extras,
+)
+from hf_transfer.errors import OutputError, RecipeError
+from hf_transfer.guards import install_nan_guard, last_complete_checkpoint
+from hf_transfer.hooks import TransferTrainer, trainer_hooks
 from hf_transfer.metrics import best_metric, compute_metrics_fn
 from hf_transfer.strategies import apply_strategy, count_parameters
 
 log = logging.getLogger(__name__)
 
 # recipe `model.modality` -> module with input_columns, load_processor, preprocess, collator, load_model
-MODALITIES = {"text": text}
+MODALITIES = {"text": text, "speech": speech}
 
 CHECKPOINTS = "checkpoints"
 COMPLETE_MARKER = "metrics.json"  # written last: a folder without it is not a finished run
@@ -31,6 +36,8 @@ class FinetuneResult:
     metrics: dict[str, Any]
     output_dir: Path
     trainer: Any
+    report: dict[str, Any] | None = None
+    """The transfer report (recipe `compare`), when asked for."""
 
 
 def default_output_dir(recipe: Recipe) -> str:
@@ -68,7 +75,9 @@ def training_arguments(recipe: Recipe, out: Path):
     args |= recipe.training
     args["output_dir"] = str(out / CHECKPOINTS)
     args.setdefault("save_strategy", args["eval_strategy"])
-    args.setdefault("load_best_model_at_end", args["eval_strategy"] != "no")
+    # AdaLoRA: a checkpoint's pruned ranks do not load back into the live model (PEFT), so the last one stays.
+    reload_best = args["eval_strategy"] != "no" and recipe.finetune.strategy != "adalora"
+    args.setdefault("load_best_model_at_end", reload_best)
     try:
         return TrainingArguments(**args)
     except (ValueError, TypeError) as err:
@@ -91,42 +100,49 @@ def _callbacks(recipe: Recipe) -> list:
     return [EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience)]
 
 
-def _last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    folder = out / CHECKPOINTS
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
-
-
-def build_trainer(recipe: Recipe, out: Path):
+def build_trainer(recipe: Recipe, out: Path, args=None):
     """Everything up to a ready Trainer; returns (trainer, splits)."""
-    from transformers import Trainer, set_seed
+    from transformers import default_data_collator, set_seed
 
     modality = MODALITIES[recipe.model.modality]
-    args = training_arguments(recipe, out)
+    args = args if args is not None else training_arguments(recipe, out)
     set_seed(args.seed)
-    loaded = load_data(recipe.data, modality.input_columns(recipe), args.seed)
-    processor = modality.load_processor(recipe)
-    splits = modality.preprocess(loaded.splits, processor, recipe)
+    with args.main_process_first(desc="dataset"):  # one process fills the datasets cache, the rest read it
+        loaded = load_data(recipe.data, modality.input_columns(recipe), args.seed)
+        processor = modality.load_processor(recipe)
+        splits = modality.preprocess(loaded.splits, processor, recipe)
     model = modality.load_model(recipe, loaded.label_names)
     model = apply_strategy(model, recipe.finetune)
-    trainer = Trainer(
+    declare_mean_loss(model)  # losses average over processes and accumulation steps
+    hooks = trainer_hooks(model, recipe.finetune, args)
+    collator, export, features = modality.collator(processor), None, None
+    if probe.wanted(recipe, modality, model):  # linear probe: train the head on cached features
+        export, (model, splits, features) = model, probe.prepare(model, splits, collator, args)
+        collator = default_data_collator
+    trainer = TransferTrainer(
         model=model,
         args=args,
         train_dataset=splits["train"],
         eval_dataset=splits["validation"],
         processing_class=processor,
-        data_collator=modality.collator(processor),
+        data_collator=collator,
         compute_metrics=compute_metrics_fn(recipe.data.problem_type),
         callbacks=_callbacks(recipe),
+        hooks=hooks,
+        export_model=export,
     )
+    trainer.nan_counts = install_nan_guard(model, trainer, recipe.nan_policy)
+    trainer.cached_features = features  # None unless the head trained on cached features
     return trainer, splits
 
 
 def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
-    trainer.save_model(str(out))  # main process only; PEFT models save their adapter
+    # Every process calls save_model: under ZeRO-3 / FSDP it gathers the shards; only the main
+    # process writes (PEFT models write their adapter and head).
+    trainer.save_model(str(out))
     if not trainer.is_world_process_zero():
         return
+    check_saved_weights(out)
     if getattr(recipe.finetune, "merge", False):
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(out / "merged"))
@@ -145,32 +161,56 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _check_merge(trainer, recipe: Recipe) -> None:
+    if getattr(recipe.finetune, "merge", False) and is_sharded(trainer):
+        raise RecipeError(
+            "finetune.merge: not available under DeepSpeed ZeRO-3 or FSDP (no process holds the full "
+            "weights); train without it and merge the saved adapter afterwards (see README)"
+        )
+
+
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> FinetuneResult:
+    require_extras(recipe.training)
     out = Path(recipe.training.get("output_dir") or default_output_dir(recipe))
-    check_output_dir(out, overwrite, resume)
-    hub.preflight(recipe)
-    trainer, splits = build_trainer(recipe, out)
-    checkpoint = _last_checkpoint(out) if resume else None
+    args = training_arguments(recipe, out)  # under a launcher this joins the process group
+    with args.main_process_first(local=False, desc="output folder"):  # the main process cleans first
+        check_output_dir(out, overwrite, resume)
+        if args.process_index == 0:
+            (out / COMPLETE_MARKER).unlink(missing_ok=True)  # resuming: unfinished until saved again
+    hub.preflight(recipe)  # a push that cannot start fails before training
+    trainer, splits = build_trainer(recipe, out, args)
+    _check_merge(trainer, recipe)
+    log_batch_size(args)
+    checkpoint = last_complete_checkpoint(out / CHECKPOINTS) if resume else None
     if resume and checkpoint is None:
         log.warning("--resume: no checkpoint under %s; starting from the beginning", out / CHECKPOINTS)
+    elif checkpoint:
+        log.info("--resume: continuing from %s", checkpoint)
     train_out = trainer.train(resume_from_checkpoint=checkpoint)
-    trainable, total = count_parameters(trainer.model)
+    trainable, total = count_parameters(trainer.export_model or trainer.model)
     args = trainer.args
     metrics: dict[str, Any] = {
         "train": train_out.metrics,
         "validation": trainer.evaluate(splits["validation"], metric_key_prefix="eval"),
         "trainable_parameters": trainable,
         "total_parameters": total,
-        "effective_batch_size": args.per_device_train_batch_size
-        * args.world_size
-        * args.gradient_accumulation_steps,
+        "effective_batch_size": effective_batch_size(args),
+        "processes": args.world_size,
+        **trainer.nan_counts,
     }
+    if trainer.cached_features is not None:
+        metrics["cached_features"] = trainer.cached_features
     if "test" in splits:
         metrics["test"] = trainer.evaluate(splits["test"], metric_key_prefix="test")
     _save(trainer, recipe, out, metrics)
+    result = FinetuneResult(metrics=metrics, output_dir=out, trainer=trainer)
+    if recipe.compare:  # every process trains the variants (DDP); the main one writes the report
+        from hf_transfer.report import write_report
+
+        result.report = write_report(recipe, result, overwrite=overwrite)
     if trainer.is_world_process_zero():
         hub.after_training(recipe, out)  # model card, round-trip check, push (hf_transfer/hub.py)
-    return FinetuneResult(metrics=metrics, output_dir=out, trainer=trainer)
+    return result
 
 
 def finetune(recipe_or_path, *, overwrite: bool = False, resume: bool = False, **overrides) -> FinetuneResult:

@@ -34,6 +34,13 @@ def test_yaml_reads_exponent_floats_as_floats():
     }
 
 
+def test_yaml_booleans_follow_yaml_1_2():
+    assert parse_yaml("a: no\nb: on\nc: true\nd: False\ne: yes", "t") == {
+        "a": "no", "b": "on", "c": True, "d": False, "e": "yes"
+    }
+    assert load_recipe(minimal(), ["training.eval_strategy=no"]).training["eval_strategy"] == "no"
+
+
 def test_learning_rate_2e_5_is_a_float():
     r = load_recipe(ROOT / "recipes" / "bert_sst2.yaml")
     assert isinstance(r.training["learning_rate"], float) and r.training["learning_rate"] == 2e-5
@@ -141,3 +148,20 @@ def test_recipe_with_string_learning_rate_file(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "hf-transfer: error: training.learning_rate: expected float, got 'fast'"
+
+
+def test_modality_registries_agree():
+    from hf_transfer.config import MODALITIES as SCHEMA
+    from hf_transfer.train import MODALITIES
+
+    assert set(MODALITIES) == set(SCHEMA)
+    for module in MODALITIES.values():
+        for fn in ("input_columns", "load_processor", "preprocess", "collator", "load_model"):
+            assert callable(getattr(module, fn)), (module.__name__, fn)
+
+
+def test_cli_commands_match_parser():
+    from hf_transfer.cli import COMMANDS, _parser
+
+    sub = next(a for a in _parser()._actions if a.dest == "command")
+    assert set(sub.choices) == set(COMMANDS)

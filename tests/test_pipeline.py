@@ -23,7 +23,7 @@ def predictions(clf):
 
 
 def in_memory_labels(result):
-    model, tok = result.trainer.model.eval(), result.trainer.processing_class
+    model, tok = (result.trainer.export_model or result.trainer.model).eval(), result.trainer.processing_class
     with torch.no_grad():
         logits = model(**tok(SENTENCES, return_tensors="pt", padding=True)).logits
     id2label = (model.base_model.model if hasattr(model, "peft_config") else model).config.id2label

@@ -3,6 +3,7 @@
 import ast
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def copy(run: Path, tmp_path: Path) -> Path:
 def test_verify_runs_after_training_and_reproduces_the_metrics(runs):
     [line] = [ln for ln in runs["logs"] if ln.startswith("verify:")]
     assert "reloads with transformers.pipeline (text-classification)" in line
-    assert "validation: 4 metrics reproduced" in line and "test: 4 metrics reproduced" in line
+    assert re.search(r"validation: \d+ metrics reproduced", line) and re.search(r"test: \d+ metrics reproduced", line)
 
 
 def test_verify_lora_reloads_through_autopeftmodel_exactly(runs):
@@ -65,7 +66,7 @@ def test_verify_lora_reloads_through_autopeftmodel_exactly(runs):
     assert set(result.compared) == {"validation", "test"}
     for role, prefix in (("validation", "eval"), ("test", "test")):
         pairs = result.compared[role]
-        assert set(pairs) == {"accuracy", "f1_macro", "precision_macro", "recall_macro"}
+        assert set(pairs) >= {"accuracy", "f1_macro", "precision_macro", "recall_macro"}
         for key, (saved, reloaded) in pairs.items():
             assert saved == metrics[role][f"{prefix}_{key}"] and reloaded == saved  # exact, no tolerance
 

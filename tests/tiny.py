@@ -72,13 +72,115 @@ def text_recipe(model_dir: Path, files: dict[str, str], out: Path, **finetune) -
             "label_names": ["negative", "positive"],
         },
         "finetune": {"strategy": "full", **finetune},
-        "verify": False,  # the round-trip check spawns a process; tests/test_verify.py runs it
+        "verify": False,  # the round-trip check spawns a process; tests/test_roundtrip.py runs it
         "training": {
             "output_dir": str(out),
             "max_steps": 2,
             "per_device_train_batch_size": 8,
             "per_device_eval_batch_size": 16,
             "learning_rate": 1e-2,
+            "eval_strategy": "steps",
+            "eval_steps": 2,
+            "save_steps": 2,
+            "seed": 0,
+            "disable_tqdm": True,
+        },
+    }
+
+
+# --------------------------------------------------------------------------- speech
+
+TONES = {"low": 300.0, "high": 1200.0}
+
+
+def save_tiny_audio_model(folder: Path, family: str, seed: int = 0) -> Path:
+    """A 2-layer wav2vec2 / HuBERT / Whisper (hidden 32) with its feature extractor, saved as a folder."""
+    import torch
+    from transformers import (HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor,
+                              Wav2Vec2Model, WhisperConfig, WhisperFeatureExtractor, WhisperModel)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                 conv_dim=(16, 16), conv_stride=(10, 8), conv_kernel=(10, 8), num_conv_pos_embeddings=16,
+                 num_conv_pos_embedding_groups=4, classifier_proj_size=16, vocab_size=12)
+    if family == "wav2vec2":  # wav2vec2-base style: group norm, no attention mask
+        Wav2Vec2Model(Wav2Vec2Config(**small, feat_extract_norm="group")).save_pretrained(folder)
+        Wav2Vec2FeatureExtractor(return_attention_mask=False, do_normalize=True).save_pretrained(folder)
+    elif family == "hubert":  # hubert-large style: layer norm, attention mask
+        HubertModel(HubertConfig(**small, feat_extract_norm="layer", do_stable_layer_norm=True)).save_pretrained(folder)
+        Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=True).save_pretrained(folder)
+    elif family == "whisper":
+        config = WhisperConfig(vocab_size=64, d_model=32, encoder_layers=2, decoder_layers=1,
+                               encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                               decoder_ffn_dim=64, num_mel_bins=80, max_target_positions=32,
+                               classifier_proj_size=16, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                               decoder_start_token_id=1, suppress_tokens=[], begin_suppress_tokens=[])
+        WhisperModel(config).save_pretrained(folder)
+        WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+    else:
+        raise ValueError(family)
+    return folder
+
+
+def tone(rng: random.Random, label: str, rate: int = 8000):
+    """A noisy tone of 0.5-1.5 s whose pitch tells the label."""
+    import numpy as np
+
+    n = int(rate * rng.uniform(0.5, 1.5))
+    t = np.arange(n) / rate
+    wave = 0.5 * np.sin(2 * np.pi * TONES[label] * t) + 0.05 * np.random.default_rng(rng.randrange(1 << 30)).normal(size=n)
+    return wave.astype("float32")
+
+
+def write_audio_data(folder: Path, n_train: int = 16, n_test: int = 6, rate: int = 8000, seed: int = 0) -> dict:
+    """Tones at 8 kHz (so loading resamples): `csv` = {split: csv of relative paths}, `parquet` =
+    {split: parquet with a datasets Audio column holding the wav bytes, as Hub audio datasets do}."""
+    import datasets
+    import soundfile as sf
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, dict[str, str]] = {"csv": {}, "parquet": {}}
+    names = sorted(TONES)
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows = []
+        for i in range(n):
+            label = names[i % 2]
+            rel = f"wav/{split}_{i}.wav"
+            (folder / "wav").mkdir(exist_ok=True)
+            sf.write(folder / rel, tone(rng, label, rate), rate)
+            rows.append((rel, label))
+        path = folder / f"{split}.csv"
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "label"])
+            w.writerows(rows)
+        out["csv"][split] = str(path)
+        raw = datasets.Features({"audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
+                                 "label": datasets.ClassLabel(names=names)})
+        ds = datasets.Dataset.from_dict(
+            {"audio": [{"bytes": (folder / r).read_bytes(), "path": Path(r).name} for r, _ in rows],
+             "label": [names.index(lab) for _, lab in rows]}, features=raw)
+        ds = ds.cast_column("audio", datasets.Audio())
+        ds.to_parquet(folder / f"{split}.parquet")
+        out["parquet"][split] = str(folder / f"{split}.parquet")
+    return out
+
+
+def speech_recipe(model_dir: Path, files: dict[str, str], out: Path, **finetune) -> dict:
+    """A speech recipe over the csv tones: 2 training steps, batch 4, clips cropped to 1 s."""
+    return {
+        "model": {"name_or_path": str(model_dir), "modality": "speech"},
+        "data": {"path": "csv", "data_files": files, "label_column": "label"},
+        "speech": {"audio_column": "path", "max_duration": 1.0},
+        "finetune": {"strategy": "full", **finetune},
+        "training": {
+            "output_dir": str(out),
+            "max_steps": 2,
+            "per_device_train_batch_size": 4,
+            "per_device_eval_batch_size": 8,
+            "learning_rate": 1e-3,
             "eval_strategy": "steps",
             "eval_steps": 2,
             "save_steps": 2,

@@ -1,0 +1,111 @@
+"""Running under any launcher: which process writes, the DeepSpeed extra, the effective batch size.
+
+The Trainer already shards data, gathers evaluation predictions (`gather_for_metrics` drops the
+samples padded onto the last batch) and saves from the main process; this module covers what
+hf-transfer adds around it: one process cleans and writes the output folder, a missing DeepSpeed
+is one clear line, sharded (ZeRO-3) saves are checked for empty tensors.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hf_transfer.errors import DependencyError, OutputError
+
+log = logging.getLogger(__name__)
+
+DEEPSPEED_HINT = "pip install 'hf-transfer[deepspeed]'"
+ZERO3_HINT = "under DeepSpeed ZeRO-3 set zero3_save_16bit_model: true (accelerate_configs/deepspeed_zero3.yaml)"
+
+
+def launcher_rank() -> int:
+    """Global rank set by the launcher (torchrun / accelerate launch / deepspeed); 0 when not launched."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def log_level() -> int:
+    """INFO on the main process, WARNING on the others (one copy of each log line)."""
+    return logging.INFO if launcher_rank() == 0 else logging.WARNING
+
+
+def deepspeed_requested(training: dict[str, Any]) -> str | None:
+    """Who asks for DeepSpeed: the recipe key, the launcher, or nobody (None)."""
+    if training.get("deepspeed"):
+        return "training.deepspeed"
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        return "the launcher's Accelerate config (distributed_type: DEEPSPEED)"
+    return None
+
+
+def installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def require_extras(training: dict[str, Any]) -> None:
+    """Fail with one line, before any model is loaded, when DeepSpeed is asked for but not installed."""
+    who = deepspeed_requested(training)
+    if who and not installed("deepspeed"):
+        raise DependencyError(f"{who} asks for DeepSpeed, which is not installed: {DEEPSPEED_HINT}")
+
+
+def effective_batch_size(args) -> int:
+    """Samples per optimizer step: per device x processes x gradient accumulation."""
+    return args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+
+
+def log_batch_size(args) -> int:
+    size = effective_batch_size(args)
+    log.info(
+        "effective batch size %d = %d per device x %d processes x %d accumulation steps",
+        size, args.per_device_train_batch_size, args.world_size, args.gradient_accumulation_steps,
+    )
+    return size
+
+
+def declare_mean_loss(model) -> None:
+    """Tell the Trainer the model's loss is already a mean over its batch.
+
+    Classification models accept `**kwargs` but ignore `num_items_in_batch`; the Trainer then
+    assumes the loss is a sum-normalised token loss, multiplies it by the number of processes
+    (doubling gradients and the reported loss under two processes) and skips the division by
+    gradient-accumulation steps. `accepts_loss_kwargs = False` restores plain averaging.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.accepts_loss_kwargs = False
+
+
+def zero_stage(trainer) -> int:
+    """The DeepSpeed ZeRO stage of a Trainer (0 without DeepSpeed)."""
+    if not getattr(trainer, "is_deepspeed_enabled", False):
+        return 0
+    return int(trainer.accelerator.state.deepspeed_plugin.zero_stage or 0)
+
+
+def is_sharded(trainer) -> bool:
+    """True when no single process holds the full weights (ZeRO-3 or FSDP)."""
+    return zero_stage(trainer) == 3 or getattr(trainer, "is_fsdp_enabled", False)
+
+
+def check_saved_weights(out: Path) -> dict[str, int]:
+    """Tensor count per weights file in `out`; raise if nothing, or an empty tensor, was saved.
+
+    Both are what a sharded (ZeRO-3) save without gathering leaves behind.
+    """
+    from safetensors import safe_open
+
+    counts = {}
+    for path in sorted(out.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as fh:
+            keys = list(fh.keys())
+            empty = [k for k in keys if 0 in fh.get_slice(k).get_shape()]
+        counts[path.name] = len(keys)
+        if empty or not keys:
+            what = f"{len(empty)} empty tensors (e.g. {empty[0]})" if empty else "no tensors"
+            raise OutputError(f"training.output_dir: {path} holds {what}; {ZERO3_HINT}")
+    if not counts:
+        raise OutputError(f"training.output_dir: no weights (*.safetensors) were saved in {out}; {ZERO3_HINT}")
+    return counts

@@ -1,0 +1,173 @@
+"""Cached-feature linear probe: the frozen backbone runs once per example, the head trains on disk-cached features.
+
+With a fully frozen backbone (`partial`, `freeze: backbone`) and no stochastic augmentation, the
+backbone's output for an example never changes, so it is computed once (batched, under no_grad,
+in eval mode) and stored under `$HF_TRANSFER_CACHE` (default ~/.cache/hf-transfer/features), keyed
+by a hash of the backbone's weights, a hash of the preprocessed split (data + preprocessing: the
+model inputs and labels themselves) and the capture point. Trainer then trains only the head on those features — same
+optimizer, schedule, sampler order and metrics as through the backbone — and the saved output is the
+ordinary full model folder (the head's modules are the model's own, trained in place).
+
+Applies when the head is a Linear layer with only dropout/identity layers before it (BERT, ViT, ...);
+the capture is checked against the full model's logits on one batch, else it falls back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from hf_transfer.errors import ModelError
+from hf_transfer.strategies import backbone_of
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HF_TRANSFER_CACHE", "~/.cache/hf-transfer")).expanduser() / "features"
+
+
+def probe_head(model: nn.Module) -> nn.Sequential | None:
+    """The head as a Sequential of the model's own modules, when it is dropouts + one Linear."""
+    backbone = backbone_of(model)
+    if backbone is model:
+        return None
+    children = [m for m in model.children() if m is not backbone]
+    linears = [m for m in children if isinstance(m, nn.Linear)]
+    if len(linears) != 1 or not all(isinstance(m, (nn.Linear, nn.Dropout, nn.Identity)) for m in children):
+        return None
+    return nn.Sequential(*children)
+
+
+def wanted(recipe, modality, model) -> bool:
+    """Use the cache? `cache_features: null` means whenever it applies."""
+    cfg = recipe.finetune
+    if cfg.strategy != "partial" or cfg.cache_features is False:
+        return False
+    if cfg.freeze != "backbone" and cfg.cache_features is None:
+        return False  # not a linear probe
+    reasons = []
+    if cfg.freeze != "backbone":
+        reasons.append("the backbone is not fully frozen (freeze: backbone)")
+    augment = getattr(modality, "stochastic_augmentation", None)
+    if augment is not None and augment(recipe):
+        reasons.append("the data has stochastic augmentation")
+    if probe_head(model) is None:
+        reasons.append(f"the head of {model.__class__.__name__} is not dropout + one Linear layer")
+    if reasons and cfg.cache_features:
+        raise ModelError(f"finetune.cache_features: cannot cache features: {reasons[0]}")
+    if reasons:
+        log.info("linear probe through the backbone: %s", reasons[0])
+    return not reasons
+
+
+class CachedHead(nn.Module):
+    """The model's head applied to cached features, with the model's loss for its problem type."""
+
+    def __init__(self, head: nn.Sequential, config):
+        super().__init__()
+        self.head, self.problem_type, self.num_labels = head, config.problem_type, config.num_labels
+
+    def forward(self, features, labels=None, length=None):  # length: for group_by_length only
+        logits = self.head(features)
+        loss = None
+        if labels is not None:
+            if self.problem_type == "regression":
+                loss = nn.functional.mse_loss(logits.squeeze(-1), labels.float().view(-1))
+            elif self.problem_type == "multi_label_classification":
+                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+            else:
+                loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def _weights_hash(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _data_hash(split) -> str:
+    """Hash of the preprocessed split's content (model inputs + labels): data and preprocessing."""
+    if split._indices is not None:
+        split = split.flatten_indices()
+    h = hashlib.sha256(repr(split.features).encode())
+    for batch in split.data.to_batches():
+        h.update(batch.serialize())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def _compute(model, head, split, collator, batch_size: int, device) -> torch.Tensor:
+    """Features of every example (the input of the head), checked on the first batch."""
+    captured = []
+    hook = head[0].register_forward_pre_hook(lambda m, args: captured.append(args[0].detach()))
+    was_training = model.training
+    model.eval().to(device)
+    columns = [c for c in split.column_names if c != "labels"]
+    loader = torch.utils.data.DataLoader(split.select_columns(columns), batch_size=batch_size, collate_fn=collator)
+    try:
+        for i, batch in enumerate(loader):
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            if i == 0:
+                replay = head(captured[0])
+                captured.pop()  # the replay passed through the hook too
+                if not torch.allclose(replay, logits, atol=1e-5, rtol=1e-4):
+                        raise ModelError("finetune.cache_features: the head's input does not reproduce the logits")
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return torch.cat(captured).float().cpu()
+
+
+def features(model, head, split, collator, batch_size: int, device, weights: str) -> tuple:
+    """(features dataset, seconds spent, cache hit) for one preprocessed split;
+    `weights` is the hash of the backbone's weights."""
+    from safetensors.torch import load_file, save_file
+
+    start = time.perf_counter()
+    key = hashlib.sha256(f"{weights}|{_data_hash(split)}|{head[0].__class__.__name__}".encode()).hexdigest()[:32]
+    path = cache_dir() / f"{key}.safetensors"
+    hit = path.is_file()
+    if hit:
+        feats = load_file(path)["features"]
+    else:
+        feats = _compute(model, head, split, collator, batch_size, device)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"features": feats.contiguous()}, str(tmp))
+        os.replace(tmp, path)
+    if len(feats) != len(split):
+        raise ModelError(f"finetune.cache_features: cache {path} holds {len(feats)} rows, expected {len(split)}")
+    data = {"features": feats.numpy(), "labels": split.select_columns(["labels"]).to_dict()["labels"]}
+    if "input_ids" in split.column_names:
+        data["length"] = [len(ids) for ids in split["input_ids"]]
+    from datasets import Dataset
+
+    ds = Dataset.from_dict(data).with_format("torch")
+    return ds, time.perf_counter() - start, hit
+
+
+def prepare(model, splits, collator, args):
+    """(CachedHead to train, feature splits, info for metrics.json)."""
+    start = time.perf_counter()
+    head, weights = probe_head(model), _weights_hash(backbone_of(model))
+    out, info = {}, {"seconds": time.perf_counter() - start, "cache_hits": 0, "splits": len(splits)}
+    for role, split in splits.items():
+        out[role], seconds, hit = features(
+            model, head, split, collator, args.per_device_eval_batch_size, args.device, weights
+        )
+        info["seconds"] += seconds
+        info["cache_hits"] += int(hit)
+    log.info("linear probe on cached features: %.1f s for features (%d of %d splits from cache)",
+             info["seconds"], info["cache_hits"], len(splits))
+    return CachedHead(head, model.config), type(splits)(out), info

@@ -1,0 +1,259 @@
+"""Speech modality: the model's own feature extractor + AutoModelForAudioClassification.
+
+Covers wav2vec2, HuBERT, WavLM, AST and Whisper (`WhisperForAudioClassification`: the encoder
+plus a pooled head). Audio is decoded with soundfile, never with the datasets `Audio` feature's
+own decoder (datasets >= 4 decodes through torchcodec, which needs FFmpeg's shared libraries):
+the column is cast with `decode=False` and its bytes or paths are read here, mixed to mono and
+resampled (scipy) to the feature extractor's rate once. Cropping, augmentation and feature
+extraction run on the fly (`Dataset.set_transform`): a random window and augmentation for
+training, the centre window for evaluation.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hf_transfer.config import Recipe, SpeechConfig
+from hf_transfer.errors import DataError, RecipeError
+from hf_transfer.text import _load_error, load_auto_model, model_source
+
+log = logging.getLogger(__name__)
+
+
+def options(recipe: Recipe) -> SpeechConfig:
+    return recipe.speech or SpeechConfig()
+
+
+def input_columns(recipe: Recipe) -> dict[str, str]:
+    """Recipe key -> dataset column that the model reads (the first modality call: checks here)."""
+    if recipe.data.problem_type != "single_label_classification":
+        raise RecipeError(
+            f"data.problem_type: speech supports single_label_classification, got {recipe.data.problem_type!r}"
+        )
+    return {"speech.audio_column": options(recipe).audio_column}
+
+
+# --------------------------------------------------------------------------- feature extractor
+
+
+def _is_whisper_like(fe) -> bool:
+    """A log-mel extractor padding every clip to `chunk_length` seconds (Whisper)."""
+    return hasattr(fe, "chunk_length") and hasattr(fe, "nb_max_frames")
+
+
+def _rebuilt(fe, **changes):
+    return type(fe).from_dict({**fe.to_dict(), **changes})
+
+
+def load_processor(recipe: Recipe):
+    """The model's feature extractor, at the recipe's rate and (Whisper) input length."""
+    from transformers import AutoFeatureExtractor
+
+    opts = options(recipe)
+    try:
+        fe = AutoFeatureExtractor.from_pretrained(
+            model_source(recipe.model.name_or_path),
+            revision=recipe.model.revision,
+            trust_remote_code=recipe.model.trust_remote_code,
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise _load_error(recipe, "a feature extractor", err) from None
+    if opts.sampling_rate and opts.sampling_rate != fe.sampling_rate:
+        log.warning("speech.sampling_rate: %d Hz, the model was trained at %d Hz", opts.sampling_rate, fe.sampling_rate)
+        fe = _rebuilt(fe, sampling_rate=opts.sampling_rate)
+    if _is_whisper_like(fe) and opts.short_whisper_input and opts.max_duration:
+        seconds = math.ceil(opts.max_duration)
+        if seconds < fe.chunk_length:
+            fe = _rebuilt(fe, chunk_length=seconds)
+            if fe.nb_max_frames % 2:
+                raise RecipeError(
+                    f"speech.max_duration: {seconds} s gives {fe.nb_max_frames} mel frames; Whisper needs an even number"
+                )
+    return fe
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+    if rate == target:
+        return wave
+    from scipy.signal import resample_poly
+
+    g = math.gcd(int(rate), int(target))
+    return resample_poly(wave, target // g, rate // g).astype(np.float32)
+
+
+def _find(path: str, bases: list[Path]) -> str:
+    if Path(path).is_absolute() or Path(path).exists():
+        return path
+    for base in bases:
+        if (base / path).exists():
+            return str(base / path)
+    return path
+
+
+def load_audio(value: Any, target: int, bases: list[Path] = ()) -> np.ndarray:
+    """One clip as float32 mono at `target` Hz, from a path, {bytes, path} or {array, sampling_rate}."""
+    import soundfile as sf
+
+    if isinstance(value, dict) and value.get("array") is not None:
+        if not value.get("sampling_rate"):
+            raise DataError("speech.audio_column: an audio array without its sampling_rate")
+        wave, rate = np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"])
+    else:
+        if isinstance(value, dict) and value.get("bytes"):
+            source, name = io.BytesIO(value["bytes"]), value.get("path") or "<bytes>"
+        elif isinstance(value, dict) and value.get("path"):
+            source = name = _find(value["path"], bases)
+        elif isinstance(value, str):
+            source = name = _find(value, bases)
+        else:
+            raise DataError(f"speech.audio_column: expected a file path or an audio value, got {value!r:.80}")
+        try:
+            wave, rate = sf.read(source, dtype="float32", always_2d=True)
+        except (RuntimeError, OSError, sf.LibsndfileError) as err:
+            raise DataError(f"speech.audio_column: cannot read audio {name!r}: {str(err).splitlines()[0]}") from None
+    if wave.ndim == 2:
+        wave = wave.mean(axis=1)
+    return _resample(wave, rate, target)
+
+
+# --------------------------------------------------------------------------- cropping, augmentation
+
+
+def crop(wave: np.ndarray, n: int | None, rng: np.random.Generator | None) -> np.ndarray:
+    """At most `n` samples: a random window with `rng`, else the centre."""
+    if not n or len(wave) <= n:
+        return wave
+    start = int(rng.integers(0, len(wave) - n + 1)) if rng is not None else (len(wave) - n) // 2
+    return wave[start : start + n]
+
+
+def augment(wave: np.ndarray, rate: int, opts: SpeechConfig, rng: np.random.Generator) -> np.ndarray:
+    """Time shift, gain and white noise at an SNR, each only when the recipe asks for it."""
+    wave = wave.astype(np.float32, copy=True)
+    if opts.time_shift:
+        shift = int(rng.uniform(-opts.time_shift, opts.time_shift) * rate)
+        wave = np.roll(wave, shift)
+        if shift > 0:
+            wave[:shift] = 0
+        elif shift < 0:
+            wave[shift:] = 0
+    if opts.gain_db:
+        wave *= 10 ** (rng.uniform(-opts.gain_db, opts.gain_db) / 20)
+    if opts.noise_snr_db is not None:
+        snr = opts.noise_snr_db
+        snr = rng.uniform(*snr) if isinstance(snr, list) else snr
+        power = float(np.mean(wave**2)) or 1e-8
+        wave += rng.normal(0.0, math.sqrt(power / 10 ** (snr / 10)), len(wave)).astype(np.float32)
+    return wave
+
+
+def _transform(fe, opts: SpeechConfig, rng: np.random.Generator | None):
+    """Raw waveforms -> model inputs; `rng` given: training (random crop + augmentation)."""
+    name, rate = fe.model_input_names[0], fe.sampling_rate
+    n = round(opts.max_duration * rate) if opts.max_duration else None
+    kwargs: dict[str, Any] = {"sampling_rate": rate}
+    if n and not _is_whisper_like(fe):  # Whisper pads to its own chunk_length
+        kwargs |= {"padding": "max_length", "max_length": n, "truncation": True}
+
+    def transform(batch: dict[str, list]) -> dict[str, Any]:
+        waves = [crop(np.asarray(w, dtype=np.float32), n, rng) for w in batch[name]]
+        if rng is not None:
+            waves = [augment(w, rate, opts, rng) for w in waves]
+        feats = fe(waves, **kwargs)
+        out = {k: list(feats[k]) for k in (name, "attention_mask") if k in feats}
+        return out | {"labels": batch["labels"]}
+
+    return transform
+
+
+def preprocess(splits, fe, recipe: Recipe):
+    """Decode + resample once (stored under the model's input name); crop and featurise on the fly."""
+    import datasets
+
+    opts = options(recipe)
+    name, rate, col = fe.model_input_names[0], fe.sampling_rate, opts.audio_column
+    bases = [Path(f).parent for f in (recipe.data.data_files or {}).values()]
+
+    def decode(batch: dict[str, list]) -> dict[str, list]:
+        return {name: [load_audio(v, rate, bases) for v in batch[col]]}
+
+    seed = int(recipe.training.get("seed", 42))
+    out = {}
+    for role, ds in splits.items():
+        if isinstance(ds.features.get(col), datasets.Audio):
+            ds = ds.cast_column(col, datasets.Audio(decode=False))
+        remove = [c for c in ds.column_names if c != "labels"]
+        ds = ds.map(decode, batched=True, batch_size=32, remove_columns=remove, desc=f"decode {role}")
+        rng = np.random.default_rng(seed) if role == "train" else None
+        ds.set_transform(_transform(fe, opts, rng))
+        out[role] = ds
+    return type(splits)(out)
+
+
+def collator(fe):
+    """Stack equal-length inputs; pad unequal ones with the feature extractor."""
+    import torch
+
+    name = fe.model_input_names[0]
+
+    def collate(features: list[dict[str, Any]]) -> dict[str, Any]:
+        labels = torch.tensor([f["labels"] for f in features])
+        inputs = [{k: v for k, v in f.items() if k != "labels"} for f in features]
+        if len({np.shape(f[name]) for f in inputs}) == 1:
+            batch = {k: torch.as_tensor(np.stack([f[k] for f in inputs])) for k in inputs[0]}
+        else:
+            batch = dict(fe.pad(inputs, padding=True, return_tensors="pt"))
+        return batch | {"labels": labels}
+
+    return collate
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _shorten_whisper_input(model, positions: int) -> None:
+    """Keep the first `positions` rows of the encoder's (fixed, sinusoidal) position table."""
+    import torch
+    from torch import nn
+
+    encoder = model.encoder
+    old = encoder.embed_positions
+    if positions >= old.num_embeddings:
+        return
+    new = nn.Embedding(positions, old.embedding_dim)
+    with torch.no_grad():
+        new.weight.copy_(old.weight[:positions])
+    new.requires_grad_(old.weight.requires_grad)
+    encoder.embed_positions = new
+    encoder.max_source_positions = positions
+    model.config.max_source_positions = positions
+    log.info("Whisper encoder input shortened to %d positions (%.1f s)", positions, positions / 50)
+
+
+def load_model(recipe: Recipe, label_names: list[str] | None):
+    from transformers import AutoModelForAudioClassification
+
+    opts = options(recipe)
+    kwargs: dict[str, Any] = {"num_labels": len(label_names)}
+    kwargs["id2label"] = dict(enumerate(label_names))
+    kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
+    model = load_auto_model(AutoModelForAudioClassification, recipe, "an audio-classification model", **kwargs)
+    if getattr(model.config, "max_source_positions", None):
+        fe = load_processor(recipe)
+        if _is_whisper_like(fe):
+            _shorten_whisper_input(model, fe.nb_max_frames // 2)
+    if opts.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
+        model.freeze_feature_encoder()
+    elif opts.freeze_feature_encoder:
+        log.info("speech.freeze_feature_encoder: %s has no feature encoder to freeze", model.__class__.__name__)
+    return model
+
