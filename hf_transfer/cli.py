@@ -44,6 +44,59 @@ def cmd_assets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    from hf_transfer.hub import push
+
+    urls = push(args.output_dir, args.repo_id, private=not args.public, revision=args.revision,
+                base_model=args.base_model, merged_repo_id=args.merged_repo_id)
+    for url in urls:
+        print(f"pushed: {url}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from hf_transfer.verify import verify
+
+    print(verify(args.output_dir, device=args.device, tolerance=args.tolerance).summary())
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from hf_transfer.predict import format_results, predict
+
+    items, results = predict(args.output_dir, args.inputs, top_k=args.top_k, batch_size=args.batch_size,
+                             device=args.device)
+    if args.json:
+        print(json.dumps([{"input": i if isinstance(i, str) else None, "predictions": r}
+                          for i, r in zip(items, results)], indent=2))
+    else:
+        print("\n".join(format_results(items, results)))
+    return 0
+
+
+def _add_folder_commands(sub) -> None:
+    p = sub.add_parser("push", help="upload a finished run to the Hugging Face Hub")
+    p.add_argument("output_dir")
+    p.add_argument("repo_id", help="e.g. your-name/minilm-drugreview")
+    p.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    p.add_argument("--revision", help="branch to push to (created if missing)")
+    p.add_argument("--base-model", help="Hub id of the base model when the recipe names a local folder")
+    p.add_argument("--merged-repo-id", help="LoRA with merge: push merged/ to this repo instead")
+
+    p = sub.add_parser("verify", help="reload a run as a Hub user would and re-check its metrics")
+    p.add_argument("output_dir")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when present, as in training)")
+    p.add_argument("--tolerance", type=float, default=0.0, help="allowed metric difference (default 0)")
+
+    p = sub.add_parser("predict", help="labels and scores from a saved run")
+    p.add_argument("output_dir")
+    p.add_argument("inputs", nargs="+", help="texts, files of texts (one a line; - for stdin), or image/audio paths")
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-transfer", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -63,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="assets", help="where to write the assets (default: assets/)")
     p.add_argument("--force", action="store_true", help="rebuild assets that already exist")
     p.add_argument("names", nargs="*", help="only these assets (default: all)")
+    _add_folder_commands(sub)
     return parser
 
 
@@ -71,6 +125,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "finetune": cmd_finetune,
     "validate": cmd_validate,
     "assets": cmd_assets,
+    "push": cmd_push,
+    "verify": cmd_verify,
+    "predict": cmd_predict,
 }
 
 

@@ -285,9 +285,15 @@ MODALITIES: dict[str, type | None] = {
 @dataclass
 class HubConfig:
     push: bool = False
+    """Push the output folder to the Hub after the local save (see hf_transfer.hub)."""
     repo_id: str | None = None
     private: bool = True
     revision: str | None = None
+    """Branch to push to (created if missing); default: main."""
+    base_model: str | None = None
+    """Hub id of the base model when model.name_or_path is a local folder (card, adapter config)."""
+    merged_repo_id: str | None = None
+    """LoRA with merge: push merged/ to this repo; default: merged/ stays a subfolder."""
 
 
 @dataclass
@@ -303,6 +309,8 @@ class Recipe:
     nan_policy: Literal["stop", "skip"] = "stop"
     """A non-finite training loss stops the run (naming the step), or skips that batch."""
     hub: HubConfig = field(default_factory=HubConfig)
+    verify: bool = True
+    """After training, reload the folder as a Hub user would and re-check its metrics."""
     vision: Any = None
     """Options of the vision modality (see MODALITIES); None for other modalities."""
     speech: Any = None
@@ -471,10 +479,18 @@ def validate(raw: Any) -> Recipe:
             raw.get("early_stopping_patience"), int | None, "early_stopping_patience"
         ),
         nan_policy=_check_value(raw.get("nan_policy", "stop"), Literal["stop", "skip"], "nan_policy"),
-        hub=build(HubConfig, raw.get("hub"), "hub"),
+        hub=_build_hub(raw.get("hub")),
+        verify=_check_value(raw.get("verify", True), bool, "verify"),
         compare=_check_compare(raw),
         **sections,
     )
+
+
+def _build_hub(data: Any) -> HubConfig:
+    hub = build(HubConfig, data, "hub")
+    if hub.push and not hub.repo_id:
+        raise RecipeError("hub.repo_id: required when hub.push is true")
+    return hub
 
 
 def _check_compare(raw: dict[str, Any]) -> Any:

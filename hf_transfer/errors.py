@@ -21,5 +21,13 @@ class OutputError(HfTransferError):
     """The output folder would be overwritten or cannot be written."""
 
 
+class HubError(HfTransferError):
+    """Pushing to the Hugging Face Hub failed or cannot start; the local folder is intact."""
+
+
+class VerifyError(HfTransferError):
+    """A saved folder does not reload, or does not reproduce its metrics, as a Hub user would see it."""
+
+
 class DependencyError(HfTransferError):
     """An optional extra that the recipe or the launcher needs is not installed."""

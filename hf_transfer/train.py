@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_transfer import probe, speech, text, vision
+from hf_transfer import hub, probe, speech, text, vision
 from hf_transfer.config import Recipe, dump_recipe, load_recipe
 from hf_transfer.data import load_data
 from hf_transfer.distributed import (
@@ -157,7 +157,9 @@ def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
         merged.save_pretrained(str(out / "merged"))
         trainer.processing_class.save_pretrained(str(out / "merged"))
     if not saved and hasattr(trainer.model, "peft_config"):  # labels for AutoPeftModel users and pipeline()
-        trainer.model.base_model.model.config.save_pretrained(str(out))
+        base = trainer.model.base_model.model
+        base.config.architectures = [type(base).__name__]  # the head class (not the backbone's)
+        base.config.save_pretrained(str(out))
     (out / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
     _write_json_atomic(out / COMPLETE_MARKER, metrics)
 
@@ -184,6 +186,7 @@ def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Finetu
         check_output_dir(out, overwrite, resume)
         if args.process_index == 0:
             (out / COMPLETE_MARKER).unlink(missing_ok=True)  # resuming: unfinished until saved again
+    hub.preflight(recipe)  # a push that cannot start fails before training
     trainer, splits = build_trainer(recipe, out, args)
     _check_merge(trainer, recipe)
     log_batch_size(args)
@@ -214,6 +217,8 @@ def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Finetu
         from hf_transfer.report import write_report
 
         result.report = write_report(recipe, result, overwrite=overwrite)
+    if trainer.is_world_process_zero():
+        hub.after_training(recipe, out)  # model card, round-trip check, push (hf_transfer/hub.py)
     return result
 
 

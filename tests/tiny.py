@@ -72,6 +72,7 @@ def text_recipe(model_dir: Path, files: dict[str, str], out: Path, **finetune) -
             "label_names": ["negative", "positive"],
         },
         "finetune": {"strategy": "full", **finetune},
+        "verify": False,  # the round-trip check spawns a process; tests/test_roundtrip.py runs it
         "training": {
             "output_dir": str(out),
             "max_steps": 2,
