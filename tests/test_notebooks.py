@@ -20,13 +20,13 @@ TINY = {
     "strategies_text.ipynb": lambda recipe, out: {
         "recipe": recipe, "output_root": str(out / "strategies"), "common": {"verify": False}},
 }
-# the real offline default, shortened: a few dozen steps per run (make test-slow)
+# the real offline default, shortened: 8 steps per run, 64 evaluation rows (make test-slow)
 REAL = {
     "quickstart_text.ipynb": lambda out: {"overrides": {
-        "training.output_dir": str(out / "quickstart"), "training.num_train_epochs": 1,
-        "data.max_train_samples": 128, "training.disable_tqdm": True}},
+        "training.output_dir": str(out / "quickstart"), "training.max_steps": 8,
+        "data.max_eval_samples": 64, "training.disable_tqdm": True}},
     "strategies_text.ipynb": lambda out: {"output_root": str(out / "strategies"), "common": {
-        "training.num_train_epochs": 1, "data.max_train_samples": 128, "training.disable_tqdm": True}},
+        "training.max_steps": 8, "data.max_eval_samples": 64, "training.disable_tqdm": True}},
 }
 
 
