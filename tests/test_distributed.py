@@ -67,6 +67,7 @@ def summaries(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.startswith('  "output_dir"')]
 
 
+@pytest.mark.slow  # several training subprocesses: the slow tier (CI runs it)
 def test_two_cpu_processes_match_one_process(tiny_bert_no_dropout, data_55, tmp_path):
     """Acceptance 1: same global batch (1 x 8 vs 2 x 4), same seed -> same metrics; 55 test samples count 55."""
     single = finetune(recipe_for(tiny_bert_no_dropout, data_55, tmp_path / "single", per_device=8)).metrics

@@ -50,6 +50,7 @@ def test_same_seed_gives_identical_metrics(tiny_bert, sentiment_files, tmp_path)
     assert stable(a.metrics) == stable(b.metrics)
 
 
+@pytest.mark.slow  # several training subprocesses: the slow tier (CI runs it)
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tiny_bert, sentiment_files, tmp_path):
     clean = finetune(resumable_recipe(tiny_bert, sentiment_files, tmp_path / "clean"))
     out = tmp_path / "killed"
@@ -63,6 +64,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tiny_bert, sent
     assert stable(json.loads((out / "metrics.json").read_text())) == stable(clean.metrics)
 
 
+@pytest.mark.slow  # several training subprocesses: the slow tier (CI runs it)
 def test_sigkill_during_a_save_leaves_nothing_that_looks_complete(tiny_bert, sentiment_files, tmp_path):
     out = tmp_path / "run"
     recipe = resumable_recipe(tiny_bert, sentiment_files, out)
