@@ -69,3 +69,23 @@ def test_spoken_digit_splits_never_share_a_voice():
     variants = {s: {v.split("+")[1] for v in vs} for s, vs in voices.items()}
     for a, b in (("train", "test"), ("validation", "test"), ("train", "validation")):
         assert not voices[a] & voices[b] and not accents[a] & accents[b] and not variants[a] & variants[b]
+
+
+def test_every_spoken_digit_voice_sounds_different(tmp_path):
+    """espeak-ng silently ignores some variants (on "en-gb") and aliases some accents ("en-us-nyc" is
+    "en-us"): every (accent, variant) pair of the asset must give audio of its own."""
+    import hashlib
+
+    digests = {}
+    for split, voices in assets_speech.SPLIT_VOICES.items():
+        for accent, variant in voices:
+            out = tmp_path / f"{accent}+{variant}.wav"
+            assets_speech._espeak("seven", f"{accent}+{variant}", 160, 50, out)
+            digests.setdefault(hashlib.sha256(out.read_bytes()).hexdigest(), []).append(f"{split}:{accent}+{variant}")
+    assert all(len(v) == 1 for v in digests.values()), [v for v in digests.values() if len(v) > 1]
+    plain = {}
+    for accent in {a for vs in assets_speech.SPLIT_VOICES.values() for a, _ in vs}:
+        out = tmp_path / f"{accent}.wav"
+        assets_speech._espeak("seven", accent, 160, 50, out)
+        plain.setdefault(hashlib.sha256(out.read_bytes()).hexdigest(), []).append(accent)
+    assert all(len(v) == 1 for v in plain.values()), plain
