@@ -78,6 +78,18 @@ def declare_mean_loss(model) -> None:
     base.accepts_loss_kwargs = False
 
 
+def match_deepspeed_dtype(model, args):
+    """Under DeepSpeed with bf16/fp16, every parameter in that dtype before the engine partitions
+    them: ZeRO-3 refuses a trainable group of mixed dtypes (seen on a GPU with a LoRA adapter and
+    its saved head). DeepSpeed keeps fp32 master weights in the optimizer either way."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(getattr(args, "mixed_precision", "no"))
+    if getattr(args, "deepspeed_plugin", None) is None or dtype is None:
+        return model
+    return model.to(dtype)
+
+
 def zero_stage(trainer) -> int:
     """The DeepSpeed ZeRO stage of a Trainer (0 without DeepSpeed)."""
     if not getattr(trainer, "is_deepspeed_enabled", False):

@@ -14,7 +14,8 @@ from hf_transfer import hub, probe, speech, text, vision
 from hf_transfer.config import Recipe, dump_recipe, load_recipe
 from hf_transfer.data import load_data
 from hf_transfer.distributed import (
-    check_saved_weights, declare_mean_loss, effective_batch_size, is_sharded, log_batch_size, require_extras,
+    check_saved_weights, declare_mean_loss, effective_batch_size, is_sharded, log_batch_size,
+    match_deepspeed_dtype, require_extras,
 )
 from hf_transfer.errors import OutputError, RecipeError
 from hf_transfer.guards import install_nan_guard, last_complete_checkpoint
@@ -74,6 +75,7 @@ def training_arguments(recipe: Recipe, out: Path):
         "use_cpu": not _has_accelerator(),
     }
     args |= getattr(MODALITIES[recipe.model.modality], "TRAINING_DEFAULTS", {})
+    args |= launcher_precision(recipe.training)
     args |= recipe.training
     args["output_dir"] = str(out / CHECKPOINTS)
     args.setdefault("save_strategy", args["eval_strategy"])
@@ -86,6 +88,15 @@ def training_arguments(recipe: Recipe, out: Path):
         from hf_transfer.errors import RecipeError
 
         raise RecipeError(f"training: {str(err).strip().splitlines()[0]}") from None
+
+
+def launcher_precision(training: dict[str, Any]) -> dict[str, bool]:
+    """The launcher's mixed precision (`accelerate launch` / its config) unless the recipe sets its own:
+    DeepSpeed takes bf16/fp16 from the launcher, and Trainer refuses a TrainingArguments that disagrees."""
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launcher in ("bf16", "fp16") and not {"bf16", "fp16"} & training.keys():
+        return {launcher: True}
+    return {}
 
 
 def _has_accelerator() -> bool:
@@ -114,7 +125,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
         processor = modality.load_processor(recipe)
         splits = modality.preprocess(loaded.splits, processor, recipe)
     model = modality.load_model(recipe, loaded.label_names)
-    model = apply_strategy(model, recipe.finetune)
+    model = match_deepspeed_dtype(apply_strategy(model, recipe.finetune), args)
     declare_mean_loss(model)  # losses average over processes and accumulation steps
     hooks = trainer_hooks(model, recipe.finetune, args)
     collator, export, features = modality.collator(processor), None, None

@@ -318,3 +318,22 @@ def test_gradient_accumulation_matches_the_larger_batch(tiny_bert_no_dropout, da
     assert acc["effective_batch_size"] == big["effective_batch_size"] == 8
     assert acc["train"]["train_loss"] == pytest.approx(big["train"]["train_loss"], abs=1e-4)
     assert acc["test"]["test_loss"] == pytest.approx(big["test"]["test_loss"], abs=1e-4)
+
+
+@pytest.mark.parametrize("launcher, training, expected", [
+    ("bf16", {}, {"bf16": True}),
+    ("fp16", {"learning_rate": 1e-4}, {"fp16": True}),
+    ("bf16", {"bf16": False}, {}),   # the recipe's own choice wins
+    ("no", {}, {}),
+    (None, {}, {}),
+])
+def test_the_launchers_mixed_precision_reaches_training_arguments(launcher, training, expected, monkeypatch):
+    # DeepSpeed configs with `mixed_precision: bf16` enable bf16 in DeepSpeed; Trainer refuses a
+    # TrainingArguments with bf16=False beside it (seen on a GPU with deepspeed_zero2/3.yaml).
+    from hf_transfer.train import launcher_precision
+
+    if launcher is None:
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    else:
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
+    assert launcher_precision(training) == expected
