@@ -2,15 +2,15 @@
 
     python benchmarks/domain_adaptation.py [--seeds 0 1 2] [--variants source_only dann mmd target_bn]
 
-Runs recipes/efficientnet_lite0_fashion_mnist_dann.yaml (EfficientNet-Lite0, ImageNet weights, 2,000
-labelled source images at 32 px, 3 epochs) once per variant and seed:
+Runs recipes/efficientnet_lite0_fashion_mnist_dann.yaml (EfficientNet-Lite0, ImageNet weights, 1,000
+labelled source images at 32 px, 2 epochs) once per variant and seed:
 
 - `source_only`: no `domain` section (the target is only evaluated);
 - `dann`, `mmd`: the recipe's domain adaptation towards the 1,000 unlabelled shifted validation images;
 - `target_bn`: MMD with weight 0, a control: the target batches pass through the model (batch-norm
   statistics see the target domain) but add no loss.
 
-Target accuracy is measured on the first 2,000 shifted test images (their labels never used in
+Target accuracy is measured on the first 1,000 shifted test images (their labels never used in
 training; passed as the test split so that source-only runs are scored the same way), source
 accuracy on the 1,000 original validation images. Builds the shifted data under
 outputs/ if missing. Writes benchmarks/results/domain_adaptation.{json,md}.
