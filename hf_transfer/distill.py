@@ -32,12 +32,18 @@ log = logging.getLogger(__name__)
 TEACHER_COLUMN = "teacher_logits"
 
 
-def teacher_recipe(recipe: Recipe) -> Recipe:
-    """The student's recipe with the teacher as the (pretrained, unmodified) model."""
+def teacher_recipe(recipe: Recipe, name_or_path: str | None = None) -> Recipe:
+    """The student's recipe with the teacher (or `name_or_path`) as the pretrained, unmodified model."""
     model = dataclasses.replace(
-        recipe.model, name_or_path=recipe.distill.teacher, pretrained=True, config_overrides=None
+        recipe.model, name_or_path=name_or_path or recipe.distill.teacher, pretrained=True, config_overrides=None
     )
     return dataclasses.replace(recipe, model=model)
+
+
+def _adapter_base(source: str) -> str | None:
+    """The base model of a PEFT adapter folder (adapter_config.json), or None for any other teacher."""
+    path = Path(source) / "adapter_config.json"
+    return json.loads(path.read_text(encoding="utf-8"))["base_model_name_or_path"] if path.is_file() else None
 
 
 def _read_config(source: str) -> dict[str, Any]:
@@ -80,8 +86,14 @@ def check_label_space(source: str, label_names: list[str] | None) -> None:
 
 
 def load_teacher(recipe: Recipe, modality, label_names: list[str] | None) -> torch.nn.Module:
-    check_label_space(recipe.distill.teacher, label_names)
-    teacher = modality.load_model(teacher_recipe(recipe), label_names)
+    source = recipe.distill.teacher
+    check_label_space(source, label_names)
+    base = _adapter_base(source)
+    teacher = modality.load_model(teacher_recipe(recipe, base), label_names)
+    if base is not None:  # an adapter (and its head) on its base model, merged: a plain model to run
+        from peft import PeftModel
+
+        teacher = PeftModel.from_pretrained(teacher, source).merge_and_unload()
     teacher.eval().requires_grad_(False)
     return teacher
 

@@ -14,17 +14,8 @@ from hf_transfer.distill import TEACHER_COLUMN
 from hf_transfer.domain import head_layer
 from hf_transfer.errors import DataError, ModelError, RecipeError
 from tests.tiny import save_tiny_audio_model, speech_recipe, text_recipe, write_audio_data
-from tests.tiny_vision import save_tiny_timm, vision_recipe, write_imagefolder
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    return write_imagefolder(tmp_path_factory.mktemp("images"))
-
-
-@pytest.fixture(scope="module")
-def tiny_resnet(tmp_path_factory):
-    return save_tiny_timm(tmp_path_factory.mktemp("tiny-resnet"), "test_resnet")
+from tests.test_vision import images, tiny_resnet  # noqa: F401 - the tiny timm model and images (fixtures)
+from tests.tiny_vision import vision_recipe
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +205,18 @@ def test_domain_target_errors_name_the_key(tiny_bert, sentiment_files, tmp_path)
     recipe["domain"]["target"] = {"path": "csv", "data_files": {"test": sentiment_files["test"]}}
     with pytest.raises(DataError, match="domain.target.split: split 'train' not in the target dataset"):
         finetune(recipe)
+
+
+def test_distill_from_a_lora_adapter_folder(tiny_bert, sentiment_files, tmp_path):
+    from peft import AutoPeftModelForSequenceClassification
+
+    adapter = tmp_path / "adapter"
+    finetune(text_recipe(tiny_bert, sentiment_files, adapter, strategy="lora"))
+    recipe = text_recipe(tiny_bert, sentiment_files, tmp_path / "out")
+    recipe["distill"] = {"teacher": str(adapter)}
+    trainer, splits = train.build_trainer(load_recipe(recipe), tmp_path / "out")
+    batch = trainer.data_collator([splits["train"][i] for i in range(4)])
+    reference = AutoPeftModelForSequenceClassification.from_pretrained(adapter, num_labels=2).eval()
+    with torch.no_grad():  # the adapter's trained head and LoRA weights, as a Hub user loads them
+        expected = reference(**{k: v for k, v in batch.items() if k not in ("labels", TEACHER_COLUMN)}).logits
+    assert torch.allclose(batch[TEACHER_COLUMN], expected, atol=1e-5)
