@@ -2,7 +2,9 @@
 unfreezing), a weight penalty (L2-SP), callbacks (stages, AdaLoRA's rank budget), and saving a
 model other than the one Trainer trains (the cached-feature probe trains only the head).
 
-`TransferTrainer` is `transformers.Trainer` with those four small, optional overrides.
+`TransferTrainer` is `transformers.Trainer` with those small, optional overrides, plus the loss terms
+of recipe objectives (distillation, domain adaptation: see objectives.py) and their extra batch
+entries and modules.
 """
 
 from __future__ import annotations

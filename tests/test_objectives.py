@@ -220,3 +220,10 @@ def test_distill_from_a_lora_adapter_folder(tiny_bert, sentiment_files, tmp_path
     with torch.no_grad():  # the adapter's trained head and LoRA weights, as a Hub user loads them
         expected = reference(**{k: v for k, v in batch.items() if k not in ("labels", TEACHER_COLUMN)}).logits
     assert torch.allclose(batch[TEACHER_COLUMN], expected, atol=1e-5)
+
+
+def test_config_overrides_may_not_replace_what_the_data_sets(tiny_bert, sentiment_files, tmp_path):
+    recipe = text_recipe(tiny_bert, sentiment_files, tmp_path / "out")
+    recipe["model"]["config_overrides"] = {"num_labels": 3}
+    with pytest.raises(RecipeError, match="model.config_overrides.num_labels: set by hf-transfer from the data"):
+        finetune(recipe)
