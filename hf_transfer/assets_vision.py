@@ -8,6 +8,8 @@
   parquet files with an `image` column (28x28 grey PNG) and a `label` ClassLabel: `train` 5,000
   images (500 a class) and `validation` 1,000 (100 a class) drawn from the 60,000 training images,
   `test` the official 10,000.
+- `fashion-mnist-shifted/`: the same three splits, each image colour-inverted (255 - x) with Gaussian
+  pixel noise (std 40, fixed seed) added: a target domain for domain adaptation (`domain:`).
 """
 
 from __future__ import annotations
@@ -122,4 +124,45 @@ def prepare_fashion_mnist(dest: Path) -> Path:
     return dest
 
 
-VISION_ASSETS = {"efficientnet-lite0": prepare_efficientnet_lite0, "fashion-mnist": prepare_fashion_mnist}
+SHIFT_NOISE_STD = 40.0
+
+
+def shift_image(pixels, rng):
+    """A Fashion-MNIST image (uint8 array) colour-inverted, with Gaussian pixel noise, as uint8."""
+    import numpy as np
+
+    shifted = 255.0 - pixels.astype(np.float32) + rng.normal(0.0, SHIFT_NOISE_STD, pixels.shape)
+    return np.clip(np.rint(shifted), 0, 255).astype(np.uint8)
+
+
+def prepare_fashion_mnist_shifted(dest: Path, source: Path | None = None) -> Path:
+    """Fashion-MNIST (`source`, default: the `fashion-mnist` folder next to `dest`, built if missing),
+    every image inverted and noisy: a visibly shifted domain with the same labels."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    source = source or dest.parent / "fashion-mnist"
+    if not source.is_dir():
+        prepare_fashion_mnist(source)
+    rng = np.random.default_rng(SEED)
+    tmp = _fresh(dest)
+    for split in ("train", "validation", "test"):
+        ds = datasets.Dataset.from_parquet(str(source / f"{split}.parquet"))
+        images = [Image.fromarray(shift_image(np.asarray(im.convert("L")), rng), mode="L") for im in ds["image"]]
+        rows = {"image": images, "label": ds["label"]}
+        datasets.Dataset.from_dict(rows, features=ds.features).to_parquet(str(tmp / f"{split}.parquet"))
+    (tmp / "SOURCE.txt").write_text(
+        f"Fashion-MNIST ({source}), each image colour-inverted (255 - x) with Gaussian pixel noise\n"
+        f"(std {SHIFT_NOISE_STD}, seed {SEED}) added: a shifted domain for domain adaptation.\n",
+        encoding="utf-8",
+    )
+    tmp.rename(dest)
+    return dest
+
+
+VISION_ASSETS = {
+    "efficientnet-lite0": prepare_efficientnet_lite0,
+    "fashion-mnist": prepare_fashion_mnist,
+    "fashion-mnist-shifted": prepare_fashion_mnist_shifted,
+}

@@ -74,6 +74,9 @@ class ModelConfig:
     """Accept pickled (.bin) weights when no safetensors exist; loaded with weights_only=True."""
     max_length: int = 128
     """Tokenizer truncation length (text)."""
+    config_overrides: dict[str, Any] | None = None
+    """Extra keyword arguments for the model's config / constructor, e.g. {num_hidden_layers: 2} to cut a
+    pretrained 6-layer model to its first 2 layers (a distillation student); timm: create_model kwargs."""
 
 
 @dataclass
@@ -100,6 +103,22 @@ class DataConfig:
     validation_size: float = 0.1
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    class_weights: Literal["auto"] | list[float] | None = None
+    """Class-weighted cross-entropy (single-label): `auto` = inverse class frequency of the training split,
+    normalised to mean 1; or one weight per label, in label order."""
+
+    def __post_init__(self) -> None:
+        weights = self.class_weights
+        if weights is not None and self.problem_type != "single_label_classification":
+            raise RecipeError(
+                f"data.class_weights: needs problem_type single_label_classification, got {self.problem_type!r}"
+            )
+        if isinstance(weights, list) and (not weights or min(weights) < 0 or not sum(weights) > 0):
+            raise RecipeError(f"data.class_weights: expected `auto` or non-negative weights, got {weights!r}")
+        if isinstance(weights, list) and self.label_names and len(weights) != len(self.label_names):
+            raise RecipeError(
+                f"data.class_weights: {len(weights)} weights for {len(self.label_names)} labels {self.label_names}"
+            )
 
 
 @dataclass
@@ -283,6 +302,64 @@ MODALITIES: dict[str, type | None] = {
 
 
 @dataclass
+class DistillConfig:
+    """The `distill:` section: a fine-tuned teacher supervises the model being trained (the student)."""
+
+    teacher: str
+    """Output folder of a fine-tuned run, or a Hub id; loaded like the student (same modality settings)."""
+    alpha: float = 0.5
+    """loss = alpha * task loss + (1 - alpha) * T^2 * KL(teacher || student), both softened by T."""
+    temperature: float = 2.0
+    cache_logits: bool | None = None
+    """Compute the teacher's logits once (training inputs must be deterministic); null: whenever possible."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise RecipeError(f"distill.alpha: must be in [0, 1], got {self.alpha!r}")
+        if not self.temperature > 0:
+            raise RecipeError(f"distill.temperature: must be positive, got {self.temperature!r}")
+
+
+@dataclass
+class DomainTargetConfig:
+    """Unlabelled target-domain data, read like the `data` section (same input and label columns)."""
+
+    path: str
+    """Hub dataset id, or a loader name (csv, json, parquet, imagefolder) used with `data_files`."""
+    name: str | None = None
+    data_files: dict[str, str] | None = None
+    split: str = "train"
+    """Split trained on (its labels, if any, are never used in training)."""
+    eval_split: str | None = None
+    """Labelled split evaluated after training (metrics `target`); default: `split`, when it has labels."""
+    max_samples: int | None = None
+    """At most this many examples of each target split."""
+
+
+@dataclass
+class DomainConfig:
+    """The `domain:` section: domain adaptation towards unlabelled target data."""
+
+    method: Literal["dann", "mmd"]
+    """dann: domain classifier through a gradient reversal layer; mmd: multi-kernel Gaussian MMD."""
+    target: DomainTargetConfig
+    weight: float = 1.0
+    """Weight of the domain loss added to the task loss."""
+    hidden_size: int = 256
+    """dann: width of the domain classifier's hidden layer."""
+    kernel_multipliers: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
+    """mmd: Gaussian bandwidths as multiples of the median pairwise squared distance."""
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise RecipeError(f"domain.weight: must be non-negative, got {self.weight!r}")
+        if self.hidden_size < 1:
+            raise RecipeError(f"domain.hidden_size: must be positive, got {self.hidden_size!r}")
+        if not self.kernel_multipliers or min(self.kernel_multipliers) <= 0:
+            raise RecipeError(f"domain.kernel_multipliers: expected positive numbers, got {self.kernel_multipliers!r}")
+
+
+@dataclass
 class HubConfig:
     push: bool = False
     """Push the output folder to the Hub after the local save (see hf_transfer.hub)."""
@@ -317,6 +394,10 @@ class Recipe:
     """Options of the speech modality (see MODALITIES); None for other modalities."""
     compare: list[str | dict[str, dict[str, Any]]] | None = None
     """Transfer report: runs to compare against, e.g. [scratch, linear_probe, majority] (see report.py)."""
+    distill: DistillConfig | None = None
+    """Knowledge distillation from a teacher (see hf_transfer/distill.py)."""
+    domain: DomainConfig | None = None
+    """Domain adaptation with unlabelled target data (see hf_transfer/domain.py)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -482,8 +563,24 @@ def validate(raw: Any) -> Recipe:
         hub=_build_hub(raw.get("hub")),
         verify=_check_value(raw.get("verify", True), bool, "verify"),
         compare=_check_compare(raw),
+        **_build_objectives(raw),
         **sections,
     )
+
+
+def _build_objectives(raw: dict[str, Any]) -> dict[str, Any]:
+    """The optional `distill` and `domain` sections (training objectives added to the task loss)."""
+    sections = {"distill": DistillConfig, "domain": DomainConfig}
+    out = {key: None if raw.get(key) is None else build(cls, raw[key], key) for key, cls in sections.items()}
+    problem = (raw.get("data") or {}).get("problem_type", "single_label_classification")
+    if out["distill"] is not None and problem != "single_label_classification":
+        raise RecipeError(f"distill: needs data.problem_type single_label_classification, got {problem!r}")
+    finetune = raw.get("finetune") or {}
+    if out["domain"] is not None and finetune.get("strategy") == "partial" and finetune.get("freeze", "backbone") == "backbone":
+        raise RecipeError("domain: the backbone is frozen (finetune.freeze: backbone), so its features cannot adapt")
+    if any(out.values()) and finetune.get("cache_features"):
+        raise RecipeError("finetune.cache_features: not available with distill or domain (they need the backbone's forward)")
+    return out
 
 
 def _build_hub(data: Any) -> HubConfig:

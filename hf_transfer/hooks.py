@@ -2,7 +2,9 @@
 unfreezing), a weight penalty (L2-SP), callbacks (stages, AdaLoRA's rank budget), and saving a
 model other than the one Trainer trains (the cached-feature probe trains only the head).
 
-`TransferTrainer` is `transformers.Trainer` with those four small, optional overrides.
+`TransferTrainer` is `transformers.Trainer` with those small, optional overrides, plus the loss terms
+of recipe objectives (distillation, domain adaptation: see objectives.py) and their extra batch
+entries and modules.
 """
 
 from __future__ import annotations
@@ -105,6 +107,13 @@ class Hooks:
     callbacks: list = field(default_factory=list)
     param_groups: Callable | None = None
     penalty: Callable | None = None
+    objectives: list[Callable] = field(default_factory=list)
+    """Training-only loss terms `(trainer, loss, model, inputs, outputs, columns) -> loss` (distill, domain)."""
+    batch_columns: list[str] = field(default_factory=list)
+    """Batch entries that are not model inputs (e.g. cached teacher logits): popped into `columns`."""
+    extra_modules: list[nn.Module] = field(default_factory=list)
+    """Trained with the model (one more optimizer group) but not part of it, so never saved (DANN's
+    domain classifier)."""
 
 
 def trainer_hooks(model: nn.Module, cfg, args) -> Hooks:
@@ -152,10 +161,26 @@ class TransferTrainer(Trainer):
             decay = set(self.get_decay_parameter_names(opt_model))
             groups = self.hooks.param_groups(opt_model, self.args.learning_rate, self.args.weight_decay, decay)
             self.optimizer = cls(groups, **kwargs)
-        return super().create_optimizer(model)
+        optimizer = super().create_optimizer(model)
+        extra = [p for m in self.hooks.extra_modules for p in m.to(self.args.device).parameters()]
+        if extra and not any(g.get("hf_extra") for g in optimizer.param_groups):
+            optimizer.add_param_group({"params": extra, "weight_decay": self.args.weight_decay,
+                                       "hf_extra": True, "hf_head": True, "hf_depth": 0})
+        return optimizer
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()  # Trainer drops columns the forward does not name
+        self._signature_columns += [c for c in self.hooks.batch_columns if c not in self._signature_columns]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        columns = {c: inputs.pop(c) for c in self.hooks.batch_columns if c in inputs}
+        objectives = self.hooks.objectives if model.training else []
+        out = super().compute_loss(model, inputs, return_outputs or bool(objectives), num_items_in_batch)
+        if objectives:
+            loss, outputs = out
+            for objective in objectives:
+                loss = objective(self, loss, model, inputs, outputs, columns)
+            out = (loss, outputs) if return_outputs else loss
         if self.hooks.penalty is None or not model.training:
             return out
         penalty = self.hooks.penalty()

@@ -30,6 +30,12 @@ def options(recipe: Recipe) -> SpeechConfig:
     return recipe.speech or SpeechConfig()
 
 
+def stochastic_augmentation(recipe: Recipe) -> bool:
+    """Whether training clips are cropped or augmented randomly (max_duration crops a random window)."""
+    opts = options(recipe)
+    return bool(opts.max_duration or opts.noise_snr_db is not None or opts.gain_db or opts.time_shift)
+
+
 def input_columns(recipe: Recipe) -> dict[str, str]:
     """Recipe key -> dataset column that the model reads (the first modality call: checks here)."""
     if recipe.data.problem_type != "single_label_classification":

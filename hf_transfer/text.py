@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.config import Recipe
-from hf_transfer.errors import DataError, ModelError
+from hf_transfer.errors import DataError, ModelError, RecipeError
 
 
 def input_columns(recipe: Recipe) -> dict[str, str]:
@@ -80,6 +80,7 @@ def load_auto_model(auto_cls, recipe: Recipe, what: str, **kwargs):
 
     source = model_source(recipe.model.name_or_path)
     common = {"revision": recipe.model.revision, "trust_remote_code": recipe.model.trust_remote_code}
+    kwargs = with_config_overrides(recipe, kwargs)
     try:
         if recipe.model.pretrained:
             use_safetensors = None if recipe.model.allow_pickle else True
@@ -88,6 +89,15 @@ def load_auto_model(auto_cls, recipe: Recipe, what: str, **kwargs):
         return auto_cls.from_config(config, trust_remote_code=recipe.model.trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
         raise _load_error(recipe, what, err) from None
+
+
+def with_config_overrides(recipe: Recipe, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` plus the recipe's model.config_overrides (which may not replace what hf-transfer sets)."""
+    overrides = recipe.model.config_overrides or {}
+    for key in overrides:
+        if key in kwargs:
+            raise RecipeError(f"model.config_overrides.{key}: set by hf-transfer from the data, not overridable")
+    return {**kwargs, **overrides}
 
 
 def load_model(recipe: Recipe, label_names: list[str] | None):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_transfer import hub, probe, speech, text, vision
+from hf_transfer import hub, objectives, probe, speech, text, vision
 from hf_transfer.config import Recipe, dump_recipe, load_recipe
 from hf_transfer.data import load_data
 from hf_transfer.distributed import (
@@ -129,10 +129,12 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
     declare_mean_loss(model)  # losses average over processes and accumulation steps
     hooks = trainer_hooks(model, recipe.finetune, args)
     collator, export, features = modality.collator(processor), None, None
-    if probe.wanted(recipe, modality, model):  # linear probe: train the head on cached features
+    if not objectives.wanted(recipe) and probe.wanted(recipe, modality, model):  # head on cached features
         export, (model, splits, features) = model, probe.prepare(model, splits, collator, args)
         collator = default_data_collator
     loss = getattr(modality, "loss_function", lambda _: None)(recipe)
+    splits, collator, loss = objectives.attach(recipe, modality, model, processor, loaded, splits, collator,
+                                               hooks, args, loss)  # class weights, distill, domain
     trainer = TransferTrainer(
         model=model,
         args=args,
@@ -222,6 +224,8 @@ def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Finetu
         metrics["cached_features"] = trainer.cached_features
     if "test" in splits:
         metrics["test"] = trainer.evaluate(splits["test"], metric_key_prefix="test")
+    if "target" in splits:  # domain adaptation: the target split, when it has labels
+        metrics["target"] = trainer.evaluate(splits["target"], metric_key_prefix="target")
     _save(trainer, recipe, out, metrics)
     result = FinetuneResult(metrics=metrics, output_dir=out, trainer=trainer)
     if recipe.compare:  # every process trains the variants (DDP); the main one writes the report

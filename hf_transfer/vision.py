@@ -28,7 +28,7 @@ from torch import nn
 
 from hf_transfer.config import Recipe, VisionConfig
 from hf_transfer.errors import DataError, ModelError, RecipeError
-from hf_transfer.text import model_source
+from hf_transfer.text import model_source, with_config_overrides
 
 
 # TrainingArguments defaults for this modality (a recipe value still wins): the image column must
@@ -108,7 +108,7 @@ def load_model(recipe: Recipe, label_names: list[str] | None):
         size, source_cfg = recipe.vision.image_size, _timm_pretrained_cfg(recipe)
         if size and source_cfg.get("fixed_input_size"):
             kwargs["img_size"] = size  # e.g. ViT: position embeddings are resampled to the new grid
-        model = _timm_create(recipe, recipe.model.pretrained, **kwargs)
+        model = _timm_create(recipe, recipe.model.pretrained, **with_config_overrides(recipe, kwargs))
         if not recipe.model.pretrained or source_cfg.get("num_classes") != num_labels:
             _zero_classifier(model)
         return TimmClassifier(model, label_names, recipe.data.problem_type)
@@ -131,6 +131,7 @@ def _load_transformers_model(recipe: Recipe, label_names: list[str] | None, num_
         kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
     source = model_source(recipe.model.name_or_path)
     common = {"revision": recipe.model.revision, "trust_remote_code": recipe.model.trust_remote_code}
+    kwargs = with_config_overrides(recipe, kwargs)
     try:
         if recipe.model.pretrained:  # a new head: the pretrained one (e.g. 1000 ImageNet classes) is dropped
             return AutoModelForImageClassification.from_pretrained(
@@ -260,6 +261,13 @@ def mixer(recipe: Recipe, train):
         mixup_alpha=v.mixup_alpha, cutmix_alpha=v.cutmix_alpha,
         label_smoothing=v.label_smoothing, num_classes=_num_labels(train),
     )
+
+
+def stochastic_augmentation(recipe: Recipe) -> bool:
+    """Whether training images are transformed randomly (then nothing computed from them can be cached)."""
+    v = recipe.vision
+    return bool(v.random_resized_crop or v.hflip or v.vflip or v.color_jitter or v.auto_augment
+                or v.mixup_alpha or v.cutmix_alpha)
 
 
 def input_columns(recipe: Recipe) -> dict[str, str]:
