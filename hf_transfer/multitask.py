@@ -52,9 +52,13 @@ def check(recipe) -> None:
     if recipe.finetune.strategy not in STRATEGIES:
         raise RecipeError(f"tasks: multi-task runs with finetune.strategy {', '.join(STRATEGIES)}, "
                           f"not {recipe.finetune.strategy!r}")
-    for key in ("compare", "hub.push"):
-        if _get(recipe, key):
+    for key, value in (("compare", recipe.compare), ("hub.push", recipe.hub.push)):
+        if value:
             raise RecipeError(f"tasks: not available with {key} (yet)")
+    defaults = {"label_column": "label", "problem_type": "single_label_classification", "label_names": None}
+    for key, default in defaults.items():
+        if getattr(recipe.data, key) != default:
+            raise RecipeError(f"data.{key}: not used with tasks (each task sets its own {key})")
     seen = set()
     for i, t in enumerate(tasks):
         where = f"tasks[{i}]"
@@ -73,13 +77,6 @@ def check(recipe) -> None:
     if not any(t.weight > 0 for t in tasks):
         raise RecipeError("tasks: at least one task needs a weight above 0")
     _check_best_metric(recipe)
-
-
-def _get(recipe, dotted: str) -> Any:
-    node = recipe
-    for key in dotted.split("."):
-        node = getattr(node, key)
-    return node
 
 
 def _check_best_metric(recipe) -> None:

@@ -127,12 +127,14 @@ def test_metric_for_best_model_names_a_task_metric(tiny_bert, mt_files, tmp_path
     ({"training.metric_for_best_model": "accuracy"}, "training.metric_for_best_model"),
     ({"finetune": {"strategy": "lora"}}, "tasks: multi-task runs with finetune.strategy"),
     ({"compare": ["scratch"]}, "tasks: not available with compare"),
+    ({"data.label_names": ["a", "b"]}, "data.label_names: not used with tasks"),
 ])
 def test_schema_errors_name_the_key(change, message, tiny_bert, mt_files, tmp_path):
     raw = multitask_recipe(tiny_bert, mt_files, tmp_path)
     for key, value in change.items():
-        if key.startswith("training."):
-            raw["training"][key.split(".", 1)[1]] = value
+        if "." in key:
+            section, name = key.split(".", 1)
+            raw[section][name] = value
         else:
             raw[key] = value
     with pytest.raises(RecipeError, match=r"^" + message.replace("[", r"\[").replace("]", r"\]")):
