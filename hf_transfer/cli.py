@@ -21,7 +21,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from hf_transfer.train import run
 
     result = run(recipe, overwrite=args.overwrite, resume=args.resume)
-    if result.trainer.is_world_process_zero():
+    if result.trainer is None or result.trainer.is_world_process_zero():  # None: --resume of finished folds
         summary = {k: result.metrics[k] for k in ("validation", "test") if k in result.metrics}
         print(json.dumps({"output_dir": str(result.output_dir), **summary}, indent=2))
     return 0

@@ -374,6 +374,37 @@ class HubConfig:
 
 
 @dataclass
+class TaskConfig:
+    """One entry of the recipe's `tasks:` list (multi-task: one shared backbone, a head per task)."""
+
+    name: str
+    """Metric prefix (eval_<name>_accuracy) and the task's output folder (<output_dir>/<name>)."""
+    label_column: str
+    weight: float = 1.0
+    """The task's loss counts weight × its mean loss in the total."""
+    problem_type: Literal["single_label_classification", "regression"] = "single_label_classification"
+    label_names: list[str] | None = None
+    """Ordered label names; default: the sorted values of the training split."""
+    min_count: int | None = None
+    """Classes with fewer training rows than this are rare (see `rare`)."""
+    top_k: int | None = None
+    """Keep the k most frequent training classes; the others are rare (see `rare`)."""
+    rare: Literal["other", "ignore"] = "other"
+    """Rare (and unseen) classes become one class `other`, or count as missing labels."""
+
+
+@dataclass
+class CVConfig:
+    """The recipe's `cv:` section: k-fold cross-validation over the training split."""
+
+    folds: int
+    seed: int = 42
+    """Seed of the fold assignment (training.seed still seeds the training)."""
+    fold: int | None = None
+    """Train this one fold only (0-based); set in each fold's saved recipe.yaml."""
+
+
+@dataclass
 class Recipe:
     model: ModelConfig
     data: DataConfig
@@ -398,6 +429,10 @@ class Recipe:
     """Knowledge distillation from a teacher (see hf_transfer/distill.py)."""
     domain: DomainConfig | None = None
     """Domain adaptation with unlabelled target data (see hf_transfer/domain.py)."""
+    tasks: list[TaskConfig] | None = None
+    """Multi-task: a head per task on one shared backbone (see multitask.py); replaces data.label_column."""
+    cv: CVConfig | None = None
+    """k-fold cross-validation (see cv.py)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -551,7 +586,7 @@ def validate(raw: Any) -> Recipe:
             raise RecipeError(f"{name}: section only applies with model.modality: {name}")
         if model.modality == name and cls is not None:
             sections[name] = build(cls, raw.get(name), name)
-    return Recipe(
+    recipe = Recipe(
         model=model,
         data=build(DataConfig, raw["data"], "data"),
         finetune=_build_finetune(raw.get("finetune")),
@@ -564,8 +599,15 @@ def validate(raw: Any) -> Recipe:
         verify=_check_value(raw.get("verify", True), bool, "verify"),
         compare=_check_compare(raw),
         **_build_objectives(raw),
+        tasks=None if raw.get("tasks") is None else _check_value(raw["tasks"], list[TaskConfig], "tasks"),
+        cv=None if raw.get("cv") is None else build(CVConfig, raw["cv"], "cv"),
         **sections,
     )
+    from hf_transfer import cv, multitask  # each checks its section against the rest of the recipe
+
+    multitask.check(recipe)
+    cv.check(recipe)
+    return recipe
 
 
 def _build_objectives(raw: dict[str, Any]) -> dict[str, Any]:

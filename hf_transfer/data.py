@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from hf_transfer.config import DataConfig
 from hf_transfer.errors import DataError
@@ -55,9 +55,8 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else err.__class__.__name__
 
 
-def _require_columns(ds, split: str, cfg: DataConfig, input_columns: dict[str, str]) -> None:
-    """`input_columns` maps a recipe key (e.g. data.text_column) to the column it names."""
-    wanted = [("data.label_column", c) for c in _label_columns(cfg)] + list(input_columns.items())
+def _require_columns(ds, split: str, wanted: list[tuple[str, str]]) -> None:
+    """`wanted`: (recipe key, e.g. data.text_column; the column it names)."""
     for key, col in wanted:
         if col not in ds.column_names:
             raise DataError(
@@ -140,6 +139,31 @@ def _encoder(cfg: DataConfig, label_names: list[str] | None, split: str):
     }[cfg.problem_type]
 
 
+@dataclass
+class Labeler:
+    """How label columns become the `labels` column: `data.label_column` by default (`single_labeler`);
+    multi-task labels come from hf_transfer.multitask."""
+
+    columns: list[tuple[str, str]]
+    """(recipe key, label column), checked in every split."""
+    names: Callable[[Any], Any]
+    """Training split -> label names."""
+    encode: Callable[[Any, Any, str], Any]
+    """(split, label names, split name) -> the split with `labels` instead of the label columns."""
+    stratify: str | None
+    """Integer column of the encoded splits that stratified splits keep balanced (None: not stratified)."""
+
+
+def single_labeler(cfg: DataConfig) -> Labeler:
+    single = cfg.problem_type == "single_label_classification"
+    return Labeler(
+        columns=[("data.label_column", c) for c in _label_columns(cfg)],
+        names=lambda train: _infer_label_names(train, cfg),
+        encode=lambda ds, names, split: _encode_labels(ds, cfg, names, split),
+        stratify="labels" if single else None,
+    )
+
+
 def _encode_labels(ds, cfg: DataConfig, label_names, split: str):
     encode = _encoder(cfg, label_names, split)
     labels = [encode(ex) for ex in ds.select_columns(_label_columns(cfg))]  # never decodes audio/images
@@ -149,9 +173,15 @@ def _encode_labels(ds, cfg: DataConfig, label_names, split: str):
     return ds.remove_columns(sorted(set(drop))).add_column("labels", labels)
 
 
-def load_data(cfg: DataConfig, input_columns: dict[str, str], seed: int) -> LoadedData:
-    """Load, check and label-encode the splits named by the recipe."""
+def load_data(
+    cfg: DataConfig, input_columns: dict[str, str], seed: int, labeler: Labeler | None = None,
+    fold: Callable | None = None,
+) -> LoadedData:
+    """Load, check and label-encode the splits named by the recipe. `fold(train, stratify_column)`
+    -> (train, validation) replaces the validation split (cross-validation: hf_transfer.cv)."""
     import datasets
+
+    labeler = labeler or single_labeler(cfg)
 
     raw = _load_raw(cfg)
     if cfg.train_split not in raw:
@@ -163,11 +193,15 @@ def load_data(cfg: DataConfig, input_columns: dict[str, str], seed: int) -> Load
     if cfg.test_split and cfg.test_split not in raw:
         log.warning("data.test_split %r not in dataset; no test evaluation", cfg.test_split)
     for role, split in present.items():
-        _require_columns(raw[split], split, cfg, input_columns)
-    label_names = _infer_label_names(raw[cfg.train_split], cfg)
-    splits = {role: _encode_labels(raw[split], cfg, label_names, split) for role, split in present.items()}
-    if "validation" not in splits:
-        splits["train"], splits["validation"] = _carve_validation(splits["train"], cfg, seed)
+        _require_columns(raw[split], split, labeler.columns + list(input_columns.items()))
+    label_names = labeler.names(raw[cfg.train_split])
+    splits = {role: labeler.encode(raw[split], label_names, split) for role, split in present.items()}
+    if fold is not None:
+        if "validation" in splits:
+            log.info("cross-validation: the held-out fold replaces split %r", cfg.validation_split)
+        splits["train"], splits["validation"] = fold(splits["train"], labeler.stratify)
+    elif "validation" not in splits:
+        splits["train"], splits["validation"] = _carve_validation(splits["train"], cfg, seed, labeler.stratify)
     if cfg.max_train_samples:
         splits["train"] = splits["train"].select(range(min(cfg.max_train_samples, len(splits["train"]))))
     if cfg.max_eval_samples:
@@ -177,20 +211,20 @@ def load_data(cfg: DataConfig, input_columns: dict[str, str], seed: int) -> Load
     return LoadedData(datasets.DatasetDict(splits), label_names)
 
 
-def _carve_validation(train, cfg: DataConfig, seed: int):
+def _carve_validation(train, cfg: DataConfig, seed: int, column: str | None):
     if not 0 < cfg.validation_size < 1:
         raise DataError("data.validation_size: must be between 0 and 1 to carve a validation split")
     n_val = max(1, round(len(train) * cfg.validation_size))
     if len(train) - n_val < 1:
         raise DataError(f"data.train_split: {len(train)} rows are too few to carve a validation split")
     stratify = None
-    if cfg.problem_type == "single_label_classification":
+    if column is not None:
         import datasets
 
-        labels = sorted(set(train["labels"]))
-        train = train.cast_column("labels", datasets.ClassLabel(num_classes=max(labels) + 1))
-        counts = {lab: train["labels"].count(lab) for lab in labels}
-        stratify = "labels" if min(counts.values()) >= 2 and n_val >= len(labels) else None
+        labels = sorted(set(train[column]))
+        train = train.cast_column(column, datasets.ClassLabel(num_classes=max(labels) + 1))
+        counts = {lab: train[column].count(lab) for lab in labels}
+        stratify = column if min(counts.values()) >= 2 and n_val >= len(labels) else None
     parts = train.train_test_split(test_size=n_val, seed=seed, stratify_by_column=stratify)
     log.info("carved a validation split of %d rows from %d training rows", n_val, len(train))
     return parts["train"], parts["test"]

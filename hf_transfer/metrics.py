@@ -111,20 +111,22 @@ def _regression(preds: np.ndarray, refs: np.ndarray) -> dict[str, float]:
     return out
 
 
+def score(problem_type: str, logits, refs: np.ndarray) -> dict[str, float]:
+    """The metrics of `problem_type` for model outputs `logits` against `refs`."""
+    if problem_type == "regression":
+        return _regression(np.asarray(logits), refs)
+    if problem_type == "multi_label_classification":
+        return _multilabel(np.asarray(logits), refs)
+    return _classification(np.asarray(logits).argmax(-1), refs)
+
+
 def compute_metrics_fn(problem_type: str) -> Callable[[Any], dict[str, float]]:
     """A `compute_metrics` for Trainer, by problem type."""
 
     def compute(pred) -> dict[str, float]:
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
         refs = np.asarray(pred.label_ids)
-        return _by_problem(logits, refs) | {"samples": len(refs)}  # samples: gathered over processes
-
-    def _by_problem(logits, refs) -> dict[str, float]:
-        if problem_type == "regression":
-            return _regression(np.asarray(logits), refs)
-        if problem_type == "multi_label_classification":
-            return _multilabel(np.asarray(logits), refs)
-        return _classification(np.asarray(logits).argmax(-1), refs)
+        return score(problem_type, logits, refs) | {"samples": len(refs)}  # samples: gathered over processes
 
     return compute
 

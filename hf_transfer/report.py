@@ -97,13 +97,11 @@ def majority_metrics(recipe) -> dict[str, dict[str, float]]:
     import numpy as np
     from transformers import EvalPrediction
 
-    from hf_transfer.data import load_data
     from hf_transfer.metrics import compute_metrics_fn
-    from hf_transfer.train import MODALITIES
+    from hf_transfer.train import load_splits
 
-    modality = MODALITIES[recipe.model.modality]
     seed = recipe.training.get("seed", 42)
-    splits = load_data(recipe.data, modality.input_columns(recipe), seed).splits
+    splits = load_splits(recipe, seed).splits
     train = np.asarray(splits["train"]["labels"], dtype=float)
     if recipe.data.problem_type == "regression":
         constant = np.array([train.mean()])

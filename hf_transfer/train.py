@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_transfer import hub, objectives, probe, speech, text, vision
+from hf_transfer import cv, hub, multitask, objectives, probe, speech, text, vision
 from hf_transfer.config import Recipe, dump_recipe, load_recipe
 from hf_transfer.data import load_data
 from hf_transfer.distributed import (
@@ -64,7 +64,7 @@ def check_output_dir(out: Path, overwrite: bool, resume: bool) -> None:
 def training_arguments(recipe: Recipe, out: Path):
     from transformers import TrainingArguments
 
-    metric, greater = best_metric(recipe.data.problem_type)
+    metric, greater = multitask.best_metric(recipe) if recipe.tasks else best_metric(recipe.data.problem_type)
     args: dict[str, Any] = {
         "eval_strategy": "epoch",
         "logging_strategy": "epoch",
@@ -113,6 +113,14 @@ def _callbacks(recipe: Recipe) -> list:
     return [EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience)]
 
 
+def load_splits(recipe: Recipe, seed: int):
+    """The recipe's data (LoadedData): multi-task labels (`tasks`) and a cross-validation fold (`cv.fold`)
+    replace the single label column and the validation split."""
+    modality = MODALITIES[recipe.model.modality]
+    return load_data(recipe.data, modality.input_columns(recipe), seed,
+                     labeler=multitask.labeler(recipe), fold=cv.fold_of(recipe))
+
+
 def build_trainer(recipe: Recipe, out: Path, args=None):
     """Everything up to a ready Trainer; returns (trainer, splits)."""
     from transformers import default_data_collator, set_seed
@@ -121,10 +129,10 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
     args = args if args is not None else training_arguments(recipe, out)
     set_seed(args.seed)
     with args.main_process_first(desc="dataset"):  # one process fills the datasets cache, the rest read it
-        loaded = load_data(recipe.data, modality.input_columns(recipe), args.seed)
+        loaded = load_splits(recipe, args.seed)
         processor = modality.load_processor(recipe)
         splits = modality.preprocess(loaded.splits, processor, recipe)
-    model = modality.load_model(recipe, loaded.label_names)
+    model = (multitask.load_model if recipe.tasks else modality.load_model)(recipe, loaded.label_names)
     model = match_deepspeed_dtype(apply_strategy(model, recipe.finetune), args)
     declare_mean_loss(model)  # losses average over processes and accumulation steps
     hooks = trainer_hooks(model, recipe.finetune, args)
@@ -142,7 +150,8 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
         eval_dataset=splits["validation"],
         processing_class=processor,
         data_collator=collator,
-        compute_metrics=compute_metrics_fn(recipe.data.problem_type),
+        compute_metrics=(multitask.compute_metrics_fn(recipe.tasks) if recipe.tasks
+                         else compute_metrics_fn(recipe.data.problem_type)),
         callbacks=_callbacks(recipe),
         hooks=hooks,
         export_model=export,
@@ -156,7 +165,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
 
 
 def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
-    custom = getattr(MODALITIES[recipe.model.modality], "save_model", None)
+    custom = multitask.save_model if recipe.tasks else getattr(MODALITIES[recipe.model.modality], "save_model", None)
     saved = custom is not None and custom(trainer, recipe, out)  # e.g. timm's own format
     if not saved:
         # Every process calls save_model: under ZeRO-3 / FSDP it gathers the shards; only the main
@@ -192,6 +201,8 @@ def _check_merge(trainer, recipe: Recipe) -> None:
 
 
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> FinetuneResult:
+    if recipe.cv is not None and recipe.cv.fold is None:  # k folds, each through this function
+        return cv.run_cv(recipe, overwrite=overwrite, resume=resume)
     require_extras(recipe.training)
     out = Path(recipe.training.get("output_dir") or default_output_dir(recipe))
     args = training_arguments(recipe, out)  # under a launcher this joins the process group
@@ -232,7 +243,7 @@ def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Finetu
         from hf_transfer.report import write_report
 
         result.report = write_report(recipe, result, overwrite=overwrite)
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero() and not recipe.tasks:  # multi-task: the task folders are plain models
         hub.after_training(recipe, out)  # model card, round-trip check, push (hf_transfer/hub.py)
     return result
 

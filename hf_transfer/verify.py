@@ -120,9 +120,8 @@ def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.
     from transformers import EvalPrediction
 
     from hf_transfer.config import load_recipe
-    from hf_transfer.data import load_data
     from hf_transfer.metrics import compute_metrics_fn
-    from hf_transfer.train import MODALITIES, training_arguments
+    from hf_transfer.train import MODALITIES, load_splits, training_arguments
 
     out = Path(out_dir)
     metrics = read_metrics(out)
@@ -133,7 +132,7 @@ def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.
     modality = MODALITIES[recipe.model.modality]
     columns = list(modality.input_columns(recipe).values())
     args = training_arguments(recipe, out)
-    loaded = load_data(recipe.data, modality.input_columns(recipe), args.seed)
+    loaded = load_splits(recipe, args.seed)
     splits = loaded.splits
     roles = [r for r in SPLITS if r in metrics and r in splits]
     if not roles:

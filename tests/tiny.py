@@ -42,8 +42,8 @@ def review(rng: random.Random, positive: bool) -> str:
     return " ".join(words)
 
 
-def write_sentiment_csv(folder: Path, n_train: int = 48, n_test: int = 16, seed: int = 0) -> dict[str, str]:
-    """Separable positive/negative reviews as train.csv and test.csv (columns review, label, score)."""
+def _write_splits(folder: Path, header: list[str], row, n_train: int, n_test: int, seed: int) -> dict[str, str]:
+    """train.csv and test.csv with columns `header`; `row(rng, split, i)` gives row i of a split."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -51,13 +51,20 @@ def write_sentiment_csv(folder: Path, n_train: int = 48, n_test: int = 16, seed:
         path = folder / f"{split}.csv"
         with path.open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            w.writerow(["review", "label", "score", "is_good", "is_bad"])
-            for i in range(n):
-                pos = i % 2 == 0
-                w.writerow([review(rng, pos), "positive" if pos else "negative",
-                            0.9 if pos else 0.1, int(pos), int(not pos)])
+            w.writerow(header)
+            w.writerows(row(rng, split, i) for i in range(n))
         files[split] = str(path)
     return files
+
+
+def write_sentiment_csv(folder: Path, n_train: int = 48, n_test: int = 16, seed: int = 0) -> dict[str, str]:
+    """Separable positive/negative reviews as train.csv and test.csv (columns review, label, score)."""
+
+    def row(rng, split, i):
+        pos = i % 2 == 0
+        return [review(rng, pos), "positive" if pos else "negative", 0.9 if pos else 0.1, int(pos), int(not pos)]
+
+    return _write_splits(folder, ["review", "label", "score", "is_good", "is_bad"], row, n_train, n_test, seed)
 
 
 def text_recipe(model_dir: Path, files: dict[str, str], out: Path, **finetune) -> dict:
@@ -188,3 +195,31 @@ def speech_recipe(model_dir: Path, files: dict[str, str], out: Path, **finetune)
             "disable_tqdm": True,
         },
     }
+
+
+# --------------------------------------------------------------------------- multi-task
+
+TOPICS = ["pain", "day", "drug"]
+
+
+def write_multitask_csv(folder: Path, n_train: int = 48, n_test: int = 16, seed: int = 0) -> dict[str, str]:
+    """Reviews with two labels: `label` (sentiment) and `topic` (the topic word that starts the text;
+    blank on every 5th row; one rare topic `it` in the training split)."""
+
+    def row(rng, split, i):
+        pos = i % 2 == 0
+        topic = "it" if split == "train" and i == 1 else TOPICS[i % 3]
+        return [f"{topic} {review(rng, pos)}", "positive" if pos else "negative", "" if i % 5 == 4 else topic]
+
+    return _write_splits(folder, ["review", "label", "topic"], row, n_train, n_test, seed)
+
+
+def multitask_recipe(model_dir: Path, files: dict[str, str], out: Path) -> dict:
+    """text_recipe with two tasks: sentiment (label) and topic (topic, rare classes -> other)."""
+    recipe = text_recipe(model_dir, files, out)
+    del recipe["data"]["label_column"], recipe["data"]["label_names"]
+    recipe["tasks"] = [
+        {"name": "sentiment", "label_column": "label"},
+        {"name": "topic", "label_column": "topic", "weight": 0.5, "min_count": 2},
+    ]
+    return recipe

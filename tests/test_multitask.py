@@ -1,0 +1,163 @@
+"""Multi-task (recipe `tasks:`): shared backbone, a head per task, per-task metrics and folders."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_transfer import finetune, multitask
+from hf_transfer.config import TaskConfig, load_recipe
+from hf_transfer.errors import RecipeError
+from hf_transfer.train import load_splits, training_arguments
+from tests.tiny import multitask_recipe, write_multitask_csv
+
+SENTENCES = ["pain good great drug", "day awful terrible pain", "drug the was fine", "it worst day bad"]
+
+
+@pytest.fixture(scope="module")
+def mt_files(tmp_path_factory):
+    return write_multitask_csv(tmp_path_factory.mktemp("mt-data"))
+
+
+@pytest.fixture(scope="module")
+def mt_run(tiny_bert, mt_files, tmp_path_factory):
+    return finetune(multitask_recipe(tiny_bert, mt_files, tmp_path_factory.mktemp("mt") / "out"))
+
+
+def in_memory(result, task):
+    model, tok = result.trainer.model.eval(), result.trainer.processing_class
+    with torch.no_grad():
+        out = model(**tok(SENTENCES, return_tensors="pt", padding=True))
+    logits = out.logits[[t.name for t in model.tasks].index(task)]
+    return [model.heads[task].config.id2label[i] for i in logits.argmax(-1).tolist()]
+
+
+def test_per_task_metrics_count_only_labelled_rows(mt_run, mt_files):
+    rows = list(csv.DictReader(open(mt_files["test"], encoding="utf-8")))
+    test = mt_run.metrics["test"]
+    for task in ("sentiment", "topic"):
+        for name in ("accuracy", "f1_macro", "precision_macro", "recall_macro"):
+            assert 0 <= test[f"test_{task}_{name}"] <= 1, (task, name)
+        assert f"eval_{task}_accuracy" in mt_run.metrics["validation"]
+    assert test["test_sentiment_samples"] == len(rows)
+    assert test["test_topic_samples"] == sum(1 for r in rows if r["topic"]) < len(rows)
+
+
+def test_each_task_folder_reloads_with_pipeline_and_predicts_as_the_multitask_model(mt_run):
+    from transformers import pipeline
+
+    out = mt_run.output_dir
+    assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
+    labels = {"sentiment": ["negative", "positive"], "topic": ["day", "drug", "other", "pain"]}  # `it`: 1 row -> other
+    for task, names in labels.items():
+        config = json.loads((out / task / "config.json").read_text())
+        assert list(config["id2label"].values()) == names
+        clf = pipeline("text-classification", model=str(out / task), device="cpu")
+        assert [r["label"] for r in clf(SENTENCES)] == in_memory(mt_run, task), task
+
+
+def test_saved_multitask_model_rebuilds_with_one_shared_backbone(mt_run):
+    rebuilt = multitask.load_multitask(mt_run.output_dir)
+    tok = mt_run.trainer.processing_class
+    batch = tok(SENTENCES, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        new, old = rebuilt(**batch).logits, mt_run.trainer.model.eval()(**batch).logits
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(new, old))
+    assert sum(p.numel() for p in rebuilt.parameters()) < 2 * sum(p.numel() for p in rebuilt.backbone.parameters())
+
+
+def test_task_loss_ignores_missing_labels_and_weights_add_up():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 3, requires_grad=True)
+    labels = torch.tensor([0.0, math.nan, 2.0, math.nan])
+    got = multitask.task_loss(logits, labels, "single_label_classification")
+    assert torch.isclose(got, F.cross_entropy(logits[[0, 2]], torch.tensor([0, 2])))
+    none = multitask.task_loss(logits, torch.full((4,), math.nan), "single_label_classification")
+    assert none.item() == 0 and none.requires_grad
+    reg = torch.randn(4, 1)
+    assert torch.isclose(multitask.task_loss(reg, labels, "regression"), F.mse_loss(reg[[0, 2], 0], labels[[0, 2]]))
+    tasks = [TaskConfig("a", "x", weight=1.0), TaskConfig("b", "y", weight=0.5, problem_type="regression")]
+    both = torch.stack([labels, labels], dim=1)
+    total = multitask.weighted_loss((logits, reg), both, tasks)
+    assert torch.isclose(total, got + 0.5 * multitask.task_loss(reg, labels, "regression"))
+
+
+@pytest.mark.parametrize("option, names", [
+    ({"min_count": 2}, ["day", "drug", "other", "pain"]),            # `it` has one training row
+    ({"min_count": 2, "rare": "ignore"}, ["day", "drug", "pain"]),
+    ({"top_k": 2}, ["drug", "other", "pain"]),                       # 13, 13 and 12 rows: day is third
+])
+def test_rare_classes_map_to_other_or_are_ignored(option, names, tiny_bert, mt_files, tmp_path):
+    raw = multitask_recipe(tiny_bert, mt_files, tmp_path)
+    raw["tasks"][1] = {"name": "topic", "label_column": "topic", **option}
+    loaded = load_splits(load_recipe(raw), seed=0)
+    assert loaded.label_names == {"sentiment": ["negative", "positive"], "topic": names}
+    rows = list(csv.DictReader(open(mt_files["train"], encoding="utf-8")))
+    other = names.index("other") if "other" in names else math.nan
+
+    def expected(topic):
+        return math.nan if not topic else names.index(topic) if topic in names else other
+
+    want = {r["review"]: expected(r["topic"]) for r in rows}
+    train = loaded.splits["train"].to_list() + loaded.splits["validation"].to_list()
+    assert len(train) == len(rows) and any(math.isnan(v) for v in want.values())
+    for row in train:
+        got, exp = row["labels"][1], want[row["review"]]
+        assert got == exp or (math.isnan(got) and math.isnan(exp)), row["review"]
+
+
+def test_metric_for_best_model_names_a_task_metric(tiny_bert, mt_files, tmp_path):
+    raw = multitask_recipe(tiny_bert, mt_files, tmp_path)
+    recipe = load_recipe(raw)
+    assert training_arguments(recipe, tmp_path).metric_for_best_model == "sentiment_accuracy"
+    raw["training"]["metric_for_best_model"] = "topic_f1_macro"
+    args = training_arguments(load_recipe(raw), tmp_path)
+    assert args.metric_for_best_model == "topic_f1_macro" and args.greater_is_better
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"tasks": [{"name": "a", "label_column": "label"}, {"name": "a", "label_column": "topic"}]}, "tasks[1].name"),
+    ({"tasks": [{"name": "a", "label_column": "label", "weight": "x"}]}, "tasks[0].weight"),
+    ({"tasks": [{"name": "a", "label_column": "label", "labels": 1}]}, "tasks[0].labels"),
+    ({"tasks": [{"name": "a", "label_column": "label", "top_k": 0}]}, "tasks[0].top_k"),
+    ({"tasks": [{"name": "a", "label_column": "label", "min_count": 2, "label_names": ["x"]}]}, "tasks[0].label_names"),
+    ({"training.metric_for_best_model": "accuracy"}, "training.metric_for_best_model"),
+    ({"finetune": {"strategy": "lora"}}, "tasks: multi-task runs with finetune.strategy"),
+    ({"compare": ["scratch"]}, "tasks: not available with compare"),
+    ({"data.class_weights": "auto"}, "tasks: not available with data.class_weights"),
+    ({"distill": {"teacher": "some/teacher"}}, "tasks: not available with distill"),
+    ({"data.label_names": ["a", "b"]}, "data.label_names: not used with tasks"),
+])
+def test_schema_errors_name_the_key(change, message, tiny_bert, mt_files, tmp_path):
+    raw = multitask_recipe(tiny_bert, mt_files, tmp_path)
+    for key, value in change.items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            raw[section][name] = value
+        else:
+            raw[key] = value
+    with pytest.raises(RecipeError, match=r"^" + message.replace("[", r"\[").replace("]", r"\]")):
+        load_recipe(raw)
+
+
+def test_other_modalities_are_refused_in_one_line(tiny_bert, mt_files, tmp_path):
+    raw = multitask_recipe(tiny_bert, mt_files, tmp_path)
+    raw["model"]["modality"] = "vision"
+    with pytest.raises(RecipeError, match=r"^tasks: multi-task runs on model.modality text only, not 'vision'$"):
+        load_recipe(raw)
+
+
+def test_linear_probe_trains_only_the_heads(tiny_bert, mt_files, tmp_path):
+    from safetensors.torch import load_file
+
+    raw = multitask_recipe(tiny_bert, mt_files, tmp_path / "out")
+    raw["finetune"] = {"strategy": "partial", "freeze": "backbone"}
+    result = finetune(raw)
+    assert result.metrics["trainable_parameters"] == (32 * 2 + 2) + (32 * 4 + 4)  # two Linear heads
+    before = load_file(tiny_bert / "model.safetensors")
+    for task in ("sentiment", "topic"):
+        after = load_file(tmp_path / "out" / task / "model.safetensors")
+        assert all(torch.equal(before[k], after[f"bert.{k}"]) for k in before), task
