@@ -39,23 +39,25 @@ def train_flops_per_token(config, seq_len: float) -> float:
     return 6 * layers * per_layer + 12 * layers * seq_len * h
 
 
-def padded_tokens(trainer, steps: int) -> list[int]:
-    """Padded tokens per batch, in the order the Trainer's dataloader yields them (same seed)."""
-    counts = []
-    while len(counts) < steps:
-        for batch in trainer.get_train_dataloader():
-            counts.append(int(batch["input_ids"].numel()))
-            if len(counts) >= steps:
-                break
-    return counts
+class TokenCounter:
+    """Wraps a collator; records the padded tokens of every batch it builds, in the order built."""
+
+    def __init__(self, collate):
+        self.collate, self.counts = collate, []
+
+    def __call__(self, features):
+        batch = self.collate(features)
+        self.counts.append(int(batch["input_ids"].numel()))
+        return batch
 
 
 def run_case(name: str, trainer, timer: StepTimer, peak: dict, precision: str = "fp32") -> dict:
     """Train for the Trainer's max_steps, then evaluate on its eval set (the test split)."""
     steps, batch = trainer.args.max_steps, trainer.args.per_device_train_batch_size
-    tokens = padded_tokens(trainer, steps)
+    counter = trainer.data_collator = TokenCounter(trainer.data_collator)
     with PeakMemory() as mem:
         trainer.train()
+    tokens = counter.counts[:steps]  # the training batches (a prefetched extra one, then evaluation's, follow)
     ev = trainer.evaluate()
     sps = median_rate(timer.times, float(batch))
     tps = median_rate(timer.times, [float(t) for t in tokens])
@@ -201,7 +203,9 @@ def probe_cases(args, model_dir_override: str | None) -> tuple[list[dict], dict]
     (benchmarks/linear_probe.py; same seed, sampler, optimizer and schedule)."""
     import linear_probe
 
-    extra = {"model.name_or_path": model_dir_override} if model_dir_override else {}
+    extra = {"verify": False}  # no round-trip check process after each run
+    if model_dir_override:
+        extra["model.name_or_path"] = model_dir_override
     cache = Path(tempfile.mkdtemp(prefix="hf-transfer-bench-"))
     old = os.environ.get("HF_TRANSFER_CACHE")
     os.environ["HF_TRANSFER_CACHE"] = str(cache)  # a fresh cache: feature extraction is timed
