@@ -98,9 +98,10 @@ test-slow: install-dev assets assets-speech assets-vision
 test-gpu: install-dev
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q -m gpu -rs
 
-# Side by side: hf-transfer vs a plain run_glue-style Trainer script (throughput, MFU, memory, start-up).
-bench: assets
-	$(OFFLINE) $(VENV)/bin/python benchmarks/bench_text.py
+# Side by side: hf-transfer vs a plain run_glue-style Trainer script, the fast paths on and off, the
+# vision and speech defaults (throughput, MFU, memory, start-up); see BENCHMARKS.md. BENCH_ARGS: e.g. --random-weights.
+bench: assets assets-vision assets-speech
+	$(OFFLINE) $(VENV)/bin/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) assets outputs

@@ -1,93 +1,82 @@
-"""Side-by-side text benchmark: hf-transfer against a plain run_glue-style Trainer script.
+"""Text cases: hf-transfer against a plain run_glue-style Trainer script, MiniLM-L6 on drug reviews.
 
-Both run in this one process, on the same machine, model, data, batch size, sequence length and
-number of steps. Reported per case: training samples/s and tokens/s (median of timed windows after
-warm-up), evaluation samples/s, MFU (model FLOP/s over this machine's fp32 matmul peak, measured
-here with a large torch.matmul), trainable parameters. Separately, in subprocesses: peak RSS of
-full fine-tuning vs LoRA on a BERT-base-size model (random weights), and `hf-transfer --help` time.
+Both run in this one process, on the same device, model, data, batch size, sequence length and
+number of steps. Per case: training samples/s and tokens/s (median of timed windows after warm-up),
+evaluation samples/s and accuracy on the test split, MFU (model FLOP/s over the device's measured
+matmul peak), peak memory, trainable parameters. Also the linear probe (cached features vs through
+the frozen backbone, benchmarks/linear_probe.py) and peak memory of full fine-tuning vs LoRA on a
+BERT-base-size model (random weights, fresh processes).
 
-    python benchmarks/bench_text.py [--steps 30] [--out benchmarks/results]   (or: make bench)
+    python benchmarks/bench_text.py [--steps 31] [--random-weights]     (make bench runs it with the rest)
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import torch  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+
+from common import CUDA, PeakMemory, StepTimer, bf16_supported, median_rate  # noqa: E402
+
+RECIPE = ROOT / "recipes/minilm_drugreview.yaml"
+LABELS = {"negative": 0, "positive": 1}
 
 
-def gemm_peak_gflops(n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.matmul(a, b)
-    start = time.perf_counter()
-    for _ in range(reps):
-        torch.matmul(a, b)
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
-
-
-class StepTimer(TrainerCallback):
-    """Wall time and token count of every training step."""
-
-    def __init__(self):
-        self.times, self.tokens, self._t0 = [], [], 0.0
-
-    def on_step_begin(self, args, state, control, **kw):
-        self._t0 = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kw):
-        self.times.append(time.perf_counter() - self._t0)
-
-
-def train_flops_per_token(config, seq_len: int) -> float:
-    """6 × non-embedding parameters + attention scores (12 · layers · seq · hidden), per token."""
+def train_flops_per_token(config, seq_len: float) -> float:
+    """6 × non-embedding parameters + attention scores and values (12 · layers · seq · hidden), per token.
+    (torch.utils.flop_counter on one forward agrees within a few % at seq 128; this form also
+    follows the per-batch padded length.)"""
     h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
     per_layer = 4 * h * h + 2 * h * inter
     return 6 * layers * per_layer + 12 * layers * seq_len * h
 
 
-def summarise(name, trainer, timer, token_counts, batch, peak, warmup=3, window=5):
-    times = timer.times[warmup:]
-    tokens = token_counts[warmup: warmup + len(times)]
-    windows = [(sum(times[i:i + window]), sum(tokens[i:i + window])) for i in range(0, len(times) - window + 1, window)]
-    sps = statistics.median(window * batch / t for t, _ in windows)
-    tps = statistics.median(n / t for t, n in windows)
+class TokenCounter:
+    """Wraps a collator; records the padded tokens of every batch it builds, in the order built."""
+
+    def __init__(self, collate):
+        self.collate, self.counts = collate, []
+
+    def __call__(self, features):
+        batch = self.collate(features)
+        self.counts.append(int(batch["input_ids"].numel()))
+        return batch
+
+
+def run_case(name: str, trainer, timer: StepTimer, peak: dict, precision: str = "fp32") -> dict:
+    """Train for the Trainer's max_steps, then evaluate on its eval set (the test split)."""
+    steps, batch = trainer.args.max_steps, trainer.args.per_device_train_batch_size
+    counter = trainer.data_collator = TokenCounter(trainer.data_collator)
+    with PeakMemory() as mem:
+        trainer.train()
+    tokens = counter.counts[:steps]  # the training batches (a prefetched extra one, then evaluation's, follow)
+    ev = trainer.evaluate()
+    sps = median_rate(timer.times, float(batch))
+    tps = median_rate(timer.times, [float(t) for t in tokens])
     mean_len = sum(tokens) / len(tokens) / batch
     flops = train_flops_per_token(trainer.model.config, mean_len) * tps
-    ev = trainer.evaluate()
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     return {
-        "case": name, "train_samples_per_s": round(sps, 2), "train_tokens_per_s": round(tps, 1),
+        "case": name, "precision": precision,
+        "train_samples_per_s": round(sps, 2), "train_tokens_per_s": round(tps, 1),
         "mean_padded_len": round(mean_len, 1), "eval_samples_per_s": round(ev["eval_samples_per_second"], 2),
         "eval_accuracy": round(ev.get("eval_accuracy", float("nan")), 4),
-        "mfu": round(flops / (peak * 1e9), 3), "trainable_params": trainable,
+        "mfu": round(flops / (peak[precision] * 1e9), 3), "peak_mem_mb": round(mem.peak_mb),
+        "trainable_params": trainable, "steps": steps,
     }
 
 
-def count_tokens(trainer, steps: int) -> list[int]:
-    """Padded tokens per batch, in the order the Trainer's dataloader yields them."""
-    counts = []
-    for batch in trainer.get_train_dataloader():
-        counts.append(int(batch["input_ids"].numel()))
-        if len(counts) >= steps:
-            break
-    return counts
-
-
-def plain_trainer(model_dir, files, steps, batch, seq_len, fixed: bool, out):
-    """The run_glue way: pad every example to max_length, default collator, plain Trainer."""
+def plain_trainer(model_dir, files, steps, batch, seq_len, fixed: bool, out, bf16=False):
+    """The run_glue way: tokenize with padding to max_length (its default), default collator, plain Trainer.
+    `fixed=False`: run_glue's --pad_to_max_length False (DataCollatorWithPadding)."""
     import datasets
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                               Trainer, TrainingArguments, default_data_collator)
@@ -96,18 +85,19 @@ def plain_trainer(model_dir, files, steps, batch, seq_len, fixed: bool, out):
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     raw = datasets.load_dataset("csv", data_files=files)
-    labels = {"negative": 0, "positive": 1}
 
     def prep(ex):
         enc = tok(ex["review"], truncation=True, max_length=seq_len, padding="max_length" if fixed else False)
-        enc["labels"] = [labels[x] for x in ex["label"]]
+        enc["labels"] = [LABELS[x] for x in ex["label"]]
         return enc
 
     ds = raw.map(prep, batched=True, remove_columns=raw["train"].column_names)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
     args = TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch,
                              per_device_eval_batch_size=64, learning_rate=1e-4, report_to="none",
-                             save_strategy="no", eval_strategy="no", use_cpu=True, disable_tqdm=True, seed=42)
+                             save_strategy="no", eval_strategy="no", use_cpu=not CUDA, disable_tqdm=True,
+                             seed=42, bf16=bf16, warmup_steps=0.1, weight_decay=0.01,  # as the recipe
+                             logging_strategy="no")
     collator = default_data_collator if fixed else DataCollatorWithPadding(tok)
     timer = StepTimer()
     trainer = Trainer(model=model, args=args, train_dataset=ds["train"], eval_dataset=ds["test"],
@@ -128,10 +118,116 @@ def hf_transfer_trainer(recipe_path, overrides, out):
     return trainer, timer
 
 
-def run_case(name, trainer, timer, steps, batch, peak):
-    tokens = count_tokens(trainer, steps)
-    trainer.train()
-    return summarise(name, trainer, timer, tokens, batch, peak)
+def long_reviews(files: dict, out: Path) -> dict:
+    """Every review repeated to well past 128 tokens, so both pipelines see exactly 128 per example."""
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    long_files = {}
+    for split, path in files.items():
+        df = pd.read_csv(path)
+        df["review"] = (df["review"] + " ") * 4
+        df.to_csv(out / f"{split}.csv", index=False)
+        long_files[split] = str(out / f"{split}.csv")
+    return long_files
+
+
+def random_weights_model(source: Path, out: Path) -> Path:
+    """A model of `source`'s config.json with random weights, plus its tokenizer files (no weights read)."""
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    out.mkdir(parents=True, exist_ok=True)
+    for f in source.iterdir():
+        if f.is_file() and f.suffix in (".json", ".txt") and f.name != "config.json":
+            shutil.copy(f, out / f.name)
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(source, num_labels=2)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(out)
+    return out
+
+
+def cases(args, peak: dict, out: Path) -> list[dict]:
+    """All text throughput cases; `args`: steps, batch, random_weights, compile."""
+    model_dir, data = ROOT / "assets/minilm-l6", ROOT / "assets/drugreview"
+    if args.random_weights:
+        model_dir = random_weights_model(model_dir, out / "minilm-random")
+    files = {"train": str(data / "train.csv"), "test": str(data / "test.csv")}
+    long_files = long_reviews(files, out / "long")
+    long_over = [f"data.data_files.train={long_files['train']}", f"data.data_files.test={long_files['test']}"]
+    common = [f"model.name_or_path={model_dir}", f"training.max_steps={args.steps}", "training.eval_strategy=no",
+              "training.save_strategy=no", "training.load_best_model_at_end=false", "training.disable_tqdm=true",
+              "training.logging_strategy=no"]
+    s, b = args.steps, args.batch
+    fixed = common + long_over + ["training.train_sampling_strategy=random"]
+
+    def plain(name, f, fixed_len, tag, bf16=False):
+        return run_case(name, *plain_trainer(model_dir, f, s, b, 128, fixed_len, out / tag, bf16), peak,
+                        "bf16" if bf16 else "fp32")
+
+    def ours(name, over, tag, precision="fp32"):
+        return run_case(name, *hf_transfer_trainer(RECIPE, over, out / tag), peak, precision)
+
+    rows = [
+        plain("plain Trainer, fixed 128", long_files, True, "p1"),
+        ours("hf-transfer full, fixed 128", fixed, "h1"),
+        plain("plain Trainer, real lengths (run_glue: pad to 128)", files, True, "p2"),
+        ours("hf-transfer full, real lengths, dynamic padding only", common + ["training.train_sampling_strategy=random"], "h2"),
+        ours("hf-transfer full, real lengths, dynamic + length-grouped (default)", common, "h3"),
+        ours("hf-transfer LoRA r=8, real lengths", common + ["finetune.strategy=lora", "finetune.r=8"], "h4"),
+    ]
+    if bf16_supported():
+        rows.append(plain("plain Trainer, fixed 128, bf16", long_files, True, "p5", bf16=True))
+        rows.append(ours("hf-transfer full, fixed 128, bf16", fixed + ["training.bf16=true"], "h5", "bf16"))
+    if args.compile:
+        rows.append(compile_case(ours, fixed))
+    return rows
+
+
+def compile_case(ours, fixed: list[str]) -> dict:
+    """torch.compile (TrainingArguments torch_compile) on the fixed-128 full case; its compile time falls
+    in the warm-up steps. A failure is reported, not raised."""
+    name = "hf-transfer full, fixed 128, torch_compile"
+    start = time.perf_counter()
+    try:
+        row = ours(name, fixed + ["training.torch_compile=true"], "h6")
+    except Exception as err:  # noqa: BLE001 - the benchmark reports whatever stops compile
+        return {"case": name, "error": f"{err.__class__.__name__}: {str(err).splitlines()[0][:200]}"}
+    row["wall_s_incl_compile"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def probe_cases(args, model_dir_override: str | None) -> tuple[list[dict], dict]:
+    """Linear probe: the head trained on cached features vs by Trainer through the frozen backbone
+    (benchmarks/linear_probe.py; same seed, sampler, optimizer and schedule)."""
+    import linear_probe
+
+    extra = {"verify": False}  # no round-trip check process after each run
+    if model_dir_override:
+        extra["model.name_or_path"] = model_dir_override
+    cache = Path(tempfile.mkdtemp(prefix="hf-transfer-bench-"))
+    old = os.environ.get("HF_TRANSFER_CACHE")
+    os.environ["HF_TRANSFER_CACHE"] = str(cache)  # a fresh cache: feature extraction is timed
+    try:
+        out = Path(args.out) / "probe"
+        through = linear_probe.run(str(RECIPE), out / "through", False, args.probe_epochs, 5e-3, **extra)
+        cached = linear_probe.run(str(RECIPE), out / "cached", True, args.probe_epochs, 5e-3, **extra)
+    finally:
+        if old is None:
+            os.environ.pop("HF_TRANSFER_CACHE", None)
+        else:
+            os.environ["HF_TRANSFER_CACHE"] = old
+    rows = []
+    for name, r in (("linear probe through frozen backbone (Trainer)", through),
+                    ("linear probe on cached features (hf-transfer)", cached)):
+        rows.append({"case": name, "precision": "fp32", "train_samples_per_s": round(r["train_samples_per_s"], 1),
+                     "feature_seconds_once": round(r["feature_seconds"], 1),
+                     "eval_accuracy": round(r["test_accuracy"], 4), "epochs": args.probe_epochs})
+    summary = {"probe_speedup_per_epoch": round(through["seconds_per_epoch"] / cached["seconds_per_epoch"], 1),
+               "probe_break_even_epochs": round(cached["feature_seconds"] / max(
+                   through["seconds_per_epoch"] - cached["seconds_per_epoch"], 1e-9), 2)}
+    return rows, summary
 
 
 def peak_rss_mb(strategy: str) -> float:
@@ -150,79 +246,37 @@ for _ in range(3):
     loss.backward(); opt.step(); opt.zero_grad()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def startup_seconds() -> float:
-    exe = Path(sys.executable).with_name("hf-transfer")
-    cmd = [str(exe), "--help"] if exe.exists() else [sys.executable, "-m", "hf_transfer", "--help"]
-    start = time.perf_counter()
-    subprocess.run(cmd, capture_output=True, check=True)
-    return time.perf_counter() - start
+def memory_summary() -> dict:
+    full, lora = peak_rss_mb("full"), peak_rss_mb("lora")
+    return {"bert_base_peak_rss_mb_full": round(full), "bert_base_peak_rss_mb_lora": round(lora),
+            "bert_base_lora_over_full_peak_rss": round(lora / full, 3)}
 
 
-def markdown(results: dict) -> str:
-    rows = results["cases"]
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
-    extra = {k: v for k, v in results.items() if k != "cases"}
-    lines += ["", *(f"- {k}: {v}" for k, v in extra.items())]
-    return "\n".join(lines) + "\n"
+def speedups(rows: list[dict]) -> dict:
+    by = {r["case"]: r for r in rows}
 
+    def ratio(a, b):
+        return round(by[a]["train_samples_per_s"] / by[b]["train_samples_per_s"], 3)
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=28)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model_dir, data = ROOT / "assets/minilm-l6", ROOT / "assets/drugreview"
-    if not model_dir.is_dir():
-        sys.exit("bench: run `make assets` first")
-    recipe = ROOT / "recipes/minilm_drugreview.yaml"
-    files = {"train": str(data / "train.csv"), "test": str(data / "test.csv")}
-    # Fixed length: every review repeated to well past 128 tokens, so both pipelines see 128.
-    long_dir = out / "long"
-    long_dir.mkdir(exist_ok=True)
-    import pandas as pd
-
-    for split, path in files.items():
-        df = pd.read_csv(path)
-        df["review"] = (df["review"] + " ") * 4
-        df.to_csv(long_dir / f"{split}.csv", index=False)
-    long_files = {k: str(long_dir / f"{k}.csv") for k in files}
-    long_over = [f"data.data_files.train={long_files['train']}", f"data.data_files.test={long_files['test']}"]
-    common = [f"training.max_steps={args.steps}", "training.eval_strategy=no", "training.save_strategy=no",
-              "training.load_best_model_at_end=false", "training.disable_tqdm=true"]
-
-    peak = gemm_peak_gflops()
-    cases = []
-    steps, b = args.steps, args.batch
-    cases.append(run_case("plain Trainer, fixed 128", *plain_trainer(model_dir, long_files, steps, b, 128, True, out / "p1"), steps, b, peak))
-    cases.append(run_case("hf-transfer full, fixed 128", *hf_transfer_trainer(recipe, common + long_over + ["training.train_sampling_strategy=random"], out / "h1"), steps, b, peak))
-    cases.append(run_case("plain Trainer, real lengths (pad to 128)", *plain_trainer(model_dir, files, steps, b, 128, True, out / "p2"), steps, b, peak))
-    cases.append(run_case("hf-transfer full, real lengths (dynamic + grouped)", *hf_transfer_trainer(recipe, common, out / "h2"), steps, b, peak))
-    cases.append(run_case("hf-transfer LoRA, real lengths", *hf_transfer_trainer(recipe, common + ["finetune.strategy=lora", "finetune.r=8"], out / "h3"), steps, b, peak))
-    results = {
-        "cases": cases,
-        "gemm_peak_gflops_fp32": round(peak, 1),
-        "speedup_fixed_128": round(cases[1]["train_samples_per_s"] / cases[0]["train_samples_per_s"], 3),
-        "speedup_real_lengths": round(cases[3]["train_samples_per_s"] / cases[2]["train_samples_per_s"], 3),
-        "peak_rss_mb_bert_base_full": round(peak_rss_mb("full")),
-        "peak_rss_mb_bert_base_lora": round(peak_rss_mb("lora")),
-        "hf_transfer_help_seconds": round(startup_seconds(), 2),
-        "torch_threads": torch.get_num_threads(),
+    out = {
+        "speedup_fixed_128": ratio("hf-transfer full, fixed 128", "plain Trainer, fixed 128"),
+        "speedup_real_lengths": ratio("hf-transfer full, real lengths, dynamic + length-grouped (default)",
+                                      "plain Trainer, real lengths (run_glue: pad to 128)"),
+        "speedup_real_lengths_dynamic_padding_only": ratio(
+            "hf-transfer full, real lengths, dynamic padding only", "plain Trainer, real lengths (run_glue: pad to 128)"),
     }
-    results["lora_over_full_peak_rss"] = round(results["peak_rss_mb_bert_base_lora"] / results["peak_rss_mb_bert_base_full"], 3)
-    (out / "text.json").write_text(json.dumps(results, indent=2))
-    (out / "text.md").write_text(markdown(results))
-    print(markdown(results))
+    if "hf-transfer full, fixed 128, bf16" in by:
+        out["speedup_fixed_128_bf16"] = ratio("hf-transfer full, fixed 128, bf16", "plain Trainer, fixed 128, bf16")
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    import bench
+
+    bench.main(["--only", "text", *sys.argv[1:]])

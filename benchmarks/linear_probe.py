@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hf_transfer import finetune  # noqa: E402
 
 
-def run(recipe: str, out: Path, cached: bool, epochs: int, lr: float) -> dict:
-    result = finetune(recipe, overwrite=True, **{
+def run(recipe: str, out: Path, cached: bool, epochs: int, lr: float, **overrides) -> dict:
+    """One probe run; `overrides`: more dotted recipe keys (e.g. model.name_or_path)."""
+    result = finetune(recipe, overwrite=True, **overrides, **{
         "finetune": {"strategy": "partial", "freeze": "backbone", "cache_features": cached},
         "training.output_dir": str(out),
         "training.num_train_epochs": epochs,
@@ -43,6 +44,7 @@ def run(recipe: str, out: Path, cached: bool, epochs: int, lr: float) -> dict:
         "cache_features": cached,
         "train_seconds": m["train"]["train_runtime"],
         "seconds_per_epoch": m["train"]["train_runtime"] / epochs,
+        "train_samples_per_s": m["train"]["train_samples_per_second"],
         "feature_seconds": features.get("seconds", 0.0),
         "feature_cache_hits": features.get("cache_hits"),
         "test_accuracy": m["test"]["test_accuracy"],

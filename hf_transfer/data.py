@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,6 +25,16 @@ LOCAL_LOADERS = ("csv", "json", "parquet", "imagefolder", "audiofolder", "arrow"
 class LoadedData:
     splits: Any  # datasets.DatasetDict
     label_names: list[str] | None  # None for regression
+
+
+def default_num_workers(max_workers: int = 4) -> int:
+    """DataLoader workers for data decoded / augmented every step (images, audio), when the recipe sets
+    no `training.dataloader_num_workers`: the cores this process may use, one left to the training loop,
+    shared among the processes a launcher started on this machine, at most `max_workers`; 0 (load in
+    the training process) with one core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(0, min(max_workers, per_process - 1))
 
 
 def _load_raw(cfg: DataConfig):

@@ -20,10 +20,15 @@ from typing import Any
 import numpy as np
 
 from hf_transfer.config import Recipe, SpeechConfig
+from hf_transfer.data import default_num_workers
 from hf_transfer.errors import DataError, RecipeError
 from hf_transfer.text import _load_error, load_auto_model, model_source
 
 log = logging.getLogger(__name__)
+
+# TrainingArguments defaults (a recipe value still wins): clips are cropped, augmented and turned into
+# features every step, in DataLoader workers sized to the machine.
+TRAINING_DEFAULTS = {"dataloader_num_workers": default_num_workers()}
 
 
 def options(recipe: Recipe) -> SpeechConfig:
@@ -162,6 +167,19 @@ def augment(wave: np.ndarray, rate: int, opts: SpeechConfig, rng: np.random.Gene
     return wave
 
 
+def _worker_rng(rng: np.random.Generator | None, per_worker: dict) -> np.random.Generator | None:
+    """`rng` in the training process; in a DataLoader worker (each starts with a copy of `rng`'s state,
+    every epoch) a generator of its own, seeded by torch's per-worker, per-epoch seed."""
+    import torch
+
+    info = torch.utils.data.get_worker_info()
+    if rng is None or info is None:
+        return rng
+    if info.seed not in per_worker:
+        per_worker[info.seed] = np.random.default_rng(info.seed)
+    return per_worker[info.seed]
+
+
 def _transform(fe, opts: SpeechConfig, rng: np.random.Generator | None):
     """Raw waveforms -> model inputs; `rng` given: training (random crop + augmentation)."""
     name, rate = fe.model_input_names[0], fe.sampling_rate
@@ -170,10 +188,13 @@ def _transform(fe, opts: SpeechConfig, rng: np.random.Generator | None):
     if n and not _is_whisper_like(fe):  # Whisper pads to its own chunk_length
         kwargs |= {"padding": "max_length", "max_length": n, "truncation": True}
 
+    per_worker: dict[int, np.random.Generator] = {}
+
     def transform(batch: dict[str, list]) -> dict[str, Any]:
-        waves = [crop(np.asarray(w, dtype=np.float32), n, rng) for w in batch[name]]
-        if rng is not None:
-            waves = [augment(w, rate, opts, rng) for w in waves]
+        gen = _worker_rng(rng, per_worker)
+        waves = [crop(np.asarray(w, dtype=np.float32), n, gen) for w in batch[name]]
+        if gen is not None:
+            waves = [augment(w, rate, opts, gen) for w in waves]
         feats = fe(waves, **kwargs)
         out = {k: list(feats[k]) for k in (name, "attention_mask") if k in feats}
         return out | {"labels": batch["labels"]}

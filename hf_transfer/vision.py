@@ -27,13 +27,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_transfer.config import Recipe, VisionConfig
+from hf_transfer.data import default_num_workers
 from hf_transfer.errors import DataError, ModelError, RecipeError
 from hf_transfer.text import model_source, with_config_overrides
 
 
 # TrainingArguments defaults for this modality (a recipe value still wins): the image column must
-# reach the lazy transform, so Trainer must not drop columns the model's forward does not name.
-TRAINING_DEFAULTS = {"remove_unused_columns": False, "label_names": ["labels"]}
+# reach the lazy transform, so Trainer must not drop columns the model's forward does not name;
+# images are decoded and augmented every step, in DataLoader workers sized to the machine.
+TRAINING_DEFAULTS = {"remove_unused_columns": False, "label_names": ["labels"],
+                     "dataloader_num_workers": default_num_workers()}
 
 PIL_INTERPOLATION = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
 

@@ -1,0 +1,90 @@
+"""Vision and speech cases: the offline defaults through hf-transfer's build_trainer.
+
+- vision: recipes/efficientnet_lite0_fashion_mnist.yaml (EfficientNet-Lite0, 64 px, images decoded and
+  augmented every step), with 0 dataloader workers and with hf-transfer's default for the machine;
+- speech: recipes/whisper_digits.yaml (Whisper tiny.en encoder, 1 s clips, crop + noise every step).
+
+Per case: training samples/s (median of timed windows after warm-up), evaluation samples/s, MFU
+(FLOPs of one forward counted by torch.utils.flop_counter, × 3 per training sample, over the
+measured matmul peak), peak memory. bf16 cases where the hardware supports bf16.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from common import PeakMemory, StepTimer, bf16_supported, forward_flops, median_rate
+
+ROOT = Path(__file__).resolve().parents[1]
+VISION = ROOT / "recipes/efficientnet_lite0_fashion_mnist.yaml"
+SPEECH = ROOT / "recipes/whisper_digits.yaml"
+
+
+def build(recipe_path: Path, overrides: list[str], out: Path):
+    from hf_transfer.config import load_recipe
+    from hf_transfer.train import build_trainer
+
+    recipe = load_recipe(recipe_path, overrides + [f"training.output_dir={out}"])
+    trainer, splits = build_trainer(recipe, out)
+    timer = StepTimer()
+    trainer.add_callback(timer)
+    return trainer, timer
+
+
+def train_flops_per_sample(trainer) -> float:
+    """3 × the forward FLOPs of one training batch, per sample."""
+    batch = next(iter(trainer.get_train_dataloader()))
+    n = len(batch["labels"])
+    return 3 * forward_flops(trainer.model, batch) / n
+
+
+def run_case(name: str, trainer, timer: StepTimer, peak: dict, precision: str) -> dict:
+    flops = train_flops_per_sample(trainer)
+    batch = trainer.args.per_device_train_batch_size
+    with PeakMemory() as mem:
+        trainer.train()
+    start = time.perf_counter()
+    ev = trainer.evaluate()
+    sps = median_rate(timer.times, float(batch))
+    return {
+        "case": name, "precision": precision, "train_samples_per_s": round(sps, 2),
+        "eval_samples_per_s": round(ev["eval_samples_per_second"], 2),
+        "eval_seconds": round(time.perf_counter() - start, 1),
+        "mfu": round(flops * sps / (peak[precision] * 1e9), 4), "peak_mem_mb": round(mem.peak_mb),
+        "train_gflop_per_sample": round(flops / 1e9, 3),
+        "dataloader_num_workers": trainer.args.dataloader_num_workers,
+        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "steps": trainer.args.max_steps,
+    }
+
+
+def common_overrides(args) -> list[str]:
+    over = [f"training.max_steps={args.media_steps}", "training.eval_strategy=no", "training.save_strategy=no",
+            "training.load_best_model_at_end=false", "training.disable_tqdm=true", "training.logging_strategy=no",
+            f"data.max_eval_samples={args.media_eval}"]
+    return over + (["model.pretrained=false"] if args.random_weights else [])
+
+
+def cases(args, peak: dict, out: Path) -> list[dict]:
+    from hf_transfer.data import default_num_workers
+
+    over = common_overrides(args)
+    workers = default_num_workers()
+    rows = []
+
+    def case(name, recipe, extra, tag, precision="fp32"):
+        rows.append(run_case(name, *build(recipe, over + extra, out / tag), peak, precision))
+
+    case("vision: EfficientNet-Lite0 full, 0 workers", VISION, ["training.dataloader_num_workers=0"], "v0")
+    if workers:
+        case(f"vision: EfficientNet-Lite0 full, {workers} workers (default here)", VISION,
+             [f"training.dataloader_num_workers={workers}"], "v1")
+    case("speech: Whisper tiny.en encoder full, 0 workers", SPEECH, ["training.dataloader_num_workers=0"], "s0")
+    if workers:
+        case(f"speech: Whisper tiny.en encoder full, {workers} workers (default here)", SPEECH,
+             [f"training.dataloader_num_workers={workers}"], "s1")
+    if bf16_supported():
+        case("vision: EfficientNet-Lite0 full, bf16", VISION, ["training.bf16=true"], "v2", "bf16")
+        case("speech: Whisper tiny.en encoder full, bf16", SPEECH, ["training.bf16=true"], "s2", "bf16")
+    return rows

@@ -1,0 +1,82 @@
+"""Fast paths the benchmark suite measures (benchmarks/bench.py): dataloader workers sized to the
+machine, preprocessing reused from the datasets cache (stable fingerprints), per-worker augmentation
+streams for speech."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from hf_transfer import data, speech, train, vision
+from hf_transfer.config import load_recipe
+from tests.test_speech import audio_files, tiny_audio  # noqa: F401 - session fixtures
+from tests.tiny import speech_recipe, text_recipe
+
+
+@pytest.mark.parametrize("cores, processes, expected", [
+    (1, None, 0), (2, None, 1), (3, None, 2), (8, None, 4), (64, None, 4), (8, "2", 3), (8, "8", 0),
+])
+def test_default_workers_leave_a_core_and_share_among_local_processes(monkeypatch, cores, processes, expected):
+    monkeypatch.setattr(data.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    if processes is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", processes)
+    assert data.default_num_workers() == expected
+
+
+@pytest.mark.parametrize("modality", [vision, speech])
+def test_media_modalities_default_to_machine_sized_workers_and_a_recipe_value_wins(modality, tmp_path):
+    assert modality.TRAINING_DEFAULTS["dataloader_num_workers"] == data.default_num_workers()
+    name = "vision" if modality is vision else "speech"
+    raw = {"model": {"name_or_path": "x", "modality": name}, "data": {"path": "csv"},
+           "training": {"output_dir": str(tmp_path)}}
+    args = train.training_arguments(load_recipe(raw), tmp_path)
+    assert args.dataloader_num_workers == data.default_num_workers()
+    raw["training"]["dataloader_num_workers"] = 3
+    assert train.training_arguments(load_recipe(raw), tmp_path).dataloader_num_workers == 3
+
+
+def test_text_keeps_loading_in_the_training_process(tmp_path):
+    raw = {"model": {"name_or_path": "x"}, "data": {"path": "csv"}, "training": {"output_dir": str(tmp_path)}}
+    assert train.training_arguments(load_recipe(raw), tmp_path).dataloader_num_workers == 0
+
+
+def _preprocessed(recipe):
+    modality = train.MODALITIES[recipe.model.modality]
+    loaded = data.load_data(recipe.data, modality.input_columns(recipe), 0)
+    return modality.preprocess(loaded.splits, modality.load_processor(recipe), recipe)
+
+
+def _assert_second_run_reuses_the_cache(recipe, caplog):
+    first = _preprocessed(recipe)
+    second = _preprocessed(recipe)
+    for role in first:
+        assert first[role]._fingerprint == second[role]._fingerprint, role
+        files = [f["filename"] for f in second[role].cache_files]
+        assert files and files == [f["filename"] for f in first[role].cache_files]
+        assert any("/cache-" in f for f in files), files  # the preprocessed table, not only the raw one
+    assert "couldn't be hashed" not in caplog.text
+
+
+def test_text_tokenization_is_cached_by_a_stable_fingerprint(tiny_bert, sentiment_files, tmp_path, caplog):
+    _assert_second_run_reuses_the_cache(load_recipe(text_recipe(tiny_bert, sentiment_files, tmp_path)), caplog)
+
+
+def test_speech_decoding_is_cached_by_a_stable_fingerprint(tiny_audio, audio_files, tmp_path, caplog):  # noqa: F811
+    recipe = load_recipe(speech_recipe(tiny_audio["whisper"], audio_files["csv"], tmp_path))
+    _assert_second_run_reuses_the_cache(recipe, caplog)
+
+
+def test_speech_augmentation_draws_from_one_stream_per_dataloader_worker(monkeypatch):
+    rng, per_worker = np.random.default_rng(0), {}
+    monkeypatch.setattr("torch.utils.data.get_worker_info", lambda: None)
+    assert speech._worker_rng(rng, per_worker) is rng  # the training process: the split's own generator
+    assert speech._worker_rng(None, per_worker) is None  # evaluation: no augmentation
+    worker = SimpleNamespace(seed=11)
+    monkeypatch.setattr("torch.utils.data.get_worker_info", lambda: worker)
+    first = speech._worker_rng(rng, per_worker)
+    assert first is not rng and speech._worker_rng(rng, per_worker) is first
+    assert first.random() != np.random.default_rng(0).random()
+    worker.seed = 12  # another worker (or the next epoch's): another stream
+    assert speech._worker_rng(rng, per_worker) not in (first, rng)
