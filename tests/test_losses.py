@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from hf_transfer import config
 from hf_transfer.distill import check_label_space
