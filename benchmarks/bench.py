@@ -1,7 +1,7 @@
 """hf-transfer's benchmark suite: every case side by side, in one run, on this machine (`make bench`).
 
     python benchmarks/bench.py [--only text,media,cache,startup,memory,probe] [--steps 31]
-                               [--media-steps 18] [--random-weights] [--no-compile] [--out benchmarks/results]
+                               [--repeats 4] [--media-steps 18] [--random-weights] [--no-compile] [--out DIR]
 
 Runs on the GPU when torch sees one (every case, the plain Trainer too; peak GPU memory; bf16 cases),
 else on CPU. Writes benchmarks/results/bench.json and bench.md; BENCHMARKS.md explains each figure.
@@ -132,7 +132,7 @@ def environment(peak: dict) -> dict:
 def markdown(results: dict) -> str:
     parts = [f"# hf-transfer benchmark ({time.strftime('%Y-%m-%d %H:%M')})", ""]
     parts += [f"- {k}: {v}" for k, v in results["environment"].items()]
-    for section in ("text", "probe", "media", "cache"):
+    for section in ("text", "probe", "media", "cache", "memory"):
         rows = results.get(section)
         if rows:
             parts += ["", f"## {section}", "", common.markdown_table(rows)]
@@ -147,6 +147,8 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
     parser.add_argument("--steps", type=int, default=31, help="text training steps per case (31 = one epoch)")
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=4,
+                        help="rounds of the fixed-128 pair, alternating which pipeline runs first (even: balanced)")
     parser.add_argument("--media-steps", type=int, default=18, help="vision / speech training steps per case")
     parser.add_argument("--media-eval", type=int, default=256, help="evaluation rows per vision / speech case")
     parser.add_argument("--probe-epochs", type=int, default=2)
@@ -204,7 +206,8 @@ def main(argv=None) -> dict:
     if "memory" in args.only:
         import bench_text
 
-        results |= bench_text.memory_summary()
+        results["memory"], summary = bench_text.memory_summary(work)
+        results |= summary
     (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "bench.md").write_text(markdown(results))
     print(markdown(results))

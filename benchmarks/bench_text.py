@@ -13,6 +13,7 @@ BERT-base-size model (random weights, fresh processes).
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,15 +29,18 @@ from common import CUDA, PeakMemory, StepTimer, bf16_supported, median_rate  # n
 
 RECIPE = ROOT / "recipes/minilm_drugreview.yaml"
 LABELS = {"negative": 0, "positive": 1}
+PLAIN_FIXED, OURS_FIXED = "plain Trainer, fixed 128", "hf-transfer full, fixed 128"
 
 
-def train_flops_per_token(config, seq_len: float) -> float:
-    """6 × non-embedding parameters + attention scores and values (12 · layers · seq · hidden), per token.
-    (torch.utils.flop_counter on one forward agrees within a few % at seq 128; this form also
-    follows the per-batch padded length.)"""
+def train_flops_per_token(config, seq_len: float, frozen_weights: bool = False) -> float:
+    """6 × non-embedding parameters + attention scores and values (12 · layers · seq · hidden), per token:
+    forward, input gradients and weight gradients, 2 each. Frozen weights (LoRA) get no weight gradient,
+    so 4 × (the adapters' own products are negligible). (torch.utils.flop_counter on one forward agrees
+    within a few % at seq 128; this form also follows the per-batch padded length.)"""
     h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
     per_layer = 4 * h * h + 2 * h * inter
-    return 6 * layers * per_layer + 12 * layers * seq_len * h
+    passes = 2 if frozen_weights else 3
+    return passes * (2 * layers * per_layer + 4 * layers * seq_len * h)
 
 
 class TokenCounter:
@@ -62,7 +66,8 @@ def run_case(name: str, trainer, timer: StepTimer, peak: dict, precision: str = 
     sps = median_rate(timer.times, float(batch))
     tps = median_rate(timer.times, [float(t) for t in tokens])
     mean_len = sum(tokens) / len(tokens) / batch
-    flops = train_flops_per_token(trainer.model.config, mean_len) * tps
+    frozen = hasattr(trainer.model, "peft_config")
+    flops = train_flops_per_token(trainer.model.config, mean_len, frozen) * tps
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     return {
         "case": name, "precision": precision,
@@ -132,8 +137,9 @@ def long_reviews(files: dict, out: Path) -> dict:
     return long_files
 
 
-def random_weights_model(source: Path, out: Path) -> Path:
-    """A model of `source`'s config.json with random weights, plus its tokenizer files (no weights read)."""
+def random_weights_model(source: Path, out: Path, config=None) -> Path:
+    """A model of `config` (default: `source`'s config.json) with random weights, plus `source`'s tokenizer
+    files (no weights read)."""
     import shutil
 
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -143,7 +149,7 @@ def random_weights_model(source: Path, out: Path) -> Path:
         if f.is_file() and f.suffix in (".json", ".txt") and f.name != "config.json":
             shutil.copy(f, out / f.name)
     torch.manual_seed(0)
-    config = AutoConfig.from_pretrained(source, num_labels=2)
+    config = config or AutoConfig.from_pretrained(source, num_labels=2)
     AutoModelForSequenceClassification.from_config(config).save_pretrained(out)
     return out
 
@@ -169,9 +175,9 @@ def cases(args, peak: dict, out: Path) -> list[dict]:
     def ours(name, over, tag, precision="fp32"):
         return run_case(name, *hf_transfer_trainer(RECIPE, over, out / tag), peak, precision)
 
-    rows = [
-        plain("plain Trainer, fixed 128", long_files, True, "p1"),
-        ours("hf-transfer full, fixed 128", fixed, "h1"),
+    rows = fixed_rounds(lambda i: plain(PLAIN_FIXED, long_files, True, f"p1-{i}"),
+                        lambda i: ours(OURS_FIXED, fixed, f"h1-{i}"), args.repeats)
+    rows += [
         plain("plain Trainer, real lengths (run_glue: pad to 128)", files, True, "p2"),
         ours("hf-transfer full, real lengths, dynamic padding only", common + ["training.train_sampling_strategy=random"], "h2"),
         ours("hf-transfer full, real lengths, dynamic + length-grouped (default)", common, "h3"),
@@ -183,6 +189,28 @@ def cases(args, peak: dict, out: Path) -> list[dict]:
     if args.compile:
         rows.append(compile_case(ours, fixed))
     return rows
+
+
+def fixed_rounds(plain_run, ours_run, repeats: int) -> list[dict]:
+    """The fixed-128 pair `repeats` times, alternating which runs first (plain-ours, ours-plain, ...), so a
+    machine whose speed drifts over the run favours neither; each row carries its `round`."""
+    rows = []
+    for i in range(1, repeats + 1):
+        order = (plain_run, ours_run) if i % 2 else (ours_run, plain_run)
+        rows += [{**run(i), "round": i} for run in order]
+    return rows
+
+
+def fixed_ratio(rows: list[dict]) -> dict:
+    """Per round hf-transfer / plain samples/s; their geometric mean (an even number of rounds balances
+    the order)."""
+    rounds: dict[int, dict[str, float]] = {}
+    for r in rows:
+        if "round" in r:
+            rounds.setdefault(r["round"], {})[r["case"]] = r["train_samples_per_s"]
+    ratios = [d[OURS_FIXED] / d[PLAIN_FIXED] for _, d in sorted(rounds.items())]
+    return {"speedup_fixed_128": round(statistics.geometric_mean(ratios), 3),
+            "speedup_fixed_128_per_round": [round(x, 3) for x in ratios]}
 
 
 def compile_case(ours, fixed: list[str]) -> dict:
@@ -230,32 +258,73 @@ def probe_cases(args, model_dir_override: str | None) -> tuple[list[dict], dict]
     return rows, summary
 
 
-def peak_rss_mb(strategy: str) -> float:
-    """Peak RSS of a few training steps of a BERT-base-size model (random weights), in a fresh process."""
+MEMORY_CASES = {  # name: overrides on top of memory_overrides()
+    "full": ["finetune.strategy=full"],
+    "lora": ["finetune.strategy=lora"],
+    "full_checkpointed": ["finetune.strategy=full", "training.activation_checkpointing=true"],
+    "lora_checkpointed": ["finetune.strategy=lora", "training.activation_checkpointing=true"],
+}
+
+
+def bert_base_model(out: Path) -> Path:
+    """A BERT-base-size classifier (BertConfig's defaults: 12 layers, hidden 768, 110 M parameters) with
+    random weights, saved with MiniLM-L6's tokenizer files (the same 30,522-token uncased vocabulary)."""
+    from transformers import BertConfig
+
+    return random_weights_model(ROOT / "assets/minilm-l6", out, BertConfig(num_labels=2))
+
+
+def peak_rss_mb(overrides: list[str], out: Path) -> dict:
+    """Peak RSS (MB) of hf-transfer's own pipeline (build_trainer, Trainer.train) in a fresh CPU process,
+    and the RSS of the interpreter with torch, transformers, datasets, peft and accelerate imported (the
+    part no strategy can change; the weights, memory-mapped, count once touched)."""
     code = f"""
-import resource, torch
-from transformers import BertConfig, BertForSequenceClassification
-from hf_transfer.config import STRATEGY_CONFIGS
-from hf_transfer.strategies import apply_strategy
-torch.manual_seed(0)
-model = apply_strategy(BertForSequenceClassification(BertConfig(num_labels=2)), STRATEGY_CONFIGS[{strategy!r}]())
-opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-x = torch.randint(0, 30000, (8, 128))
-for _ in range(3):
-    loss = model(input_ids=x, labels=torch.zeros(8, dtype=torch.long)).loss
-    loss.backward(); opt.step(); opt.zero_grad()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+import resource, sys
+from pathlib import Path
+sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "benchmarks")!r}]
+import accelerate, datasets, peft, torch, transformers
+from common import PeakMemory
+from bench_text import RECIPE, hf_transfer_trainer
+libraries = PeakMemory._rss_mb()
+trainer, _ = hf_transfer_trainer(RECIPE, {overrides!r}, Path({str(out)!r}))
+trainer.train()
+print(libraries, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          stdin=subprocess.DEVNULL, start_new_session=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    if run.returncode:
+        raise RuntimeError(f"memory case {overrides}: {run.stderr.strip().splitlines()[-1:]}")
+    libraries, peak = map(float, run.stdout.strip().splitlines()[-1].split())
+    return {"peak_rss_mb": round(peak), "libraries_mb": round(libraries), "peak_above_libraries_mb": round(peak - libraries)}
 
 
-def memory_summary() -> dict:
-    full, lora = peak_rss_mb("full"), peak_rss_mb("lora")
-    return {"bert_base_peak_rss_mb_full": round(full), "bert_base_peak_rss_mb_lora": round(lora),
-            "bert_base_lora_over_full_peak_rss": round(lora / full, 3)}
+def memory_overrides(model: Path, files: dict, steps: int = 4) -> list[str]:
+    return [f"model.name_or_path={model}", f"data.data_files.train={files['train']}",
+            f"data.data_files.test={files['test']}", "training.per_device_train_batch_size=8",
+            f"training.max_steps={steps}", "training.train_sampling_strategy=random", "training.eval_strategy=no",
+            "training.save_strategy=no", "training.load_best_model_at_end=false", "training.disable_tqdm=true",
+            "training.logging_strategy=no"]
+
+
+def memory_summary(work: Path) -> tuple[list[dict], dict]:
+    """Full fine-tuning vs LoRA (hf-transfer's defaults: r 8 on the attention query / value) on a
+    BERT-base-size model, batch 8 × 128 tokens, with and without activation (gradient) checkpointing."""
+    files = long_reviews({"train": str(ROOT / "assets/drugreview/train.csv"),
+                          "test": str(ROOT / "assets/drugreview/test.csv")}, work / "long")
+    base = memory_overrides(bert_base_model(work / "bert-base-random"), files)
+    rows = [{"case": f"BERT-base {name.replace('_', ' ')}", **peak_rss_mb(base + over, work / f"mem-{name}")}
+            for name, over in MEMORY_CASES.items()]
+    peak = {name: r["peak_rss_mb"] for name, r in zip(MEMORY_CASES, rows)}
+    above = {name: r["peak_above_libraries_mb"] for name, r in zip(MEMORY_CASES, rows)}
+    summary = {f"bert_base_peak_rss_mb_{name}": mb for name, mb in peak.items()}
+    pairs = {"lora_over_full": ("lora", "full"),
+             "lora_checkpointed_over_full": ("lora_checkpointed", "full"),
+             "lora_over_full_both_checkpointed": ("lora_checkpointed", "full_checkpointed")}
+    for key, (a, b) in pairs.items():
+        summary[f"bert_base_{key}_peak_rss"] = round(peak[a] / peak[b], 3)
+        summary[f"bert_base_{key}_peak_above_libraries"] = round(above[a] / above[b], 3)
+    return rows, summary
 
 
 def speedups(rows: list[dict]) -> dict:
@@ -264,8 +333,7 @@ def speedups(rows: list[dict]) -> dict:
     def ratio(a, b):
         return round(by[a]["train_samples_per_s"] / by[b]["train_samples_per_s"], 3)
 
-    out = {
-        "speedup_fixed_128": ratio("hf-transfer full, fixed 128", "plain Trainer, fixed 128"),
+    out = fixed_ratio(rows) | {
         "speedup_real_lengths": ratio("hf-transfer full, real lengths, dynamic + length-grouped (default)",
                                       "plain Trainer, real lengths (run_glue: pad to 128)"),
         "speedup_real_lengths_dynamic_padding_only": ratio(

@@ -5,6 +5,7 @@ streams for speech."""
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 import pytest
 
 from hf_transfer import data, speech, train, vision
@@ -80,3 +81,28 @@ def test_speech_augmentation_draws_from_one_stream_per_dataloader_worker(monkeyp
     assert first.random() != np.random.default_rng(0).random()
     worker.seed = 12  # another worker (or the next epoch's): another stream
     assert speech._worker_rng(rng, per_worker) not in (first, rng)
+
+
+def _trained_adapter(recipe_dict, out):
+    recipe = load_recipe(recipe_dict)
+    trainer, _ = train.build_trainer(recipe, out)
+    start = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+    trainer.train()
+    end = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+    return start, end, trainer
+
+
+def test_lora_with_gradient_checkpointing_trains_the_same_adapter(tiny_bert, sentiment_files, tmp_path):
+    """training.activation_checkpointing (Trainer's switch, the benchmark's LoRA memory case) recomputes
+    activations in the backward pass: every LoRA weight still learns, and exactly as without it."""
+    runs = {}
+    for checkpointing in (False, True):
+        raw = text_recipe(tiny_bert, sentiment_files, tmp_path / str(checkpointing), strategy="lora")
+        raw["training"] |= {"activation_checkpointing": checkpointing, "eval_strategy": "no", "save_strategy": "no"}
+        runs[checkpointing] = _trained_adapter(raw, tmp_path / str(checkpointing))
+    start, plain, _ = runs[False]
+    _, checkpointed, trainer = runs[True]
+    assert trainer.model.base_model.model.is_activation_checkpointing
+    assert start and all(not torch.equal(start[n], plain[n]) for n in start if "lora_B" in n)
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-4, atol=1e-6, msg=name)
