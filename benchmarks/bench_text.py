@@ -35,12 +35,13 @@ PLAIN_FIXED, OURS_FIXED = "plain Trainer, fixed 128", "hf-transfer full, fixed 1
 def train_flops_per_token(config, seq_len: float, frozen_weights: bool = False) -> float:
     """6 × non-embedding parameters + attention scores and values (12 · layers · seq · hidden), per token:
     forward, input gradients and weight gradients, 2 each. Frozen weights (LoRA) get no weight gradient,
-    so 4 × (the adapters' own products are negligible). (torch.utils.flop_counter on one forward agrees
+    so 4 × their parameters (the adapters' own products are negligible); attention's products of
+    activations keep both gradients. (torch.utils.flop_counter on one forward agrees
     within a few % at seq 128; this form also follows the per-batch padded length.)"""
     h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
     per_layer = 4 * h * h + 2 * h * inter
     passes = 2 if frozen_weights else 3
-    return passes * (2 * layers * per_layer + 4 * layers * seq_len * h)
+    return passes * 2 * layers * per_layer + 12 * layers * seq_len * h
 
 
 class TokenCounter:
