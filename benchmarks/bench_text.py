@@ -235,7 +235,7 @@ def peak_rss_mb(strategy: str) -> float:
     code = f"""
 import resource, torch
 from transformers import BertConfig, BertForSequenceClassification
-from hf_transfer.config import STRATEGY_CONFIGS
+from hf_transfer.schema import STRATEGY_CONFIGS
 from hf_transfer.strategies import apply_strategy
 torch.manual_seed(0)
 model = apply_strategy(BertForSequenceClassification(BertConfig(num_labels=2)), STRATEGY_CONFIGS[{strategy!r}]())
