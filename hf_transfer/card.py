@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hf_transfer.config import Recipe, load_recipe
+from hf_transfer.config import load_recipe
+from hf_transfer.schema import Recipe
 
 CARD = "README.md"
 REPORT = "report.md"

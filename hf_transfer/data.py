@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from hf_transfer.config import DataConfig
 from hf_transfer.errors import DataError
+from hf_transfer.schema import DataConfig
 
 log = logging.getLogger(__name__)
 

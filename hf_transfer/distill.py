@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from hf_transfer.config import Recipe
 from hf_transfer.errors import ModelError, RecipeError
 from hf_transfer.losses import distillation_loss
+from hf_transfer.schema import Recipe
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hf_transfer.config import Recipe
 from hf_transfer.errors import DataError, HfTransferError, ModelError
 from hf_transfer.losses import dann_lambda, grad_reverse, mmd2
+from hf_transfer.schema import Recipe
 from hf_transfer.strategies import head_parameter_names
 
 log = logging.getLogger(__name__)

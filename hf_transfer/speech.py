@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from hf_transfer.config import Recipe, SpeechConfig
 from hf_transfer.data import default_num_workers
 from hf_transfer.errors import DataError, RecipeError
+from hf_transfer.schema import Recipe, SpeechConfig
 from hf_transfer.text import _load_error, load_auto_model, model_source
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import math
 from torch import nn
 from transformers import TrainerCallback
 
-from hf_transfer.config import StagedConfig
 from hf_transfer.errors import ModelError, RecipeError
+from hf_transfer.schema import StagedConfig
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from typing import Callable
 
 from torch import nn
 
-from hf_transfer.config import (
+from hf_transfer.errors import ModelError
+from hf_transfer.schema import (
     AdaLoraConfig,
     FullConfig,
     IA3Config,
@@ -22,7 +23,6 @@ from hf_transfer.config import (
     PartialConfig,
     StagedConfig,
 )
-from hf_transfer.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hf_transfer.config import Recipe
 from hf_transfer.errors import DataError, ModelError, RecipeError
+from hf_transfer.schema import Recipe
 
 
 def input_columns(recipe: Recipe) -> dict[str, str]:

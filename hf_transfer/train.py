@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer import cv, hub, multitask, objectives, probe, speech, text, vision
-from hf_transfer.config import Recipe, dump_recipe, load_recipe
+from hf_transfer.config import dump_recipe, load_recipe
 from hf_transfer.data import load_data
 from hf_transfer.distributed import (
     check_saved_weights, declare_mean_loss, effective_batch_size, is_sharded, log_batch_size,
@@ -21,6 +21,7 @@ from hf_transfer.errors import OutputError, RecipeError
 from hf_transfer.guards import install_nan_guard, last_complete_checkpoint
 from hf_transfer.hooks import TransferTrainer, trainer_hooks
 from hf_transfer.metrics import best_metric, compute_metrics_fn
+from hf_transfer.schema import Recipe
 from hf_transfer.strategies import apply_strategy, count_parameters
 
 log = logging.getLogger(__name__)

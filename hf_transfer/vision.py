@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hf_transfer.config import Recipe, VisionConfig
 from hf_transfer.data import default_num_workers
 from hf_transfer.errors import DataError, ModelError, RecipeError
+from hf_transfer.schema import Recipe, VisionConfig
 from hf_transfer.text import model_source, with_config_overrides
 
 

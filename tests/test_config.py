@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from hf_transfer.config import LoraConfig, PartialConfig, load_recipe, parse_yaml
+from hf_transfer.config import load_recipe, parse_yaml
 from hf_transfer.errors import RecipeError
+from hf_transfer.schema import LoraConfig, PartialConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -151,7 +152,7 @@ def test_recipe_with_string_learning_rate_file(tmp_path):
 
 
 def test_modality_registries_agree():
-    from hf_transfer.config import MODALITIES as SCHEMA
+    from hf_transfer.schema import MODALITIES as SCHEMA
     from hf_transfer.train import MODALITIES
 
     assert set(MODALITIES) == set(SCHEMA)

@@ -8,10 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hf_transfer.config import (
-    STRATEGY_CONFIGS, DataConfig, HubConfig, ModelConfig, load_recipe, parse_yaml,
-)
+from hf_transfer.config import load_recipe, parse_yaml
 from hf_transfer.errors import DataError, RecipeError
+from hf_transfer.schema import STRATEGY_CONFIGS, DataConfig, HubConfig, ModelConfig
 
 BASE = {
     "model": {"name_or_path": "some/model"},

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from hf_transfer import finetune, multitask
-from hf_transfer.config import TaskConfig, load_recipe
+from hf_transfer.config import load_recipe
 from hf_transfer.errors import RecipeError
+from hf_transfer.schema import TaskConfig
 from hf_transfer.train import load_splits, training_arguments
 from tests.tiny import multitask_recipe, write_multitask_csv
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_transfer import config, finetune, speech, train
-from hf_transfer.config import LoraConfig, PartialConfig, SpeechConfig, load_recipe
+from hf_transfer import config, finetune, schema, speech, train
+from hf_transfer.config import load_recipe
 from hf_transfer.errors import DataError, RecipeError
+from hf_transfer.schema import LoraConfig, PartialConfig, SpeechConfig
 from hf_transfer.strategies import apply_strategy, backbone_of
 from tests.tiny import save_tiny_audio_model, speech_recipe, write_audio_data
 
@@ -56,7 +57,7 @@ def saved_and_in_memory_labels(out: Path, model, waves, model_for_pipeline=None)
 
 
 def test_modality_registries_agree_and_speech_has_the_modality_functions():
-    assert set(train.MODALITIES) == set(config.MODALITIES)
+    assert set(train.MODALITIES) == set(schema.MODALITIES)
     for fn in ("input_columns", "load_processor", "preprocess", "collator", "load_model"):
         assert callable(getattr(speech, fn))
 
@@ -163,11 +164,11 @@ def test_strategies_find_the_whisper_encoder_and_the_heads(tiny_audio, audio_fil
 
 def test_feature_encoder_stays_frozen_under_full(tiny_audio, audio_files, tmp_path):
     recipe = load_recipe(speech_recipe(tiny_audio["wav2vec2"], audio_files["csv"], tmp_path))
-    model = apply_strategy(speech.load_model(recipe, ["high", "low"]), config.FullConfig())
+    model = apply_strategy(speech.load_model(recipe, ["high", "low"]), schema.FullConfig())
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert frozen and all(n.startswith("wav2vec2.feature_extractor.") for n in frozen)
     recipe = load_recipe(recipe, {"speech.freeze_feature_encoder": False})
-    model = apply_strategy(speech.load_model(recipe, ["high", "low"]), config.FullConfig())
+    model = apply_strategy(speech.load_model(recipe, ["high", "low"]), schema.FullConfig())
     assert all(p.requires_grad for p in model.parameters())
 
 

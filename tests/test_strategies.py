@@ -2,9 +2,8 @@ import pytest
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
-from hf_transfer.config import FullConfig, LoraConfig, PartialConfig
+from hf_transfer.schema import STRATEGY_CONFIGS, FullConfig, LoraConfig, PartialConfig
 from hf_transfer.strategies import STRATEGIES, apply_strategy, find_blocks
-from hf_transfer.config import STRATEGY_CONFIGS
 
 
 def trainable(model):

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from hf_transfer import config, finetune, train, vision
+from hf_transfer import config, finetune, schema, train, vision
 from hf_transfer.errors import DataError, RecipeError
 from hf_transfer.strategies import find_blocks, head_parameter_names
 from tests.tiny_vision import CLASSES, pattern, save_tiny_timm, save_tiny_vit, vision_recipe, write_imagefolder
@@ -67,7 +67,7 @@ def timm_reloaded_labels(folder: Path, images):
 
 
 def test_modality_registries_agree():
-    assert set(train.MODALITIES) == set(config.MODALITIES)
+    assert set(train.MODALITIES) == set(schema.MODALITIES)
     for module in train.MODALITIES.values():
         for fn in ("input_columns", "load_processor", "preprocess", "collator", "load_model"):
             assert callable(getattr(module, fn)), (module.__name__, fn)
@@ -211,7 +211,7 @@ def test_trivialaugment_is_inserted_before_tensor_conversion():
     from torchvision import transforms
 
     cfg = {"input_size": (3, 32, 32), "interpolation": "bilinear", "mean": (0.5,) * 3, "std": (0.5,) * 3}
-    tf = vision.train_transform(cfg, config.VisionConfig(auto_augment="trivialaugment"))
+    tf = vision.train_transform(cfg, schema.VisionConfig(auto_augment="trivialaugment"))
     kinds = [type(t) for t in tf.transforms]
     assert transforms.TrivialAugmentWide in kinds
     assert kinds.index(transforms.TrivialAugmentWide) < len(kinds) - 2
