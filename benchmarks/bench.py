@@ -1,7 +1,8 @@
 """hf-transfer's benchmark suite: every case side by side, in one run, on this machine (`make bench`).
 
-    python benchmarks/bench.py [--only text,media,cache,startup,memory,probe] [--steps 31]
-                               [--repeats 4] [--media-steps 18] [--random-weights] [--no-compile] [--out DIR]
+    python benchmarks/bench.py [--only text,media,cache,startup,memory,probe] [--steps 31] [--repeats 4]
+                               [--memory-repeats 3] [--media-steps 18] [--random-weights] [--no-compile]
+                               [--out benchmarks/results]
 
 Runs on the GPU when torch sees one (every case, the plain Trainer too; peak GPU memory; bf16 cases),
 else on CPU. Writes benchmarks/results/bench.json and bench.md; BENCHMARKS.md explains each figure.
@@ -149,6 +150,7 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=4,
                         help="rounds of the fixed-128 pair, alternating which pipeline runs first (even: balanced)")
+    parser.add_argument("--memory-repeats", type=int, default=3, help="runs of each memory case (median)")
     parser.add_argument("--media-steps", type=int, default=18, help="vision / speech training steps per case")
     parser.add_argument("--media-eval", type=int, default=256, help="evaluation rows per vision / speech case")
     parser.add_argument("--probe-epochs", type=int, default=2)
@@ -206,7 +208,7 @@ def main(argv=None) -> dict:
     if "memory" in args.only:
         import bench_text
 
-        results["memory"], summary = bench_text.memory_summary(work)
+        results["memory"], summary = bench_text.memory_summary(work, args.memory_repeats)
         results |= summary
     (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "bench.md").write_text(markdown(results))

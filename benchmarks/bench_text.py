@@ -308,14 +308,22 @@ def memory_overrides(model: Path, files: dict, steps: int = 4) -> list[str]:
             "training.logging_strategy=no"]
 
 
-def memory_summary(work: Path) -> tuple[list[dict], dict]:
+def memory_summary(work: Path, repeats: int = 3) -> tuple[list[dict], dict]:
     """Full fine-tuning vs LoRA (hf-transfer's defaults: r 8 on the attention query / value) on a
-    BERT-base-size model, batch 8 × 128 tokens, with and without activation (gradient) checkpointing."""
+    BERT-base-size model, batch 8 × 128 tokens, with and without activation (gradient) checkpointing.
+    Each case runs `repeats` times, the cases interleaved; a row gives the median and every run's peak."""
     files = long_reviews({"train": str(ROOT / "assets/drugreview/train.csv"),
                           "test": str(ROOT / "assets/drugreview/test.csv")}, work / "long")
     base = memory_overrides(bert_base_model(work / "bert-base-random"), files)
-    rows = [{"case": f"BERT-base {name.replace('_', ' ')}", **peak_rss_mb(base + over, work / f"mem-{name}")}
-            for name, over in MEMORY_CASES.items()]
+    runs: dict[str, list[dict]] = {name: [] for name in MEMORY_CASES}
+    for _ in range(repeats):
+        for name, over in MEMORY_CASES.items():
+            runs[name].append(peak_rss_mb(base + over, work / f"mem-{name}"))
+    rows = []
+    for name, measured in runs.items():
+        row = {key: round(statistics.median(m[key] for m in measured)) for key in measured[0]}
+        rows.append({"case": f"BERT-base {name.replace('_', ' ')}", **row,
+                     "peak_rss_mb_each_run": [m["peak_rss_mb"] for m in measured]})
     peak = {name: r["peak_rss_mb"] for name, r in zip(MEMORY_CASES, rows)}
     above = {name: r["peak_above_libraries_mb"] for name, r in zip(MEMORY_CASES, rows)}
     summary = {f"bert_base_peak_rss_mb_{name}": mb for name, mb in peak.items()}
