@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from hf_transfer.errors import ModelError, RecipeError
+from hf_transfer.inference import run_batches
 from hf_transfer.losses import distillation_loss
 from hf_transfer.schema import Recipe
 
@@ -98,16 +99,10 @@ def load_teacher(recipe: Recipe, modality, label_names: list[str] | None) -> tor
     return teacher
 
 
-@torch.no_grad()
 def predict_logits(model, split, collator, batch_size: int, device) -> torch.Tensor:
-    """Logits of `model` (in eval mode) for every example of a preprocessed split, in order."""
-    model.eval().to(device)
-    loader = torch.utils.data.DataLoader(split, batch_size=batch_size, collate_fn=collator)
-    out = []
-    for batch in loader:
-        batch.pop("labels", None)
-        out.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
-    return torch.cat(out)
+    """Logits of `model` (run in eval mode, without gradients) for every example of a preprocessed split, in order."""
+    return torch.cat(run_batches(model, split, collator, batch_size, device,
+                                 lambda i, out: out.logits.float().cpu()))
 
 
 class WithColumn(torch.utils.data.Dataset):

@@ -25,6 +25,7 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_transfer.errors import ModelError
+from hf_transfer.inference import run_batches
 from hf_transfer.strategies import backbone_of
 
 log = logging.getLogger(__name__)
@@ -106,26 +107,23 @@ def _data_hash(split) -> str:
     return h.hexdigest()
 
 
-@torch.no_grad()
 def _compute(model, head, split, collator, batch_size: int, device) -> torch.Tensor:
     """Features of every example (the input of the head), checked on the first batch."""
     captured = []
+
+    def check(i: int, outputs) -> None:
+        if i == 0:
+            replay = head(captured[0])
+            captured.pop()  # the replay passed through the hook too
+            if not torch.allclose(replay, outputs.logits, atol=1e-5, rtol=1e-4):
+                raise ModelError("finetune.cache_features: the head's input does not reproduce the logits")
+
     hook = head[0].register_forward_pre_hook(lambda m, args: captured.append(args[0].detach()))
-    was_training = model.training
-    model.eval().to(device)
     columns = [c for c in split.column_names if c != "labels"]
-    loader = torch.utils.data.DataLoader(split.select_columns(columns), batch_size=batch_size, collate_fn=collator)
     try:
-        for i, batch in enumerate(loader):
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            if i == 0:
-                replay = head(captured[0])
-                captured.pop()  # the replay passed through the hook too
-                if not torch.allclose(replay, logits, atol=1e-5, rtol=1e-4):
-                        raise ModelError("finetune.cache_features: the head's input does not reproduce the logits")
+        run_batches(model, split.select_columns(columns), collator, batch_size, device, check)
     finally:
         hook.remove()
-        model.train(was_training)
     return torch.cat(captured).float().cpu()
 
 

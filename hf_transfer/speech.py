@@ -22,7 +22,7 @@ import numpy as np
 from hf_transfer.data import default_num_workers
 from hf_transfer.errors import DataError, RecipeError
 from hf_transfer.schema import Recipe, SpeechConfig
-from hf_transfer.text import _load_error, load_auto_model, model_source
+from hf_transfer.text import load_auto_model, load_auto_processor
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,7 @@ def load_processor(recipe: Recipe):
     from transformers import AutoFeatureExtractor
 
     opts = options(recipe)
-    try:
-        fe = AutoFeatureExtractor.from_pretrained(
-            model_source(recipe.model.name_or_path),
-            revision=recipe.model.revision,
-            trust_remote_code=recipe.model.trust_remote_code,
-        )
-    except (OSError, ValueError, KeyError) as err:
-        raise _load_error(recipe, "a feature extractor", err) from None
+    fe = load_auto_processor(AutoFeatureExtractor, recipe, "a feature extractor")
     if opts.sampling_rate and opts.sampling_rate != fe.sampling_rate:
         log.warning("speech.sampling_rate: %d Hz, the model was trained at %d Hz", opts.sampling_rate, fe.sampling_rate)
         fe = _rebuilt(fe, sampling_rate=opts.sampling_rate)

@@ -30,17 +30,23 @@ def _load_error(recipe: Recipe, what: str, err: Exception) -> ModelError:
     return ModelError(f"model.name_or_path: cannot load {what} from {recipe.model.name_or_path!r}: {text}")
 
 
-def load_processor(recipe: Recipe):
-    from transformers import AutoTokenizer
-
+def load_auto_processor(auto_cls, recipe: Recipe, what: str):
+    """`auto_cls.from_pretrained` (a tokenizer, feature extractor or image processor) for the recipe's
+    model, at its revision, remote code only if the recipe allows it; errors name model.name_or_path."""
     try:
-        tok = AutoTokenizer.from_pretrained(
+        return auto_cls.from_pretrained(
             model_source(recipe.model.name_or_path),
             revision=recipe.model.revision,
             trust_remote_code=recipe.model.trust_remote_code,
         )
     except (OSError, ValueError, KeyError) as err:
-        raise _load_error(recipe, "a tokenizer", err) from None
+        raise _load_error(recipe, what, err) from None
+
+
+def load_processor(recipe: Recipe):
+    from transformers import AutoTokenizer
+
+    tok = load_auto_processor(AutoTokenizer, recipe, "a tokenizer")
     if tok.pad_token is None:
         if tok.eos_token is None:
             raise ModelError(f"model.name_or_path: tokenizer of {recipe.model.name_or_path!r} has no pad or eos token")

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_transfer.data import default_num_workers
-from hf_transfer.errors import DataError, ModelError, RecipeError
+from hf_transfer.errors import DataError, RecipeError
 from hf_transfer.schema import Recipe, VisionConfig
-from hf_transfer.text import model_source, with_config_overrides
+from hf_transfer.text import _load_error, load_auto_processor, model_source, with_config_overrides
 
 
 # TrainingArguments defaults for this modality (a recipe value still wins): the image column must
@@ -82,11 +82,6 @@ def timm_source(name_or_path: str) -> str:
     if name_or_path.startswith(("hf-hub:", "local-dir:")) or "/" not in name_or_path:
         return name_or_path
     return "hf-hub:" + name_or_path
-
-
-def _load_error(recipe: Recipe, what: str, err: Exception) -> ModelError:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-    return ModelError(f"model.name_or_path: cannot load {what} from {recipe.model.name_or_path!r}: {text}")
 
 
 def _timm_create(recipe: Recipe, pretrained: bool, **kwargs) -> nn.Module:
@@ -174,13 +169,7 @@ def load_processor(recipe: Recipe):
         return TimmProcessor(resolve_data_config(args, pretrained_cfg=_timm_pretrained_cfg(recipe)))
     from transformers import AutoImageProcessor
 
-    source = model_source(recipe.model.name_or_path)
-    try:
-        proc = AutoImageProcessor.from_pretrained(
-            source, revision=recipe.model.revision, trust_remote_code=recipe.model.trust_remote_code
-        )
-    except (OSError, ValueError, KeyError) as err:
-        raise _load_error(recipe, "an image processor", err) from None
+    proc = load_auto_processor(AutoImageProcessor, recipe, "an image processor")
     if vision.image_size:
         _resize_processor(proc, vision.image_size)
     return proc
