@@ -79,9 +79,10 @@ def collator(tokenizer):
     return DataCollatorWithPadding(tokenizer)
 
 
-def load_auto_model(auto_cls, recipe: Recipe, what: str, **kwargs):
+def load_auto_model(auto_cls, recipe: Recipe, what: str, pretrained_kwargs: dict[str, Any] | None = None, **kwargs):
     """`auto_cls.from_pretrained` (or `from_config` when model.pretrained is false), with the safety
-    defaults: safetensors only unless model.allow_pickle, remote code only if the recipe allows it."""
+    defaults: safetensors only unless model.allow_pickle, remote code only if the recipe allows it.
+    `kwargs` go to the config; `pretrained_kwargs` to `from_pretrained` only."""
     from transformers import AutoConfig
 
     source = model_source(recipe.model.name_or_path)
@@ -90,7 +91,9 @@ def load_auto_model(auto_cls, recipe: Recipe, what: str, **kwargs):
     try:
         if recipe.model.pretrained:
             use_safetensors = None if recipe.model.allow_pickle else True
-            return auto_cls.from_pretrained(source, use_safetensors=use_safetensors, **common, **kwargs)
+            return auto_cls.from_pretrained(
+                source, use_safetensors=use_safetensors, **common, **(pretrained_kwargs or {}), **kwargs
+            )
         config = AutoConfig.from_pretrained(source, **common, **kwargs)
         return auto_cls.from_config(config, trust_remote_code=recipe.model.trust_remote_code)
     except (OSError, ValueError, KeyError) as err:

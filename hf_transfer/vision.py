@@ -29,7 +29,7 @@ from torch import nn
 from hf_transfer.data import default_num_workers
 from hf_transfer.errors import DataError, RecipeError
 from hf_transfer.schema import Recipe, VisionConfig
-from hf_transfer.text import _load_error, load_auto_processor, model_source, with_config_overrides
+from hf_transfer.text import _load_error, load_auto_model, load_auto_processor, with_config_overrides
 
 
 # TrainingArguments defaults for this modality (a recipe value still wins): the image column must
@@ -121,24 +121,15 @@ def _zero_classifier(model: nn.Module) -> None:
 
 
 def _load_transformers_model(recipe: Recipe, label_names: list[str] | None, num_labels: int):
-    from transformers import AutoConfig, AutoModelForImageClassification
+    from transformers import AutoModelForImageClassification
 
     kwargs: dict[str, Any] = {"num_labels": num_labels, "problem_type": recipe.data.problem_type}
     if label_names:
         kwargs["id2label"] = dict(enumerate(label_names))
         kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
-    source = model_source(recipe.model.name_or_path)
-    common = {"revision": recipe.model.revision, "trust_remote_code": recipe.model.trust_remote_code}
-    kwargs = with_config_overrides(recipe, kwargs)
-    try:
-        if recipe.model.pretrained:  # a new head: the pretrained one (e.g. 1000 ImageNet classes) is dropped
-            return AutoModelForImageClassification.from_pretrained(
-                source, ignore_mismatched_sizes=True, **common, **kwargs
-            )
-        config = AutoConfig.from_pretrained(source, **common, **kwargs)
-        return AutoModelForImageClassification.from_config(config, trust_remote_code=recipe.model.trust_remote_code)
-    except (OSError, ValueError, KeyError) as err:
-        raise _load_error(recipe, "an image-classification model", err) from None
+    # a new head: the pretrained one (e.g. 1000 ImageNet classes) is dropped
+    return load_auto_model(AutoModelForImageClassification, recipe, "an image-classification model",
+                           pretrained_kwargs={"ignore_mismatched_sizes": True}, **kwargs)
 
 
 # --------------------------------------------------------------------------- preprocessing

@@ -100,6 +100,26 @@ def test_transformers_run_reloads_with_pipeline(tiny_vit, images, tmp_path):
     assert [r[0]["label"] for r in clf(probes)] == in_memory_labels(result, probes)
 
 
+def test_transformers_pickled_weights_are_refused_unless_allowed(tiny_vit, images, tmp_path):
+    """As for text: a folder with only pytorch_model.bin loads only with model.allow_pickle."""
+    import shutil
+
+    from transformers import AutoModelForImageClassification
+
+    from hf_transfer.errors import ModelError
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_vit, folder)
+    model = AutoModelForImageClassification.from_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    with pytest.raises(ModelError, match="model.name_or_path: cannot load"):
+        finetune(vision_recipe(folder, images, tmp_path / "a", library="transformers"))
+    recipe = vision_recipe(folder, images, tmp_path / "b", library="transformers")
+    recipe["model"]["allow_pickle"] = True
+    assert finetune(recipe).metrics["test"]["test_accuracy"] >= 0
+
+
 def test_partial_freeze_on_timm_keeps_stem_and_first_stage(tiny_resnet, images, tmp_path):
     before = load_file(tiny_resnet / "model.safetensors")
     out = tmp_path / "out"
