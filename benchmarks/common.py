@@ -100,6 +100,15 @@ def median_rate(times: list[float], per_step: list[float] | float, warmup: int =
     return statistics.median(rates)
 
 
+def rss_anon_mb() -> float:
+    """This process's anonymous resident memory (RssAnon: heap and tensors, no mapped files), MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 class PeakMemory:
     """Peak memory (MB) inside a `with` block: GPU allocated on CUDA, else process RSS (sampled)."""
 
