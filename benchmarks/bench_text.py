@@ -275,7 +275,7 @@ def bert_base_model(out: Path) -> Path:
     return random_weights_model(ROOT / "assets/minilm-l6", out, BertConfig(num_labels=2))
 
 
-def peak_rss_mb(overrides: list[str], out: Path) -> dict:
+def peak_memory(overrides: list[str], out: Path) -> dict:
     """Peak memory (MB) of hf-transfer's own pipeline (build_trainer, Trainer.train) in a fresh CPU process:
     - peak_rss_mb: the process's peak resident set (ru_maxrss), everything included;
     - peak_anon_mb: peak anonymous memory (RssAnon, sampled every 5 ms): tensors and the Python heap,
@@ -283,25 +283,20 @@ def peak_rss_mb(overrides: list[str], out: Path) -> dict:
       The weights are copied out of their memory-mapped file first, so every strategy counts them here;
     - libraries_mb: RSS with torch, transformers, datasets, peft and accelerate imported."""
     code = f"""
-import resource, sys, threading, time
+import resource, sys
 from pathlib import Path
 sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "benchmarks")!r}]
 import accelerate, datasets, peft, torch, transformers
-from common import PeakMemory, rss_anon_mb
+from common import PeakMemory, rss_anon_mb, rss_mb
 from bench_text import RECIPE, hf_transfer_trainer
-libraries = PeakMemory._rss_mb()
+libraries = rss_mb()
 trainer, _ = hf_transfer_trainer(RECIPE, {overrides!r}, Path({str(out)!r}))
 with torch.no_grad():
     for param in trainer.model.parameters():
         param.data = param.data.clone()
-peak = {{"anon": rss_anon_mb()}}
-def sample():
-    while True:
-        peak["anon"] = max(peak["anon"], rss_anon_mb())
-        time.sleep(0.005)
-threading.Thread(target=sample, daemon=True).start()
-trainer.train()
-print(libraries, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, max(peak["anon"], rss_anon_mb()))
+with PeakMemory(0.005, rss_anon_mb) as anon:
+    trainer.train()
+print(libraries, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, anon.peak_mb)
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
@@ -330,7 +325,7 @@ def memory_summary(work: Path, repeats: int = 3) -> tuple[list[dict], dict]:
     runs: dict[str, list[dict]] = {name: [] for name in MEMORY_CASES}
     for _ in range(repeats):
         for name, over in MEMORY_CASES.items():
-            runs[name].append(peak_rss_mb(base + over, work / f"mem-{name}"))
+            runs[name].append(peak_memory(base + over, work / f"mem-{name}"))
     rows = []
     for name, measured in runs.items():
         row = {key: round(statistics.median(m[key] for m in measured)) for key in measured[0]}

@@ -100,6 +100,12 @@ def median_rate(times: list[float], per_step: list[float] | float, warmup: int =
     return statistics.median(rates)
 
 
+def rss_mb() -> float:
+    """This process's resident set size, MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def rss_anon_mb() -> float:
     """This process's anonymous resident memory (RssAnon: heap and tensors, no mapped files), MB."""
     with open("/proc/self/status") as f:
@@ -110,26 +116,22 @@ def rss_anon_mb() -> float:
 
 
 class PeakMemory:
-    """Peak memory (MB) inside a `with` block: GPU allocated on CUDA, else process RSS (sampled)."""
+    """Peak memory (MB) inside a `with` block: GPU allocated on CUDA, else `read()` (default: process
+    RSS) sampled every `interval` seconds."""
 
-    def __init__(self, interval: float = 0.02):
-        self.interval, self.peak_mb, self._stop = interval, 0.0, threading.Event()
-
-    @staticmethod
-    def _rss_mb() -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    def __init__(self, interval: float = 0.02, read=rss_mb):
+        self.interval, self.read, self.peak_mb, self._stop = interval, read, 0.0, threading.Event()
 
     def _sample(self):
         while not self._stop.wait(self.interval):
-            self.peak_mb = max(self.peak_mb, self._rss_mb())
+            self.peak_mb = max(self.peak_mb, self.read())
 
     def __enter__(self):
         if CUDA:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         else:
-            self.peak_mb = self._rss_mb()
+            self.peak_mb = self.read()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
@@ -140,7 +142,7 @@ class PeakMemory:
         else:
             self._stop.set()
             self._thread.join()
-            self.peak_mb = max(self.peak_mb, self._rss_mb())
+            self.peak_mb = max(self.peak_mb, self.read())
         return False
 
     @property
