@@ -11,13 +11,9 @@ from typing import Any, Callable
 import torch
 
 
-def _logits(index: int, outputs) -> torch.Tensor:
-    return outputs.logits
-
-
 @torch.no_grad()
 def run_batches(model, split, collator, batch_size: int, device,
-                keep: Callable[[int, Any], Any] = _logits) -> list:
+                keep: Callable[[int, Any], Any]) -> list:
     """`keep(batch index, model outputs)` for every batch of `split` (its `labels` are not fed), in order.
 
     The model runs in eval mode on `device` under no_grad; its train/eval mode is restored afterwards."""
