@@ -275,36 +275,55 @@ def bert_base_model(out: Path) -> Path:
     return random_weights_model(ROOT / "assets/minilm-l6", out, BertConfig(num_labels=2))
 
 
-def peak_memory(overrides: list[str], out: Path) -> dict:
-    """Peak memory (MB) of hf-transfer's own pipeline (build_trainer, Trainer.train) in a fresh CPU process:
-    - peak_rss_mb: the process's peak resident set (ru_maxrss), everything included;
-    - peak_anon_mb: peak anonymous memory (RssAnon, sampled every 5 ms): tensors and the Python heap,
-      without mapped files (library code, whose resident share moves with the machine's page cache).
-      The weights are copied out of their memory-mapped file first, so every strategy counts them here;
-    - libraries_mb: RSS with torch, transformers, datasets, peft and accelerate imported."""
+def _memory_child(overrides: list[str], out: Path, measure: str) -> list[float]:
+    """Builds hf-transfer's trainer (build_trainer) for `overrides` in a fresh CPU process, runs `measure`
+    (Python code around `trainer.train()` that prints numbers on its last line) and returns them."""
     code = f"""
 import resource, sys
 from pathlib import Path
 sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "benchmarks")!r}]
 import accelerate, datasets, peft, torch, transformers
-from common import PeakMemory, rss_anon_mb, rss_mb
+from common import PeakMemory, PeakTensorMemory, module_tensor_mb, rss_anon_mb, rss_mb
 from bench_text import RECIPE, hf_transfer_trainer
 libraries = rss_mb()
 trainer, _ = hf_transfer_trainer(RECIPE, {overrides!r}, Path({str(out)!r}))
+{measure}"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    if run.returncode:
+        raise RuntimeError(f"memory case {overrides}: {run.stderr.strip().splitlines()[-1:]}")
+    return [float(x) for x in run.stdout.strip().splitlines()[-1].split()]
+
+
+def peak_memory(overrides: list[str], out: Path) -> dict:
+    """Peak process memory (MB) of hf-transfer's own pipeline (build_trainer, Trainer.train), fresh process:
+    - peak_rss_mb: the process's peak resident set (ru_maxrss), everything included;
+    - peak_anon_mb: peak anonymous memory (RssAnon, sampled every 5 ms): tensors and the Python heap,
+      without mapped files (library code, whose resident share moves with the machine's page cache).
+      The weights are copied out of their memory-mapped file first, so every strategy counts them here;
+    - libraries_mb: RSS with torch, transformers, datasets, peft and accelerate imported."""
+    libraries, peak, anon = _memory_child(overrides, out, """
 with torch.no_grad():
     for param in trainer.model.parameters():
         param.data = param.data.clone()
 with PeakMemory(0.005, rss_anon_mb) as anon:
     trainer.train()
 print(libraries, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, anon.peak_mb)
-"""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         stdin=subprocess.DEVNULL, start_new_session=True)
-    if run.returncode:
-        raise RuntimeError(f"memory case {overrides}: {run.stderr.strip().splitlines()[-1:]}")
-    libraries, peak, anon = map(float, run.stdout.strip().splitlines()[-1].split())
+""")
     return {"peak_rss_mb": round(peak), "peak_anon_mb": round(anon), "libraries_mb": round(libraries)}
+
+
+def peak_tensor_memory(overrides: list[str], out: Path) -> float:
+    """Peak MB held by live tensors during the same training (the model's weights and buffers, then every
+    allocation: activations, gradients, optimizer state, temporaries), fresh process: what
+    torch.cuda.max_memory_allocated reports on a GPU. Deterministic for a given case, so run once."""
+    (peak,) = _memory_child(overrides, out, """
+with PeakTensorMemory(module_tensor_mb(trainer.model)) as tensors:
+    trainer.train()
+print(tensors.peak_mb)
+""")
+    return round(peak)
 
 
 def memory_overrides(model: Path, files: dict, steps: int = 4) -> list[str]:
@@ -318,7 +337,8 @@ def memory_overrides(model: Path, files: dict, steps: int = 4) -> list[str]:
 def memory_summary(work: Path, repeats: int = 3) -> tuple[list[dict], dict]:
     """Full fine-tuning vs LoRA (hf-transfer's defaults: r 8 on the attention query / value) on a
     BERT-base-size model, batch 8 × 128 tokens, with and without activation (gradient) checkpointing.
-    Each case runs `repeats` times, the cases interleaved; a row gives the median and every run's peak."""
+    Process memory: each case runs `repeats` times, the cases interleaved; a row gives the median and
+    every run's peak. Tensor memory (peak_tensor_mb) is deterministic and runs once per case."""
     files = long_reviews({"train": str(ROOT / "assets/drugreview/train.csv"),
                           "test": str(ROOT / "assets/drugreview/test.csv")}, work / "long")
     base = memory_overrides(bert_base_model(work / "bert-base-random"), files)
@@ -329,18 +349,20 @@ def memory_summary(work: Path, repeats: int = 3) -> tuple[list[dict], dict]:
     rows = []
     for name, measured in runs.items():
         row = {key: round(statistics.median(m[key] for m in measured)) for key in measured[0]}
+        row["peak_tensor_mb"] = peak_tensor_memory(base + MEMORY_CASES[name], work / f"mem-{name}")
         rows.append({"case": f"BERT-base {name.replace('_', ' ')}", **row,
                      "peak_rss_mb_each_run": [m["peak_rss_mb"] for m in measured],
                      "peak_anon_mb_each_run": [m["peak_anon_mb"] for m in measured]})
-    peak = {name: r["peak_rss_mb"] for name, r in zip(MEMORY_CASES, rows)}
-    anon = {name: r["peak_anon_mb"] for name, r in zip(MEMORY_CASES, rows)}
-    summary = {f"bert_base_peak_rss_mb_{name}": mb for name, mb in peak.items()}
+    measures = {"rss": "peak_rss_mb", "anon": "peak_anon_mb", "tensors": "peak_tensor_mb"}
+    by_case = {m: {name: r[key] for name, r in zip(MEMORY_CASES, rows)} for m, key in measures.items()}
+    summary = {f"bert_base_peak_rss_mb_{name}": mb for name, mb in by_case["rss"].items()}
+    summary |= {f"bert_base_peak_tensor_mb_{name}": mb for name, mb in by_case["tensors"].items()}
     pairs = {"lora_over_full": ("lora", "full"),
              "lora_checkpointed_over_full": ("lora_checkpointed", "full"),
              "lora_over_full_both_checkpointed": ("lora_checkpointed", "full_checkpointed")}
     for key, (a, b) in pairs.items():
-        summary[f"bert_base_{key}_peak_rss"] = round(peak[a] / peak[b], 3)
-        summary[f"bert_base_{key}_peak_anon"] = round(anon[a] / anon[b], 3)
+        for m, mb in by_case.items():
+            summary[f"bert_base_{key}_peak_{m}"] = round(mb[a] / mb[b], 3)
     return rows, summary
 
 

@@ -3,14 +3,17 @@
 - the device's measured matmul peak (fp32 always; bf16 on a GPU or a CPU with bf16 instructions),
 - per-step wall time through a Trainer callback (median of windows after warm-up),
 - peak memory during a case: torch.cuda.max_memory_allocated (reset per case) on a GPU, the
-  process's resident set size sampled every 20 ms on CPU,
+  process's resident set size sampled every 20 ms on CPU; on CPU also the peak held by live tensors
+  (PeakTensorMemory, the counterpart of max_memory_allocated),
 - model FLOPs per sample counted by torch.utils.flop_counter on one forward (× 3 for a training step).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import tempfile
 import threading
 import time
 
@@ -148,6 +151,50 @@ class PeakMemory:
     @property
     def label(self) -> str:
         return "peak GPU memory allocated" if CUDA else "peak process RSS"
+
+
+def module_tensor_mb(module: torch.nn.Module) -> float:
+    """MB held by a module's parameters and buffers (each storage once)."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                for t in [*module.parameters(), *module.buffers()]}
+    return sum(storages.values()) / 2**20
+
+
+class PeakTensorMemory:
+    """Peak memory held by CPU tensors inside a `with` block (MB): `start_mb` (what was live at entry,
+    e.g. the model's weights) plus the most the CPU allocator had handed out at once since, summed from
+    torch.profiler's memory events. The CPU counterpart of torch.cuda.max_memory_allocated: it leaves
+    out library code, the Python heap and the freed pages malloc keeps, all of which RSS counts."""
+
+    def __init__(self, start_mb: float = 0.0):
+        self.start_mb, self.peak_mb = start_mb, start_mb
+        self._prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+
+    def __enter__(self):
+        self._prof.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._prof.__exit__(*exc)
+        with tempfile.TemporaryDirectory() as tmp:
+            trace = os.path.join(tmp, "trace.json")
+            self._prof.export_chrome_trace(trace)
+            with open(trace) as f:
+                events = json.load(f)["traceEvents"]
+        self.peak_mb = self.start_mb + allocation_peak_bytes(events) / 2**20
+        return False
+
+
+def allocation_peak_bytes(events: list[dict]) -> int:
+    """The most bytes live at once above the start, from a chrome trace's "[memory]" events (each an
+    allocation, positive bytes, or a free, negative), in time order."""
+    changes = sorted(((e["ts"], e["args"]["Bytes"]) for e in events if e.get("name") == "[memory]"),
+                     key=lambda change: change[0])  # stable: same-time events keep the trace's order
+    live = peak = 0
+    for _, size in changes:
+        live += size
+        peak = max(peak, live)
+    return peak
 
 
 def forward_flops(model, batch: dict) -> int:

@@ -1,5 +1,6 @@
-"""The benchmark suite's bookkeeping (benchmarks/bench_text.py): the fixed-length comparison alternates
-which pipeline runs first and averages per-round ratios, so drift over a run favours neither."""
+"""The benchmark suite's bookkeeping (benchmarks/bench_text.py, common.py): the fixed-length comparison
+alternates which pipeline runs first and averages per-round ratios, so drift over a run favours neither;
+the CPU tensor-memory peak is the most the allocator had live at once."""
 
 import sys
 from pathlib import Path
@@ -8,6 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_text  # noqa: E402
+import common  # noqa: E402
+import torch  # noqa: E402
 
 
 def test_fixed_rounds_alternate_which_pipeline_runs_first():
@@ -24,3 +27,28 @@ def test_fixed_ratio_cancels_a_linear_drift_over_balanced_rounds():
     result = bench_text.fixed_ratio(rows)
     assert result["speedup_fixed_128_per_round"] == [0.98, 1.02]
     assert result["speedup_fixed_128"] == pytest.approx(1.0, abs=2e-3)
+
+
+def test_peak_tensor_memory_is_the_most_live_at_once_plus_the_start():
+    mb = 2**20
+    with common.PeakTensorMemory(start_mb=5.0) as memory:
+        a = torch.empty(4 * mb, dtype=torch.uint8)
+        b = torch.empty(8 * mb, dtype=torch.uint8)  # 12 MB live
+        del a, b
+        c = torch.empty(6 * mb, dtype=torch.uint8)
+        del c
+    assert memory.peak_mb == pytest.approx(5.0 + 12.0, abs=0.05)
+
+
+def test_allocation_peak_keeps_the_trace_order_of_simultaneous_events():
+    def memory(ts, size):
+        return {"name": "[memory]", "ts": ts, "args": {"Bytes": size}}
+
+    events = [memory(2, 30), memory(1, 10), memory(2, -30), {"name": "aten::mm", "ts": 1}, memory(3, 5)]
+    assert common.allocation_peak_bytes(events) == 40  # 10, then +30 before the -30 at the same time
+
+
+def test_module_tensor_mb_counts_tied_weights_once():
+    model = torch.nn.Sequential(torch.nn.Embedding(256, 1024), torch.nn.Linear(1024, 256, bias=False))
+    model[1].weight = model[0].weight
+    assert common.module_tensor_mb(model) == pytest.approx(1.0)
