@@ -50,23 +50,29 @@ assets-vision: install $(FASHION_MNIST)
 
 # Fine-tune the embedded default (pretrained), then the same recipe from random initialisation.
 demo: assets
-	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
-		scripts/finetune.py recipes/minilm_drugreview.yaml training.output_dir=$(DEMO_OUT) \
-		training.disable_tqdm=true --overwrite
-	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
-		scripts/finetune.py recipes/minilm_drugreview.yaml training.output_dir=$(DEMO_OUT)-scratch \
-		model.pretrained=false training.disable_tqdm=true --overwrite
-	@$(VENV)/bin/python scripts/compare.py $(DEMO_OUT) $(DEMO_OUT)-scratch
+demo: private demo_recipe = recipes/minilm_drugreview.yaml
+demo: private demo_out = $(DEMO_OUT)
 
 # Fine-tune the offline speech default (Whisper tiny.en encoder, spoken digits), then from random init.
 demo-speech: assets-speech
+demo-speech: private demo_recipe = recipes/whisper_digits.yaml
+demo-speech: private demo_out = $(SPEECH_OUT)
+
+# The vision default: EfficientNet-Lite0 on Fashion-MNIST, pretrained then from random initialisation.
+demo-vision: assets-vision
+demo-vision: private demo_recipe = recipes/efficientnet_lite0_fashion_mnist.yaml
+demo-vision: private demo_out = $(VISION_OUT)
+
+# Each demo: fine-tune its recipe into its output folder, then the same from random initialisation into
+# <folder>-scratch, and compare the two.
+demo demo-speech demo-vision:
 	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
-		scripts/finetune.py recipes/whisper_digits.yaml training.output_dir=$(SPEECH_OUT) \
+		scripts/finetune.py $(demo_recipe) training.output_dir=$(demo_out) \
 		training.disable_tqdm=true --overwrite
 	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
-		scripts/finetune.py recipes/whisper_digits.yaml training.output_dir=$(SPEECH_OUT)-scratch \
+		scripts/finetune.py $(demo_recipe) training.output_dir=$(demo_out)-scratch \
 		model.pretrained=false training.disable_tqdm=true --overwrite
-	@$(VENV)/bin/python scripts/compare.py $(SPEECH_OUT) $(SPEECH_OUT)-scratch
+	@$(VENV)/bin/python scripts/compare.py $(demo_out) $(demo_out)-scratch
 
 # The transfer report on the offline default: full FT, LoRA, staged, linear probe vs scratch and majority.
 report: assets
@@ -77,16 +83,6 @@ report: assets
 # Cached-feature linear probe vs the same probe through the frozen backbone (per-epoch time, accuracy).
 bench-probe: assets
 	$(OFFLINE) $(VENV)/bin/python benchmarks/linear_probe.py recipes/minilm_drugreview.yaml
-
-# The vision default: EfficientNet-Lite0 on Fashion-MNIST, pretrained then from random initialisation.
-demo-vision: assets-vision
-	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
-		scripts/finetune.py recipes/efficientnet_lite0_fashion_mnist.yaml training.output_dir=$(VISION_OUT) \
-		training.disable_tqdm=true --overwrite
-	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
-		scripts/finetune.py recipes/efficientnet_lite0_fashion_mnist.yaml training.output_dir=$(VISION_OUT)-scratch \
-		model.pretrained=false training.disable_tqdm=true --overwrite
-	@$(VENV)/bin/python scripts/compare.py $(VISION_OUT) $(VISION_OUT)-scratch
 
 test: install-dev
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from hf_transfer import config, finetune, schema, train, vision
+from hf_transfer import config, finetune, schema, train, vision, vision_data
 from hf_transfer.errors import DataError, RecipeError
 from hf_transfer.strategies import find_blocks, head_parameter_names
 from tests.tiny_vision import CLASSES, pattern, save_tiny_timm, save_tiny_vit, vision_recipe, write_imagefolder
@@ -45,7 +45,7 @@ def probe_images():
 
 def in_memory_labels(result, images):
     """Labels the trained model (still in memory, PEFT-wrapped or not) gives the probe images."""
-    batch = vision.collate([{"pixel_values": x, "labels": 0} for x in vision.eval_transform(
+    batch = vision_data.collate([{"pixel_values": x, "labels": 0} for x in vision_data.eval_transform(
         result.trainer.processing_class)([im.convert("RGB") for im in images])])
     model = result.trainer.model.eval()
     with torch.no_grad():
@@ -214,7 +214,7 @@ def test_augmentation_is_train_only_and_grey_becomes_rgb(tiny_resnet, images):
     recipe = load_recipe(raw)
     loaded = load_data(recipe.data, vision.input_columns(recipe), seed=0)
     assert Image.open(sorted(Path(images["train"][:-2]).glob("*/0.png"))[0]).mode == "L"
-    splits = vision.preprocess(loaded.splits, vision.load_processor(recipe), recipe)
+    splits = vision_data.preprocess(loaded.splits, vision.load_processor(recipe), recipe)
     for role in ("train", "test"):
         x = splits[role][0]["pixel_values"]
         assert tuple(x.shape) == (3, 32, 32), role
@@ -231,7 +231,7 @@ def test_trivialaugment_is_inserted_before_tensor_conversion():
     from torchvision import transforms
 
     cfg = {"input_size": (3, 32, 32), "interpolation": "bilinear", "mean": (0.5,) * 3, "std": (0.5,) * 3}
-    tf = vision.train_transform(cfg, schema.VisionConfig(auto_augment="trivialaugment"))
+    tf = vision_data.train_transform(cfg, schema.VisionConfig(auto_augment="trivialaugment"))
     kinds = [type(t) for t in tf.transforms]
     assert transforms.TrivialAugmentWide in kinds
     assert kinds.index(transforms.TrivialAugmentWide) < len(kinds) - 2
@@ -243,12 +243,13 @@ def test_mixup_makes_soft_targets_for_training_batches(tiny_vit, images, tmp_pat
 
     mix = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=3, label_smoothing=0.1)
     examples = [{"pixel_values": torch.rand(3, 8, 8), "labels": i % 3, "mixup": mix} for i in range(4)]
-    batch = vision.collate(examples)
+    batch = vision_data.collate(examples)
     assert batch["labels"].shape == (4, 3)
     assert torch.allclose(batch["labels"].sum(-1), torch.ones(4))
-    odd = vision.collate(examples[:3])
+    odd = vision_data.collate(examples[:3])
     assert odd["labels"].shape == (3, 3) and odd["labels"].argmax(-1).tolist() == [0, 1, 2]
-    assert vision.collate([{k: v for k, v in e.items() if k != "mixup"} for e in examples])["labels"].dtype == torch.long
+    unmixed = [{k: v for k, v in e.items() if k != "mixup"} for e in examples]
+    assert vision_data.collate(unmixed)["labels"].dtype == torch.long
     raw = vision_recipe(tiny_vit, images, tmp_path / "out", library="transformers")
     raw["vision"] |= {"mixup_alpha": 0.8, "cutmix_alpha": 1.0}
     result = finetune(raw)
