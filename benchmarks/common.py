@@ -186,9 +186,10 @@ class PeakTensorMemory:
 
 
 def allocation_peak_bytes(events: list[dict]) -> int:
-    """The most bytes live at once above the start, from a chrome trace's "[memory]" events (each an
-    allocation, positive bytes, or a free, negative), in time order."""
-    changes = sorted(((e["ts"], e["args"]["Bytes"]) for e in events if e.get("name") == "[memory]"),
+    """The most CPU bytes live at once above the start, from a chrome trace's "[memory]" events (each an
+    allocation, positive bytes, or a free, negative; Device Type 0 is the CPU), in time order."""
+    cpu = [e for e in events if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == 0]
+    changes = sorted(((e["ts"], e["args"]["Bytes"]) for e in cpu),
                      key=lambda change: change[0])  # stable: same-time events keep the trace's order
     live = peak = 0
     for _, size in changes:

@@ -40,12 +40,13 @@ def test_peak_tensor_memory_is_the_most_live_at_once_plus_the_start():
     assert memory.peak_mb == pytest.approx(5.0 + 12.0, abs=0.05)
 
 
-def test_allocation_peak_keeps_the_trace_order_of_simultaneous_events():
+def test_allocation_peak_keeps_the_trace_order_of_simultaneous_events_and_counts_cpu_only():
     def memory(ts, size):
         return {"name": "[memory]", "ts": ts, "args": {"Bytes": size}}
 
-    events = [memory(2, 30), memory(1, 10), memory(2, -30), {"name": "aten::mm", "ts": 1}, memory(3, 5)]
-    assert common.allocation_peak_bytes(events) == 40  # 10, then +30 before the -30 at the same time
+    gpu = {"name": "[memory]", "ts": 2, "args": {"Bytes": 99, "Device Type": 1}}
+    events = [memory(2, 30), memory(1, 10), memory(2, -30), {"name": "aten::mm", "ts": 1}, gpu, memory(3, 5)]
+    assert common.allocation_peak_bytes(events) == 40  # 10, then +30 before the -30 at the same time; no GPU
 
 
 def test_module_tensor_mb_counts_tied_weights_once():
