@@ -82,14 +82,14 @@ def first_step_seconds(overrides: list[str], out: Path, datasets_cache: Path) ->
 CACHE_SNIPPET = """
 import json, sys, time
 t0 = time.perf_counter()
-from hf_transfer.config import load_recipe
-from hf_transfer.data import load_data
-from hf_transfer.train import MODALITIES
+from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.tasks import resolve
+from hf_transfer.tasks.data import load_data
 recipe = load_recipe(sys.argv[1], sys.argv[2:])
-m = MODALITIES[recipe.model.modality]
+task, spec = resolve(recipe)
 t1 = time.perf_counter()
-loaded = load_data(recipe.data, m.input_columns(recipe), 42)
-splits = m.preprocess(loaded.splits, m.load_processor(recipe), recipe)
+loaded = load_data(recipe.data, task.input_columns(spec), 42, task.labeler(spec))
+splits = task.preprocess(loaded.splits, task.load_processor(spec), spec)
 print(json.dumps({"seconds": time.perf_counter() - t1, "fingerprint": splits["train"]._fingerprint}))
 """
 

@@ -22,7 +22,7 @@ SPEECH = ROOT / "recipes/whisper_digits.yaml"
 
 
 def build(recipe_path: Path, overrides: list[str], out: Path):
-    from hf_transfer.config import load_recipe
+    from hf_transfer.recipe.validate import load_recipe
     from hf_transfer.train import build_trainer
 
     recipe = load_recipe(recipe_path, overrides + [f"training.output_dir={out}"])
@@ -67,7 +67,7 @@ def common_overrides(args) -> list[str]:
 
 
 def cases(args, peak: dict, out: Path) -> list[dict]:
-    from hf_transfer.data import default_num_workers
+    from hf_transfer.tasks.data import default_num_workers
 
     over = common_overrides(args)
     workers = default_num_workers()

@@ -87,7 +87,7 @@ def plain_trainer(model_dir, files, steps, batch, seq_len, fixed: bool, out, bf1
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                               Trainer, TrainingArguments, default_data_collator)
 
-    from hf_transfer.metrics import compute_metrics_fn
+    from hf_transfer.tasks.classification import compute_metrics_fn
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     raw = datasets.load_dataset("csv", data_files=files)
@@ -113,7 +113,7 @@ def plain_trainer(model_dir, files, steps, batch, seq_len, fixed: bool, out, bf1
 
 
 def hf_transfer_trainer(recipe_path, overrides, out):
-    from hf_transfer.config import load_recipe
+    from hf_transfer.recipe.validate import load_recipe
     from hf_transfer.train import build_trainer
 
     recipe = load_recipe(recipe_path, overrides + [f"training.output_dir={out}"])

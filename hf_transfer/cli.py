@@ -1,6 +1,7 @@
 """hf-transfer: recipe-driven transfer learning on the Hugging Face stack.
 
-The command line. Heavy libraries are imported inside the commands, not at start-up.
+The command line. Each command imports what it runs inside its function, so that `--help` and a
+recipe error stay fast (no torch, transformers or datasets at start-up).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from hf_transfer.errors import HfTransferError
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from hf_transfer.config import load_recipe
+    from hf_transfer.recipe.validate import load_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)  # recipe errors surface before any import of torch
-    from hf_transfer.train import run
+    recipe = load_recipe(args.recipe, args.overrides)
+    from hf_transfer.runs import run
 
     result = run(recipe, overwrite=args.overwrite, resume=args.resume)
     if result.trainer is None or result.trainer.is_world_process_zero():  # None: --resume of finished folds
@@ -28,7 +29,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from hf_transfer.config import load_recipe
+    from hf_transfer.recipe.validate import load_recipe
 
     for path in args.recipes:
         load_recipe(path)
@@ -45,7 +46,7 @@ def cmd_assets(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from hf_transfer.hub import push
+    from hf_transfer.outputs.hub import push
 
     urls = push(args.output_dir, args.repo_id, private=not args.public, revision=args.revision,
                 base_model=args.base_model, merged_repo_id=args.merged_repo_id)
@@ -55,14 +56,14 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from hf_transfer.verify import verify
+    from hf_transfer.outputs.verify import verify
 
     print(verify(args.output_dir, device=args.device, tolerance=args.tolerance).summary())
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from hf_transfer.predict import format_results, predict
+    from hf_transfer.outputs.predict import format_results, predict
 
     items, results = predict(args.output_dir, args.inputs, top_k=args.top_k, batch_size=args.batch_size,
                              device=args.device)

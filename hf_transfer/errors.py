@@ -31,3 +31,7 @@ class VerifyError(HfTransferError):
 
 class DependencyError(HfTransferError):
     """An optional extra that the recipe or the launcher needs is not installed."""
+
+
+class TrainingError(HfTransferError):
+    """Training cannot go on (e.g. the loss became NaN)."""

@@ -28,8 +28,8 @@ class KillAtStep(transformers.TrainerCallback):
 if __name__ == "__main__":
     recipe, mode, step, rest = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
     if mode == "step":
-        original = train._callbacks
-        train._callbacks = lambda r: original(r) + [KillAtStep(step)]
+        original = train.early_stopping
+        train.early_stopping = lambda r: original(r) + [KillAtStep(step)]
     elif mode == "save":
         original_save = transformers.Trainer._save_rng_state
 

@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from hf_transfer.config import load_recipe, parse_yaml
+from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.recipe.yaml import parse_yaml
 from hf_transfer.errors import RecipeError
-from hf_transfer.schema import LoraConfig, PartialConfig
+from hf_transfer.strategies.freeze import PartialConfig
+from hf_transfer.strategies.peft import LoraConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -149,16 +151,6 @@ def test_recipe_with_string_learning_rate_file(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "hf-transfer: error: training.learning_rate: expected float, got 'fast'"
-
-
-def test_modality_registries_agree():
-    from hf_transfer.schema import MODALITIES as SCHEMA
-    from hf_transfer.train import MODALITIES
-
-    assert set(MODALITIES) == set(SCHEMA)
-    for module in MODALITIES.values():
-        for fn in ("input_columns", "load_processor", "preprocess", "collator", "load_model"):
-            assert callable(getattr(module, fn)), (module.__name__, fn)
 
 
 def test_cli_commands_match_parser():

@@ -8,8 +8,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from hf_transfer import cv, finetune
-from hf_transfer.config import load_recipe
+from hf_transfer import finetune
+from hf_transfer.runs import cv
+from hf_transfer.tasks.data import fold_indices
+from hf_transfer.recipe.validate import load_recipe
 from hf_transfer.errors import OutputError, RecipeError
 from hf_transfer.train import load_splits
 from tests.tiny import multitask_recipe, text_recipe, write_multitask_csv
@@ -19,7 +21,7 @@ from tests.tiny_vision import save_tiny_timm, vision_recipe, write_imagefolder
 def test_folds_are_stratified_disjoint_and_cover_the_rows():
     rng = np.random.default_rng(0)
     strata = list(rng.choice(3, size=100, p=[0.6, 0.3, 0.1]))
-    held = cv.fold_indices(100, strata, 4, seed=7)
+    held = fold_indices(100, strata, 4, seed=7)
     assert len(held) == 4
     assert sorted(np.concatenate(held).tolist()) == list(range(100))  # disjoint and covering
     total = Counter(strata)
@@ -27,8 +29,8 @@ def test_folds_are_stratified_disjoint_and_cover_the_rows():
         counts = Counter(strata[i] for i in fold)
         for c, n in total.items():
             assert abs(counts[c] - n / 4) < 1, (c, counts)
-    assert [f.tolist() for f in held] == [f.tolist() for f in cv.fold_indices(100, strata, 4, seed=7)]
-    assert [f.tolist() for f in held] != [f.tolist() for f in cv.fold_indices(100, strata, 4, seed=8)]
+    assert [f.tolist() for f in held] == [f.tolist() for f in fold_indices(100, strata, 4, seed=7)]
+    assert [f.tolist() for f in held] != [f.tolist() for f in fold_indices(100, strata, 4, seed=8)]
 
 
 def _reviews(split):

@@ -182,7 +182,7 @@ def test_saved_weights_with_an_empty_tensor_are_refused(tmp_path):
 
 
 def test_merge_is_refused_when_weights_are_sharded(tiny_bert, sentiment_files, tmp_path):
-    from hf_transfer.config import load_recipe
+    from hf_transfer.recipe.validate import load_recipe
     from hf_transfer.train import _check_merge
 
     recipe = load_recipe(text_recipe(tiny_bert, sentiment_files, tmp_path, strategy="lora", merge=True))
@@ -330,7 +330,7 @@ def test_gradient_accumulation_matches_the_larger_batch(tiny_bert_no_dropout, da
 def test_the_launchers_mixed_precision_reaches_training_arguments(launcher, training, expected, monkeypatch):
     # DeepSpeed configs with `mixed_precision: bf16` enable bf16 in DeepSpeed; Trainer refuses a
     # TrainingArguments with bf16=False beside it (seen on a GPU with deepspeed_zero2/3.yaml).
-    from hf_transfer.train import launcher_precision
+    from hf_transfer.trainer import launcher_precision
 
     if launcher is None:
         monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)

@@ -8,8 +8,12 @@ import numpy as np
 import torch
 import pytest
 
-from hf_transfer import data, speech, train, vision
-from hf_transfer.config import load_recipe
+from hf_transfer import train, trainer
+from hf_transfer.tasks import resolve
+from hf_transfer.tasks import audio as speech
+from hf_transfer.tasks import data
+from hf_transfer.tasks import image_classification as vision
+from hf_transfer.recipe.validate import load_recipe
 from tests.test_speech import audio_files, tiny_audio  # noqa: F401 - session fixtures
 from tests.tiny import speech_recipe, text_recipe
 
@@ -28,25 +32,25 @@ def test_default_workers_leave_a_core_and_share_among_local_processes(monkeypatc
 
 @pytest.mark.parametrize("modality", [vision, speech])
 def test_media_modalities_default_to_machine_sized_workers_and_a_recipe_value_wins(modality, tmp_path):
-    assert modality.TRAINING_DEFAULTS["dataloader_num_workers"] == data.default_num_workers()
+    assert modality.training_defaults()["dataloader_num_workers"] == data.default_num_workers()
     name = "vision" if modality is vision else "speech"
     raw = {"model": {"name_or_path": "x", "modality": name}, "data": {"path": "csv"},
            "training": {"output_dir": str(tmp_path)}}
-    args = train.training_arguments(load_recipe(raw), tmp_path)
+    args = trainer.training_arguments(load_recipe(raw), tmp_path)
     assert args.dataloader_num_workers == data.default_num_workers()
     raw["training"]["dataloader_num_workers"] = 3
-    assert train.training_arguments(load_recipe(raw), tmp_path).dataloader_num_workers == 3
+    assert trainer.training_arguments(load_recipe(raw), tmp_path).dataloader_num_workers == 3
 
 
 def test_text_keeps_loading_in_the_training_process(tmp_path):
     raw = {"model": {"name_or_path": "x"}, "data": {"path": "csv"}, "training": {"output_dir": str(tmp_path)}}
-    assert train.training_arguments(load_recipe(raw), tmp_path).dataloader_num_workers == 0
+    assert trainer.training_arguments(load_recipe(raw), tmp_path).dataloader_num_workers == 0
 
 
 def _preprocessed(recipe):
-    modality = train.MODALITIES[recipe.model.modality]
-    loaded = data.load_data(recipe.data, modality.input_columns(recipe), 0)
-    return modality.preprocess(loaded.splits, modality.load_processor(recipe), recipe)
+    task, spec = resolve(recipe)
+    loaded = data.load_data(recipe.data, task.input_columns(spec), 0, task.labeler(spec))
+    return task.preprocess(loaded.splits, task.load_processor(spec), spec)
 
 
 def _assert_second_run_reuses_the_cache(recipe, caplog):

@@ -12,7 +12,7 @@ from huggingface_hub import HfApi, ModelCard
 from hf_transfer import finetune
 from hf_transfer.cli import COMMANDS, _parser, main
 from hf_transfer.errors import HubError
-from hf_transfer.hub import push
+from hf_transfer.outputs.hub import push
 from tests.tiny import text_recipe
 
 TOKEN = "hf_SENTINELtoken0123456789abcdefABCDEF"
@@ -230,7 +230,7 @@ def test_recipe_push_without_token_fails_before_training(tiny_bert, sentiment_fi
 
 
 def test_push_without_repo_id_is_a_recipe_error():
-    from hf_transfer.config import load_recipe
+    from hf_transfer.recipe.validate import load_recipe
     from hf_transfer.errors import RecipeError
 
     with pytest.raises(RecipeError, match="hub.repo_id: required when hub.push is true"):

@@ -6,8 +6,8 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from hf_transfer.distill import predict_logits
-from hf_transfer.probe import _compute, probe_head
+from hf_transfer.objectives.distill import predict_logits
+from hf_transfer.strategies.probe import _compute, probe_head
 
 TEXTS = ["good great drug", "awful terrible pain", "the drug was fine", "worst day bad", "fine", "great"]
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from hf_transfer import config
-from hf_transfer.distill import check_label_space
+from hf_transfer.recipe import validate as config
+from hf_transfer.objectives.distill import check_label_space
 from hf_transfer.errors import DataError, ModelError, RecipeError
-from hf_transfer.losses import (
+from hf_transfer.objectives.losses import (
     class_weights, dann_lambda, distillation_loss, grad_reverse, mmd2, resolve_class_weights, task_loss_function,
 )
 

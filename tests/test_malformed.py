@@ -8,9 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hf_transfer.config import load_recipe, parse_yaml
+from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.recipe.yaml import parse_yaml
 from hf_transfer.errors import DataError, RecipeError
-from hf_transfer.schema import STRATEGY_CONFIGS, DataConfig, HubConfig, ModelConfig
+from hf_transfer.recipe.schema import DataConfig, HubConfig, ModelConfig
+from hf_transfer.strategies import STRATEGIES
+
+STRATEGY_CONFIGS = {name: s.options for name, s in STRATEGIES.items()}
 
 BASE = {
     "model": {"name_or_path": "some/model"},
@@ -38,7 +42,7 @@ def wrong_values(tp) -> st.SearchStrategy:
     """Values that a field of annotation `tp` must reject."""
     def ok(v):
         try:
-            from hf_transfer.config import _check_value
+            from hf_transfer.recipe.typed import check_value as _check_value
             _check_value(v, tp, "x")
             return False
         except RecipeError:
@@ -157,8 +161,9 @@ def tokenizer(tmp_path_factory):
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(malformed_csv())
 def test_malformed_data_files_give_one_line_naming_the_problem(tokenizer, tmp_path, case):
-    from hf_transfer import text
-    from hf_transfer.data import load_data
+    from hf_transfer.tasks import text_classification as text
+    from hf_transfer.tasks import resolve
+    from hf_transfer.tasks.data import load_data
 
     content, where = case
     path = Path(tmp_path) / "train.csv"
@@ -169,7 +174,8 @@ def test_malformed_data_files_give_one_line_naming_the_problem(tokenizer, tmp_pa
                  "label_names": ["negative", "positive"], "test_split": None},
     })
     with pytest.raises(DataError) as info:
-        loaded = load_data(recipe.data, text.input_columns(recipe), seed=0)
-        text.preprocess(loaded.splits, tokenizer, recipe)
+        task, spec = resolve(recipe)
+        loaded = load_data(recipe.data, text.input_columns(spec), seed=0, labeler=task.labeler(spec))
+        text.preprocess(loaded.splits, tokenizer, spec)
     assert "\n" not in str(info.value)
     assert str(info.value).startswith(where), (str(info.value), where)

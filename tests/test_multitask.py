@@ -8,11 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_transfer import finetune, multitask
-from hf_transfer.config import load_recipe
+from hf_transfer import finetune
+from hf_transfer.tasks import multitask
+from hf_transfer.recipe.validate import load_recipe
 from hf_transfer.errors import RecipeError
-from hf_transfer.schema import TaskConfig
-from hf_transfer.train import load_splits, training_arguments
+from hf_transfer.recipe.schema import TaskConfig
+from hf_transfer.train import load_splits
+from hf_transfer.trainer import training_arguments
 from tests.tiny import multitask_recipe, write_multitask_csv
 
 SENTENCES = ["pain good great drug", "day awful terrible pain", "drug the was fine", "it worst day bad"]

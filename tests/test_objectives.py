@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from hf_transfer import finetune, train
-from hf_transfer.config import load_recipe
-from hf_transfer.distill import TEACHER_COLUMN
-from hf_transfer.domain import head_layer
+from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.objectives.distill import TEACHER_COLUMN
+from hf_transfer.objectives.domain import head_layer
 from hf_transfer.errors import DataError, ModelError, RecipeError
 from tests.tiny import save_tiny_audio_model, speech_recipe, text_recipe, write_audio_data
 from tests.test_vision import images, tiny_resnet  # noqa: F401 - the tiny timm model and images (fixtures)
@@ -139,7 +139,7 @@ def test_dann_text_trains_the_domain_classifier_and_does_not_save_it(tiny_bert, 
 
 
 def test_domain_loss_is_added_to_the_task_loss(tiny_bert, sentiment_files, tmp_path):
-    from hf_transfer.losses import mmd2
+    from hf_transfer.objectives.losses import mmd2
 
     recipe = text_recipe(tiny_bert, sentiment_files, tmp_path / "out")
     recipe["domain"] = {"method": "mmd", "weight": 2.0,

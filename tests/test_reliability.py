@@ -12,7 +12,8 @@ import yaml
 
 from hf_transfer import finetune
 from hf_transfer.errors import ModelError
-from hf_transfer.guards import TrainingError, last_complete_checkpoint
+from hf_transfer.errors import TrainingError
+from hf_transfer.folder import last_complete_checkpoint
 from tests.tiny import save_tiny_bert, text_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +122,7 @@ def test_tokens_never_reach_written_files(tiny_bert, sentiment_files, tmp_path, 
 
 
 def test_secret_looking_recipe_values_are_redacted():
-    from hf_transfer.guards import redact
+    from hf_transfer.recipe.yaml import redact
 
     assert redact({"a": {"api_key": "k", "token_file": None, "n": [{"password": "p"}]}, "b": 1}) == {
         "a": {"api_key": "<redacted>", "token_file": None, "n": [{"password": "<redacted>"}]}, "b": 1}

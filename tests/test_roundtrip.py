@@ -13,12 +13,15 @@ from safetensors.torch import load_file, save_file
 from hf_transfer import finetune
 from hf_transfer.cli import main
 from hf_transfer.errors import VerifyError
-from hf_transfer.hubuser import FolderError, load_pipeline
-from hf_transfer.predict import predict
-from hf_transfer.verify import compare, verify
+from hf_transfer.outputs.hubuser import FolderError, load_pipeline
+from hf_transfer.outputs.verify import hub_user_task
+from hf_transfer.tasks import TASKS
+from hf_transfer.outputs.predict import predict
+from hf_transfer.outputs.verify import compare, verify
 from tests.tiny import text_recipe
 
 LABELS = ["negative", "positive"]
+TEXT_TASK = hub_user_task(TASKS["text-classification"])
 
 
 class Lines(logging.Handler):
@@ -34,7 +37,7 @@ class Lines(logging.Handler):
 def runs(tiny_bert, sentiment_files, tmp_path_factory):
     root = tmp_path_factory.mktemp("roundtrip")
     logs = Lines()
-    logger = logging.getLogger("hf_transfer.hub")
+    logger = logging.getLogger("hf_transfer.runs.single")
     logger.addHandler(logs)
     old_level = logger.level
     logger.setLevel(logging.INFO)
@@ -76,19 +79,21 @@ def test_pipeline_logits_are_bit_identical_to_the_trainers(runs, tmp_path):
     import numpy as np
     from transformers import Trainer, TrainingArguments
 
-    from hf_transfer import text
-    from hf_transfer.config import load_recipe
-    from hf_transfer.data import load_data
-    from hf_transfer.hubuser import logits
+    from hf_transfer.tasks import text_classification as text
+    from hf_transfer.recipe.validate import load_recipe
+    from hf_transfer.outputs.hubuser import logits
+    from hf_transfer.tasks import resolve
+    from hf_transfer.tasks.data import load_data
 
     recipe = load_recipe(runs["lora"] / "recipe.yaml")
-    splits = load_data(recipe.data, text.input_columns(recipe), recipe.training["seed"]).splits
-    pipe = load_pipeline(runs["lora"], "cpu", LABELS)
+    task, spec = resolve(recipe)
+    splits = load_data(recipe.data, text.input_columns(spec), recipe.training["seed"], task.labeler(spec)).splits
+    pipe = load_pipeline(runs["lora"], hub_user_task(task), "cpu", LABELS)
     batch = recipe.training["per_device_eval_batch_size"]
     got = logits(pipe, list(splits["test"]["review"]), batch, truncation=True, max_length=recipe.model.max_length)
     args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=batch, use_cpu=True, report_to="none")
     trainer = Trainer(model=pipe.model, args=args, data_collator=text.collator(pipe.tokenizer))
-    expected = trainer.predict(text.preprocess(splits, pipe.tokenizer, recipe)["test"]).predictions
+    expected = trainer.predict(text.preprocess(splits, pipe.tokenizer, spec)["test"]).predictions
     assert got.dtype == expected.dtype and np.array_equal(got, expected)
 
 
@@ -110,7 +115,7 @@ def test_corrupted_id2label_is_caught_on_reload(runs, tmp_path):
     config["label2id"] = {"LABEL_0": 0, "LABEL_1": 1}
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(FolderError, match=r"id2label is \['LABEL_0', 'LABEL_1'\], expected the run's labels"):
-        load_pipeline(folder, "cpu", LABELS)
+        load_pipeline(folder, TEXT_TASK, "cpu", LABELS)
 
 
 def test_lora_head_not_saved_is_caught_on_reload(runs, tmp_path):
@@ -118,7 +123,7 @@ def test_lora_head_not_saved_is_caught_on_reload(runs, tmp_path):
     weights = load_file(folder / "adapter_model.safetensors")
     save_file({k: v for k, v in weights.items() if "classifier" not in k}, folder / "adapter_model.safetensors")
     with pytest.raises(FolderError, match=r"no head \(classifier or score, the adapter's modules_to_save\) was saved"):
-        load_pipeline(folder, "cpu", LABELS)
+        load_pipeline(folder, TEXT_TASK, "cpu", LABELS)
 
 
 def test_lora_weights_that_do_not_load_are_caught(runs, tmp_path):
@@ -128,7 +133,7 @@ def test_lora_weights_that_do_not_load_are_caught(runs, tmp_path):
     assert renamed.keys() != weights.keys()
     save_file(renamed, folder / "adapter_model.safetensors")
     with pytest.raises(FolderError, match="the adapter is not applied on reload"):
-        load_pipeline(folder, "cpu", LABELS)
+        load_pipeline(folder, TEXT_TASK, "cpu", LABELS)
 
 
 def test_compare_is_exact_by_default():
@@ -147,7 +152,7 @@ def test_verify_refuses_an_unfinished_folder(tmp_path):
 
 
 def test_the_hub_user_side_never_imports_hf_transfer():
-    source = (Path(__file__).parents[1] / "hf_transfer" / "hubuser.py").read_text()
+    source = (Path(__file__).parents[1] / "hf_transfer" / "outputs" / "hubuser.py").read_text()
     imported = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -187,9 +192,10 @@ def test_predict_on_a_folder_that_is_not_a_model(tmp_path, capsys):
 
 
 def test_predict_has_an_input_reader_for_every_task_the_hub_user_side_loads():
-    from hf_transfer.hubuser import TASKS
-    from hf_transfer.predict import READERS, file_inputs
+    from hf_transfer.outputs.predict import READERS
+    from hf_transfer.tasks import TASKS
+    from hf_transfer.tasks.inputs import file_inputs
 
-    assert set(READERS) == {task for task, _, _ in TASKS.values()}
+    assert set(READERS) == {task.pipeline_task for task in TASKS.values()}
     with pytest.raises(Exception, match="input file not found: nope.png"):
         file_inputs(["nope.png"])

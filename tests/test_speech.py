@@ -9,11 +9,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_transfer import config, finetune, schema, speech, train
-from hf_transfer.config import load_recipe
+from hf_transfer import finetune
+from hf_transfer.recipe import validate as config
+from hf_transfer.tasks import audio as speech
+from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.recipe.yaml import parse_yaml
 from hf_transfer.errors import DataError, RecipeError
-from hf_transfer.schema import LoraConfig, PartialConfig, SpeechConfig
-from hf_transfer.strategies import apply_strategy, backbone_of
+from hf_transfer.strategies.freeze import FullConfig, PartialConfig
+from hf_transfer.tasks import audio_classification, resolve
+from hf_transfer.strategies.peft import LoraConfig
+from hf_transfer.tasks.audio import SpeechConfig
+from hf_transfer.strategies import apply_strategy
+from hf_transfer.strategies.anatomy import backbone_of
 from tests.tiny import save_tiny_audio_model, speech_recipe, write_audio_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,12 +61,6 @@ def saved_and_in_memory_labels(out: Path, model, waves, model_for_pipeline=None)
 
 
 # --------------------------------------------------------------------------- registry, recipe
-
-
-def test_modality_registries_agree_and_speech_has_the_modality_functions():
-    assert set(train.MODALITIES) == set(schema.MODALITIES)
-    for fn in ("input_columns", "load_processor", "preprocess", "collator", "load_model"):
-        assert callable(getattr(speech, fn))
 
 
 def test_speech_section_is_checked(tmp_path):
@@ -133,17 +134,17 @@ def test_whisper_input_is_cut_to_the_clip_length(tiny_audio, audio_files, tmp_pa
     from transformers import WhisperForAudioClassification
 
     recipe = load_recipe(speech_recipe(tiny_audio["whisper"], audio_files["csv"], tmp_path), {"speech.max_duration": 1.5})
-    fe = speech.load_processor(recipe)
+    fe = speech.load_processor(resolve(recipe)[1])
     assert (fe.chunk_length, fe.n_samples, fe.nb_max_frames) == (2, 32000, 200)
-    model = speech.load_model(recipe, ["high", "low"])
+    model = audio_classification.load_model(resolve(recipe)[1], ["high", "low"])
     full = WhisperForAudioClassification.from_pretrained(tiny_audio["whisper"], num_labels=2)
     assert model.config.max_source_positions == 100
     assert torch.equal(model.encoder.embed_positions.weight, full.encoder.embed_positions.weight[:100])
     out = model(**fe(np.zeros(20000, np.float32), sampling_rate=16000, return_tensors="pt"))
     assert out.logits.shape == (1, 2)
     long = load_recipe(recipe, {"speech.short_whisper_input": False})
-    assert speech.load_processor(long).nb_max_frames == 3000
-    assert speech.load_model(long, ["high", "low"]).config.max_source_positions == 1500
+    assert speech.load_processor(resolve(long)[1]).nb_max_frames == 3000
+    assert audio_classification.load_model(resolve(long)[1], ["high", "low"]).config.max_source_positions == 1500
 
 
 # --------------------------------------------------------------------------- strategies
@@ -151,11 +152,11 @@ def test_whisper_input_is_cut_to_the_clip_length(tiny_audio, audio_files, tmp_pa
 
 def test_strategies_find_the_whisper_encoder_and_the_heads(tiny_audio, audio_files, tmp_path):
     recipe = load_recipe(speech_recipe(tiny_audio["whisper"], audio_files["csv"], tmp_path))
-    model = speech.load_model(recipe, ["high", "low"])
+    model = audio_classification.load_model(resolve(recipe)[1], ["high", "low"])
     assert backbone_of(model) is model.encoder
     apply_strategy(model, PartialConfig(freeze="backbone"))
     assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"projector", "classifier"}
-    model = speech.load_model(recipe, ["high", "low"])
+    model = audio_classification.load_model(resolve(recipe)[1], ["high", "low"])
     peft_model = apply_strategy(model, LoraConfig(r=2))
     names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     assert any("lora_A" in n for n in names)
@@ -164,11 +165,11 @@ def test_strategies_find_the_whisper_encoder_and_the_heads(tiny_audio, audio_fil
 
 def test_feature_encoder_stays_frozen_under_full(tiny_audio, audio_files, tmp_path):
     recipe = load_recipe(speech_recipe(tiny_audio["wav2vec2"], audio_files["csv"], tmp_path))
-    model = apply_strategy(speech.load_model(recipe, ["high", "low"]), schema.FullConfig())
+    model = apply_strategy(audio_classification.load_model(resolve(recipe)[1], ["high", "low"]), FullConfig())
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert frozen and all(n.startswith("wav2vec2.feature_extractor.") for n in frozen)
     recipe = load_recipe(recipe, {"speech.freeze_feature_encoder": False})
-    model = apply_strategy(speech.load_model(recipe, ["high", "low"]), schema.FullConfig())
+    model = apply_strategy(audio_classification.load_model(resolve(recipe)[1], ["high", "low"]), FullConfig())
     assert all(p.requires_grad for p in model.parameters())
 
 
@@ -234,7 +235,7 @@ def test_missing_audio_column_is_a_clear_error(tiny_audio, audio_files, tmp_path
 
 @pytest.mark.parametrize("name", sorted(HUB_RECIPES))
 def test_hub_recipe_runs_two_steps_on_a_tiny_stand_in(name, tiny_audio, audio_files, tmp_path):
-    raw = config.parse_yaml((ROOT / "recipes" / name).read_text(), name)  # YAML 1.2 floats
+    raw = parse_yaml((ROOT / "recipes" / name).read_text(), name)  # YAML 1.2 floats
     raw["model"]["name_or_path"] = str(tiny_audio[HUB_RECIPES[name]])
     raw["data"] = {**raw["data"], "path": "parquet", "name": None, "data_files": audio_files["parquet"],
                    "validation_split": None, "test_split": "test", "label_names": None}

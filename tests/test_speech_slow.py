@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_transfer import speech
+from hf_transfer.tasks import audio as speech
 from hf_transfer.assets import speech as assets_speech
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,11 +8,12 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, TrainerCallback
 
 from hf_transfer import finetune
-from hf_transfer.config import load_recipe
+from hf_transfer.recipe.validate import load_recipe
 from hf_transfer.errors import ModelError, RecipeError
-from hf_transfer.hooks import l2sp_penalty, layer_depths, param_groups
-from hf_transfer.schema import AdaLoraConfig, IA3Config, LoHaConfig, LoKrConfig, LoraConfig, StagedConfig
-from hf_transfer.staged import stage_at, stage_plan
+from hf_transfer.strategies.layers import l2sp_penalty, layer_depths, param_groups
+from hf_transfer.strategies.peft import AdaLoraConfig, IA3Config, LoHaConfig, LoKrConfig, LoraConfig
+from hf_transfer.strategies.staged import StagedConfig
+from hf_transfer.strategies.staged import stage_at, stage_plan
 from hf_transfer.strategies import apply_strategy
 from tests.tiny import text_recipe
 

@@ -8,9 +8,14 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from hf_transfer import config, finetune, schema, train, vision, vision_data
+from hf_transfer import finetune
+from hf_transfer.recipe import validate as config
+from hf_transfer.tasks import image_classification as vision
+from hf_transfer.tasks import images as vision_data
 from hf_transfer.errors import DataError, RecipeError
-from hf_transfer.strategies import find_blocks, head_parameter_names
+from hf_transfer.recipe.yaml import read_recipe_file
+from hf_transfer.tasks import resolve
+from hf_transfer.strategies.anatomy import find_blocks, head_parameter_names
 from tests.tiny_vision import CLASSES, pattern, save_tiny_timm, save_tiny_vit, vision_recipe, write_imagefolder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,13 +69,6 @@ def timm_reloaded_labels(folder: Path, images):
         logits = model(torch.stack([tf(im.convert("RGB")) for im in images]))
     names = json.loads((folder / "config.json").read_text())["label_names"]
     return [names[i] for i in logits.argmax(-1).tolist()]
-
-
-def test_modality_registries_agree():
-    assert set(train.MODALITIES) == set(schema.MODALITIES)
-    for module in train.MODALITIES.values():
-        for fn in ("input_columns", "load_processor", "preprocess", "collator", "load_model"):
-            assert callable(getattr(module, fn)), (module.__name__, fn)
 
 
 def test_timm_run_saves_a_timm_folder_that_reloads(tiny_resnet, images, tmp_path):
@@ -206,15 +204,16 @@ def test_lora_on_transformers_vit_saves_head_and_merged_model(tiny_vit, images, 
 
 
 def test_augmentation_is_train_only_and_grey_becomes_rgb(tiny_resnet, images):
-    from hf_transfer.config import load_recipe
-    from hf_transfer.data import load_data
+    from hf_transfer.recipe.validate import load_recipe
+    from hf_transfer.tasks.data import load_data
 
     raw = vision_recipe(tiny_resnet, images, Path("unused"))
     raw["vision"] |= {"auto_augment": "rand-m9-mstd0.5", "color_jitter": 0.4}
     recipe = load_recipe(raw)
-    loaded = load_data(recipe.data, vision.input_columns(recipe), seed=0)
+    task, spec = resolve(recipe)
+    loaded = load_data(recipe.data, vision.input_columns(spec), seed=0, labeler=task.labeler(spec))
     assert Image.open(sorted(Path(images["train"][:-2]).glob("*/0.png"))[0]).mode == "L"
-    splits = vision_data.preprocess(loaded.splits, vision.load_processor(recipe), recipe)
+    splits = vision_data.preprocess(loaded.splits, vision.load_processor(spec), spec)
     for role in ("train", "test"):
         x = splits[role][0]["pixel_values"]
         assert tuple(x.shape) == (3, 32, 32), role
@@ -231,7 +230,7 @@ def test_trivialaugment_is_inserted_before_tensor_conversion():
     from torchvision import transforms
 
     cfg = {"input_size": (3, 32, 32), "interpolation": "bilinear", "mean": (0.5,) * 3, "std": (0.5,) * 3}
-    tf = vision_data.train_transform(cfg, schema.VisionConfig(auto_augment="trivialaugment"))
+    tf = vision_data.train_transform(cfg, vision.VisionConfig(auto_augment="trivialaugment"))
     kinds = [type(t) for t in tf.transforms]
     assert transforms.TrivialAugmentWide in kinds
     assert kinds.index(transforms.TrivialAugmentWide) < len(kinds) - 2
@@ -290,7 +289,7 @@ def test_corrupt_image_is_a_one_line_error_naming_the_file(tiny_resnet, tmp_path
 
 def stand_in(recipe_name: str, model_dir: Path, images: dict, out: Path) -> dict:
     """A shipped recipe with its Hub model and data swapped for tiny stand-ins, 2 training steps."""
-    raw = config.read_recipe_file(ROOT / "recipes" / recipe_name)  # YAML 1.2 floats, as the CLI reads
+    raw = read_recipe_file(ROOT / "recipes" / recipe_name)  # YAML 1.2 floats, as the CLI reads
     tiny = vision_recipe(model_dir, images, out)
     raw["model"]["name_or_path"] = str(model_dir)
     raw["vision"] |= {"image_column": "image", "image_size": 32}
@@ -322,7 +321,7 @@ def test_resnet50_two_stage_recipes_run_on_a_tiny_stand_in(tiny_resnet, images, 
     head = load_file(tmp_path / "s1" / "model.safetensors")["fc.weight"]
     raw2 = stand_in("resnet50_cifar10_stage2_unfreeze.yaml", tmp_path / "s1", images, tmp_path / "s2")
     # stage 2 starts from stage 1's trained head (same classes), not from a new one
-    start = vision.load_model(config.load_recipe(raw2), CLASSES).model.fc.weight.detach()
+    start = vision.load_model(resolve(config.load_recipe(raw2))[1], CLASSES).model.fc.weight.detach()
     assert torch.equal(start, head)
     stage2 = finetune(raw2)
     assert stage2.metrics["trainable_parameters"] == stage2.metrics["total_parameters"]

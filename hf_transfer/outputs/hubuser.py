@@ -1,0 +1,259 @@
+"""Load and run a saved folder the way a Hugging Face user would: transformers (and peft) only.
+
+This module never imports hf_transfer. `hf-transfer verify` runs its source in a separate
+Python process (`python -c`, with `hf_transfer` blocked from import), so a folder that passes
+needs nothing but transformers, peft and safetensors to load. `hf-transfer predict` imports
+`load_pipeline` from here.
+
+Full models load with `AutoModelFor<Task>` + `transformers.pipeline`; PEFT adapters with
+`peft.AutoPeftModelForSequenceClassification` (text) or `peft.AutoPeftModel`, their labels read
+from the folder's config.json. The task is given as a dict (from hf-transfer's task record):
+`pipeline` (pipeline task), `auto` (Auto class name), `processor` (pipeline argument naming the
+processor) and `peft` (the adapter's PEFT task type, or None).
+"""
+
+
+import json
+import sys
+from pathlib import Path
+
+
+class FolderError(Exception):
+    """The folder does not load as a Hub user expects; the message is one line."""
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FolderError(f"{path} is missing") from None
+    except (OSError, ValueError) as err:
+        raise FolderError(f"{path} is unreadable ({err.__class__.__name__})") from None
+
+
+def is_adapter(folder: str | Path) -> bool:
+    return (Path(folder) / "adapter_config.json").is_file()
+
+
+def task_of(folder: str | Path, tasks: list[dict]) -> dict:
+    """The entry of `tasks` whose Auto class loads the saved config's architecture (a folder without
+    hf-transfer's recipe.yaml: its architecture is all there is to go by)."""
+    config = read_json(Path(folder) / "config.json")
+    for arch in config.get("architectures") or []:
+        for task in tasks:
+            if arch.endswith(task["auto"].removeprefix("AutoModel")):
+                return task
+    if is_adapter(folder):  # adapters saved before the head class was recorded
+        peft_task = read_json(Path(folder) / "adapter_config.json").get("task_type")
+        for task in tasks:
+            if peft_task and task["peft"] == peft_task:
+                return task
+    heads = ", ".join(t["auto"].removeprefix("AutoModel") for t in tasks)
+    raise FolderError(
+        f"{folder}/config.json: architectures {config.get('architectures')} name no head hf-transfer "
+        f"trains ({heads}); was the model saved with its head?"
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else err.__class__.__name__
+
+
+def load_full_model(folder: Path, task: dict):
+    import transformers
+
+    auto = getattr(transformers, task["auto"])
+    try:
+        model, info = auto.from_pretrained(str(folder), output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise FolderError(f"{folder}: {auto.__name__}.from_pretrained failed: {_first_line(err)}") from None
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise FolderError(
+            f"{folder}: weights missing from the saved model ({', '.join(missing[:4])}); "
+            "a Hub user would get a randomly initialised head"
+        )
+    return model
+
+
+def _peft_auto(task: dict) -> str:
+    return "AutoPeftModelForSequenceClassification" if task["peft"] == "SEQ_CLS" else "AutoPeftModel"
+
+
+def loader_name(folder: Path, task: dict) -> str:
+    return f"peft.{_peft_auto(task)}" if is_adapter(folder) else "transformers.pipeline"
+
+
+def load_adapter_model(folder: Path, task: dict):
+    import peft
+    from transformers import AutoConfig
+
+    _check_head_saved(folder)
+    config = AutoConfig.from_pretrained(str(folder))  # labels: saved beside the adapter
+    auto = getattr(peft, _peft_auto(task))
+    # the base model's own head (e.g. 1000 ImageNet classes) gives way to the adapter's saved one
+    extra = {} if task["peft"] == "SEQ_CLS" else {"ignore_mismatched_sizes": True}
+    try:
+        model = auto.from_pretrained(
+            str(folder), num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id, **extra
+        )
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise FolderError(f"{folder}: {auto.__name__}.from_pretrained failed: {_first_line(err)}") from None
+    check_adapter_applied(model, folder)
+    return model
+
+
+def _check_head_saved(folder: Path) -> None:
+    """Before loading: one of the adapter's modules_to_save (its head) is in the saved weights."""
+    from safetensors import safe_open
+
+    weights = Path(folder) / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise FolderError(f"{weights} is missing")
+    heads = list(dict.fromkeys(read_json(Path(folder) / "adapter_config.json").get("modules_to_save") or []))
+    with safe_open(str(weights), "pt") as fh:
+        keys = list(fh.keys())
+    if heads and not any(f".{h}." in f".{k}" for h in heads for k in keys):
+        raise FolderError(
+            f"{weights}: no head ({' or '.join(heads)}, the adapter's modules_to_save) was saved; "
+            "a Hub user would get a randomly initialised head"
+        )
+
+
+def check_adapter_applied(model, folder: Path) -> None:
+    """The saved LoRA weights and head (modules_to_save) are all in the loaded model, unchanged."""
+    import torch
+    from peft import PeftModel, get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if not isinstance(model, PeftModel):
+        raise FolderError(f"{folder}: the loaded model is a {type(model).__name__}, not a PeftModel")
+    weights = Path(folder) / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise FolderError(f"{weights} is missing")
+    saved = load_file(str(weights))
+    method, prefix = adapter_prefix(folder)
+    if not any(prefix in k for k in saved):
+        raise FolderError(f"{weights}: holds no {method} weights (no parameter named {prefix}*)")
+    heads = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "ModulesToSaveWrapper"}
+    if not heads:
+        raise FolderError(f"{folder}: the loaded adapter trains no head (modules_to_save is empty)")
+    for head in sorted(heads):  # modules_to_save present in this model (PEFT lists classifier and score)
+        if not any(f".{head}." in f".{k}" for k in saved):
+            raise FolderError(
+                f"{weights}: the head {head!r} (modules_to_save) was not saved; "
+                "a Hub user would get a randomly initialised head"
+            )
+    loaded = get_peft_model_state_dict(model)
+    differ = [k for k, v in saved.items() if k not in loaded or not torch.equal(v, loaded[k].cpu())]
+    if differ:
+        raise FolderError(f"{folder}: the adapter is not applied on reload ({', '.join(differ[:3])} differ)")
+
+
+def adapter_prefix(folder: Path) -> tuple[str, str]:
+    """(PEFT method, the prefix of its parameter names) from adapter_config.json and PEFT's own table."""
+    from peft import PeftType
+    from peft.mapping import PEFT_TYPE_TO_PREFIX_MAPPING
+
+    method = read_json(Path(folder) / "adapter_config.json").get("peft_type")
+    try:
+        return method, PEFT_TYPE_TO_PREFIX_MAPPING[PeftType(method)]
+    except (KeyError, ValueError):
+        raise FolderError(f"{folder}/adapter_config.json: unknown peft_type {method!r}") from None
+
+
+def check_labels(model, folder: Path, expected: list[str] | None) -> None:
+    """config.json carries the run's label names as id2label (not LABEL_0, LABEL_1, ...)."""
+    id2label = {int(k): v for k, v in (model.config.id2label or {}).items()}
+    names = [id2label.get(i) for i in range(len(id2label))]
+    if expected is not None and names != list(expected):
+        raise FolderError(
+            f"{folder}/config.json: id2label is {names}, expected the run's labels {list(expected)}"
+        )
+    if len(set(names)) != len(names):
+        raise FolderError(f"{folder}/config.json: id2label repeats labels: {names}")
+
+
+def load_pipeline(folder: str | Path, task: dict, device: str | None = None,
+                  expected_labels: list[str] | None = None):
+    """A ready `transformers.pipeline` for the folder (full model or adapter), after the checks."""
+    from transformers import pipeline
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FolderError(f"{folder}: no config.json; not a saved model folder")
+    model = load_adapter_model(folder, task) if is_adapter(folder) else load_full_model(folder, task)
+    check_labels(model, folder, expected_labels)
+    device = device or ("cuda" if _cuda() else "cpu")
+    return pipeline(task["pipeline"], model=model, device=device, **{task["processor"]: load_processor(folder, task)})
+
+
+def processor_class(task: dict) -> str:
+    """The Auto class of the task's processor: tokenizer -> AutoTokenizer, image_processor -> AutoImageProcessor..."""
+    return "Auto" + "".join(word.title() for word in task["processor"].split("_"))
+
+
+def load_processor(folder: Path, task: dict):
+    """The folder's processor, loaded here: pipeline() cannot resolve a feature extractor by path when the
+    model is given as an object (transformers 5 looks for a CTC decoder under the name None)."""
+    import transformers
+
+    auto = getattr(transformers, processor_class(task))
+    try:
+        return auto.from_pretrained(str(folder))
+    except (OSError, ValueError) as err:
+        raise FolderError(f"{folder}: {auto.__name__}.from_pretrained failed: {_first_line(err)}") from None
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def logits(pipe, inputs: list, batch_size: int, **call_kwargs):
+    """Raw model outputs (float32, one row per input, columns in label-id order) through the pipeline."""
+    import numpy as np
+
+    index = {label: int(i) for i, label in pipe.model.config.id2label.items()}
+    rows = pipe(inputs, batch_size=batch_size, top_k=None, function_to_apply="none", **call_kwargs)
+    out = np.zeros((len(inputs), len(index)), dtype=np.float32)
+    for r, row in enumerate(rows):
+        for item in row:
+            out[r, index[item["label"]]] = item["score"]
+    return out
+
+
+def _as_input(value):
+    """An audio value {raw, sampling_rate} comes back from the saved dataset as a list: an array again."""
+    if isinstance(value, dict) and "raw" in value:
+        import numpy as np
+
+        return {"raw": np.asarray(value["raw"], dtype=np.float32), "sampling_rate": value["sampling_rate"]}
+    return value
+
+
+def main(spec_path: str) -> int:
+    """Reload spec["folder"], check it, and write the pipeline's logits per split as .npy files."""
+    import datasets
+    import numpy as np
+
+    spec = read_json(Path(spec_path))
+    folder = Path(spec["folder"])
+    try:
+        pipe = load_pipeline(folder, spec["task"], spec.get("device"), spec.get("expected_labels"))
+        loader = loader_name(folder, spec["task"])
+        for role, path in spec["splits"].items():
+            inputs = [_as_input(x) for x in datasets.load_from_disk(path)["inputs"]]
+            out = logits(pipe, inputs, spec["batch_size"], **spec["call_kwargs"])
+            np.save(Path(spec["out"]) / f"{role}.npy", out)
+    except FolderError as err:
+        print(json.dumps({"ok": False, "error": str(err)}))
+        return 1
+    print(json.dumps({"ok": True, "loader": loader, "task": pipe.task}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,62 @@
+"""`hf-transfer predict OUTPUT_DIR INPUTS...`: labels and scores from a saved folder, batched.
+
+The task comes from the folder's recipe.yaml (its record says how command-line inputs become pipeline
+inputs: texts or files of texts, image paths, audio paths) or, for a folder without one, from the
+saved config's architecture. The folder loads exactly as `verify` loads it (hubuser.load_pipeline):
+full models and PEFT adapters alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hf_transfer.errors import HfTransferError
+from hf_transfer.outputs.hubuser import FolderError, load_pipeline, read_json, task_of
+from hf_transfer.outputs.verify import hub_user_task
+from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.tasks import TASKS, resolve
+
+# pipeline task -> how command-line inputs become pipeline inputs
+READERS = {task.pipeline_task: task.read_inputs for task in TASKS.values()}
+
+
+def _task(out: Path):
+    """(task record, its spec or None) of a saved folder."""
+    read_json(out / "config.json")  # a folder without one is no model: say so first
+    if (out / "recipe.yaml").is_file():
+        return resolve(load_recipe(out / "recipe.yaml"))
+    entry = task_of(out, [hub_user_task(t) for t in TASKS.values()])
+    return next(t for t in TASKS.values() if hub_user_task(t) == entry), None
+
+
+def predict(out_dir: str | Path, inputs: list[str], top_k: int = 1, batch_size: int = 8,
+            device: str | None = None) -> tuple[list[Any], list[list[dict[str, Any]]]]:
+    """(inputs as read, [[{label, score}, ...] per input]) with the top_k labels per input."""
+    out = Path(out_dir)
+    try:
+        task, spec = _task(out)
+        items = task.read_inputs(inputs)
+        if not items:
+            raise HfTransferError("predict: no inputs")
+        pipe = load_pipeline(out, hub_user_task(task), device)
+    except FolderError as err:
+        raise HfTransferError(f"predict: {err}") from None
+    kwargs: dict[str, Any] = {"top_k": top_k, "batch_size": batch_size}
+    if spec is not None:
+        kwargs |= task.pipeline_kwargs(spec)
+    elif task.processor_arg == "tokenizer":
+        kwargs |= {"truncation": True, "max_length": pipe.tokenizer.model_max_length}
+    if pipe.model.config.problem_type == "regression":
+        kwargs["function_to_apply"] = "none"
+    results = pipe(items, **kwargs)
+    return items, [r if isinstance(r, list) else [r] for r in results]
+
+
+def format_results(items: list[Any], results: list[list[dict[str, Any]]]) -> list[str]:
+    lines = []
+    for item, row in zip(items, results):
+        shown = item if isinstance(item, str) else "<audio>"
+        scores = "  ".join(f"{r['label']} {r['score']:.4f}" for r in row)
+        lines.append(f"{scores}\t{shown}")
+    return lines

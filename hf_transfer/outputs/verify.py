@@ -1,0 +1,169 @@
+"""Round-trip check: reload a finished run as a Hub user would and reproduce its metrics.
+
+The evaluation splits are rebuilt from the folder's `recipe.yaml` exactly as training built them
+(tasks/data.py: same files, seed, carved validation, sample caps), turned into pipeline inputs by the
+task's record (`verify_inputs`) and saved to a temporary folder. A separate Python process runs
+`hubuser.py` with `hf_transfer` blocked from import: it loads the folder through
+`transformers.pipeline` (full models) or `peft.AutoPeftModel*` (adapters), checks the head,
+`id2label` and the adapter, and returns the pipeline's raw logits. The metrics are computed from them
+with the task's own `compute_metrics` and compared with `metrics.json` (the Trainer's final
+`evaluate()` calls).
+
+Exactness: the pipeline runs the same batches as the Trainer's evaluation (same order and
+`per_device_eval_batch_size`, each batch padded to its longest input, the same truncation, fp32),
+so on the same device the logits are bit-identical and the default tolerance is 0. A run evaluated
+under fp16/bf16 or on another device may need `--tolerance`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hf_transfer.errors import HfTransferError, VerifyError
+from hf_transfer.folder import read_metrics
+from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.tasks import resolve
+from hf_transfer.tasks.base import Task
+from hf_transfer.train import load_splits
+from hf_transfer.trainer import training_arguments
+
+log = logging.getLogger(__name__)
+
+SPLITS = {"validation": "eval", "test": "test"}  # metrics.json section -> metric key prefix
+HUBUSER = Path(__file__).with_name("hubuser.py")
+BLOCK_IMPORT = "import sys; sys.modules['hf_transfer'] = None  # a Hub user has no hf_transfer\n"
+
+
+@dataclass
+class VerifyResult:
+    folder: Path
+    loader: str
+    task: str
+    compared: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    """split -> metric -> (metrics.json value, value after reloading)."""
+
+    def summary(self) -> str:
+        parts = []
+        for role, pairs in self.compared.items():
+            shown = ", ".join(f"{k} {new:.4f}" for k, (_, new) in list(pairs.items())[:2])
+            parts.append(f"{role}: {len(pairs)} metrics reproduced ({shown})")
+        return f"verify: {self.folder} reloads with {self.loader} ({self.task}); " + "; ".join(parts)
+
+
+def hub_user_task(task: Task) -> dict[str, Any]:
+    """What the Hub-user side (hubuser.py, without hf_transfer) needs to know of a task record."""
+    return {"pipeline": task.pipeline_task, "auto": task.auto_class, "processor": task.processor_arg,
+            "peft": task.peft_task_type}
+
+
+def _labels(ds):
+    """The label array the Trainer's evaluation saw: integer labels stay int64, floats (and lists of
+    floats) become float32, as the collators' torch.tensor makes them."""
+    import numpy as np
+
+    labels = np.asarray(ds["labels"])
+    return labels.astype(np.int64) if np.issubdtype(labels.dtype, np.integer) else labels.astype(np.float32)
+
+
+def _run_hub_user(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """Run hubuser.py in a fresh interpreter that cannot import hf_transfer."""
+    source = BLOCK_IMPORT + HUBUSER.read_text(encoding="utf-8")
+    spec_path = tmp / "spec.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-c", source, str(spec_path)], capture_output=True, text=True, cwd=tmp
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if lines:
+        answer = json.loads(lines[-1])
+        if answer.get("ok") and proc.returncode == 0:
+            return answer
+        if answer.get("error"):
+            raise VerifyError(answer["error"])
+    tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    raise VerifyError(
+        f"{spec['folder']}: the reload process failed (exit {proc.returncode}): {tail[-1] if tail else 'no output'}"
+    )
+
+
+def _save_quietly(ds, path: Path) -> None:
+    import datasets
+
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        ds.save_to_disk(str(path))
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+
+
+def compare(saved: dict[str, Any], reloaded: dict[str, float], prefix: str, tolerance: float):
+    """(metric -> (saved, reloaded)) for every metric; raise on the first that differs."""
+    pairs = {}
+    for key, new in reloaded.items():
+        old = saved.get(f"{prefix}_{key}")
+        if old is None:
+            raise VerifyError(f"metrics.json has no {prefix}_{key} to compare with")
+        if abs(old - new) > tolerance:
+            raise VerifyError(
+                f"{prefix}_{key} is {new!r} after reloading but {old!r} in metrics.json "
+                f"(tolerance {tolerance})"
+            )
+        pairs[key] = (old, new)
+    return pairs
+
+
+def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.0) -> VerifyResult:
+    """Reload `out_dir` in a subprocess without hf_transfer and re-evaluate it; raise VerifyError."""
+    import numpy as np
+    from transformers import EvalPrediction
+
+    out = Path(out_dir)
+    metrics = read_metrics(out, VerifyError)
+    try:
+        recipe = load_recipe(out / "recipe.yaml")
+    except HfTransferError as err:
+        raise VerifyError(f"{out}/recipe.yaml: {err}") from None
+    task, spec = resolve(recipe)
+    if task.verify_inputs is None:
+        raise VerifyError(f"{out}: task {task.name} has no round-trip check")
+    args = training_arguments(recipe, out)
+    loaded = load_splits(recipe, args.seed)
+    splits = loaded.splits
+    roles = [r for r in SPLITS if r in metrics and r in splits]
+    if not roles:
+        raise VerifyError(f"{out}: metrics.json holds no validation or test metrics to reproduce")
+    processor = task.load_processor(spec)
+    with tempfile.TemporaryDirectory(prefix="hf-transfer-verify-") as tmp_name:
+        tmp = Path(tmp_name)
+        for role in roles:
+            _save_quietly(task.verify_inputs(spec, splits[role], processor), tmp / role)
+        hub_spec = {
+            "folder": str(out.resolve()),
+            "task": hub_user_task(task),
+            "splits": {role: str(tmp / role) for role in roles},
+            "batch_size": args.per_device_eval_batch_size,
+            "call_kwargs": task.pipeline_kwargs(spec),
+            "device": device,
+            "expected_labels": loaded.label_names,  # as training named them; None for regression
+            "out": str(tmp),
+        }
+        answer = _run_hub_user(hub_spec, tmp)
+        logits = {role: np.load(tmp / f"{role}.npy") for role in roles}
+    compute = task.compute_metrics(spec)
+    result = VerifyResult(out, answer["loader"], answer["task"])
+    for role in roles:
+        reloaded = compute(EvalPrediction(predictions=logits[role], label_ids=_labels(splits[role])))
+        try:
+            result.compared[role] = compare(metrics[role], reloaded, SPLITS[role], tolerance)
+        except VerifyError as err:
+            raise VerifyError(f"{out}: {role} split: {err}") from None
+    return result

@@ -1,0 +1,234 @@
+"""The typed recipe schema: one dataclass per YAML section shared by every task.
+
+A recipe is YAML with the sections `model`, `data`, `finetune`, `training` and `hub`, the optional
+`task`, `distill`, `domain`, `tasks`, `cv`, `compare`, and the task's own section (`vision`, `speech`,
+...). The sections below are the shared ones. `finetune` is the chosen strategy's options (its record in
+`hf_transfer.strategies`); the task's section is its record's `options` (`hf_transfer.tasks`).
+`training` is handed to `transformers.TrainingArguments` and checked against that class's own fields,
+so it is not re-modelled here. Reading YAML into these classes (unknown keys, wrong types, every rule
+that spans sections) is `hf_transfer.recipe.validate`; a class's `__post_init__` checks only rules
+within its own section. Every error names the key path and fits on one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hf_transfer.errors import RecipeError
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str
+    """Hub id (e.g. google-bert/bert-base-uncased) or a local model folder."""
+    modality: str = "text"
+    """text, vision or speech. Without a recipe `task`, it picks the modality's classification task;
+    with one, it is the task's modality."""
+    pretrained: bool = True
+    """False: same architecture from random initialisation (the transfer baseline)."""
+    revision: str | None = None
+    trust_remote_code: bool = False
+    """Run Python code shipped with a Hub model. Only for models you trust."""
+    allow_pickle: bool = False
+    """Accept pickled (.bin) weights when no safetensors exist; loaded with weights_only=True."""
+    max_length: int = 128
+    """Tokenizer truncation length (text)."""
+    config_overrides: dict[str, Any] | None = None
+    """Extra keyword arguments for the model's config / constructor, e.g. {num_hidden_layers: 2} to cut a
+    pretrained 6-layer model to its first 2 layers (a distillation student); timm: create_model kwargs."""
+
+
+@dataclass
+class DataConfig:
+    path: str
+    """Hub dataset id, or a loader name (csv, json, parquet) used with `data_files`."""
+    name: str | None = None
+    """Hub dataset configuration (e.g. `sst2` of nyu-mll/glue)."""
+    data_files: dict[str, str] | None = None
+    """Split name -> local file, for csv/json/parquet."""
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str | list[str] = "label"
+    """One column; or, for multi_label, a list of 0/1 columns (one per label)."""
+    problem_type: Literal[
+        "single_label_classification", "multi_label_classification", "regression"
+    ] = "single_label_classification"
+    label_names: list[str] | None = None
+    """Ordered label names; default: the dataset's ClassLabel names or the sorted values."""
+    train_split: str = "train"
+    validation_split: str | None = "validation"
+    """Absent from the dataset (or null): carved out of the training split."""
+    test_split: str | None = "test"
+    validation_size: float = 0.1
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    class_weights: Literal["auto"] | list[float] | None = None
+    """Class-weighted cross-entropy (single-label): `auto` = inverse class frequency of the training split,
+    normalised to mean 1; or one weight per label, in label order."""
+
+    def __post_init__(self) -> None:
+        weights = self.class_weights
+        if weights is not None and self.problem_type != "single_label_classification":
+            raise RecipeError(
+                f"data.class_weights: needs problem_type single_label_classification, got {self.problem_type!r}"
+            )
+        if isinstance(weights, list) and (not weights or min(weights) < 0 or not sum(weights) > 0):
+            raise RecipeError(f"data.class_weights: expected `auto` or non-negative weights, got {weights!r}")
+        if isinstance(weights, list) and self.label_names and len(weights) != len(self.label_names):
+            raise RecipeError(
+                f"data.class_weights: {len(weights)} weights for {len(self.label_names)} labels {self.label_names}"
+            )
+
+
+@dataclass
+class DistillConfig:
+    """The `distill:` section: a fine-tuned teacher supervises the model being trained (the student)."""
+
+    teacher: str
+    """Output folder of a fine-tuned run, or a Hub id; loaded like the student (same modality settings)."""
+    alpha: float = 0.5
+    """loss = alpha * task loss + (1 - alpha) * T^2 * KL(teacher || student), both softened by T."""
+    temperature: float = 2.0
+    cache_logits: bool | None = None
+    """Compute the teacher's logits once (training inputs must be deterministic); null: whenever possible."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise RecipeError(f"distill.alpha: must be in [0, 1], got {self.alpha!r}")
+        if not self.temperature > 0:
+            raise RecipeError(f"distill.temperature: must be positive, got {self.temperature!r}")
+
+
+@dataclass
+class DomainTargetConfig:
+    """Unlabelled target-domain data, read like the `data` section (same input and label columns)."""
+
+    path: str
+    """Hub dataset id, or a loader name (csv, json, parquet, imagefolder) used with `data_files`."""
+    name: str | None = None
+    data_files: dict[str, str] | None = None
+    split: str = "train"
+    """Split trained on (its labels, if any, are never used in training)."""
+    eval_split: str | None = None
+    """Labelled split evaluated after training (metrics `target`); default: `split`, when it has labels."""
+    max_samples: int | None = None
+    """At most this many examples of each target split."""
+
+
+@dataclass
+class DomainConfig:
+    """The `domain:` section: domain adaptation towards unlabelled target data."""
+
+    method: Literal["dann", "mmd"]
+    """dann: domain classifier through a gradient reversal layer; mmd: multi-kernel Gaussian MMD."""
+    target: DomainTargetConfig
+    weight: float = 1.0
+    """Weight of the domain loss added to the task loss."""
+    hidden_size: int = 256
+    """dann: width of the domain classifier's hidden layer."""
+    kernel_multipliers: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
+    """mmd: Gaussian bandwidths as multiples of the median pairwise squared distance."""
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise RecipeError(f"domain.weight: must be non-negative, got {self.weight!r}")
+        if self.hidden_size < 1:
+            raise RecipeError(f"domain.hidden_size: must be positive, got {self.hidden_size!r}")
+        if not self.kernel_multipliers or min(self.kernel_multipliers) <= 0:
+            raise RecipeError(f"domain.kernel_multipliers: expected positive numbers, got {self.kernel_multipliers!r}")
+
+
+@dataclass
+class HubConfig:
+    push: bool = False
+    """Push the output folder to the Hub after the local save (see hf_transfer.outputs.hub)."""
+    repo_id: str | None = None
+    private: bool = True
+    revision: str | None = None
+    """Branch to push to (created if missing); default: main."""
+    base_model: str | None = None
+    """Hub id of the base model when model.name_or_path is a local folder (card, adapter config)."""
+    merged_repo_id: str | None = None
+    """LoRA with merge: push merged/ to this repo; default: merged/ stays a subfolder."""
+
+
+@dataclass
+class TaskConfig:
+    """One entry of the recipe's `tasks:` list (multi-task: one shared backbone, a head per task)."""
+
+    name: str
+    """Metric prefix (eval_<name>_accuracy) and the task's output folder (<output_dir>/<name>)."""
+    label_column: str
+    weight: float = 1.0
+    """The task's loss counts weight × its mean loss in the total."""
+    problem_type: Literal["single_label_classification", "regression"] = "single_label_classification"
+    label_names: list[str] | None = None
+    """Ordered label names; default: the sorted values of the training split."""
+    min_count: int | None = None
+    """Classes with fewer training rows than this are rare (see `rare`)."""
+    top_k: int | None = None
+    """Keep the k most frequent training classes; the others are rare (see `rare`)."""
+    rare: Literal["other", "ignore"] = "other"
+    """Rare (and unseen) classes become one class `other`, or count as missing labels."""
+
+
+@dataclass
+class CVConfig:
+    """The recipe's `cv:` section: k-fold cross-validation over the training split."""
+
+    folds: int
+    seed: int = 42
+    """Seed of the fold assignment (training.seed still seeds the training)."""
+    fold: int | None = None
+    """Train this one fold only (0-based); set in each fold's saved recipe.yaml."""
+
+
+@dataclass
+class Recipe:
+    model: ModelConfig
+    data: DataConfig
+    task: str | None = None
+    """The task's name (a key of hf_transfer.tasks.TASKS); validation sets it from model.modality when absent."""
+    finetune: Any = None
+    """The options of the strategy named by `finetune.strategy` (its record's `options` class)."""
+    training: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of transformers.TrainingArguments."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without improvement of metric_for_best_model."""
+    nan_policy: Literal["stop", "skip"] = "stop"
+    """A non-finite training loss stops the run (naming the step), or skips that batch."""
+    hub: HubConfig = field(default_factory=HubConfig)
+    verify: bool = True
+    """After training, reload the folder as a Hub user would and re-check its metrics."""
+    compare: list[str | dict[str, dict[str, Any]]] | None = None
+    """Transfer report: runs to compare against, e.g. [scratch, linear_probe, majority] (see runs/compare.py)."""
+    distill: DistillConfig | None = None
+    """Knowledge distillation from a teacher (see objectives/distill.py)."""
+    domain: DomainConfig | None = None
+    """Domain adaptation with unlabelled target data (see objectives/domain.py)."""
+    tasks: list[TaskConfig] | None = None
+    """Multi-task: a head per task on one shared backbone (see tasks/multitask.py); replaces data.label_column."""
+    cv: CVConfig | None = None
+    """k-fold cross-validation (see runs/cv.py)."""
+
+    sections: dict[str, Any] = field(default_factory=dict)
+    """The task's own section by its name (e.g. {"vision": VisionConfig(...)}); empty for tasks without one."""
+
+    @property
+    def options(self) -> Any:
+        """The task's own section (e.g. the `vision:` options), or None."""
+        return next(iter(self.sections.values()), None)
+
+    def __getattr__(self, name: str) -> Any:  # recipe.vision, recipe.speech: the task's section by name
+        sections = self.__dict__.get("sections") or {}
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as YAML-ready data: the task's section under its own name, as in a recipe file."""
+        data = dataclasses.asdict(self)
+        sections = data.pop("sections")
+        return {**data, **sections}

@@ -1,0 +1,91 @@
+"""Typed building of recipe sections: a mapping checked against a dataclass's annotations.
+
+Unknown keys and wrong types are one-line RecipeErrors naming the key path; ints are accepted where a
+float is expected, never the reverse; a union tries its members (str last).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal
+
+from hf_transfer.errors import RecipeError
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def check_value(value: Any, tp: Any, path: str) -> Any:
+    """Return `value` converted to `tp`, or raise RecipeError naming `path`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in sorted(args, key=lambda a: a is str):  # try str last: it accepts little
+            try:
+                return check_value(value, arg, path)
+            except RecipeError:
+                continue
+        raise RecipeError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise RecipeError(f"{path}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif origin is list:
+        if isinstance(value, list):
+            return [check_value(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return {str(k): check_value(v, args[1], f"{path}.{k}") for k, v in value.items()}
+    elif dataclasses.is_dataclass(tp):
+        return build(tp, value, path)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(tp, type) and issubclass(tp, str) and tp is not str:  # str enums
+        if isinstance(value, str):
+            return value
+    elif isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+    else:
+        return value  # an annotation we do not check (e.g. a callable)
+    raise RecipeError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+
+
+def build(cls: type, data: Any, path: str) -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise RecipeError(
+                f"{path}.{key}: unknown key (allowed: {', '.join(fields)})".lstrip(".")
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        where = f"{path}.{name}".lstrip(".")
+        if name in data:
+            kwargs[name] = check_value(data[name], hints[name], where)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RecipeError(f"{where}: required key is missing")
+    return cls(**kwargs)

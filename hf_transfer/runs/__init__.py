@@ -1,0 +1,34 @@
+"""What a recipe asks for, above the single run: k folds (cv.py), or one run (single.py) with its
+comparison variants (compare.py), then the card, the round-trip check and the push. `finetune` is the
+Python API."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from hf_transfer.recipe.schema import Recipe
+from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.runs.compare import run_compare
+from hf_transfer.runs.cv import run_cv
+from hf_transfer.runs.single import run_single
+from hf_transfer.train import FinetuneResult
+
+
+def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> FinetuneResult:
+    if recipe.cv is not None and recipe.cv.fold is None:  # k folds, each a single run
+        return run_cv(recipe, overwrite=overwrite, resume=resume)
+    between = partial(run_compare, overwrite=overwrite) if recipe.compare else None
+    return run_single(recipe, overwrite=overwrite, resume=resume, between=between)
+
+
+def finetune(recipe_or_path, *, overwrite: bool = False, resume: bool = False, **overrides) -> FinetuneResult:
+    """Notebook API: `finetune("recipes/x.yaml", **{"training.num_train_epochs": 1})`.
+
+    Override keys are dotted paths; `__` may stand for `.` (`training__learning_rate=1e-4`).
+    Returns the metrics, the output folder and the Trainer.
+    """
+    dotted = {k.replace("__", "."): v for k, v in overrides.items()}
+    return run(load_recipe(recipe_or_path, dotted), overwrite=overwrite, resume=resume)
+
+
+__all__ = ["run", "finetune", "FinetuneResult"]

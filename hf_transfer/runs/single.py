@@ -1,0 +1,47 @@
+"""One run and what follows it: train (hf_transfer.train), then the model card, the round-trip check
+(`verify: true`, for tasks whose record runs it after training) and the push (`hub.push`).
+
+The card, the check and the push run on the main process once the folder is complete (metrics.json
+written). A failed push raises HubError but loses nothing: `hf-transfer push OUTPUT_DIR REPO_ID`
+retries it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+from hf_transfer.outputs import hub
+from hf_transfer.outputs.card import write_card
+from hf_transfer.outputs.verify import verify
+from hf_transfer.tasks import TASKS
+from hf_transfer.train import FinetuneResult, run_one
+
+log = logging.getLogger(__name__)
+
+
+def after_training(recipe, out: Path) -> None:
+    """Card, then verify, then push."""
+    write_card(out)
+    if recipe.verify and TASKS[recipe.task].verify_after_training:
+        log.info(verify(out).summary())
+    elif recipe.verify:
+        log.info("verify: skipped for task %s (run `hf-transfer verify %s`)", recipe.task, out)
+    if recipe.hub.push:
+        h = recipe.hub
+        for url in hub.push(out, h.repo_id, h.private, h.revision, h.base_model, h.merged_repo_id):
+            log.info("pushed to %s", url)
+
+
+def run_single(recipe, overwrite: bool = False, resume: bool = False,
+               between: Callable[[object, FinetuneResult], dict] | None = None) -> FinetuneResult:
+    """Train one recipe, then its outputs. `between(recipe, result)` runs after training and before the
+    card (the transfer report, whose table the card shows); its result is `result.report`."""
+    hub.preflight(recipe)  # a push that cannot start fails before training
+    result = run_one(recipe, overwrite=overwrite, resume=resume)
+    if between is not None:  # every process trains the variants (DDP); the main one writes the report
+        result.report = between(recipe, result)
+    if result.trainer.is_world_process_zero() and not recipe.tasks:  # multi-task: the task folders are plain models
+        after_training(recipe, result.output_dir)
+    return result

@@ -1,0 +1,145 @@
+"""Model anatomy, found generically for any backbone: the pretrained body, its repeated blocks, the head.
+
+Blocks are the `nn.ModuleList` whose length is the config's number of layers (the largest ModuleList when
+the config does not say), or timm's own ordered groups; never attribute paths or name patterns.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from hf_transfer.errors import ModelError
+
+
+def _hf_base(model: nn.Module) -> nn.Module | None:
+    base = getattr(model, "base_model", None)
+    return base if isinstance(base, nn.Module) and base is not model else None
+
+
+def _timm_model(model: nn.Module) -> nn.Module | None:
+    """The timm model in `model` (itself or a wrapper around it), or None for other models."""
+    if _hf_base(model) is not None:
+        return None
+    return next((m for m in model.modules() if _is_timm(m)), None)
+
+
+def _is_timm(module: nn.Module) -> bool:
+    return hasattr(module, "pretrained_cfg") and callable(getattr(module, "get_classifier", None))
+
+
+def _inner_hf_model(model: nn.Module) -> nn.Module | None:
+    """A body kept under another name than `base_model_prefix` (e.g. WhisperForAudioClassification's
+    `encoder`): the one child that is a transformers model."""
+    from transformers import PreTrainedModel
+
+    inner = [m for m in model.children() if isinstance(m, PreTrainedModel)]
+    return inner[0] if len(inner) == 1 else None
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The pretrained body: `base_model` for transformers models, the timm model for timm (its head
+    is told apart by `get_classifier()`), the model itself otherwise."""
+    return _hf_base(model) or _timm_model(model) or _inner_hf_model(model) or model
+
+
+def _timm_blocks(model: nn.Module) -> nn.ModuleList:
+    """timm's own ordered grouping (the one its layer-wise LR decay uses): stem, blocks..., head.
+
+    ResNet gives its four stages (layer1..layer4), ViT its transformer blocks, EfficientNet its
+    stages. Models without `group_matcher`: their top-level children that hold parameters.
+    """
+    head = {id(p) for p in model.get_classifier().parameters()}
+    try:
+        from timm.models import group_modules
+
+        matcher = model.group_matcher(coarse=True)
+        groups = [[model.get_submodule(n) for n in names] for names in group_modules(model, matcher).values()]
+        if "stem" in matcher:
+            groups = groups[1:]
+    except (AttributeError, NotImplementedError):
+        groups = [[child] for child in model.children()]
+    def body(m: nn.Module) -> bool:  # holds parameters outside the classifier
+        return any(id(p) not in head for p in m.parameters())
+
+    blocks = [nn.ModuleList([m for m in g if body(m)]) for g in groups]
+    blocks = [b for b in blocks if len(b)]
+    if not blocks:
+        raise ModelError(f"finetune: no blocks found in {model.__class__.__name__}")
+    return nn.ModuleList(blocks)
+
+
+def find_blocks(module: nn.Module) -> nn.ModuleList:
+    """The repeated blocks of a backbone (e.g. BERT's encoder.layer; timm: see `_timm_blocks`)."""
+    if _is_timm(module):
+        return _timm_blocks(module)
+    config = getattr(module, "config", None)
+    n_layers = getattr(config, "num_hidden_layers", None) if config is not None else None
+    lists = [m for m in module.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if n_layers:
+        matching = [m for m in lists if len(m) == n_layers]
+        if matching:
+            return max(matching, key=lambda m: sum(p.numel() for p in m.parameters()))
+    if not lists:
+        raise ModelError(f"finetune: no repeated blocks found in {module.__class__.__name__}")
+    return max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+
+
+def head_parameter_names(model: nn.Module) -> set[str]:
+    timm_model = _timm_model(model)
+    if timm_model is not None:
+        head = {id(p) for p in timm_model.get_classifier().parameters()}
+        return {n for n, p in model.named_parameters() if id(p) in head}
+    backbone = backbone_of(model)
+    body = {id(p) for p in backbone.parameters()} if backbone is not model else set()
+    return {n for n, p in model.named_parameters() if id(p) not in body}
+
+
+def freeze_backbone(model: nn.Module, key: str = "finetune.freeze") -> None:
+    """Freeze everything but the head (transformers: outside `base_model`; timm: `get_classifier()`)."""
+    head = head_parameter_names(model)
+    names = [n for n, _ in model.named_parameters()]
+    if not head or len(head) == len(names):
+        raise ModelError(f"{key}: cannot tell backbone from head in {model.__class__.__name__}")
+    for n, p in model.named_parameters():
+        if n not in head:
+            p.requires_grad_(False)
+
+
+def _stay_in_eval(module: nn.Module, args) -> None:
+    if module.training:
+        module.eval()
+
+
+def keep_frozen_backbone_in_eval(model: nn.Module) -> None:
+    """A frozen backbone runs in eval mode while the head trains: no dropout noise on fixed weights,
+    no batch-norm statistics drifting. (A pre-forward hook, since Trainer calls model.train() each step.)"""
+    backbone_of(model).register_forward_pre_hook(_stay_in_eval)
+
+
+def freeze_first_blocks(model: nn.Module, n: int) -> None:
+    """Freeze the stem (embeddings: everything registered before the blocks) and blocks[:n]."""
+    backbone = backbone_of(model)
+    blocks = find_blocks(backbone)
+    if not 0 <= n <= len(blocks):
+        raise ModelError(f"finetune.freeze: {n} blocks asked, the backbone has {len(blocks)}")
+    block_params = {id(p) for p in blocks.parameters()}
+    for p in backbone.parameters():  # registration order: stem, blocks, then post-block layers
+        if id(p) in block_params:
+            break
+        p.requires_grad_(False)
+    for block in list(blocks)[:n]:
+        for p in block.parameters():
+            p.requires_grad_(False)
+
+
+def _adaptable(module: nn.Module) -> bool:
+    """Linear layers and 1x1 (pointwise, ungrouped) convolutions."""
+    if isinstance(module, nn.Conv2d):
+        return module.kernel_size == (1, 1) and module.groups == 1
+    return isinstance(module, nn.Linear)
+
+
+def block_layer_names(model: nn.Module) -> list[str]:
+    """Full names of the Linear layers and 1x1 convs inside the blocks: the LoRA fallback."""
+    inside = {id(m) for m in find_blocks(backbone_of(model)).modules()}
+    return sorted(n for n, m in model.named_modules() if id(m) in inside and _adaptable(m))

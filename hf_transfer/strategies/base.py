@@ -1,0 +1,55 @@
+"""What a strategy is: one record of what it trains and what it adds to the Trainer.
+
+`hf_transfer.strategies.STRATEGIES` holds one `Strategy` per `finetune.strategy` value; the recipe's
+`finetune` section is built from its `options` class. `Hooks` are the Trainer extras strategies and
+objectives ask for (optimizer groups, callbacks, loss terms), consumed by `TransferTrainer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    """The recipe's `finetune.strategy` value."""
+    options: type
+    """Dataclass of the `finetune` section for this strategy."""
+    apply: Callable[[nn.Module, Any], nn.Module]
+    """(model, options) -> the model to train (parameters frozen, adapters added)."""
+    hooks: Callable[[nn.Module, Any, Any, Hooks], None] | None = None
+    """(model, options, TrainingArguments, hooks): add the strategy's optimizer groups and callbacks."""
+    head_only: Callable[[Any], bool] = lambda options: False
+    """Whether only the head trains (a linear probe): the backbone's features cannot adapt."""
+    peft: bool = False
+    """The model is wrapped by PEFT (one head: no multi-task)."""
+    reload_best: bool = True
+    """Whether Trainer may reload the best checkpoint at the end (load_best_model_at_end)."""
+    finish: Callable[[Any, Any, Any], None] | None = None
+    """(trainer, options, folder): after the model is saved by Trainer, on the main process."""
+
+
+@dataclass
+class Hooks:
+    callbacks: list = field(default_factory=list)
+    param_groups: Callable | None = None
+    penalty: Callable | None = None
+    objectives: list[Callable] = field(default_factory=list)
+    """Training-only loss terms `(trainer, loss, model, inputs, outputs, columns) -> loss` (distill, domain)."""
+    batch_columns: list[str] = field(default_factory=list)
+    """Batch entries that are not model inputs (e.g. cached teacher logits): popped into `columns`."""
+    extra_modules: list[nn.Module] = field(default_factory=list)
+    """Trained with the model (one more optimizer group) but not part of it, so never saved (DANN's
+    domain classifier)."""
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    def numel(p) -> int:  # DeepSpeed ZeRO-3 leaves an empty local shard; ds_numel is the full size
+        return getattr(p, "ds_numel", None) or p.numel()
+
+    trainable = sum(numel(p) for p in model.parameters() if p.requires_grad)
+    return trainable, sum(numel(p) for p in model.parameters())

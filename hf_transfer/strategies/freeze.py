@@ -1,0 +1,52 @@
+"""Strategies `full` (everything the loader left trainable) and `partial` (a frozen backbone: only the
+head trains, a linear probe; or the embeddings and the first N blocks frozen)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+from hf_transfer.strategies.anatomy import freeze_backbone, freeze_first_blocks, keep_frozen_backbone_in_eval
+from hf_transfer.strategies.base import Strategy
+
+
+@dataclass
+class FullConfig:
+    strategy: Literal["full"] = "full"
+    layer_decay: float | None = None
+    """Layer-wise LR decay: LR = learning_rate × layer_decay^(depth from the top); head at learning_rate."""
+    l2sp: float = 0.0
+    """L2-SP: add l2sp/2 · ||w − w_pretrained||² over the backbone's weights to the loss."""
+
+
+@dataclass
+class PartialConfig:
+    strategy: Literal["partial"] = "partial"
+    freeze: Literal["backbone"] | int = "backbone"
+    """`backbone`: only the head trains (linear probe); N: embeddings + the first N blocks freeze."""
+    cache_features: bool | None = None
+    """Linear probe on cached backbone features (computed once, on disk). null: whenever possible."""
+    l2sp: float = 0.0
+    """L2-SP (see full); only the unfrozen backbone weights are pulled back."""
+
+
+def apply_full(model: nn.Module, cfg: FullConfig) -> nn.Module:
+    """Everything trains that the model loader left trainable (it may keep a fixed position table
+    or, for speech, the convolutional feature encoder frozen)."""
+    return model
+
+
+def apply_partial(model: nn.Module, cfg: PartialConfig) -> nn.Module:
+    if cfg.freeze == "backbone":
+        freeze_backbone(model)
+        keep_frozen_backbone_in_eval(model)
+    else:
+        freeze_first_blocks(model, cfg.freeze)
+    return model
+
+
+FULL = Strategy(name="full", options=FullConfig, apply=apply_full)
+PARTIAL = Strategy(name="partial", options=PartialConfig, apply=apply_partial,
+                   head_only=lambda cfg: cfg.freeze == "backbone")

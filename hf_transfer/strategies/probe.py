@@ -1,0 +1,164 @@
+"""Cached-feature linear probe: the frozen backbone runs once per example, the head trains on disk-cached features.
+
+With a fully frozen backbone (`partial`, `freeze: backbone`) and no stochastic augmentation, the
+backbone's output for an example never changes, so it is computed once (batched, under no_grad,
+in eval mode) and stored under `$HF_TRANSFER_CACHE` (default ~/.cache/hf-transfer/features), keyed
+by a hash of the backbone's weights, a hash of the preprocessed split (data + preprocessing: the
+model inputs and labels themselves) and the capture point. Trainer then trains only the head on those features — same
+optimizer, schedule, sampler order and metrics as through the backbone — and the saved output is the
+ordinary full model folder (the head's modules are the model's own, trained in place).
+
+Applies when the head is a Linear layer with only dropout/identity layers before it (BERT, ViT, ...);
+the capture is checked against the full model's logits on one batch, else it falls back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from hf_transfer.errors import ModelError
+from hf_transfer.inference import run_batches
+from hf_transfer.strategies.anatomy import backbone_of
+from hf_transfer.tasks.classification import classification_loss
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HF_TRANSFER_CACHE", "~/.cache/hf-transfer")).expanduser() / "features"
+
+
+def probe_head(model: nn.Module) -> nn.Sequential | None:
+    """The head as a Sequential of the model's own modules, when it is dropouts + one Linear."""
+    backbone = backbone_of(model)
+    if backbone is model:
+        return None
+    children = [m for m in model.children() if m is not backbone]
+    linears = [m for m in children if isinstance(m, nn.Linear)]
+    if len(linears) != 1 or not all(isinstance(m, (nn.Linear, nn.Dropout, nn.Identity)) for m in children):
+        return None
+    return nn.Sequential(*children)
+
+
+def wanted(cfg, stochastic: bool, model) -> bool:
+    """Use the cache? `cfg` is the `finetune` section, `stochastic` whether the training inputs are
+    augmented randomly; `cache_features: null` means whenever it applies."""
+    if cfg.strategy != "partial" or cfg.cache_features is False:
+        return False
+    if cfg.freeze != "backbone" and cfg.cache_features is None:
+        return False  # not a linear probe
+    reasons = []
+    if cfg.freeze != "backbone":
+        reasons.append("the backbone is not fully frozen (freeze: backbone)")
+    if stochastic:
+        reasons.append("the data has stochastic augmentation")
+    if probe_head(model) is None:
+        reasons.append(f"the head of {model.__class__.__name__} is not dropout + one Linear layer")
+    if reasons and cfg.cache_features:
+        raise ModelError(f"finetune.cache_features: cannot cache features: {reasons[0]}")
+    if reasons:
+        log.info("linear probe through the backbone: %s", reasons[0])
+    return not reasons
+
+
+class CachedHead(nn.Module):
+    """The model's head applied to cached features, with the model's loss for its problem type."""
+
+    def __init__(self, head: nn.Sequential, config):
+        super().__init__()
+        self.head, self.problem_type, self.num_labels = head, config.problem_type, config.num_labels
+
+    def forward(self, features, labels=None, length=None):  # length: for group_by_length only
+        logits = self.head(features)
+        loss = None if labels is None else classification_loss(logits, labels, self.problem_type)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def _weights_hash(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _data_hash(split) -> str:
+    """Hash of the preprocessed split's content (model inputs + labels): data and preprocessing."""
+    if split._indices is not None:
+        split = split.flatten_indices()
+    h = hashlib.sha256(repr(split.features).encode())
+    for batch in split.data.to_batches():
+        h.update(batch.serialize())
+    return h.hexdigest()
+
+
+def _compute(model, head, split, collator, batch_size: int, device) -> torch.Tensor:
+    """Features of every example (the input of the head), checked on the first batch."""
+    captured = []
+
+    def check(i: int, outputs) -> None:
+        if i == 0:
+            replay = head(captured[0])
+            captured.pop()  # the replay passed through the hook too
+            if not torch.allclose(replay, outputs.logits, atol=1e-5, rtol=1e-4):
+                raise ModelError("finetune.cache_features: the head's input does not reproduce the logits")
+
+    hook = head[0].register_forward_pre_hook(lambda m, args: captured.append(args[0].detach()))
+    columns = [c for c in split.column_names if c != "labels"]
+    try:
+        run_batches(model, split.select_columns(columns), collator, batch_size, device, check)
+    finally:
+        hook.remove()
+    return torch.cat(captured).float().cpu()
+
+
+def features(model, head, split, collator, batch_size: int, device, weights: str) -> tuple:
+    """(features dataset, seconds spent, cache hit) for one preprocessed split;
+    `weights` is the hash of the backbone's weights."""
+    from safetensors.torch import load_file, save_file
+
+    start = time.perf_counter()
+    key = hashlib.sha256(f"{weights}|{_data_hash(split)}|{head[0].__class__.__name__}".encode()).hexdigest()[:32]
+    path = cache_dir() / f"{key}.safetensors"
+    hit = path.is_file()
+    if hit:
+        feats = load_file(path)["features"]
+    else:
+        feats = _compute(model, head, split, collator, batch_size, device)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"features": feats.contiguous()}, str(tmp))
+        os.replace(tmp, path)
+    if len(feats) != len(split):
+        raise ModelError(f"finetune.cache_features: cache {path} holds {len(feats)} rows, expected {len(split)}")
+    data = {"features": feats.numpy(), "labels": split.select_columns(["labels"]).to_dict()["labels"]}
+    if "input_ids" in split.column_names:
+        data["length"] = [len(ids) for ids in split["input_ids"]]
+    from datasets import Dataset
+
+    ds = Dataset.from_dict(data).with_format("torch")
+    return ds, time.perf_counter() - start, hit
+
+
+def prepare(model, splits, collator, args):
+    """(CachedHead to train, feature splits, info for metrics.json)."""
+    start = time.perf_counter()
+    head, weights = probe_head(model), _weights_hash(backbone_of(model))
+    out, info = {}, {"seconds": time.perf_counter() - start, "cache_hits": 0, "splits": len(splits)}
+    for role, split in splits.items():
+        out[role], seconds, hit = features(
+            model, head, split, collator, args.per_device_eval_batch_size, args.device, weights
+        )
+        info["seconds"] += seconds
+        info["cache_hits"] += int(hit)
+    log.info("linear probe on cached features: %.1f s for features (%d of %d splits from cache)",
+             info["seconds"], info["cache_hits"], len(splits))
+    return CachedHead(head, model.config), type(splits)(out), info

@@ -1,0 +1,121 @@
+"""What a task is: one record of everything the pipeline needs from it, and what its builders read.
+
+A task (text-classification, image-classification, ...) is a `Task`: its recipe section, how data
+becomes labelled model inputs, the model and processor it loads, its loss and metrics, how it saves, and
+what a Hub user's `pipeline()` sees (task name, Auto class, example input, how `predict` reads inputs).
+`hf_transfer.tasks.TASKS` holds one record per task; every other list (recipe sections, comparison
+baselines, verify, predict, the card) is read from it. Builders get a `TaskSpec`: the `model` and `data`
+sections, the task's own section and the seed, never the whole recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from hf_transfer.recipe.schema import DataConfig, ModelConfig
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """The recipe sections a task's builders read."""
+
+    model: ModelConfig
+    data: DataConfig
+    options: Any = None
+    """The task's own section (e.g. VisionConfig for `vision:`), None for tasks without one."""
+    seed: int = 42
+    """training.seed: random augmentation and carved splits follow it."""
+
+
+@dataclass
+class Labeler:
+    """How label columns become the `labels` column of every split."""
+
+    columns: list[tuple[str, str]]
+    """(recipe key, label column), checked in every split."""
+    names: Callable[[Any], Any]
+    """Training split -> label names."""
+    encode: Callable[[Any, Any, str], Any]
+    """(split, label names, split name) -> the split with `labels` instead of the label columns."""
+    stratify: str | None
+    """Integer column of the encoded splits that stratified splits keep balanced (None: not stratified)."""
+
+
+def _none(*_: Any) -> None:
+    return None
+
+
+def _never(*_: Any) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: a record of functions and facts; no behaviour lives in the pipeline's plumbing."""
+
+    name: str
+    """Recipe `task:` value, e.g. `text-classification`."""
+    modality: str
+    """`model.modality` of the task (text, vision, speech); a recipe without `task` picks its modality's default."""
+    section: str | None
+    """Recipe section holding the task's options (e.g. `vision`), or None."""
+    options: type | None
+    """Dataclass of that section."""
+    problem_types: tuple[str, ...]
+    """Values of `data.problem_type` the task accepts."""
+
+    # data -> model inputs
+    input_columns: Callable[[TaskSpec], dict[str, str]]
+    """Recipe key -> dataset column the model reads (checked in every split)."""
+    labeler: Callable[[TaskSpec], Labeler]
+    load_processor: Callable[[TaskSpec], Any]
+    preprocess: Callable[[Any, Any, TaskSpec], Any]
+    """(raw DatasetDict with `labels`, processor, spec) -> model-ready splits."""
+    collator: Callable[[Any], Callable]
+    stochastic: Callable[[TaskSpec], bool]
+    """Whether training inputs are augmented randomly (then nothing computed from them is cached)."""
+    training_defaults: Callable[[], dict[str, Any]]
+    """TrainingArguments defaults of the task (a recipe value always wins)."""
+
+    # model, loss, metrics, saving
+    load_model: Callable[[TaskSpec, Any], Any]
+    """(spec, label names) -> the model with its new head."""
+    loss: Callable[[TaskSpec], Callable | None]
+    """Trainer's compute_loss_func, or None for the model's own loss."""
+    compute_metrics: Callable[[TaskSpec], Callable]
+    best_metric: Callable[[TaskSpec], tuple[str, bool]]
+    """(metric_for_best_model, greater_is_better) when the recipe names none."""
+    metric_names: dict[str, tuple[str, str, dict | None]]
+    """Metric key -> (model-index type, display name, args): what the card reports."""
+    save: Callable[[Any, TaskSpec, Any], bool]
+    """(trainer, spec, folder) -> True when the task wrote the folder itself (e.g. timm's format)."""
+    baselines: dict[str, Callable[[TaskSpec, Any], dict]] = field(default_factory=dict)
+    """`compare` entries that train nothing: name -> (spec, loaded splits) -> {split: metrics}."""
+
+    # what a Hub user sees
+    pipeline_task: str = ""
+    """transformers.pipeline task that loads the saved folder."""
+    auto_class: str = ""
+    """transformers Auto class of the saved model."""
+    processor_arg: str = ""
+    """pipeline() argument that names the processor (tokenizer, image_processor, feature_extractor)."""
+    peft_task_type: str | None = None
+    """PEFT TaskType of the adapter (SEQ_CLS for text), None for a plain PeftModel."""
+    example: str = '"path/to/input"'
+    """Example input for the card's snippet."""
+    read_inputs: Callable[[list[str]], list] = list
+    """`hf-transfer predict` arguments -> pipeline inputs."""
+    pipeline_kwargs: Callable[[TaskSpec], dict[str, Any]] = lambda spec: {}
+    """Call arguments that make pipeline() preprocess as training did (e.g. truncation)."""
+    verify_inputs: Callable[[TaskSpec, Any, Any], Any] | None = None
+    """(spec, raw split, processor) -> a dataset whose column `inputs` is what the round-trip check feeds to the
+    pipeline; None: the task has no round-trip check."""
+    verify_after_training: bool = False
+    """Run the round-trip check after every training run (`verify: true`); otherwise `hf-transfer verify`
+    checks a folder on request."""
+
+
+NO_LOSS: Callable[[TaskSpec], None] = _none
+NO_SAVE: Callable[[Any, TaskSpec, Any], bool] = _never
+DETERMINISTIC: Callable[[TaskSpec], bool] = _never

@@ -1,0 +1,263 @@
+"""Classification, the shared part of text-, image- and audio-classification: problem types, labels,
+metrics, loss and the majority baseline.
+
+`data.problem_type` is one of PROBLEM_TYPES: single-label (one class id per example), multi-label (a
+0/1 vector: a list of 0/1 columns, or one column of label lists) or regression (one float). Label names
+come from `data.label_names`, else the dataset's ClassLabel names, else the sorted values of the
+training split. `task(...)` builds a classification task record from its modality's own functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hf_transfer.errors import DataError
+from hf_transfer.recipe.schema import DataConfig
+from hf_transfer.tasks.base import NO_SAVE, Labeler, Task, TaskSpec
+from hf_transfer.tasks.metrics import compute
+
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+
+# metric key (after the eval_ / test_ prefix) -> (model-index type, display name, args): the card's table
+METRIC_NAMES = {
+    "accuracy": ("accuracy", "Accuracy", None),
+    "f1_macro": ("f1", "F1 (macro)", {"average": "macro"}),
+    "precision_macro": ("precision", "Precision (macro)", {"average": "macro"}),
+    "recall_macro": ("recall", "Recall (macro)", {"average": "macro"}),
+    "f1_micro": ("f1", "F1 (micro)", {"average": "micro"}),
+    "exact_match": ("exact_match", "Exact match", None),
+    "mse": ("mse", "MSE", None),
+    "pearsonr": ("pearsonr", "Pearson r", None),
+    "spearmanr": ("spearmanr", "Spearman rho", None),
+}
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def label_columns(cfg: DataConfig) -> list[str]:
+    return cfg.label_column if isinstance(cfg.label_column, list) else [cfg.label_column]
+
+
+def _infer_label_names(train, cfg: DataConfig) -> list[str] | None:
+    if cfg.problem_type == "regression":
+        return None
+    if cfg.label_names:
+        return [str(n) for n in cfg.label_names]
+    columns = label_columns(cfg)
+    if cfg.problem_type == "multi_label_classification" and len(columns) > 1:
+        return columns
+    feature = train.features[columns[0]]
+    names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
+    if names:
+        return list(names)
+    values = train[columns[0]]
+    if cfg.problem_type == "multi_label_classification":
+        values = [v for row in values for v in (row or [])]
+    try:
+        return [str(v) for v in sorted(set(values))]
+    except TypeError:
+        raise DataError(
+            f"data.label_column: column {columns[0]!r} mixes value types; set data.label_names"
+        ) from None
+
+
+def encoder(cfg: DataConfig, label_names: list[str] | None, split: str):
+    """Return a function mapping one raw example to its `labels` value."""
+    columns = label_columns(cfg)
+    index = {name: i for i, name in enumerate(label_names or [])}
+
+    def one(value: Any) -> int:
+        if isinstance(value, bool) or value is None:
+            pass
+        elif isinstance(value, int) and 0 <= value < len(index):
+            return value
+        elif str(value) in index:
+            return index[str(value)]
+        raise DataError(
+            f"data.label_column: label {value!r} in split {split!r} is not one of "
+            f"label_names {list(index)}"
+        )
+
+    def regression(ex):
+        value = ex[columns[0]]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DataError(
+                f"data.label_column: regression label {value!r} in split {split!r} is not a number"
+            )
+        return float(value)
+
+    def multi(ex):
+        if len(columns) > 1:
+            values = [ex[c] for c in columns]
+            if any(v not in (0, 1, True, False) for v in values):
+                raise DataError(
+                    f"data.label_column: multi-label columns must hold 0/1 in split {split!r}, "
+                    f"got {values}"
+                )
+            return [float(v) for v in values]
+        hot = [0.0] * len(index)
+        for value in ex[columns[0]] or []:
+            hot[one(value)] = 1.0
+        return hot
+
+    return {
+        "regression": regression,
+        "multi_label_classification": multi,
+        "single_label_classification": lambda ex: one(ex[columns[0]]),
+    }[cfg.problem_type]
+
+
+def labeler(spec: TaskSpec) -> Labeler:
+    """`data.label_column` -> `labels`, by problem type."""
+    cfg = spec.data
+    single = cfg.problem_type == "single_label_classification"
+    return Labeler(
+        columns=[("data.label_column", c) for c in label_columns(cfg)],
+        names=lambda train: _infer_label_names(train, cfg),
+        encode=lambda ds, names, split: encode_labels(ds, cfg, names, split),
+        stratify="labels" if single else None,
+    )
+
+
+def encode_labels(ds, cfg: DataConfig, label_names, split: str):
+    encode = encoder(cfg, label_names, split)
+    labels = [encode(ex) for ex in ds.select_columns(label_columns(cfg))]  # never decodes audio/images
+    drop = [c for c in label_columns(cfg) if c in ds.column_names] + (
+        ["labels"] if "labels" in ds.column_names else []
+    )
+    return ds.remove_columns(sorted(set(drop))).add_column("labels", labels)
+
+
+def head_config(spec: TaskSpec, label_names: list[str] | None) -> dict[str, Any]:
+    """Config kwargs of a new classification head: label count, problem type and the label names."""
+    kwargs: dict[str, Any] = {"num_labels": len(label_names) if label_names else 1,
+                              "problem_type": spec.data.problem_type}
+    if label_names:
+        kwargs["id2label"] = dict(enumerate(label_names))
+        kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
+    return kwargs
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _classification(preds: np.ndarray, refs: np.ndarray) -> dict[str, float]:
+    out = compute("accuracy", preds, refs)
+    for name in ("f1", "precision", "recall"):
+        out |= compute(name, preds, refs, out_key=f"{name}_macro", average="macro")
+    return out
+
+
+def _multilabel(logits: np.ndarray, refs: np.ndarray) -> dict[str, float]:
+    preds = (logits > 0).astype(int)
+    refs = refs.astype(int)
+    out = {"exact_match": float((preds == refs).all(axis=1).mean())}
+    for name in ("f1", "precision", "recall"):
+        out |= compute(name, preds, refs, out_key=f"{name}_macro", average="macro")
+    out |= compute("f1", preds, refs, out_key="f1_micro", average="micro")
+    return out
+
+
+def _regression(preds: np.ndarray, refs: np.ndarray) -> dict[str, float]:
+    preds, refs = preds.reshape(-1), refs.reshape(-1)
+    out = compute("mse", preds, refs)
+    if len(refs) > 1 and np.std(refs) > 0 and np.std(preds) > 0:
+        out |= compute("pearsonr", preds, refs) | compute("spearmanr", preds, refs)
+    return out
+
+
+def score(problem_type: str, logits, refs: np.ndarray) -> dict[str, float]:
+    """The metrics of `problem_type` for model outputs `logits` against `refs`."""
+    if problem_type == "regression":
+        return _regression(np.asarray(logits), refs)
+    if problem_type == "multi_label_classification":
+        return _multilabel(np.asarray(logits), refs)
+    return _classification(np.asarray(logits).argmax(-1), refs)
+
+
+def compute_metrics_fn(problem_type: str) -> Callable[[Any], dict[str, float]]:
+    """A `compute_metrics` for Trainer, by problem type."""
+
+    def compute(pred) -> dict[str, float]:
+        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        refs = np.asarray(pred.label_ids)
+        return score(problem_type, logits, refs) | {"samples": len(refs)}  # samples: gathered over processes
+
+    return compute
+
+
+def best_metric_of(problem_type: str) -> tuple[str, bool]:
+    """(metric_for_best_model, greater_is_better) by problem type."""
+    return {
+        "regression": ("mse", False),
+        "multi_label_classification": ("f1_macro", True),
+    }.get(problem_type, ("accuracy", True))
+
+
+def best_metric(spec: TaskSpec) -> tuple[str, bool]:
+    return best_metric_of(spec.data.problem_type)
+
+
+def compute_metrics(spec: TaskSpec):
+    return compute_metrics_fn(spec.data.problem_type)
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
+    """Cross-entropy on class ids or on soft targets (mixup / cutmix); BCE multi-label; MSE regression."""
+    if problem_type == "regression":
+        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+    if problem_type == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+    if labels.dim() == logits.dim():  # soft targets, one row per image
+        return torch.sum(-labels * F.log_softmax(logits, dim=-1), dim=-1).mean()
+    return F.cross_entropy(logits, labels)
+
+
+# --------------------------------------------------------------------------- the majority baseline
+
+
+def majority_logits(problem_type: str, train_labels) -> np.ndarray:
+    """A constant prediction from the training labels: the majority class (per label for multi-label;
+    the mean for regression), as one row of logits."""
+    train = np.asarray(train_labels, dtype=float)
+    if problem_type == "regression":
+        return np.array([train.mean()])
+    if problem_type == "multi_label_classification":
+        return np.where(train.mean(axis=0) >= 0.5, 1.0, -1.0)
+    counts = np.bincount(train.astype(int))
+    return np.eye(len(counts))[counts.argmax()]
+
+
+def majority(spec: TaskSpec, splits) -> dict[str, dict[str, float]]:
+    """Metrics of the majority prediction on the validation and test splits (a baseline: no training)."""
+    from transformers import EvalPrediction
+
+    constant = majority_logits(spec.data.problem_type, splits["train"]["labels"])
+    metrics = compute_metrics_fn(spec.data.problem_type)
+    out = {}
+    for role, prefix in (("validation", "eval"), ("test", "test")):
+        if role in splits:
+            refs = np.asarray(splits[role]["labels"])
+            logits = np.tile(constant, (len(refs), 1))
+            out[role] = {f"{prefix}_{k}": v for k, v in metrics(EvalPrediction(logits, refs)).items()}
+    return out
+
+
+# --------------------------------------------------------------------------- the record
+
+
+def task(**fields: Any) -> Task:
+    """A classification task record: the modality's functions in `fields`, the classification parts here."""
+    shared = dict(
+        labeler=labeler, compute_metrics=compute_metrics, best_metric=best_metric, metric_names=METRIC_NAMES,
+        baselines={"majority": majority}, save=NO_SAVE,
+    )
+    return Task(**{**shared, **fields})

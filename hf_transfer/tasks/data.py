@@ -1,0 +1,172 @@
+"""Load a dataset as the recipe's `data` section describes it: splits, labels, folds.
+
+The result is a `DatasetDict` with `train`, `validation` and (when present) `test` splits and a
+`labels` column made by the task's `Labeler` (classification: int, list of floats or float), plus the
+label names. A validation split absent from the dataset is carved from train (stratified when the
+labeler says how); a cross-validation fold (`cv.fold`) replaces it. The task's `preprocess` then
+turns the input columns into model inputs.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+import numpy as np
+
+from hf_transfer.errors import DataError
+from hf_transfer.recipe.schema import DataConfig
+from hf_transfer.tasks.base import Labeler
+
+log = logging.getLogger(__name__)
+
+LOCAL_LOADERS = ("csv", "json", "parquet", "imagefolder", "audiofolder", "arrow", "text")
+
+
+@dataclass
+class LoadedData:
+    splits: Any  # datasets.DatasetDict
+    label_names: list[str] | None  # None for regression
+
+
+def default_num_workers(max_workers: int = 4) -> int:
+    """DataLoader workers for data decoded / augmented every step (images, audio), when the recipe sets
+    no `training.dataloader_num_workers`: the cores this process may use, one left to the training loop,
+    shared among the processes a launcher started on this machine, at most `max_workers`; 0 (load in
+    the training process) with one core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(0, min(max_workers, per_process - 1))
+
+
+def load_raw(cfg: DataConfig):
+    import datasets
+
+    if cfg.data_files:
+        for split, file in cfg.data_files.items():
+            if not glob.glob(file):
+                raise DataError(f"data.data_files.{split}: file not found: {file}")
+        if cfg.path not in LOCAL_LOADERS:
+            raise DataError(
+                f"data.path: with data_files, path must be a loader name "
+                f"({', '.join(LOCAL_LOADERS)}), got {cfg.path!r}"
+            )
+    try:
+        return datasets.load_dataset(cfg.path, cfg.name, data_files=cfg.data_files)
+    except FileNotFoundError as err:
+        raise DataError(f"data.path: dataset {cfg.path!r} not found ({_first_line(err)})") from None
+    except (ValueError, ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError) as err:
+        raise DataError(f"data.path: cannot load dataset {cfg.path!r}: {_first_line(err)}") from None
+    except Exception as err:  # parse errors of csv/json/parquet readers come as many types
+        raise DataError(
+            f"data: cannot read dataset {cfg.path!r} ({err.__class__.__name__}: {_first_line(err)})"
+        ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else err.__class__.__name__
+
+
+def _require_columns(ds, split: str, wanted: list[tuple[str, str]]) -> None:
+    """`wanted`: (recipe key, e.g. data.text_column; the column it names)."""
+    for key, col in wanted:
+        if col not in ds.column_names:
+            raise DataError(
+                f"{key}: column {col!r} not in split {split!r} (columns: {', '.join(ds.column_names)})"
+            )
+    if len(ds) == 0:
+        raise DataError(f"data: split {split!r} is empty")
+
+
+def load_data(
+    cfg: DataConfig, input_columns: dict[str, str], seed: int, labeler: Labeler, fold: Callable | None = None,
+) -> LoadedData:
+    """Load, check and label-encode the splits named by the recipe. `fold(train, stratify_column)`
+    -> (train, validation) replaces the validation split (cross-validation: `fold_of`)."""
+    import datasets
+
+    raw = load_raw(cfg)
+    if cfg.train_split not in raw:
+        raise DataError(
+            f"data.train_split: split {cfg.train_split!r} not in dataset (has: {', '.join(raw)})"
+        )
+    named = {"train": cfg.train_split, "validation": cfg.validation_split, "test": cfg.test_split}
+    present = {k: v for k, v in named.items() if v and v in raw}
+    if cfg.test_split and cfg.test_split not in raw:
+        log.warning("data.test_split %r not in dataset; no test evaluation", cfg.test_split)
+    for role, split in present.items():
+        _require_columns(raw[split], split, labeler.columns + list(input_columns.items()))
+    label_names = labeler.names(raw[cfg.train_split])
+    splits = {role: labeler.encode(raw[split], label_names, split) for role, split in present.items()}
+    if fold is not None:
+        if "validation" in splits:
+            log.info("cross-validation: the held-out fold replaces split %r", cfg.validation_split)
+        splits["train"], splits["validation"] = fold(splits["train"], labeler.stratify)
+    elif "validation" not in splits:
+        splits["train"], splits["validation"] = _carve_validation(splits["train"], cfg, seed, labeler.stratify)
+    if cfg.max_train_samples:
+        splits["train"] = splits["train"].select(range(min(cfg.max_train_samples, len(splits["train"]))))
+    if cfg.max_eval_samples:
+        for role in ("validation", "test"):
+            if role in splits:
+                splits[role] = splits[role].select(range(min(cfg.max_eval_samples, len(splits[role]))))
+    return LoadedData(datasets.DatasetDict(splits), label_names)
+
+
+def _carve_validation(train, cfg: DataConfig, seed: int, column: str | None):
+    if not 0 < cfg.validation_size < 1:
+        raise DataError("data.validation_size: must be between 0 and 1 to carve a validation split")
+    n_val = max(1, round(len(train) * cfg.validation_size))
+    if len(train) - n_val < 1:
+        raise DataError(f"data.train_split: {len(train)} rows are too few to carve a validation split")
+    stratify = None
+    if column is not None:
+        import datasets
+
+        labels = sorted(set(train[column]))
+        train = train.cast_column(column, datasets.ClassLabel(num_classes=max(labels) + 1))
+        counts = {lab: train[column].count(lab) for lab in labels}
+        stratify = column if min(counts.values()) >= 2 and n_val >= len(labels) else None
+    parts = train.train_test_split(test_size=n_val, seed=seed, stratify_by_column=stratify)
+    log.info("carved a validation split of %d rows from %d training rows", n_val, len(train))
+    return parts["train"], parts["test"]
+
+
+# --------------------------------------------------------------------------- cross-validation folds
+
+
+def fold_indices(n: int, strata: list[int] | None, folds: int, seed: int) -> list[np.ndarray]:
+    """Held-out row indices of each fold: disjoint, together all n rows, class-balanced when
+    `strata` (a class per row) is given."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if n < folds:
+        raise DataError(f"cv.folds: {folds} folds need at least {folds} training rows, the split has {n}")
+    x = np.zeros(n)
+    if strata is not None:
+        try:  # scikit-learn warns when a class has fewer rows than folds, and refuses when all do
+            return [held for _, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, strata)]
+        except ValueError as err:
+            log.warning("cv: folds not stratified (%s)", str(err).splitlines()[0])
+    return [held for _, held in KFold(folds, shuffle=True, random_state=seed).split(x)]
+
+
+def select_fold(train, stratify: str | None, folds: int, seed: int, index: int):
+    """(training part, held-out fold `index`) of the encoded training split."""
+    strata = list(train[stratify]) if stratify else None
+    held = fold_indices(len(train), strata, folds, seed)[index]
+    rest = np.setdiff1d(np.arange(len(train)), held)
+    log.info("cv: fold %d of %d: %d training rows, %d held out", index, folds, len(rest), len(held))
+    return train.select(rest), train.select(np.sort(held))
+
+
+def fold_of(cv):
+    """The `fold` argument of load_data for a one-fold recipe (`cv.fold` set); None otherwise."""
+    if cv is None or cv.fold is None:
+        return None
+    return partial(select_fold, folds=cv.folds, seed=cv.seed, index=cv.fold)

@@ -1,0 +1,247 @@
+"""Task `image-classification`: timm models or transformers image classifiers under the same Trainer pipeline.
+
+The recipe's `vision:` section (VisionConfig) holds its options; `vision.library` picks the backbone library:
+
+- `timm`: `timm.create_model(name, pretrained=..., num_classes=K)` for a Hub id (`timm/resnet50.a1_in1k`),
+  a timm model name, or a local folder in timm's format (config.json + model.safetensors). Preprocessing
+  comes from the model's pretrained data config (`resolve_data_config` / `create_transform`). The result
+  is saved in timm's own format, so `timm.create_model("local-dir:" + folder, pretrained=True)` reloads it.
+- `transformers`: `AutoModelForImageClassification` + `AutoImageProcessor`; the result reloads with
+  `pipeline("image-classification", model=folder)`.
+
+This module holds the model side (backbone, processor, loss, saving) and the task's record; images,
+transforms and batches are in `images.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from hf_transfer.tasks import classification
+from hf_transfer.tasks.base import TaskSpec
+from hf_transfer.tasks.classification import classification_loss
+from hf_transfer.tasks.data import default_num_workers
+from hf_transfer.tasks.images import TimmProcessor, collator, data_config, preprocess, stochastic_augmentation
+from hf_transfer.tasks.inputs import file_inputs
+from hf_transfer.tasks.loaders import load_auto_model, load_auto_processor, load_error, with_config_overrides
+
+
+@dataclass
+class VisionConfig:
+    """The `vision:` section (model.modality: vision). Augmentation applies to training only."""
+
+    library: Literal["timm", "transformers"] = "timm"
+    """timm: timm.create_model (Hub id timm/..., a timm name, or a folder with config.json);
+    transformers: AutoModelForImageClassification + AutoImageProcessor."""
+    image_column: str = "image"
+    image_size: int | None = None
+    """Square input size in pixels; default: the backbone's own (timm data config / image processor)."""
+    crop_pct: float | None = None
+    """Evaluation centre crop (timm): resize to image_size / crop_pct, then crop; 1.0 keeps the whole image."""
+    random_resized_crop: bool = True
+    """False: training images are resized whole (no random crop)."""
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    """Area range of the random resized crop."""
+    hflip: float = 0.5
+    vflip: float = 0.0
+    color_jitter: float | None = None
+    auto_augment: str | None = None
+    """timm policy (`rand-m9-mstd0.5` = RandAugment, `augmix-m5-w4-d2`, `original`) or `trivialaugment`."""
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    label_smoothing: float = 0.0
+    """With mixup / cutmix (timm's Mixup); otherwise use training.label_smoothing_factor."""
+
+
+def training_defaults() -> dict[str, Any]:
+    """TrainingArguments defaults (a recipe value still wins): the image column must reach the lazy
+    transform, so Trainer must not drop columns the model's forward does not name; images are decoded
+    and augmented every step, in DataLoader workers sized to the machine."""
+    return {"remove_unused_columns": False, "label_names": ["labels"], "dataloader_num_workers": default_num_workers()}
+
+
+def input_columns(spec: TaskSpec) -> dict[str, str]:
+    """Recipe key -> dataset column that the model reads."""
+    return {"vision.image_column": spec.options.image_column}
+
+
+# --------------------------------------------------------------------------- model
+
+
+class TimmClassifier(nn.Module):
+    """A timm model under Trainer's calling convention: `forward(pixel_values, labels)` -> loss, logits."""
+
+    main_input_name = "pixel_values"
+
+    def __init__(self, model: nn.Module, label_names: list[str] | None, problem_type: str):
+        super().__init__()
+        self.model = model
+        self.label_names = label_names
+        self.problem_type = problem_type
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None):
+        from transformers.modeling_outputs import ImageClassifierOutput
+
+        logits = self.model(pixel_values)
+        loss = None if labels is None else classification_loss(logits, labels, self.problem_type)
+        return ImageClassifierOutput(loss=loss, logits=logits)
+
+
+def timm_source(name_or_path: str) -> str:
+    """A local folder -> `local-dir:PATH`; a Hub id (`org/name`) -> `hf-hub:org/name`; else a timm name."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return "local-dir:" + str(path.resolve())
+    if name_or_path.startswith(("hf-hub:", "local-dir:")) or "/" not in name_or_path:
+        return name_or_path
+    return "hf-hub:" + name_or_path
+
+
+def _timm_create(spec: TaskSpec, pretrained: bool, **kwargs) -> nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(timm_source(spec.model.name_or_path), pretrained=pretrained, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise load_error(spec.model, "a timm model", err) from None
+
+
+def _timm_pretrained_cfg(spec: TaskSpec) -> dict[str, Any]:
+    """The model's pretrained config (data config, input size) without building its weights."""
+    with torch.device("meta"):
+        return dict(_timm_create(spec, pretrained=False).pretrained_cfg)
+
+
+def load_model(spec: TaskSpec, label_names: list[str] | None):
+    num_labels = len(label_names) if label_names else 1
+    if spec.options.library == "timm":
+        kwargs: dict[str, Any] = {"num_classes": num_labels}
+        size, source_cfg = spec.options.image_size, _timm_pretrained_cfg(spec)
+        if size and source_cfg.get("fixed_input_size"):
+            kwargs["img_size"] = size  # e.g. ViT: position embeddings are resampled to the new grid
+        model = _timm_create(spec, spec.model.pretrained, **with_config_overrides(spec.model, kwargs))
+        if not spec.model.pretrained or source_cfg.get("num_classes") != num_labels:
+            _zero_classifier(model)
+        return TimmClassifier(model, label_names, spec.data.problem_type)
+    return _load_transformers_model(spec, label_names, num_labels)
+
+
+def _zero_classifier(model: nn.Module) -> None:
+    """A new head starts at zero (uniform predictions), as in BiT: some timm inits (EfficientNet's)
+    give a new head logits large enough to swamp the pretrained features' first updates."""
+    for p in model.get_classifier().parameters():
+        nn.init.zeros_(p)
+
+
+def _load_transformers_model(spec: TaskSpec, label_names: list[str] | None, num_labels: int):
+    from transformers import AutoModelForImageClassification
+
+    kwargs = classification.head_config(spec, label_names)
+    # a new head: the pretrained one (e.g. 1000 ImageNet classes) is dropped
+    return load_auto_model(AutoModelForImageClassification, spec.model, "an image-classification model",
+                           pretrained_kwargs={"ignore_mismatched_sizes": True}, **kwargs)
+
+
+def loss(spec: TaskSpec):
+    """Trainer's `compute_loss_func` when labels become soft (mixup / cutmix); else the model's own loss."""
+    v = spec.options
+    if v.mixup_alpha <= 0 and v.cutmix_alpha <= 0:
+        return None
+    problem_type = spec.data.problem_type
+
+    def compute(outputs, labels, num_items_in_batch=None):
+        return classification_loss(outputs["logits"], labels, problem_type)
+
+    return compute
+
+
+# --------------------------------------------------------------------------- processor
+
+
+def load_processor(spec: TaskSpec):
+    vision = spec.options
+    if vision.library == "timm":
+        from timm.data import resolve_data_config
+
+        args: dict[str, Any] = {}
+        if vision.image_size:
+            args["input_size"] = (3, vision.image_size, vision.image_size)
+        if vision.crop_pct:
+            args["crop_pct"] = vision.crop_pct
+        return TimmProcessor(resolve_data_config(args, pretrained_cfg=_timm_pretrained_cfg(spec)))
+    from transformers import AutoImageProcessor
+
+    proc = load_auto_processor(AutoImageProcessor, spec.model, "an image processor")
+    if vision.image_size:
+        _resize_processor(proc, vision.image_size)
+    return proc
+
+
+def _resize_processor(proc, size: int) -> None:
+    """Point a transformers image processor at `size` pixels, keeping its own size convention."""
+    if "height" in (proc.size or {}):
+        proc.size = {"height": size, "width": size}
+    else:
+        proc.size = {"shortest_edge": size}
+    if getattr(proc, "crop_size", None):
+        proc.crop_size = {"height": size, "width": size}
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save(trainer, spec: TaskSpec, out: Path) -> bool:
+    """timm models: write timm's own folder (LoRA merged in). False: let the default save run."""
+    if spec.options.library != "timm":
+        return False
+    if not trainer.is_world_process_zero():
+        return True
+    from timm.models import save_for_hf
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "peft_config"):  # merge a copy: the trained model stays usable in memory
+        model = copy.deepcopy(model).merge_and_unload()
+    label_names = model.label_names
+    save_for_hf(
+        model.model,
+        str(out),
+        model_config={"label_names": label_names} if label_names else None,
+        safe_serialization=True,
+        data_config=data_config(trainer.processing_class),
+    )
+    return True
+
+
+def verify_inputs(spec: TaskSpec, split, processor=None):
+    """The split's images as the pipeline takes them, in column `inputs`."""
+    column = spec.options.image_column
+    return split.select_columns([column]).rename_column(column, "inputs")
+
+
+TASK = classification.task(
+    name="image-classification",
+    modality="vision",
+    section="vision",
+    options=VisionConfig,
+    problem_types=classification.PROBLEM_TYPES,
+    input_columns=input_columns,
+    load_processor=load_processor,
+    preprocess=preprocess,
+    collator=collator,
+    stochastic=stochastic_augmentation,
+    training_defaults=training_defaults,
+    load_model=load_model,
+    loss=loss,
+    save=save,
+    pipeline_task="image-classification",
+    auto_class="AutoModelForImageClassification",
+    processor_arg="image_processor",
+    read_inputs=file_inputs,
+    verify_inputs=verify_inputs,
+)

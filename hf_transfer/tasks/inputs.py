@@ -1,0 +1,43 @@
+"""`hf-transfer predict` arguments -> pipeline inputs, one reader per kind of input (task records name theirs)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hf_transfer.errors import HfTransferError
+
+
+def text_inputs(items: list[str]) -> list[str]:
+    """Strings as they are; an existing file (or `-`) contributes its non-empty lines."""
+    texts: list[str] = []
+    for item in items:
+        if item == "-":
+            texts += [ln for ln in sys.stdin.read().splitlines() if ln.strip()]
+        elif Path(item).is_file():
+            texts += [ln for ln in Path(item).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        else:
+            texts.append(item)
+    return texts
+
+
+def file_inputs(items: list[str]) -> list[str]:
+    missing = [i for i in items if not Path(i).is_file()]
+    if missing:
+        raise HfTransferError(f"predict: input file not found: {missing[0]}")
+    return list(items)
+
+
+def audio_inputs(items: list[str]) -> list[Any]:
+    """Audio paths, decoded with soundfile when it is installed (the pipeline needs ffmpeg otherwise)."""
+    paths = file_inputs(items)
+    try:
+        import soundfile
+    except ImportError:
+        return paths
+    out = []
+    for path in paths:
+        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        out.append({"raw": data.mean(axis=1), "sampling_rate": rate})
+    return out

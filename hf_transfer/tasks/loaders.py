@@ -1,0 +1,68 @@
+"""Loading a pretrained model or processor as the recipe's `model` section asks, for every task.
+
+`from_pretrained` (or `from_config` when `model.pretrained` is false) at the recipe's revision, with the
+safety defaults: safetensors only unless `model.allow_pickle`, remote code only when
+`model.trust_remote_code` says so. Errors name `model.name_or_path` in one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hf_transfer.errors import ModelError, RecipeError
+from hf_transfer.recipe.schema import ModelConfig
+
+
+def model_source(name_or_path: str) -> str:
+    """A local folder becomes an absolute path (so adapters name it unambiguously)."""
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.is_dir() else name_or_path
+
+
+def load_error(model: ModelConfig, what: str, err: Exception) -> ModelError:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+    if "custom code" in text:
+        text = "it ships custom Python code; set model.trust_remote_code: true only if you trust it"
+    return ModelError(f"model.name_or_path: cannot load {what} from {model.name_or_path!r}: {text}")
+
+
+def load_auto_processor(auto_cls, model: ModelConfig, what: str):
+    """`auto_cls.from_pretrained` (a tokenizer, feature extractor or image processor) for the recipe's
+    model, at its revision, remote code only if the recipe allows it; errors name model.name_or_path."""
+    try:
+        return auto_cls.from_pretrained(
+            model_source(model.name_or_path), revision=model.revision, trust_remote_code=model.trust_remote_code,
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise load_error(model, what, err) from None
+
+
+def load_auto_model(auto_cls, model: ModelConfig, what: str, pretrained_kwargs: dict[str, Any] | None = None,
+                    **kwargs):
+    """`auto_cls.from_pretrained` (or `from_config` when model.pretrained is false), with the safety
+    defaults. `kwargs` go to the config; `pretrained_kwargs` to `from_pretrained` only."""
+    from transformers import AutoConfig
+
+    source = model_source(model.name_or_path)
+    common = {"revision": model.revision, "trust_remote_code": model.trust_remote_code}
+    kwargs = with_config_overrides(model, kwargs)
+    try:
+        if model.pretrained:
+            use_safetensors = None if model.allow_pickle else True
+            return auto_cls.from_pretrained(
+                source, use_safetensors=use_safetensors, **common, **(pretrained_kwargs or {}), **kwargs
+            )
+        config = AutoConfig.from_pretrained(source, **common, **kwargs)
+        return auto_cls.from_config(config, trust_remote_code=model.trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        raise load_error(model, what, err) from None
+
+
+def with_config_overrides(model: ModelConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` plus the recipe's model.config_overrides (which may not replace what hf-transfer sets)."""
+    overrides = model.config_overrides or {}
+    for key in overrides:
+        if key in kwargs:
+            raise RecipeError(f"model.config_overrides.{key}: set by hf-transfer from the data, not overridable")
+    return {**kwargs, **overrides}

@@ -1,0 +1,86 @@
+"""Evaluation metrics through `evaluate`, with an offline path.
+
+`evaluate.load("accuracy")` fetches the metric's script from the Hugging Face Hub. When the Hub
+is unreachable (always, offline), the same metric is computed with the scikit-learn / SciPy
+function that evaluate's own module calls, so figures agree with either path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import cache
+from typing import Callable
+
+
+log = logging.getLogger(__name__)
+
+
+def _sk_accuracy(predictions, references, **kw):
+    from sklearn.metrics import accuracy_score
+
+    return {"accuracy": float(accuracy_score(references, predictions, **kw))}
+
+
+def _sk_prf(name: str):
+    def fn(predictions, references, **kw):
+        from sklearn import metrics
+
+        score = getattr(metrics, f"{name}_score")(references, predictions, zero_division=0, **kw)
+        return {name: float(score)}
+
+    return fn
+
+
+def _sk_mse(predictions, references, **kw):
+    from sklearn.metrics import mean_squared_error
+
+    return {"mse": float(mean_squared_error(references, predictions, **kw))}
+
+
+def _scipy_corr(name: str):
+    def fn(predictions, references, **kw):
+        from scipy import stats
+
+        func = stats.pearsonr if name == "pearsonr" else stats.spearmanr
+        return {name: float(func(references, predictions)[0])}
+
+    return fn
+
+
+# Metric name on the Hub (evaluate-metric/<name>) -> offline implementation.
+OFFLINE_METRICS: dict[str, Callable[..., dict[str, float]]] = {
+    "accuracy": _sk_accuracy,
+    "f1": _sk_prf("f1"),
+    "precision": _sk_prf("precision"),
+    "recall": _sk_prf("recall"),
+    "mse": _sk_mse,
+    "pearsonr": _scipy_corr("pearsonr"),
+    "spearmanr": _scipy_corr("spearmanr"),
+}
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or os.environ.get(
+        "HF_EVALUATE_OFFLINE", "0"
+    ).lower() in ("1", "true", "yes")
+
+
+@cache
+def metric(name: str) -> Callable[..., dict[str, float]]:
+    """`compute(predictions=..., references=..., **kwargs)` for `name`."""
+    if not _offline():
+        try:
+            import evaluate
+
+            return evaluate.load(name).compute
+        except Exception as err:  # Hub unreachable or module broken: use the local twin
+            log.info("evaluate.load(%r) unavailable (%s); computing it locally", name, err.__class__.__name__)
+    return OFFLINE_METRICS[name]
+
+
+def compute(name: str, preds, refs, out_key: str | None = None, **kw) -> dict[str, float]:
+    """{out_key or the metric's own key: value} of metric `name`."""
+    values = metric(name)(predictions=preds, references=refs, **kw)
+    key = next(iter(values))
+    return {out_key or key: float(values[key])}

@@ -1,0 +1,285 @@
+"""Multi-task: one shared backbone, one head per task (recipe `tasks:`), loss = Σ weight · task loss.
+
+Each task gets the model the single-task run would load (its own head, labels and problem type);
+their backbones are replaced by one shared backbone that runs once per batch (`SharedPass`). The
+`labels` column holds one value per task (NaN where a row has no label for that task: that row is
+left out of the task's loss and metrics). Metrics are prefixed with the task's name
+(eval_sentiment_accuracy). The output folder holds the multi-task checkpoint (model.safetensors)
+and one ordinary Hugging Face folder per task (<output_dir>/<task>), which
+`transformers.pipeline` loads with that task's label names; `load_multitask` rebuilds the whole
+model from them. Text only for now: vision and speech preprocessing carry a single label.
+
+`specialise(task, tasks, metric)` turns the single-task record into the multi-task one (labels, model,
+metrics, saving); the recipe rules of `tasks:` are checked with the rest of the recipe (recipe/validate.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.utils import ModelOutput
+
+from hf_transfer.errors import DataError
+from hf_transfer.recipe.schema import TaskConfig
+from hf_transfer.recipe.typed import check_value
+from hf_transfer.recipe.yaml import read_recipe_file
+from hf_transfer.tasks.base import Labeler, Task, TaskSpec
+from hf_transfer.tasks.classification import score
+
+log = logging.getLogger(__name__)
+
+OTHER = "other"
+TASKS = ("text-classification",)  # the single-task records whose model has a `base_model` to share
+
+
+def default_metric(task) -> str:
+    return "mse" if task.problem_type == "regression" else "accuracy"
+
+
+def best_metric(tasks, metric: str | None) -> tuple[str, bool]:
+    """(metric_for_best_model, greater_is_better): `metric` (the recipe's), else the first task's headline."""
+    name = metric or f"{tasks[0].name}_{default_metric(tasks[0])}"
+    return name, not name.endswith(("mse", "loss"))
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
+def _task_names(values: list, task) -> list[str] | None:
+    """A task's label names from its training values (kept classes, plus `other` when rare ones map there)."""
+    if task.problem_type == "regression":
+        return None
+    if task.label_names:
+        return [str(n) for n in task.label_names]
+    counts = Counter(str(v) for v in values if not _missing(v))
+    if not counts:
+        raise DataError(f"tasks.{task.name}: column {task.label_column!r} has no labels in the training split")
+    kept = sorted(counts)
+    if task.min_count:
+        kept = [c for c in kept if counts[c] >= task.min_count]
+    if task.top_k:
+        kept = sorted(sorted(kept, key=lambda c: (-counts[c], c))[: task.top_k])
+    if task.min_count or task.top_k:
+        rare = len(counts) - len(kept)
+        log.info("task %s: %d classes kept, %d rare (%s)", task.name, len(kept), rare, task.rare)
+        if task.rare == OTHER and rare:
+            kept = sorted(set(kept) | {OTHER})
+    if not kept:
+        raise DataError(f"tasks.{task.name}: no class has min_count {task.min_count} training rows")
+    return kept
+
+
+def _encoder(task, names: list[str] | None, split: str):
+    """Raw value -> float label (class id, or the regression target); NaN for a missing label."""
+    index = {n: i for i, n in enumerate(names or [])}
+    grouped = bool(task.min_count or task.top_k)  # values outside the kept classes are rare, not errors
+
+    def encode(value: Any) -> float:
+        if _missing(value):
+            return math.nan
+        if task.problem_type == "regression":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise DataError(f"tasks.{task.name}: regression label {value!r} in split {split!r} is not a number")
+            return float(value)
+        if str(value) in index:
+            return float(index[str(value)])
+        if grouped:
+            return float(index[OTHER]) if task.rare == OTHER else math.nan
+        raise DataError(
+            f"tasks.{task.name}: label {value!r} in split {split!r} is not one of label_names {list(index)}"
+        )
+
+    return encode
+
+
+def labeler(tasks) -> Labeler:
+    """`labels` = [value per task] and `stratum` = the first classification task's class (missing
+    labels: a stratum of their own)."""
+    columns = sorted({t.label_column for t in tasks})
+    first = next((i for i, t in enumerate(tasks) if t.problem_type != "regression"), None)
+
+    def names(train) -> dict[str, list[str] | None]:
+        return {t.name: _task_names(train[t.label_column], t) for t in tasks}
+
+    def encode(ds, label_names, split):
+        encoders = [(t.label_column, _encoder(t, label_names[t.name], split)) for t in tasks]
+        labels = [[enc(ex[col]) for col, enc in encoders] for ex in ds.select_columns(columns)]
+        drop = [c for c in [*columns, "labels", "stratum"] if c in ds.column_names]
+        ds = ds.remove_columns(drop).add_column("labels", labels)
+        if first is None:
+            return ds
+        n = len(label_names[tasks[first].name])
+        return ds.add_column("stratum", [n if math.isnan(row[first]) else int(row[first]) for row in labels])
+
+    return Labeler(
+        columns=[(f"tasks[{i}].label_column", t.label_column) for i, t in enumerate(tasks)],
+        names=names, encode=encode, stratify=None if first is None else "stratum",
+    )
+
+
+# --------------------------------------------------------------------------- model
+
+
+class SharedPass(nn.Module):
+    """Stands in for the shared backbone inside each task's model: the first call of a forward pass
+    runs the backbone, the other tasks reuse its output. Holds no parameters of its own."""
+
+    def __init__(self, backbone: nn.Module, cache: dict):
+        super().__init__()
+        object.__setattr__(self, "backbone", backbone)  # not registered: MultiTaskModel owns it
+        self.cache = cache
+
+    def forward(self, *args, **kwargs):
+        if "out" not in self.cache:
+            self.cache["out"] = self.backbone(*args, **kwargs)
+        return self.cache["out"]
+
+
+@dataclass
+class MultiTaskOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
+
+
+class MultiTaskModel(nn.Module):
+    """`backbone` (shared) + `heads` (each task's own model, its backbone a SharedPass)."""
+
+    def __init__(self, models: dict[str, nn.Module], tasks):
+        super().__init__()
+        first = next(iter(models.values()))
+        self.prefix = first.base_model_prefix
+        self.backbone = getattr(first, self.prefix)
+        self._pass: dict = {}
+        for model in models.values():
+            setattr(model, self.prefix, SharedPass(self.backbone, self._pass))
+        self.heads = nn.ModuleDict(models)
+        self.tasks = list(tasks)
+        self.config = first.config  # what Trainer reads (e.g. keys_to_ignore_at_inference)
+        self.main_input_name = first.main_input_name
+        self.accepts_loss_kwargs = False  # the loss is a mean over the batch (see distributed.declare_mean_loss)
+
+    @property
+    def base_model(self) -> nn.Module:  # strategies.backbone_of: what `partial` / `staged` freeze
+        return self.backbone
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None):
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        inputs = {k: v for k, v in inputs.items() if v is not None}
+        self._pass.clear()
+        try:
+            logits = tuple(self.heads[t.name](**inputs).logits for t in self.tasks)
+        finally:
+            self._pass.clear()
+        loss = None if labels is None else weighted_loss(logits, labels, self.tasks)
+        return MultiTaskOutput(loss=loss, logits=logits)
+
+    def task_model(self, name: str) -> nn.Module:
+        """Task `name`'s model with the real backbone back in place (share it, do not train it apart)."""
+        model = self.heads[name]
+        setattr(model, self.prefix, self.backbone)
+        return model
+
+    def detach_task_model(self, name: str) -> None:
+        setattr(self.heads[name], self.prefix, SharedPass(self.backbone, self._pass))
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
+    """Mean loss over the rows that have a label (NaN = none); 0 (with a graph) when no row has one."""
+    valid = ~torch.isnan(labels)
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    if problem_type == "regression":
+        return F.mse_loss(logits.squeeze(-1)[valid], labels[valid].to(logits.dtype))
+    return F.cross_entropy(logits[valid], labels[valid].long())
+
+
+def weighted_loss(logits: tuple[torch.Tensor, ...], labels: torch.Tensor, tasks) -> torch.Tensor:
+    return sum(t.weight * task_loss(lg, labels[:, i], t.problem_type) for i, (t, lg) in enumerate(zip(tasks, logits)))
+
+
+def load_model(single: Task, spec: TaskSpec, tasks, label_names: dict[str, list[str] | None]) -> MultiTaskModel:
+    """Each task's single-task model (the single-task record's load_model with its labels), one backbone shared."""
+    models = {}
+    for t in tasks:
+        task_spec = replace(spec, data=replace(spec.data, problem_type=t.problem_type))
+        models[t.name] = single.load_model(task_spec, label_names[t.name])
+    return MultiTaskModel(models, tasks)
+
+
+def load_multitask(out: str | Path) -> MultiTaskModel:
+    """The trained multi-task model, rebuilt from the task folders of a finished run."""
+    from transformers import AutoModelForSequenceClassification
+
+    raw = read_recipe_file(Path(out) / "recipe.yaml")
+    tasks = check_value(raw.get("tasks"), list[TaskConfig], "tasks")
+    models = {t.name: AutoModelForSequenceClassification.from_pretrained(Path(out) / t.name) for t in tasks}
+    return MultiTaskModel(models, tasks).eval()
+
+
+# --------------------------------------------------------------------------- metrics and saving
+
+
+def compute_metrics_fn(tasks):
+    """A Trainer `compute_metrics`: each task's metrics (classification.score) on its labelled rows, prefixed."""
+    def compute(pred) -> dict[str, float]:
+        logits = pred.predictions if isinstance(pred.predictions, tuple) else (pred.predictions,)
+        refs = np.asarray(pred.label_ids, dtype=float).reshape(len(pred.label_ids), -1)
+        out: dict[str, float] = {"samples": len(refs)}
+        for i, t in enumerate(tasks):
+            valid = ~np.isnan(refs[:, i])
+            if not valid.any():
+                continue
+            y = refs[valid, i] if t.problem_type == "regression" else refs[valid, i].astype(int)
+            scores = score(t.problem_type, np.asarray(logits[i])[valid], y) | {"samples": int(valid.sum())}
+            out |= {f"{t.name}_{k}": v for k, v in scores.items()}
+        return out
+
+    return compute
+
+
+def save(trainer, tasks, out: Path) -> bool:
+    """The multi-task checkpoint (model.safetensors, by Trainer) and one Hugging Face folder per task."""
+    trainer.save_model(str(out))
+    if not trainer.is_world_process_zero():
+        return True
+    model = trainer.model
+    for t in tasks:
+        try:
+            model.task_model(t.name).save_pretrained(str(out / t.name))
+        finally:
+            model.detach_task_model(t.name)
+        trainer.processing_class.save_pretrained(str(out / t.name))
+    return True
+
+
+# --------------------------------------------------------------------------- the record
+
+
+def specialise(single: Task, tasks, metric: str | None) -> Task:
+    """The multi-task record built on the single-task one: labels, model, metrics and saving per task
+    (`metric`: the recipe's training.metric_for_best_model, if any)."""
+    best = best_metric(tasks, metric)
+    return replace(
+        single,
+        labeler=lambda spec: labeler(tasks),
+        load_model=lambda spec, names: load_model(single, spec, tasks, names),
+        compute_metrics=lambda spec: compute_metrics_fn(tasks),
+        best_metric=lambda spec: best,
+        save=lambda trainer, spec, out: save(trainer, tasks, out),
+        baselines={},
+        verify_inputs=None,
+        verify_after_training=False,
+    )

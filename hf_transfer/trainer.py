@@ -1,0 +1,168 @@
+"""The Trainer side of a run: `TrainingArguments` with hf-transfer's defaults, and `TransferTrainer`.
+
+`training_arguments` merges the defaults (evaluation and saving each epoch, the best checkpoint by the
+task's metric, the task's own defaults, the launcher's precision) under the recipe's `training` section,
+which always wins. `TransferTrainer` is `transformers.Trainer` with small, optional overrides read from
+`Hooks` (strategies/base.py): the strategy's optimizer groups and weight penalty, the objectives' loss
+terms, batch entries and extra modules, and saving a model other than the one Trainer trains (the
+cached-feature probe trains only the head). A guard stops (or skips) non-finite training losses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import Trainer
+
+from hf_transfer.errors import RecipeError, TrainingError
+from hf_transfer.folder import CHECKPOINTS
+from hf_transfer.recipe.schema import Recipe
+from hf_transfer.strategies import STRATEGIES, Hooks
+from hf_transfer.tasks import resolve
+
+log = logging.getLogger(__name__)
+
+
+def training_arguments(recipe: Recipe, out: Path):
+    from transformers import TrainingArguments
+
+    task, spec = resolve(recipe)
+    metric, greater = task.best_metric(spec)
+    args: dict[str, Any] = {
+        "eval_strategy": "epoch",
+        "logging_strategy": "epoch",
+        "report_to": "none",
+        "save_total_limit": 2,
+        "metric_for_best_model": metric,
+        "greater_is_better": greater,
+        "use_cpu": not _has_accelerator(),
+    }
+    args |= task.training_defaults()
+    args |= launcher_precision(recipe.training)
+    args |= recipe.training
+    args["output_dir"] = str(out / CHECKPOINTS)
+    args.setdefault("save_strategy", args["eval_strategy"])
+    # e.g. AdaLoRA: a checkpoint's pruned ranks do not load back into the live model (PEFT): the last one stays
+    reload_best = args["eval_strategy"] != "no" and STRATEGIES[recipe.finetune.strategy].reload_best
+    args.setdefault("load_best_model_at_end", reload_best)
+    try:
+        return TrainingArguments(**args)
+    except (ValueError, TypeError) as err:
+        raise RecipeError(f"training: {str(err).strip().splitlines()[0]}") from None
+
+
+def launcher_precision(training: dict[str, Any]) -> dict[str, bool]:
+    """The launcher's mixed precision (`accelerate launch` / its config) unless the recipe sets its own:
+    DeepSpeed takes bf16/fp16 from the launcher, and Trainer refuses a TrainingArguments that disagrees."""
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launcher in ("bf16", "fp16") and not {"bf16", "fp16"} & training.keys():
+        return {launcher: True}
+    return {}
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def _callbacks(recipe: Recipe) -> list:
+    from transformers import EarlyStoppingCallback
+
+    if recipe.early_stopping_patience is None:
+        return []
+    return [EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience)]
+
+
+def early_stopping(recipe: Recipe) -> list:
+    from transformers import EarlyStoppingCallback
+
+    if recipe.early_stopping_patience is None:
+        return []
+    return [EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience)]
+
+
+def install_nan_guard(model, trainer, policy: str) -> dict[str, int]:
+    """Check the loss of every training forward pass; stop (or skip the batch) when not finite.
+
+    A forward hook sees the model output's `loss`; under `skip` it is replaced by a zero that
+    carries no gradient, so the optimizer step leaves the weights as they were.
+    """
+    import torch
+
+    counts = {"skipped_nonfinite_batches": 0}
+
+    def hook(module, inputs, output):
+        loss = getattr(output, "loss", None)
+        if not module.training or loss is None or bool(torch.isfinite(loss.detach()).all()):
+            return None
+        step = trainer.state.global_step + 1
+        if policy == "stop":
+            raise TrainingError(
+                f"training: loss is {loss.detach().float().item()} at step {step}; lower "
+                "training.learning_rate or set nan_policy: skip"
+            )
+        counts["skipped_nonfinite_batches"] += 1
+        log.warning("non-finite loss at step %d: batch skipped", step)
+        output.loss = torch.zeros((), device=loss.device, dtype=loss.dtype, requires_grad=True).clone()
+        return output
+
+    model.register_forward_hook(hook)
+    return counts
+
+
+class TransferTrainer(Trainer):
+    """Trainer + optional param groups, loss penalty and a different model to export."""
+
+    def __init__(self, *args, hooks: Hooks | None = None, export_model=None, **kwargs):
+        hooks = hooks or Hooks()
+        super().__init__(*args, callbacks=[*(kwargs.pop("callbacks", None) or []), *hooks.callbacks], **kwargs)
+        self.hooks, self.export_model = hooks, export_model
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None and self.hooks.param_groups is not None:
+            opt_model = self.model if model is None else model
+            cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            decay = set(self.get_decay_parameter_names(opt_model))
+            groups = self.hooks.param_groups(opt_model, self.args.learning_rate, self.args.weight_decay, decay)
+            self.optimizer = cls(groups, **kwargs)
+        optimizer = super().create_optimizer(model)
+        extra = [p for m in self.hooks.extra_modules for p in m.to(self.args.device).parameters()]
+        if extra and not any(g.get("hf_extra") for g in optimizer.param_groups):
+            optimizer.add_param_group({"params": extra, "weight_decay": self.args.weight_decay,
+                                       "hf_extra": True, "hf_head": True, "hf_depth": 0})
+        return optimizer
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()  # Trainer drops columns the forward does not name
+        self._signature_columns += [c for c in self.hooks.batch_columns if c not in self._signature_columns]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        columns = {c: inputs.pop(c) for c in self.hooks.batch_columns if c in inputs}
+        objectives = self.hooks.objectives if model.training else []
+        out = super().compute_loss(model, inputs, return_outputs or bool(objectives), num_items_in_batch)
+        if objectives:
+            loss, outputs = out
+            for objective in objectives:
+                loss = objective(self, loss, model, inputs, outputs, columns)
+            out = (loss, outputs) if return_outputs else loss
+        if self.hooks.penalty is None or not model.training:
+            return out
+        penalty = self.hooks.penalty()
+        scaled = getattr(self, "loss_is_scaled_for_ga", None)  # then Trainer does not divide the loss by
+        if scaled is None:                                     # the accumulation steps: the penalty must be
+            scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None)  # once per step
+        if scaled:
+            penalty = penalty / getattr(self, "current_gradient_accumulation_steps", 1)
+        return (out[0] + penalty, out[1]) if return_outputs else out + penalty
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        if self.export_model is None or _internal_call:  # checkpoints keep what Trainer trains
+            return super().save_model(output_dir, _internal_call)
+        if self.is_world_process_zero():
+            self.export_model.save_pretrained(output_dir)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
