@@ -16,6 +16,8 @@ from hf_transfer.errors import HfTransferError
 ASSETS = {
     "minilm-l6": text.prepare_minilm,
     "drugreview": text.prepare_drugreview,
+    "minilm-l3": text.prepare_minilm_l3,
+    "mpnet-base": text.prepare_mpnet,
     "efficientnet-lite0": vision.prepare_efficientnet_lite0,
     "fashion-mnist": vision.prepare_fashion_mnist,
     "fashion-mnist-shifted": vision.prepare_fashion_mnist_shifted,
