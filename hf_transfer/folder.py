@@ -6,7 +6,14 @@
       metrics.json         written LAST: a folder without it is not a finished run
       checkpoints/         Trainer's checkpoints (checkpoint-<step>/, trainer_state.json written last)
 
-Everything that reads or writes these names goes through this module.
+Everything that reads or writes these names goes through this module. Nothing finished is lost:
+
+- `--overwrite` writes the new run into a hidden sibling (`.<name>.new`) and puts it in place of the
+  old folder only once it is complete (`put_in_place`); a failure before that leaves the old run as it was.
+- `--resume` continues only a folder that is a run of ours, and keeps its metrics.json until the
+  new model is about to be written.
+- A lock file beside the folder (`.<name>.lock`, holding the process id) refuses a second run into
+  the same folder; the lock of a process that no longer exists is taken over.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ import logging
 import os
 import re
 import shutil
+import socket
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from hf_transfer.errors import OutputError
 
@@ -34,18 +43,116 @@ def default_output_dir(model_name: str, strategy: str) -> str:
     return f"outputs/{name}-{strategy}"
 
 
-def check_output_dir(out: Path, overwrite: bool, resume: bool) -> None:
-    """Refuse to touch an existing non-empty output folder unless told to."""
+def has_files(out: Path) -> bool:
+    """Whether the folder holds any file (a failed start may leave empty folders only)."""
+    return out.is_dir() and any(p.is_file() or p.is_symlink() for p in out.rglob("*"))
+
+
+def is_run_folder(out: Path) -> bool:
+    """A folder an hf-transfer run wrote: its recipe, its metrics or its checkpoints; or the folder of
+    a cross-validation (its summary, or fold folders that are runs)."""
+    if any((out / name).exists() for name in (RECIPE, COMPLETE_MARKER, CHECKPOINTS, "cv.json")):
+        return True
+    return any(is_run_folder(fold) for fold in out.glob("fold-*") if fold.is_dir())
+
+
+def staging_dir(out: Path) -> Path:
+    return out.with_name(f".{out.name}.new")
+
+
+def check_output_dir(out: Path, overwrite: bool, resume: bool) -> Path:
+    """The folder this run writes into: `out`, or (replacing a run: --overwrite) its staging sibling.
+    Refuses a non-empty folder unless told what to do with it; never deletes a finished run here."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"training.output_dir: {out} exists and is not a folder")
-    if not out.is_dir() or not any(out.iterdir()) or resume:
-        return
+    if not has_files(out):
+        return out
+    if resume:
+        if not is_run_folder(out):
+            raise OutputError(
+                f"training.output_dir: {out} is not an hf-transfer run (no {RECIPE}, {COMPLETE_MARKER} or "
+                f"{CHECKPOINTS}/); --resume continues only a run of ours"
+            )
+        return out
     if not overwrite:
         raise OutputError(
             f"training.output_dir: {out} is not empty; pass --overwrite to replace it "
             "or --resume to continue from its last checkpoint"
         )
-    shutil.rmtree(out)
+    staging = staging_dir(out)
+    shutil.rmtree(staging, ignore_errors=True)  # a replacement that did not finish earlier
+    return staging
+
+
+def put_in_place(written: Path, out: Path) -> None:
+    """A complete run written into `written` (the staging sibling) takes the place of `out`."""
+    if written == out:
+        return
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(written, out)
+    shutil.rmtree(old, ignore_errors=True)
+    log.info("replaced %s with the new run", out)
+
+
+def lock_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.lock")
+
+
+def _owner_alive(text: str) -> bool:
+    """Whether the process named in a lock file (`pid host`) still runs (a lock from another host: assumed alive)."""
+    try:
+        pid, host = text.split()[:2]
+        pid = int(pid)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def run_lock(out: Path, take: bool = True) -> Iterator[None]:
+    """Hold the folder's lock while the run writes (`take=False`: another process of this run holds it)."""
+    if not take:
+        yield
+        return
+    path = lock_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mine = f"{os.getpid()} {socket.gethostname()}\n"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = path.read_text(encoding="utf-8")
+            except OSError:
+                owner = ""
+            if _owner_alive(owner):
+                raise OutputError(
+                    f"training.output_dir: {out} is in use by another run (process {owner.split()[0] if owner else '?'}, "
+                    f"lock {path}); wait for it to finish, or delete the lock if that process is gone"
+                ) from None
+            log.warning("taking over the lock of a run that is gone (%s)", path)
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(mine)
+        break
+    else:
+        raise OutputError(f"training.output_dir: cannot take the lock {path}")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def is_finished(out: Path) -> bool:
@@ -53,7 +160,8 @@ def is_finished(out: Path) -> bool:
 
 
 def mark_unfinished(out: Path) -> None:
-    """Resuming: the folder is unfinished until it is saved again."""
+    """Before the final model is written over a finished run (--resume): from here until the new
+    metrics.json, the folder is unfinished."""
     (out / COMPLETE_MARKER).unlink(missing_ok=True)
 
 

@@ -19,7 +19,8 @@ from hf_transfer.distributed import (
 )
 from hf_transfer.errors import RecipeError
 from hf_transfer.folder import (
-    CHECKPOINTS, check_output_dir, default_output_dir, finish, last_complete_checkpoint, mark_unfinished,
+    CHECKPOINTS, check_output_dir, default_output_dir, finish, last_complete_checkpoint, mark_unfinished, put_in_place,
+    run_lock,
 )
 from hf_transfer.recipe.schema import Recipe
 from hf_transfer.recipe.validate import dump_recipe
@@ -97,6 +98,8 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
 
 def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
     task, spec = resolve(recipe)
+    if trainer.is_world_process_zero():
+        mark_unfinished(out)  # resuming a finished run: its metrics.json goes now that a new one is ready
     saved = task.save(trainer, spec, out)  # e.g. timm's own format
     if not saved:
         # Every process calls save_model: under ZeRO-3 / FSDP it gathers the shards; only the main
@@ -120,14 +123,27 @@ def _check_merge(trainer, recipe: Recipe) -> None:
 
 
 def run_one(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> FinetuneResult:
-    """Train the recipe into its output folder (no comparison, card or push: see hf_transfer.runs)."""
+    """Train the recipe into its output folder (no comparison, card or push: see hf_transfer.runs).
+
+    Replacing a finished run (--overwrite), the new one is written beside it and takes its place only
+    when complete; the folder is locked against a second run meanwhile (hf_transfer.folder)."""
     require_extras(recipe.training)
     out = output_dir(recipe)
     args = training_arguments(recipe, out)  # under a launcher this joins the process group
-    with args.main_process_first(local=False, desc="output folder"):  # the main process cleans first
-        check_output_dir(out, overwrite, resume)
+    with run_lock(out, take=args.process_index == 0):
+        with args.main_process_first(local=False, desc="output folder"):  # the main process checks first
+            target = check_output_dir(out, overwrite, resume)
+        if target != out:
+            args.output_dir = str(target / CHECKPOINTS)
+        result = _train(recipe, target, args, resume)
         if args.process_index == 0:
-            mark_unfinished(out)
+            put_in_place(target, out)
+        result.trainer.accelerator.wait_for_everyone()  # the folder is in place before anyone goes on
+    result.output_dir = out
+    return result
+
+
+def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
     trainer, splits = build_trainer(recipe, out, args)
     _check_merge(trainer, recipe)
     log_batch_size(args)

@@ -57,7 +57,7 @@ def run_cv(recipe, overwrite: bool = False, resume: bool = False):
     out = output_dir(recipe)
     args = training_arguments(recipe, out)
     with args.main_process_first(local=False, desc="output folder"):
-        check_output_dir(out, overwrite, resume)
+        check_output_dir(out, overwrite, resume)  # refuses a non-empty folder unless told; deletes nothing
     runs, last = [], None
     for i in range(recipe.cv.folds):
         fold = fold_recipe(recipe, out, i)
@@ -67,7 +67,7 @@ def run_cv(recipe, overwrite: bool = False, resume: bool = False):
             metrics = read_metrics(folder)
         else:
             log.info("cv: training fold %d of %d into %s", i, recipe.cv.folds, folder)
-            last = run_single(fold, resume=resume)
+            last = run_single(fold, overwrite=overwrite, resume=resume)  # each fold replaces its own folder
             metrics = last.metrics
         runs.append({"fold": i, "output_dir": str(folder), **{r: metrics[r] for r in ROLES if r in metrics}})
     summary = {

@@ -1,0 +1,130 @@
+"""Nothing finished is lost: --overwrite, --resume and a second run into the same folder leave the
+previous run's files byte-identical until a new run is complete."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hf_transfer.cli import main
+from hf_transfer.errors import OutputError
+from hf_transfer.folder import lock_path, run_lock, staging_dir
+from tests.tiny import text_recipe
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under `folder`."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_bert, sentiment_files, tmp_path_factory):
+    """A finished run and its recipe file."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("lost-work")
+    recipe = text_recipe(tiny_bert, sentiment_files, root / "run")
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["finetune", str(path)]) == 0
+    return root / "run", path
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def _cli(recipe: Path, out: Path, *args: str) -> int:
+    return main(["finetune", str(recipe), f"training.output_dir={out}", *args])
+
+
+def test_overwrite_with_a_bad_model_keeps_the_previous_run(finished, tmp_path, capsys):
+    run, recipe = finished
+    out = _copy(run, tmp_path)
+    before = snapshot(out)
+    assert _cli(recipe, out, "model.name_or_path=m/nope", "--overwrite") == 2
+    assert "model.name_or_path" in capsys.readouterr().err
+    assert snapshot(out) == before
+    assert not staging_dir(out).exists() or not any(p.is_file() for p in staging_dir(out).rglob("*"))
+
+
+def test_overwrite_with_bad_data_keeps_the_previous_run(finished, tmp_path, capsys):
+    run, recipe = finished
+    out = _copy(run, tmp_path)
+    before = snapshot(out)
+    assert _cli(recipe, out, "data.text_column=nope", "--overwrite") == 2
+    assert "data.text_column" in capsys.readouterr().err
+    assert snapshot(out) == before
+
+
+def test_overwrite_replaces_the_run_only_when_the_new_one_is_complete(finished, tmp_path):
+    run, recipe = finished
+    out = _copy(run, tmp_path)
+    (out / "old-marker.txt").write_text("from the previous run")
+    assert _cli(recipe, out, "training.seed=1", "--overwrite") == 0
+    assert not (out / "old-marker.txt").exists() and (out / "metrics.json").is_file()
+    assert "seed: 1" in (out / "recipe.yaml").read_text()
+    assert not staging_dir(out).exists() and not lock_path(out).exists()
+
+
+def test_resume_with_a_bad_override_keeps_metrics_json(finished, tmp_path, capsys):
+    run, recipe = finished
+    out = _copy(run, tmp_path)
+    before = snapshot(out)
+    assert _cli(recipe, out, "data.text_column=nope", "--resume") == 2
+    assert "data.text_column" in capsys.readouterr().err
+    assert snapshot(out) == before  # still a finished run: metrics.json and all
+
+
+def test_resume_refuses_a_folder_that_is_not_a_run(finished, tmp_path, capsys):
+    _, recipe = finished
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "README.md").write_text("my notes")
+    (out / "config.json").write_text("{}")
+    before = snapshot(out)
+    assert _cli(recipe, out, "--resume") == 2
+    assert "is not an hf-transfer run" in capsys.readouterr().err
+    assert snapshot(out) == before
+
+
+def test_a_second_run_into_a_locked_folder_is_refused(finished, tmp_path, capsys):
+    run, recipe = finished
+    out = _copy(run, tmp_path)
+    before = snapshot(out)
+    with run_lock(out):  # a run of this process holds the folder
+        assert _cli(recipe, out, "--overwrite") == 2
+        assert "is in use by another run" in capsys.readouterr().err
+    assert snapshot(out) == before
+
+
+def test_the_lock_of_a_dead_process_is_taken_over(tmp_path):
+    out = tmp_path / "run"
+    dead = subprocess.Popen(["sleep", "0"])  # a process id that has finished
+    dead.wait()
+    lock_path(out).write_text(f"{dead.pid} {socket.gethostname()}\n")
+    with run_lock(out):
+        assert lock_path(out).read_text().split()[0] == str(os.getpid())
+    assert not lock_path(out).exists()
+    with run_lock(out), pytest.raises(OutputError, match="in use by another run"), run_lock(out):
+        pass
+
+
+def test_a_failed_start_leaves_no_folder_that_blocks_a_rerun(tiny_bert, sentiment_files, tmp_path, capsys):
+    import yaml
+
+    out = tmp_path / "fresh"
+    recipe = text_recipe(tiny_bert, sentiment_files, out)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["finetune", str(path), "data.text_column=nope"]) == 2
+    capsys.readouterr()
+    assert main(["finetune", str(path)]) == 0  # no --overwrite needed: nothing was written
