@@ -145,7 +145,8 @@ def malformed_csv(draw):
         bad = draw(st.sampled_from(["neutral", "5", "POSITIVE", "maybe"]))
         return (HEADER + "\n" + body + f"\nsome review,{bad}").encode(), "data.label_column"
     if kind == "numbers_as_text":
-        return (HEADER + "\n" + "\n".join(f"{i},positive" for i in range(len(rows)))).encode(), "data.text_column"
+        labels = ["positive", "negative"]  # two classes: a single class is a fault of its own
+        return (HEADER + "\n" + "\n".join(f"{i},{labels[i % 2]}" for i in range(len(rows)))).encode(), "data.text_column"
     return draw(st.binary(min_size=1, max_size=64)), "data"
 
 

@@ -56,7 +56,11 @@ class DataConfig:
         "single_label_classification", "multi_label_classification", "regression"
     ] = "single_label_classification"
     label_names: list[str] | None = None
-    """Ordered label names; default: the dataset's ClassLabel names or the sorted values."""
+    """Ordered label names; default: the dataset's ClassLabel names or the sorted values (numbers as numbers).
+    Labels are matched by value; integers count as class ids 0..n-1 only for a ClassLabel column or when
+    they name no label here."""
+    label_separator: str | None = None
+    """Multi-label from one text column: the separator between labels (e.g. `;` in `pain;day`)."""
     train_split: str = "train"
     validation_split: str | None = "validation"
     """Absent from the dataset (or null): carved out of the training split."""
@@ -69,6 +73,11 @@ class DataConfig:
     normalised to mean 1; or one weight per label, in label order."""
 
     def __post_init__(self) -> None:
+        if self.label_names is not None and len({str(n) for n in self.label_names}) != len(self.label_names):
+            repeated = sorted({str(n) for n in self.label_names if [str(m) for m in self.label_names].count(str(n)) > 1})
+            raise RecipeError(f"data.label_names: {', '.join(map(repr, repeated))} listed twice")
+        if self.label_separator is not None and not self.label_separator.strip():
+            raise RecipeError(f"data.label_separator: must be a visible separator, got {self.label_separator!r}")
         weights = self.class_weights
         if weights is not None and self.problem_type != "single_label_classification":
             raise RecipeError(

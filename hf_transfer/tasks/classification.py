@@ -9,6 +9,7 @@ training split. `task(...)` builds a classification task record from its modalit
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import numpy as np
@@ -19,6 +20,8 @@ from hf_transfer.errors import DataError
 from hf_transfer.recipe.schema import DataConfig
 from hf_transfer.tasks.base import NO_SAVE, Labeler, Task, TaskSpec
 from hf_transfer.tasks.metrics import compute
+
+log = logging.getLogger(__name__)
 
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 
@@ -43,41 +46,67 @@ def label_columns(cfg: DataConfig) -> list[str]:
     return cfg.label_column if isinstance(cfg.label_column, list) else [cfg.label_column]
 
 
+def _class_names(feature) -> list[str] | None:
+    """The names of a ClassLabel column (or of a list of ClassLabels), else None."""
+    return getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
+
+
+def _split_values(value: Any, cfg: DataConfig, split: str) -> list:
+    """One multi-label cell as a list of labels: a list as it is; a string split at data.label_separator."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        if not cfg.label_separator:
+            raise DataError(
+                f"data.label_column: multi-label value {value!r} in split {split!r} is a string; set "
+                "data.label_separator (e.g. ';') to split it, or store a list of labels"
+            )
+        return [v.strip() for v in value.split(cfg.label_separator) if v.strip()]
+    return list(value)
+
+
 def _infer_label_names(train, cfg: DataConfig) -> list[str] | None:
     if cfg.problem_type == "regression":
         return None
-    if cfg.label_names:
-        return [str(n) for n in cfg.label_names]
     columns = label_columns(cfg)
     if cfg.problem_type == "multi_label_classification" and len(columns) > 1:
-        return columns
-    feature = train.features[columns[0]]
-    names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
-    if names:
-        return list(names)
+        return cfg.label_names or columns
+    names = [str(n) for n in cfg.label_names] if cfg.label_names else _class_names(train.features[columns[0]])
     values = train[columns[0]]
     if cfg.problem_type == "multi_label_classification":
-        values = [v for row in values for v in (row or [])]
-    try:
-        return [str(v) for v in sorted(set(values))]
-    except TypeError:
+        values = [v for row in values for v in _split_values(row, cfg, cfg.train_split)]
+    if not names:
+        try:  # numbers sort as numbers (1, 2, 10), then become names
+            names = [str(v) for v in sorted(set(values))]
+        except TypeError:
+            raise DataError(
+                f"data.label_column: column {columns[0]!r} mixes value types; set data.label_names"
+            ) from None
+    if cfg.problem_type == "single_label_classification" and len(set(map(str, values))) < 2:
         raise DataError(
-            f"data.label_column: column {columns[0]!r} mixes value types; set data.label_names"
-        ) from None
+            f"data.label_column: the training split {cfg.train_split!r} holds a single class "
+            f"({values[0]!r}); a classifier needs examples of at least two"
+        )
+    return list(names)
 
 
-def encoder(cfg: DataConfig, label_names: list[str] | None, split: str):
-    """Return a function mapping one raw example to its `labels` value."""
+def encoder(cfg: DataConfig, label_names: list[str] | None, split: str, ids: bool = False):
+    """Return a function mapping one raw example to its `labels` value. Labels are matched by value
+    (`str(value)` among the label names); an integer counts as a class id only when the column is a
+    ClassLabel (`ids`), or when it names no label and data.label_names were given for ids 0..n-1."""
     columns = label_columns(cfg)
     index = {name: i for i, name in enumerate(label_names or [])}
+    ids_allowed = ids or bool(cfg.label_names)
 
     def one(value: Any) -> int:
         if isinstance(value, bool) or value is None:
             pass
-        elif isinstance(value, int) and 0 <= value < len(index):
+        elif ids and isinstance(value, int) and 0 <= value < len(index):
             return value
         elif str(value) in index:
             return index[str(value)]
+        elif ids_allowed and isinstance(value, int) and 0 <= value < len(index):
+            return value
         raise DataError(
             f"data.label_column: label {value!r} in split {split!r} is not one of "
             f"label_names {list(index)}"
@@ -101,7 +130,7 @@ def encoder(cfg: DataConfig, label_names: list[str] | None, split: str):
                 )
             return [float(v) for v in values]
         hot = [0.0] * len(index)
-        for value in ex[columns[0]] or []:
+        for value in _split_values(ex[columns[0]], cfg, split):
             hot[one(value)] = 1.0
         return hot
 
@@ -125,8 +154,14 @@ def labeler(spec: TaskSpec) -> Labeler:
 
 
 def encode_labels(ds, cfg: DataConfig, label_names, split: str):
-    encode = encoder(cfg, label_names, split)
+    ids = _class_names(ds.features[label_columns(cfg)[0]]) is not None  # ClassLabel: values are class ids
+    encode = encoder(cfg, label_names, split, ids=ids)
     labels = [encode(ex) for ex in ds.select_columns(label_columns(cfg))]  # never decodes audio/images
+    if split == cfg.train_split and cfg.problem_type == "single_label_classification":
+        missing = [n for i, n in enumerate(label_names) if i not in set(labels)]
+        if missing:
+            log.warning("data.label_names: %s never occur in the training split %r; the model cannot learn them",
+                        ", ".join(map(repr, missing)), split)
     drop = [c for c in label_columns(cfg) if c in ds.column_names] + (
         ["labels"] if "labels" in ds.column_names else []
     )
