@@ -134,7 +134,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "finetune" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra  # overrides after a flag (`... --resume training.seed=1`) are overrides too
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from hf_transfer.distributed import log_level
 
     logging.basicConfig(level=log_level(), format="%(levelname)s %(name)s: %(message)s")

@@ -97,6 +97,12 @@ def put_in_place(written: Path, out: Path) -> None:
     log.info("replaced %s with the new run", out)
 
 
+def write_error(out: Path, err: OSError) -> OutputError:
+    """One line for a folder that cannot be written (permission, read-only file system, disk full)."""
+    where = getattr(err, "filename", None) or out
+    return OutputError(f"training.output_dir: cannot write {where}: {err.strerror or err.__class__.__name__}")
+
+
 def lock_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.lock")
 
@@ -126,10 +132,10 @@ def run_lock(out: Path, take: bool = True) -> Iterator[None]:
         yield
         return
     path = lock_path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
     mine = f"{os.getpid()} {socket.gethostname()}\n"
     for _ in range(2):
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             try:
@@ -144,6 +150,8 @@ def run_lock(out: Path, take: bool = True) -> Iterator[None]:
             log.warning("taking over the lock of a run that is gone (%s)", path)
             path.unlink(missing_ok=True)
             continue
+        except OSError as err:  # read-only, permission denied, disk full
+            raise write_error(out, err) from None
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(mine)
         break
@@ -186,7 +194,14 @@ def require_finished(out: Path, error: type[Exception] = OutputError, why: str =
 def read_metrics(out: Path, error: type[Exception] = OutputError) -> dict[str, Any]:
     """metrics.json of a finished run (`error` naming the folder otherwise)."""
     require_finished(out, error)
-    return json.loads((Path(out) / COMPLETE_MARKER).read_text(encoding="utf-8"))
+    path = Path(out) / COMPLETE_MARKER
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise error(f"{path}: unreadable ({err.__class__.__name__}: {str(err).splitlines()[0]})") from None
+    if not isinstance(metrics, dict):
+        raise error(f"{path}: expected a JSON object, got {type(metrics).__name__}")
+    return metrics
 
 
 def is_complete_checkpoint(folder: Path) -> bool:

@@ -7,6 +7,7 @@ around a run (k folds, comparison variants, card, round-trip check, push) is hf_
 
 from __future__ import annotations
 
+import errno
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,17 +20,20 @@ from hf_transfer.distributed import (
 )
 from hf_transfer.errors import RecipeError
 from hf_transfer.folder import (
-    CHECKPOINTS, check_output_dir, default_output_dir, finish, last_complete_checkpoint, mark_unfinished, put_in_place,
-    run_lock,
+    CHECKPOINTS, RECIPE, check_output_dir, default_output_dir, finish, last_complete_checkpoint, mark_unfinished, put_in_place,
+    run_lock, write_error,
 )
 from hf_transfer.recipe.schema import Recipe
 from hf_transfer.recipe.validate import dump_recipe
+from hf_transfer.recipe.yaml import read_recipe_file
 from hf_transfer.strategies import STRATEGIES, apply_strategy, count_parameters, probe, trainer_hooks
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks.data import fold_of, load_data
 from hf_transfer.trainer import TransferTrainer, early_stopping, install_nan_guard, training_arguments
 
 log = logging.getLogger(__name__)
+
+WRITE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)  # the folder cannot be written
 
 
 @dataclass
@@ -135,7 +139,13 @@ def run_one(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Fi
             target = check_output_dir(out, overwrite, resume)
         if target != out:
             args.output_dir = str(target / CHECKPOINTS)
-        result = _train(recipe, target, args, resume)
+        try:
+            result = _train(recipe, target, args, resume)
+        except OSError as err:
+            where = getattr(err, "filename", None)
+            if err.errno not in WRITE_ERRNOS or (where and not str(where).startswith(str(target))):
+                raise
+            raise write_error(target, err) from None  # a replaced run stays as it was: it is not `target`
         if args.process_index == 0:
             put_in_place(target, out)
         result.trainer.accelerator.wait_for_everyone()  # the folder is in place before anyone goes on
@@ -143,9 +153,42 @@ def run_one(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Fi
     return result
 
 
+# what a checkpoint was trained with and --resume cannot change
+RESUME_KEYS = ("model.name_or_path", "model.pretrained", "finetune", "training.per_device_train_batch_size",
+               "training.gradient_accumulation_steps")
+
+
+def _setting(raw: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        raw = (raw or {}).get(part) if isinstance(raw, dict) else None
+    return raw
+
+
+def _check_resume(recipe: Recipe, out: Path) -> None:
+    """--resume with settings its checkpoints cannot honour is refused, naming the key."""
+    saved_path = out / RECIPE
+    if not saved_path.is_file():
+        return
+    saved, now = read_recipe_file(saved_path), recipe.to_dict()
+    for key in RESUME_KEYS:
+        old, new = _setting(saved, key), _setting(now, key)
+        if key.startswith("training.") and old is None and new is None:
+            continue
+        if old != new:
+            raise RecipeError(
+                f"{key}: the run in {out} was trained with {old!r}, now {new!r}; --resume continues only "
+                "with the same settings (start again with --overwrite)"
+            )
+
+
 def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
+    if resume:
+        _check_resume(recipe, out)
     trainer, splits = build_trainer(recipe, out, args)
     _check_merge(trainer, recipe)
+    if trainer.is_world_process_zero():  # what the checkpoints are trained with (--resume checks it)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RECIPE).write_text(dump_recipe(recipe), encoding="utf-8")
     log_batch_size(args)
     checkpoint = last_complete_checkpoint(out / CHECKPOINTS) if resume else None
     if resume and checkpoint is None:

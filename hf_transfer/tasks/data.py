@@ -57,14 +57,49 @@ def load_raw(cfg: DataConfig):
             )
     try:
         return datasets.load_dataset(cfg.path, cfg.name, data_files=cfg.data_files)
-    except FileNotFoundError as err:
-        raise DataError(f"data.path: dataset {cfg.path!r} not found ({_first_line(err)})") from None
-    except (ValueError, ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError) as err:
-        raise DataError(f"data.path: cannot load dataset {cfg.path!r}: {_first_line(err)}") from None
-    except Exception as err:  # parse errors of csv/json/parquet readers come as many types
-        raise DataError(
-            f"data: cannot read dataset {cfg.path!r} ({err.__class__.__name__}: {_first_line(err)})"
-        ) from None
+    except Exception as err:  # the readers of csv/json/parquet fail in many types, wrapped by datasets
+        if cfg.data_files:
+            _raise_for_file(cfg)  # names the file that does not read, and why
+        if isinstance(err, FileNotFoundError):
+            raise DataError(f"data.path: dataset {cfg.path!r} not found ({_first_line(err)})") from None
+        if isinstance(err, (ValueError, ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError)):
+            raise DataError(f"data.path: cannot load dataset {cfg.path!r}: {_first_line(err)}") from None
+        raise DataError(f"data: cannot read dataset {cfg.path!r} ({_cause(err)})") from None
+
+
+def _raise_for_file(cfg: DataConfig) -> None:
+    """Load each data file alone; the first that fails is named with the reader's own reason."""
+    import datasets
+
+    first = None  # (split, file, columns) of the first file read
+    for split, pattern in cfg.data_files.items():
+        for file in sorted(glob.glob(pattern)) or [pattern]:
+            try:
+                columns = datasets.load_dataset(cfg.path, data_files={split: file})[split].column_names
+            except Exception as err:  # noqa: BLE001 - every reader error becomes the one line below
+                raise DataError(f"data.data_files.{split}: cannot read {file}: {_cause(err)}") from None
+            first = first or (split, file, columns)
+            if sorted(columns) != sorted(first[2]):
+                raise DataError(
+                    f"data.data_files.{split}: {file} has columns {columns}, but {first[1]} "
+                    f"(data_files.{first[0]}) has {first[2]}; every file needs the same columns"
+                )
+
+
+def _cause(err: BaseException) -> str:
+    """The reason under datasets' wrappers (DatasetGenerationError hides the reader's own error)."""
+    chain, seen = [], set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    for e in chain:
+        if isinstance(e, UnicodeDecodeError):
+            return f"not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at position {e.start}); save it as UTF-8"
+        if "corresponds to no data" in str(e):
+            return "it holds no rows"
+    inner = next((e for e in chain if type(e).__name__ != "DatasetGenerationError"), chain[0])
+    return f"{inner.__class__.__name__}: {_first_line(inner)}"
 
 
 def _first_line(err: BaseException) -> str:

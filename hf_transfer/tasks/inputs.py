@@ -16,7 +16,12 @@ def text_inputs(items: list[str]) -> list[str]:
         if item == "-":
             texts += [ln for ln in sys.stdin.read().splitlines() if ln.strip()]
         elif Path(item).is_file():
-            texts += [ln for ln in Path(item).read_text(encoding="utf-8").splitlines() if ln.strip()]
+            try:
+                lines = Path(item).read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError as err:
+                raise HfTransferError(f"predict: {item} is not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} "
+                                      f"at position {err.start}); save it as UTF-8") from None
+            texts += [ln for ln in lines if ln.strip()]
         else:
             texts.append(item)
     return texts

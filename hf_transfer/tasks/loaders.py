@@ -14,17 +14,40 @@ from hf_transfer.errors import ModelError, RecipeError
 from hf_transfer.recipe.schema import ModelConfig
 
 
+# what from_pretrained raises for files it cannot read (a corrupt or truncated weights file included)
+LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, RuntimeError, EOFError)
+try:
+    from safetensors import SafetensorError
+
+    LOAD_ERRORS += (SafetensorError,)
+except ImportError:  # an old safetensors names it elsewhere; RuntimeError covers the rest
+    pass
+
+
 def model_source(name_or_path: str) -> str:
     """A local folder becomes an absolute path (so adapters name it unambiguously)."""
     path = Path(name_or_path).expanduser()
     return str(path.resolve()) if path.is_dir() else name_or_path
 
 
+def _is_path(name: str) -> bool:
+    """Written as a path, not as a Hub id (org/name): absolute, ~, ./, ../, or more than one /."""
+    return name.startswith(("/", "~", "./", "../")) or name.count("/") > 1
+
+
 def load_error(model: ModelConfig, what: str, err: Exception) -> ModelError:
+    name = model.name_or_path
+    path = Path(name).expanduser()
     text = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-    if "custom code" in text:
+    if path.is_dir() and not (path / "config.json").is_file():
+        text = f"the folder {path} holds no config.json (not a saved model folder)"
+    elif not path.exists() and _is_path(name):
+        text = f"no such folder {path}"
+    elif "custom code" in text:
         text = "it ships custom Python code; set model.trust_remote_code: true only if you trust it"
-    return ModelError(f"model.name_or_path: cannot load {what} from {model.name_or_path!r}: {text}")
+    elif type(err).__name__ == "SafetensorError" or "deserializ" in text:
+        text = f"a weights file is corrupt or truncated ({text})"
+    return ModelError(f"model.name_or_path: cannot load {what} from {name!r}: {text}")
 
 
 def load_auto_processor(auto_cls, model: ModelConfig, what: str):
@@ -34,7 +57,7 @@ def load_auto_processor(auto_cls, model: ModelConfig, what: str):
         return auto_cls.from_pretrained(
             model_source(model.name_or_path), revision=model.revision, trust_remote_code=model.trust_remote_code,
         )
-    except (OSError, ValueError, KeyError) as err:
+    except LOAD_ERRORS as err:
         raise load_error(model, what, err) from None
 
 
@@ -55,7 +78,7 @@ def load_auto_model(auto_cls, model: ModelConfig, what: str, pretrained_kwargs: 
             )
         config = AutoConfig.from_pretrained(source, **common, **kwargs)
         return auto_cls.from_config(config, trust_remote_code=model.trust_remote_code)
-    except (OSError, ValueError, KeyError) as err:
+    except LOAD_ERRORS as err:
         raise load_error(model, what, err) from None
 
 

@@ -1,0 +1,116 @@
+"""Bad files and settings end in one line naming the file or key and the cause, never a traceback."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hf_transfer import train
+from hf_transfer.cli import main
+from tests.tiny import text_recipe
+
+
+@pytest.fixture(scope="module")
+def run(tiny_bert, sentiment_files, tmp_path_factory):
+    """A finished run and the recipe file that made it."""
+    root = tmp_path_factory.mktemp("failures")
+    recipe = text_recipe(tiny_bert, sentiment_files, root / "run")
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["finetune", str(path)]) == 0
+    return root / "run", path
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("hf-transfer: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("content, cause", [
+    (b"", "EmptyDataError"),
+    (b"review,label\n", "it holds no rows"),
+    (b'review,label\n"unclosed,positive\nfine,negative\n', "ParserError"),
+    ("review,label\ncafé,positive\nok,negative\n".encode("latin-1"), "not UTF-8 text"),
+])
+def test_an_unreadable_data_file_is_named_with_its_cause(run, tmp_path, capsys, content, cause):
+    _, recipe = run
+    bad = tmp_path / "train.csv"
+    bad.write_bytes(content)
+    assert main(["finetune", str(recipe), f"data.data_files.train={bad}", f"training.output_dir={tmp_path / 'o'}"]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith(f"hf-transfer: error: data.data_files.train: cannot read {bad}") and cause in line
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp / "missing", "no such folder"),
+    (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "holds no config.json"),
+])
+def test_a_model_folder_that_is_not_there_says_so(run, tmp_path, capsys, make, message):
+    _, recipe = run
+    folder = make(tmp_path)
+    assert main(["finetune", str(recipe), f"model.name_or_path={folder}", f"training.output_dir={tmp_path / 'o'}"]) == 2
+    line = one_line_error(capsys)
+    assert "model.name_or_path:" in line and message in line
+
+
+def test_corrupt_weights_are_one_line_in_training_and_in_predict(run, tiny_bert, tmp_path, capsys):
+    folder, recipe = run
+    model = Path(shutil.copytree(tiny_bert, tmp_path / "model"))
+    (model / "model.safetensors").write_bytes((model / "model.safetensors").read_bytes()[:100])
+    assert main(["finetune", str(recipe), f"model.name_or_path={model}", f"training.output_dir={tmp_path / 'o'}"]) == 2
+    assert "corrupt or truncated" in one_line_error(capsys)
+    saved = Path(shutil.copytree(folder, tmp_path / "saved"))
+    (saved / "model.safetensors").write_bytes(b"\x00" * 10)
+    assert main(["predict", str(saved), "good"]) == 2
+    assert "from_pretrained failed" in one_line_error(capsys)
+
+
+def test_predict_refuses_a_file_that_is_not_utf8(run, tmp_path, capsys):
+    folder, _ = run
+    texts = tmp_path / "reviews.txt"
+    texts.write_bytes("caf\xe9 was awful\n".encode("latin-1"))
+    assert main(["predict", str(folder), str(texts)]) == 2
+    assert f"{texts} is not UTF-8 text" in one_line_error(capsys)
+
+
+def test_verify_names_a_corrupt_metrics_json(run, tmp_path, capsys):
+    folder = Path(shutil.copytree(run[0], tmp_path / "run"))
+    (folder / "metrics.json").write_text("{not json")
+    assert main(["verify", str(folder)]) == 2
+    assert "metrics.json: unreadable" in one_line_error(capsys)
+
+
+def test_resume_with_another_strategy_is_refused_naming_the_key(run, tmp_path, capsys):
+    folder = Path(shutil.copytree(run[0], tmp_path / "run"))
+    assert main(["finetune", str(run[1]), f"training.output_dir={folder}", "--resume", "finetune.strategy=lora"]) == 2
+    line = one_line_error(capsys)
+    assert "finetune: the run in" in line and "--resume continues only with the same settings" in line
+
+
+def test_overrides_after_a_flag_are_overrides(run, tmp_path, capsys):
+    folder = Path(shutil.copytree(run[0], tmp_path / "run"))
+    assert main(["finetune", str(run[1]), "--resume", f"training.output_dir={folder}"]) == 0
+    with pytest.raises(SystemExit) as exited:  # argparse: exit 2, the usage and one error line
+        main(["finetune", str(run[1]), "--resume", "--bogus"])
+    assert exited.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_a_full_disk_at_save_is_one_line_and_the_old_run_stays(run, tmp_path, capsys, monkeypatch):
+    folder = Path(shutil.copytree(run[0], tmp_path / "run"))
+    before = (folder / "metrics.json").read_bytes()
+
+    def full(recipe, out, args, resume):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "model.safetensors"))
+
+    monkeypatch.setattr(train, "_train", full)
+    assert main(["finetune", str(run[1]), f"training.output_dir={folder}", "--overwrite"]) == 2
+    line = one_line_error(capsys)
+    assert "training.output_dir: cannot write" in line and "No space left on device" in line
+    assert (folder / "metrics.json").read_bytes() == before
