@@ -28,6 +28,30 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_launch(args: argparse.Namespace) -> int:
+    """`accelerate launch` of `hf-transfer finetune`, with the recipe checked first and the launcher's
+    traceback replaced by the training process's own one-line error."""
+    import subprocess
+
+    from hf_transfer.recipe.validate import load_recipe
+
+    load_recipe(args.recipe, args.overrides)  # a recipe error: one line, exit 2, before any process starts
+    from accelerate.commands.launch import launch_command, launch_command_parser
+
+    flags = [f for f, on in (("--overwrite", args.overwrite), ("--resume", args.resume)) if on]
+    launcher = ["--config_file", args.config_file] if args.config_file else []
+    ns = launch_command_parser().parse_args(
+        [*launcher, *args.accelerate_args, "--module", "hf_transfer", "finetune", args.recipe, *args.overrides, *flags]
+    )
+    try:
+        launch_command(ns)
+    except subprocess.CalledProcessError as err:
+        if err.returncode == 2:  # the training process printed its one-line error already
+            return 2
+        raise HfTransferError(f"launch: a training process ended with exit code {err.returncode}") from None
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from hf_transfer.recipe.validate import load_recipe
 
@@ -110,6 +134,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
+    p = sub.add_parser("launch", help="accelerate launch of finetune: recipe checked first, one-line errors")
+    p.add_argument("recipe", help="path to a recipe YAML file")
+    p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
+    p.add_argument("--config-file", "--config_file", dest="config_file",
+                   help="Accelerate config (e.g. accelerate_configs/cpu_2proc.yaml)")
+    p.add_argument("--accelerate-args", dest="accelerate_args", nargs=argparse.REMAINDER, default=[],
+                   help="further `accelerate launch` options, e.g. --num_processes 2 (last on the line)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+
     p = sub.add_parser("validate", help="check recipes without loading anything")
     p.add_argument("recipes", nargs="+")
 
@@ -124,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
 # command name -> function; tests check it matches the parser's sub-commands.
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "finetune": cmd_finetune,
+    "launch": cmd_launch,
     "validate": cmd_validate,
     "assets": cmd_assets,
     "push": cmd_push,
@@ -136,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command == "finetune" and all("=" in e and not e.startswith("-") for e in extra):
+    if extra and args.command in ("finetune", "launch") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra  # overrides after a flag (`... --resume training.seed=1`) are overrides too
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

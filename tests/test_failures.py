@@ -114,3 +114,15 @@ def test_a_full_disk_at_save_is_one_line_and_the_old_run_stays(run, tmp_path, ca
     line = one_line_error(capsys)
     assert "training.output_dir: cannot write" in line and "No space left on device" in line
     assert (folder / "metrics.json").read_bytes() == before
+
+
+def test_launch_checks_the_recipe_first_and_ends_in_one_line(run, tmp_path, capsys):
+    """`hf-transfer launch` is accelerate launch without the launcher's traceback: a recipe error stops it
+    before any process starts, a data error in the training process comes back as that process's line."""
+    _, recipe = run
+    assert main(["launch", str(recipe), "finetune.bogus=1", "--config-file", "accelerate_configs/cpu.yaml"]) == 2
+    assert "finetune.bogus: not an option" in one_line_error(capsys)
+    code = main(["launch", str(recipe), "data.text_column=nope", f"training.output_dir={tmp_path / 'o'}",
+                 "--config-file", str(Path(__file__).parents[1] / "accelerate_configs/cpu.yaml")])
+    assert code == 2
+    assert "Traceback" not in capsys.readouterr().err
