@@ -18,7 +18,7 @@ from hf_transfer.distributed import (
     check_saved_weights, declare_mean_loss, effective_batch_size, is_sharded, log_batch_size,
     match_deepspeed_dtype, require_extras,
 )
-from hf_transfer.errors import RecipeError
+from hf_transfer.errors import ModelError, RecipeError
 from hf_transfer.folder import (
     CHECKPOINTS, RECIPE, check_output_dir, default_output_dir, finish, last_complete_checkpoint, mark_unfinished, put_in_place,
     run_lock, write_error,
@@ -70,6 +70,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
         processor = task.load_processor(spec)
         splits = task.preprocess(loaded.splits, processor, spec)
     model = task.load_model(spec, loaded.label_names)
+    _check_vocabulary(processor, model, recipe)
     model = match_deepspeed_dtype(apply_strategy(model, recipe.finetune), args)
     declare_mean_loss(model)  # losses average over processes and accumulation steps
     hooks = trainer_hooks(model, recipe.finetune, args)
@@ -98,6 +99,19 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
     trainer.nan_counts = install_nan_guard(model, trainer, recipe.nan_policy)
     trainer.cached_features = features  # None unless the head trained on cached features
     return trainer, splits
+
+
+def _check_vocabulary(processor, model, recipe: Recipe) -> None:
+    """A tokenizer with more tokens than the model has embeddings fails at step 1 (IndexError): say so now."""
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    embeddings = get_embeddings() if callable(get_embeddings) else None
+    if not hasattr(processor, "convert_tokens_to_ids") or embeddings is None:
+        return
+    if len(processor) > embeddings.num_embeddings:
+        raise ModelError(
+            f"model.name_or_path: the tokenizer of {recipe.model.name_or_path!r} has {len(processor)} tokens but the "
+            f"model's embeddings hold {embeddings.num_embeddings}: they do not belong together"
+        )
 
 
 def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:

@@ -126,3 +126,17 @@ def test_launch_checks_the_recipe_first_and_ends_in_one_line(run, tmp_path, caps
                  "--config-file", str(Path(__file__).parents[1] / "accelerate_configs/cpu.yaml")])
     assert code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_tokenizer_larger_than_the_embeddings_is_refused_before_training(run, tiny_bert, tmp_path, capsys):
+    from transformers import BertConfig, BertModel
+
+    small = tmp_path / "small"
+    shutil.copytree(tiny_bert, small)
+    config = BertConfig.from_pretrained(small)
+    config.vocab_size = 10  # fewer embeddings than the tokenizer's words
+    BertModel(config).save_pretrained(small)
+    assert main(["finetune", str(run[1]), f"model.name_or_path={small}", f"training.output_dir={tmp_path / 'o'}"]) == 2
+    line = one_line_error(capsys)
+    assert "has 38 tokens but the model's embeddings hold 10" in line
+    assert not (tmp_path / "o").exists()
