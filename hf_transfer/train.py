@@ -29,7 +29,9 @@ from hf_transfer.recipe.yaml import read_recipe_file
 from hf_transfer.strategies import STRATEGIES, apply_strategy, count_parameters, probe, trainer_hooks
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks.data import fold_of, load_data
-from hf_transfer.trainer import TransferTrainer, early_stopping, install_nan_guard, training_arguments
+from hf_transfer.trainer import (
+    TransferTrainer, early_stopping, install_nan_guard, loss_before, training_arguments, whole_run_train_loss,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +212,14 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
     elif checkpoint:
         log.info("--resume: continuing from %s", checkpoint)
     train_out = trainer.train(resume_from_checkpoint=checkpoint)
+    train_metrics = dict(train_out.metrics)
+    if "train_loss" in train_metrics:  # after --resume: the mean over the whole run, not the resumed part
+        train_metrics["train_loss"] = whole_run_train_loss(train_metrics["train_loss"], trainer.state.global_step,
+                                                           loss_before(checkpoint))
     trainable, total = count_parameters(trainer.export_model or trainer.model)
     args = trainer.args
     metrics: dict[str, Any] = {
-        "train": train_out.metrics,
+        "train": train_metrics,
         "validation": trainer.evaluate(splits["validation"], metric_key_prefix="eval"),
         "trainable_parameters": trainable,
         "total_parameters": total,

@@ -10,6 +10,7 @@ cached-feature probe trains only the head). A guard stops (or skips) non-finite 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -114,6 +115,28 @@ def install_nan_guard(model, trainer, policy: str) -> dict[str, int]:
     return counts
 
 
+LOSS_STATE = "hf_transfer_loss.json"  # in each checkpoint: the training loss summed up to its step
+
+
+def loss_before(checkpoint: str | None) -> tuple[float, int] | None:
+    """(summed training loss, step) saved in a checkpoint, or None."""
+    if checkpoint is None:
+        return None
+    try:
+        state = json.loads((Path(checkpoint) / LOSS_STATE).read_text(encoding="utf-8"))
+        return float(state["loss_sum"]), int(state["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def whole_run_train_loss(train_loss: float, step: int, before: tuple[float, int] | None) -> float:
+    """Trainer's train_loss covers the steps run in this call; after --resume, the whole run's mean."""
+    if before is None or step <= before[1]:
+        return train_loss
+    loss_sum, resumed_at = before
+    return (loss_sum + train_loss * (step - resumed_at)) / step
+
+
 class TransferTrainer(Trainer):
     """Trainer + optional param groups, loss penalty and a different model to export."""
 
@@ -158,6 +181,16 @@ class TransferTrainer(Trainer):
         if scaled:
             penalty = penalty / getattr(self, "current_gradient_accumulation_steps", 1)
         return (out[0] + penalty, out[1]) if return_outputs else out + penalty
+
+    def _save_checkpoint(self, model, trial):
+        # Trainer keeps the losses of the steps so far in memory only; --resume reports the whole run's mean
+        tr_loss = getattr(self, "_tr_loss", None)
+        if self.is_world_process_zero() and tr_loss is not None:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            loss_sum = getattr(self, "_total_loss_scalar", 0.0) + float(tr_loss.item())
+            (folder / LOSS_STATE).write_text(json.dumps({"loss_sum": loss_sum, "step": self.state.global_step}))
+        super()._save_checkpoint(model, trial)
 
     def save_model(self, output_dir=None, _internal_call=False):
         if self.export_model is None or _internal_call:  # checkpoints keep what Trainer trains

@@ -128,3 +128,20 @@ def test_a_failed_start_leaves_no_folder_that_blocks_a_rerun(tiny_bert, sentimen
     assert main(["finetune", str(path), "data.text_column=nope"]) == 2
     capsys.readouterr()
     assert main(["finetune", str(path)]) == 0  # no --overwrite needed: nothing was written
+
+
+def test_train_loss_after_resume_covers_the_whole_run(tiny_bert, sentiment_files, tmp_path):
+    import shutil
+
+    from hf_transfer import finetune
+
+    recipe = text_recipe(tiny_bert, sentiment_files, tmp_path / "a")
+    recipe["training"] |= {"max_steps": 4, "save_steps": 2, "eval_steps": 2, "save_total_limit": None,
+                           "load_best_model_at_end": False, "learning_rate": 1e-3}
+    whole = finetune(recipe).metrics["train"]["train_loss"]
+    resumed_dir = Path(shutil.copytree(tmp_path / "a", tmp_path / "b"))
+    shutil.rmtree(resumed_dir / "checkpoints" / "checkpoint-4")  # as if stopped after step 2
+    (resumed_dir / "metrics.json").unlink()
+    recipe["training"]["output_dir"] = str(resumed_dir)
+    resumed = finetune(recipe, resume=True).metrics["train"]
+    assert resumed["train_loss"] == pytest.approx(whole, rel=1e-6)
