@@ -7,7 +7,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from tests.tiny import save_tiny_bert, write_sentiment_csv  # noqa: E402
+from tests.tiny import save_tiny_bert, text_recipe, write_sentiment_csv  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +18,17 @@ def tiny_bert(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sentiment_files(tmp_path_factory):
     return write_sentiment_csv(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_bert, sentiment_files, tmp_path_factory):
+    """(folder of a finished tiny run, the recipe file that made it); copy the folder before changing it."""
+    import yaml
+
+    from hf_transfer.cli import main
+
+    root = tmp_path_factory.mktemp("finished")
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump(text_recipe(tiny_bert, sentiment_files, root / "run")))
+    assert main(["finetune", str(path)]) == 0
+    return root / "run", path

@@ -7,22 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from hf_transfer import train
 from hf_transfer.cli import main
-from tests.tiny import text_recipe
 
 
-@pytest.fixture(scope="module")
-def run(tiny_bert, sentiment_files, tmp_path_factory):
-    """A finished run and the recipe file that made it."""
-    root = tmp_path_factory.mktemp("failures")
-    recipe = text_recipe(tiny_bert, sentiment_files, root / "run")
-    path = root / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    assert main(["finetune", str(path)]) == 0
-    return root / "run", path
+@pytest.fixture
+def run(finished_run):
+    return finished_run
 
 
 def one_line_error(capsys) -> str:

@@ -23,17 +23,9 @@ def snapshot(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def finished(tiny_bert, sentiment_files, tmp_path_factory):
-    """A finished run and its recipe file."""
-    import yaml
-
-    root = tmp_path_factory.mktemp("lost-work")
-    recipe = text_recipe(tiny_bert, sentiment_files, root / "run")
-    path = root / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    assert main(["finetune", str(path)]) == 0
-    return root / "run", path
+@pytest.fixture
+def finished(finished_run):
+    return finished_run
 
 
 def _copy(run: Path, tmp_path: Path) -> Path:
