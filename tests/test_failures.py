@@ -132,3 +132,42 @@ def test_a_tokenizer_larger_than_the_embeddings_is_refused_before_training(run, 
     line = one_line_error(capsys)
     assert "has 38 tokens but the model's embeddings hold 10" in line
     assert not (tmp_path / "o").exists()
+
+
+def test_a_16_bit_png_is_scaled_not_clipped_to_white(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from hf_transfer.tasks.images import _rgb
+
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)  # dark to bright
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    rgb = np.asarray(_rgb({"path": str(tmp_path / "deep.png"), "bytes": None}, "image"))
+    assert rgb.shape == (32, 32, 3) and rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] == 255
+    assert 100 < rgb[16, 0, 0] < 160  # the middle of the ramp stays grey (convert("RGB") gave 255)
+
+
+def test_an_empty_wav_is_refused_naming_the_file(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from hf_transfer.errors import DataError
+    from hf_transfer.tasks.audio import load_audio
+
+    sf.write(tmp_path / "silent.wav", np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(DataError, match=r"speech.audio_column: audio '.*silent.wav' is empty \(0 samples\)"):
+        load_audio(str(tmp_path / "silent.wav"), 16000)
+
+
+def test_predict_and_verify_do_not_unpickle_weights(run, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    folder = Path(shutil.copytree(run[0], tmp_path / "run"))
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    assert main(["predict", str(folder), "good"]) == 2
+    assert "from_pretrained failed" in one_line_error(capsys)
+    assert main(["verify", str(folder)]) == 2
+    one_line_error(capsys)

@@ -64,8 +64,8 @@ def load_full_model(folder: Path, task: dict):
     import transformers
 
     auto = getattr(transformers, task["auto"])
-    try:
-        model, info = auto.from_pretrained(str(folder), output_loading_info=True)
+    try:  # safetensors only: a folder that holds pickled weights alone is not unpickled here
+        model, info = auto.from_pretrained(str(folder), output_loading_info=True, use_safetensors=True)
     except Exception as err:  # noqa: BLE001 - a corrupt or truncated file fails in many types
         raise FolderError(f"{folder}: {auto.__name__}.from_pretrained failed: {_first_line(err)}") from None
     missing = sorted(info.get("missing_keys") or [])

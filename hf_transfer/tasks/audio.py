@@ -144,6 +144,7 @@ def load_audio(value: Any, target: int, bases: list[Path] = ()) -> np.ndarray:
         if not value.get("sampling_rate"):
             raise DataError("speech.audio_column: an audio array without its sampling_rate")
         wave, rate = np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"])
+        name = value.get("path") or "<array>"
     else:
         if isinstance(value, dict) and value.get("bytes"):
             source, name = io.BytesIO(value["bytes"]), value.get("path") or "<bytes>"
@@ -159,6 +160,8 @@ def load_audio(value: Any, target: int, bases: list[Path] = ()) -> np.ndarray:
             raise DataError(f"speech.audio_column: cannot read audio {name!r}: {str(err).splitlines()[0]}") from None
     if wave.ndim == 2:
         wave = wave.mean(axis=1)
+    if wave.size == 0:
+        raise DataError(f"speech.audio_column: audio {name!r} is empty (0 samples)")
     return _resample(wave, rate, target)
 
 

@@ -127,12 +127,30 @@ def _rgb(image: Any, column: str):
     if isinstance(image, dict) and ("bytes" in image or "path" in image):  # undecoded datasets Image
         image = _open_image(image, column)
     if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / 32-bit grey: scaled, not clipped
+            image = _to_8bit(image)
         return image if image.mode == "RGB" else image.convert("RGB")
     if hasattr(image, "shape"):  # numpy array (H, W) or (H, W, C)
         import numpy as np
 
-        return Image.fromarray(np.asarray(image)).convert("RGB")
+        array = np.asarray(image)
+        if array.dtype != np.uint8:
+            return _to_8bit(Image.fromarray(array.astype(np.float32))).convert("RGB")
+        return Image.fromarray(array).convert("RGB")
     raise DataError(f"vision.image_column: column {column!r} holds {type(image).__name__}, not images")
+
+
+def _to_8bit(image):
+    """A high-bit-depth grey image as 8-bit grey: 16-bit integers scale by 1/257 (65535 -> 255); float and
+    32-bit images by their own maximum. convert("RGB") would clip every value above 255 to white."""
+    import numpy as np
+    from PIL import Image
+
+    array = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+    if not image.mode.startswith("I;16") and array.max() <= 255 and array.min() >= 0:
+        top = 255.0  # already in 8-bit range
+    return Image.fromarray(np.clip(np.rint(array / top * 255.0), 0, 255).astype(np.uint8), mode="L")
 
 
 def _open_image(value: dict, column: str):
