@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import enum
 import re
 import typing
 from pathlib import Path
@@ -103,10 +104,18 @@ def _check_training(data: Any) -> dict[str, Any]:
                 f"training.{key}: never put tokens in a recipe; set HF_TOKEN or run `hf auth login`"
             )
         out[key] = check_value(value, hints.get(key, Any), f"training.{key}")
+        _check_choice(out[key], hints.get(key, Any), f"training.{key}")
         if key in TRAINING_RANGES and isinstance(out[key], (int, float)) and not isinstance(out[key], bool):
             check_range(out[key], f"training.{key}", **TRAINING_RANGES[key])
     _check_training_steps(out)
     return out
+
+
+def _check_choice(value: Any, hint: Any, path: str) -> None:
+    """A string for an `Enum | str` field (eval_strategy, lr_scheduler_type, optim ...): one of the enum's values."""
+    choices = [m.value for a in typing.get_args(hint) if isinstance(a, type) and issubclass(a, enum.Enum) for m in a]
+    if choices and isinstance(value, str) and value not in choices:
+        raise RecipeError(f"{path}: expected one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 def _check_training_steps(training: dict[str, Any]) -> None:
