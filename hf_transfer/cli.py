@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from typing import Callable
 
@@ -99,6 +100,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """An integer >= 1 (argparse type of --top-k, --batch-size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 1 <= value <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {2**31 - 1}, got {text!r}")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    """A finite number >= 0 (argparse type of verify --tolerance)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
 def _add_folder_commands(sub) -> None:
     p = sub.add_parser("push", help="upload a finished run to the Hugging Face Hub")
     p.add_argument("output_dir")
@@ -111,13 +134,13 @@ def _add_folder_commands(sub) -> None:
     p = sub.add_parser("verify", help="reload a run as a Hub user would and re-check its metrics")
     p.add_argument("output_dir")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when present, as in training)")
-    p.add_argument("--tolerance", type=float, default=0.0, help="allowed metric difference (default 0)")
+    p.add_argument("--tolerance", type=_tolerance, default=0.0, help="allowed metric difference (default 0)")
 
     p = sub.add_parser("predict", help="labels and scores from a saved run")
     p.add_argument("output_dir")
     p.add_argument("inputs", nargs="+", help="texts, files of texts (one a line; - for stdin), or image/audio paths")
-    p.add_argument("--top-k", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--top-k", type=_count, default=1, help="labels shown per input (default 1)")
+    p.add_argument("--batch-size", type=_count, default=8)
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="print JSON")
 

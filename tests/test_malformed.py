@@ -1,11 +1,12 @@
 """Property-based: malformed recipes and data files always end in the documented one-line error."""
 
 import dataclasses
+import math
 import typing
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from hf_transfer.recipe.validate import load_recipe
@@ -119,6 +120,105 @@ def test_arbitrary_yaml_text_never_escapes_as_another_exception(text):
         load_recipe(parse_yaml(text, "fuzz") if text.strip() else None)
     except RecipeError as err:
         assert "\n" not in str(err)
+
+
+# ----------------------------------------------------------------------------- value ranges
+
+INT32 = 2**31 - 1
+
+
+def _finite(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _count(v):
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= INT32
+
+
+def _unit(v, closed_high=False):
+    return _finite(v) and 0 <= v and (v <= 1 if closed_high else v < 1)
+
+
+# key -> what an accepted value satisfies (checked against every recipe that validates)
+RANGES = {
+    "training.learning_rate": lambda v: _finite(v) and v > 0,
+    "training.num_train_epochs": lambda v: _finite(v) and v <= INT32,
+    "training.max_steps": lambda v: v == -1 or _count(v),
+    "training.per_device_train_batch_size": _count,
+    "training.per_device_eval_batch_size": _count,
+    "training.gradient_accumulation_steps": _count,
+    "training.weight_decay": lambda v: _finite(v) and v >= 0,
+    "training.warmup_steps": lambda v: _finite(v) and 0 <= v <= INT32,
+    "training.eval_strategy": lambda v: v in ("no", "epoch", "steps"),
+    "early_stopping_patience": lambda v: v is None or _count(v),
+    "model.max_length": _count,
+    "data.max_train_samples": lambda v: v is None or _count(v),
+    "data.max_eval_samples": lambda v: v is None or _count(v),
+    "data.validation_size": lambda v: _finite(v) and 0 < v < 1,
+}
+FINETUNE_RANGES = {
+    "lora": {"r": _count, "alpha": lambda v: _finite(v) and v > 0, "dropout": _unit},
+    "adalora": {"init_r": _count, "target_r": _count, "alpha": lambda v: _finite(v) and v > 0, "dropout": _unit,
+                "tinit": lambda v: _finite(v) and v >= 0, "deltaT": _count},
+    "loha": {"r": _count, "alpha": lambda v: _finite(v) and v > 0, "rank_dropout": _unit, "module_dropout": _unit},
+    "lokr": {"r": _count, "alpha": lambda v: _finite(v) and v > 0, "rank_dropout": _unit, "module_dropout": _unit},
+    "staged": {"head_epochs": lambda v: _finite(v) and v >= 0, "unfreeze_lr": lambda v: v is None or v > 0,
+               "l2sp": lambda v: _finite(v) and v >= 0},
+}
+EDGES = [0, -1, 1, 2, 0.0, -0.0, 0.5, 1.0, 1.5, -0.5, 1e-9, INT32, INT32 + 1, 2**32, 2**63 - 1, 2**63, 10**30,
+         -(2**63), float("nan"), float("inf"), float("-inf"), 1e308, 5e-324]
+range_values = st.one_of(
+    st.sampled_from(EDGES), st.integers(min_value=-2, max_value=64), st.floats(min_value=0, max_value=1),
+    st.sampled_from(EDGES), st.integers(), st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(), st.floats(min_value=-2, max_value=2), st.booleans(), st.none(), st.text(max_size=3),
+    st.sampled_from(["no", "epoch", "steps"]),
+)
+
+
+@st.composite
+def ranged_recipe(draw):
+    """BASE with 1-4 keys set to numbers from anywhere: edges, huge, negative, NaN, infinities."""
+    import copy
+
+    raw = copy.deepcopy(BASE)
+    chosen = {}
+    for key in draw(st.lists(st.sampled_from(sorted(RANGES)), min_size=0, max_size=3, unique=True)):
+        value = chosen[key] = draw(range_values)
+        if key == "early_stopping_patience":
+            raw[key] = value
+        else:
+            section, name = key.split(".")
+            raw[section][name] = value
+    strategy = draw(st.sampled_from(sorted(FINETUNE_RANGES)))
+    raw["finetune"] = {"strategy": strategy}
+    for name in draw(st.lists(st.sampled_from(sorted(FINETUNE_RANGES[strategy])), max_size=2, unique=True)):
+        value = chosen[f"finetune.{name}"] = raw["finetune"][name] = draw(range_values)
+    if not chosen:
+        raw["training"]["learning_rate"] = chosen["training.learning_rate"] = draw(range_values)
+    return raw, strategy, chosen
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ranged_recipe())
+def test_values_out_of_range_give_one_line_naming_the_key_or_a_valid_recipe(case):
+    raw, strategy, chosen = case
+    try:
+        recipe = load_recipe(raw)
+    except RecipeError as err:
+        message = str(err)
+        assert "\n" not in message
+        named = set(chosen) | ({"finetune.target_r"} if strategy == "adalora" else set())
+        assert any(message.startswith(f"{key}:") for key in named), (message, chosen)
+        event("refused: one-line RecipeError")
+        return
+    event("accepted: a valid recipe")
+    for key, value in chosen.items():  # accepted: every value within its range
+        check = FINETUNE_RANGES[strategy][key.split(".")[1]] if key.startswith("finetune.") else RANGES[key]
+        assert check(value), (key, value)
+    steps = recipe.training.get("max_steps", -1)
+    assert steps > 0 or recipe.training["num_train_epochs"] > 0
+    if recipe.early_stopping_patience is not None:
+        assert recipe.training.get("eval_strategy", "epoch") != "no"
 
 
 # ----------------------------------------------------------------------------- data files

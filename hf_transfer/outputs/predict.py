@@ -34,6 +34,9 @@ def predict(out_dir: str | Path, inputs: list[str], top_k: int = 1, batch_size: 
             device: str | None = None) -> tuple[list[Any], list[list[dict[str, Any]]]]:
     """(inputs as read, [[{label, score}, ...] per input]) with the top_k labels per input."""
     out = Path(out_dir)
+    for key, value in (("top_k", top_k), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HfTransferError(f"predict: {key} must be an integer >= 1, got {value!r}")
     try:
         task, spec = _task(out)
         items = task.read_inputs(inputs)

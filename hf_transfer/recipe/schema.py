@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hf_transfer.errors import RecipeError
+from hf_transfer.recipe.typed import INT32_MAX, check_range
 
 
 @dataclass
@@ -38,6 +39,9 @@ class ModelConfig:
     config_overrides: dict[str, Any] | None = None
     """Extra keyword arguments for the model's config / constructor, e.g. {num_hidden_layers: 2} to cut a
     pretrained 6-layer model to its first 2 layers (a distillation student); timm: create_model kwargs."""
+
+    def __post_init__(self) -> None:
+        check_range(self.max_length, "model.max_length", low=1, high=INT32_MAX)
 
 
 @dataclass
@@ -78,6 +82,9 @@ class DataConfig:
             raise RecipeError(f"data.label_names: {', '.join(map(repr, repeated))} listed twice")
         if self.label_separator is not None and not self.label_separator.strip():
             raise RecipeError(f"data.label_separator: must be a visible separator, got {self.label_separator!r}")
+        check_range(self.validation_size, "data.validation_size", low=0, high=1, low_open=True, high_open=True)
+        for key in ("max_train_samples", "max_eval_samples"):
+            check_range(getattr(self, key), f"data.{key}", low=1, high=INT32_MAX)
         weights = self.class_weights
         if weights is not None and self.problem_type != "single_label_classification":
             raise RecipeError(
@@ -125,6 +132,9 @@ class DomainTargetConfig:
     max_samples: int | None = None
     """At most this many examples of each target split."""
 
+    def __post_init__(self) -> None:
+        check_range(self.max_samples, "domain.target.max_samples", low=1, high=INT32_MAX)
+
 
 @dataclass
 class DomainConfig:
@@ -145,6 +155,7 @@ class DomainConfig:
             raise RecipeError(f"domain.weight: must be non-negative, got {self.weight!r}")
         if self.hidden_size < 1:
             raise RecipeError(f"domain.hidden_size: must be positive, got {self.hidden_size!r}")
+        check_range(self.hidden_size, "domain.hidden_size", high=INT32_MAX)
         if not self.kernel_multipliers or min(self.kernel_multipliers) <= 0:
             raise RecipeError(f"domain.kernel_multipliers: expected positive numbers, got {self.kernel_multipliers!r}")
 

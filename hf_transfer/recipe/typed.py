@@ -1,17 +1,50 @@
 """Typed building of recipe sections: a mapping checked against a dataclass's annotations.
 
 Unknown keys and wrong types are one-line RecipeErrors naming the key path; ints are accepted where a
-float is expected, never the reverse; a union tries its members (str last).
+float is expected, never the reverse; a union tries its members (str last). A float must be finite (YAML
+`.nan`, `.inf` are refused) and an int must fit in 64 bits, whatever the key; a section's own ranges are
+its dataclass's `__post_init__` (see `check_range`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal
 
 from hf_transfer.errors import RecipeError
+
+INT32_MAX = 2**31 - 1
+_INT64 = 2**63
+
+
+class RangeError(RecipeError):
+    """A value of the right type out of its range: a union reports it rather than trying other members."""
+
+
+def check_range(value: Any, path: str, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """Raise RangeError naming `path` unless `low <= value <= high` (`low_open`/`high_open`: strict);
+    None (an unset optional key) passes."""
+    if value is None:
+        return
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if not (below or above):
+        return
+    if below and (high is None or high >= INT32_MAX):
+        rule = f"{'>' if low_open else '>='} {_num(low)}"
+    elif above and (low is None or high >= INT32_MAX):
+        rule = f"{'<' if high_open else '<='} {_num(high)}"
+    else:
+        rule = f"in {'(' if low_open else '['}{_num(low)}, {_num(high)}{')' if high_open else ']'}"
+    raise RangeError(f"{path}: must be {rule}, got {value!r}")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 def _type_name(tp: Any) -> str:
@@ -33,6 +66,8 @@ def check_value(value: Any, tp: Any, path: str) -> Any:
         for arg in sorted(args, key=lambda a: a is str):  # try str last: it accepts little
             try:
                 return check_value(value, arg, path)
+            except RangeError:
+                raise
             except RecipeError:
                 continue
         raise RecipeError(f"{path}: expected {_type_name(tp)}, got {value!r}")
@@ -53,9 +88,15 @@ def check_value(value: Any, tp: Any, path: str) -> Any:
         return build(tp, value, path)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, int) and abs(value) >= _INT64:
+                raise RangeError(f"{path}: out of range, got an integer beyond 2**63")
+            if not math.isfinite(value):
+                raise RangeError(f"{path}: must be a finite number, got {value!r}")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) >= _INT64:
+                raise RangeError(f"{path}: out of range, got an integer beyond 2**63")
             return value
     elif isinstance(tp, type) and issubclass(tp, str) and tp is not str:  # str enums
         if isinstance(value, str):

@@ -10,11 +10,15 @@ Each variant trains into `<output_dir>/compare/<name>`.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
 from hf_transfer.errors import RecipeError
 from hf_transfer.recipe.yaml import apply_override
+
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+"""A run's name is a folder name under <output_dir>/compare: no separators, no `..`."""
 
 BUILTIN: dict[str, dict[str, Any]] = {
     "scratch": {"model.pretrained": False},
@@ -33,6 +37,8 @@ def entries(compare: list, baselines) -> list[tuple[str, dict[str, Any]]]:
             name, overrides = next(iter(entry.items()))
         else:
             raise RecipeError(f"compare[{i}]: a mapping entry must have one key (the run's name)")
+        if not PLAIN_NAME.match(name):
+            raise RecipeError(f"compare[{i}]: run name {name!r} must be a plain name (letters, digits, _ or -)")
         if isinstance(entry, str) and name not in BUILTIN and name not in baselines:
             raise RecipeError(
                 f"compare[{i}]: unknown run {name!r} (built-in: {', '.join([*BUILTIN, *baselines])}; "

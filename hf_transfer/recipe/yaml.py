@@ -16,7 +16,26 @@ REDACTED = "<redacted>"
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe loader that reads scalars the YAML 1.2 way: `2e-5` is a float, `no`/`on` are strings."""
+    """Safe loader that reads scalars the YAML 1.2 way: `2e-5` is a float, `no`/`on` are strings; a key
+    given twice in one mapping is an error (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then overriding its keys is fine
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base constructor reports it
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (a key may appear once per mapping)", key_node.start_mark
+                    )
+        return super().construct_mapping(node, deep=deep)
 
 
 _FLOAT_12 = re.compile(
@@ -44,6 +63,8 @@ def parse_yaml(text: str, where: str) -> Any:
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise RecipeError(f"{where}: invalid YAML{at}: {problem}") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise RecipeError(f"{where}: invalid YAML: {str(err).splitlines()[0]}") from None
 
 
 def apply_override(raw: dict[str, Any], dotted: str, value: Any) -> None:

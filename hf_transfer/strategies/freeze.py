@@ -8,6 +8,7 @@ from typing import Literal
 
 from torch import nn
 
+from hf_transfer.recipe.typed import INT32_MAX, check_range
 from hf_transfer.strategies.anatomy import freeze_backbone, freeze_first_blocks, keep_frozen_backbone_in_eval
 from hf_transfer.strategies.base import Strategy
 
@@ -20,6 +21,10 @@ class FullConfig:
     l2sp: float = 0.0
     """L2-SP: add l2sp/2 · ||w − w_pretrained||² over the backbone's weights to the loss."""
 
+    def __post_init__(self) -> None:
+        check_range(self.layer_decay, "finetune.layer_decay", low=0, low_open=True)
+        check_range(self.l2sp, "finetune.l2sp", low=0)
+
 
 @dataclass
 class PartialConfig:
@@ -30,6 +35,11 @@ class PartialConfig:
     """Linear probe on cached backbone features (computed once, on disk). null: whenever possible."""
     l2sp: float = 0.0
     """L2-SP (see full); only the unfrozen backbone weights are pulled back."""
+
+    def __post_init__(self) -> None:
+        if self.freeze != "backbone":
+            check_range(self.freeze, "finetune.freeze", low=0, high=INT32_MAX)
+        check_range(self.l2sp, "finetune.l2sp", low=0)
 
 
 def apply_full(model: nn.Module, cfg: FullConfig) -> nn.Module:

@@ -16,11 +16,24 @@ from typing import Any, Callable, Literal
 from torch import nn
 from transformers import TrainerCallback
 
-from hf_transfer.errors import ModelError
+from hf_transfer.errors import ModelError, RecipeError
+from hf_transfer.recipe.typed import INT32_MAX, check_range
 from hf_transfer.strategies.anatomy import block_layer_names, head_parameter_names
 from hf_transfer.strategies.base import Hooks, Strategy
 
 log = logging.getLogger(__name__)
+
+
+def _check(cfg, ranks=(), dropouts=(), positive=(), steps=()) -> None:
+    """Ranges of a method's options (a rank: >= 1; a dropout: in [0, 1); alpha: > 0; a step count: >= 0)."""
+    for key in ranks:
+        check_range(getattr(cfg, key), f"finetune.{key}", low=1, high=INT32_MAX)
+    for key in dropouts:
+        check_range(getattr(cfg, key), f"finetune.{key}", low=0, high=1, high_open=True)
+    for key in positive:
+        check_range(getattr(cfg, key), f"finetune.{key}", low=0, low_open=True, high=INT32_MAX)
+    for key in steps:
+        check_range(getattr(cfg, key), f"finetune.{key}", low=0, high=INT32_MAX)
 
 
 @dataclass
@@ -36,6 +49,8 @@ class LoraConfig:
     use_dora: bool = False
     """DoRA: weight-decomposed LoRA (PEFT's `use_dora`)."""
 
+    def __post_init__(self) -> None:
+        _check(self, ranks=("r",), dropouts=("dropout",), positive=("alpha",))
 
 
 @dataclass
@@ -63,6 +78,12 @@ class AdaLoraConfig:
     target_modules: list[str] | str | None = None
     merge: bool = False
 
+    def __post_init__(self) -> None:
+        _check(self, ranks=("init_r", "target_r", "deltaT"), dropouts=("dropout",), positive=("alpha",),
+               steps=("tinit", "tfinal"))
+        if self.target_r > self.init_r:
+            raise RecipeError(f"finetune.target_r: must be <= init_r ({self.init_r}), got {self.target_r}")
+
 
 @dataclass
 class LoHaConfig:
@@ -74,6 +95,9 @@ class LoHaConfig:
     target_modules: list[str] | str | None = None
     merge: bool = False
 
+    def __post_init__(self) -> None:
+        _check(self, ranks=("r",), dropouts=("rank_dropout", "module_dropout"), positive=("alpha",))
+
 
 @dataclass
 class LoKrConfig:
@@ -84,6 +108,9 @@ class LoKrConfig:
     module_dropout: float = 0.0
     target_modules: list[str] | str | None = None
     merge: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self, ranks=("r",), dropouts=("rank_dropout", "module_dropout"), positive=("alpha",))
 
 
 # --------------------------------------------------------------------------- the table

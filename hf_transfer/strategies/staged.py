@@ -18,6 +18,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from hf_transfer.errors import ModelError, RecipeError
+from hf_transfer.recipe.typed import INT32_MAX, check_range
 from hf_transfer.strategies.anatomy import backbone_of, find_blocks, freeze_backbone
 from hf_transfer.strategies.base import Hooks, Strategy
 from hf_transfer.strategies.layers import param_groups
@@ -40,6 +41,18 @@ class StagedConfig:
     """Layer-wise LR decay (see full), applied to unfreeze_lr."""
     l2sp: float = 0.0
     """L2-SP (see full)."""
+
+    def __post_init__(self) -> None:
+        check_range(self.head_epochs, "finetune.head_epochs", low=0, high=INT32_MAX)
+        if self.unfreeze != "all":
+            check_range(self.unfreeze, "finetune.unfreeze", low=1, high=INT32_MAX)
+        for key, value in (self.milestones or {}).items():
+            check_range(_epoch(key), f"finetune.milestones.{key}", low=0, high=INT32_MAX)
+            if value != "all":
+                check_range(value, f"finetune.milestones.{key}", low=1, high=INT32_MAX)
+        check_range(self.unfreeze_lr, "finetune.unfreeze_lr", low=0, low_open=True)
+        check_range(self.layer_decay, "finetune.layer_decay", low=0, low_open=True)
+        check_range(self.l2sp, "finetune.l2sp", low=0)
 
 
 def stage_plan(cfg: StagedConfig, n_blocks: int) -> list[tuple[int, int]]:

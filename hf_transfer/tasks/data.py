@@ -9,6 +9,7 @@ turns the input columns into model inputs.
 
 from __future__ import annotations
 
+import csv
 import glob
 import logging
 import os
@@ -50,6 +51,8 @@ def load_raw(cfg: DataConfig):
         for split, file in cfg.data_files.items():
             if not glob.glob(file):
                 raise DataError(f"data.data_files.{split}: file not found: {file}")
+            if cfg.path == "csv":
+                _check_csv_header(split, file)
         if cfg.path not in LOCAL_LOADERS:
             raise DataError(
                 f"data.path: with data_files, path must be a loader name "
@@ -100,6 +103,19 @@ def _cause(err: BaseException) -> str:
             return "it holds no rows"
     inner = next((e for e in chain if type(e).__name__ != "DatasetGenerationError"), chain[0])
     return f"{inner.__class__.__name__}: {_first_line(inner)}"
+
+
+def _check_csv_header(split: str, pattern: str) -> None:
+    """A column named twice in a CSV header (datasets would rename one silently)."""
+    for file in glob.glob(pattern):
+        try:
+            with open(file, encoding="utf-8", newline="") as f:
+                header = [c for c in next(csv.reader(f), []) if c]
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue  # compressed or unreadable: the loader reports it
+        twice = sorted({c for c in header if header.count(c) > 1})
+        if twice:
+            raise DataError(f"data.data_files.{split}: column {twice[0]!r} appears twice in the header of {file}")
 
 
 def _first_line(err: BaseException) -> str:
