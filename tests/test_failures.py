@@ -171,3 +171,17 @@ def test_predict_and_verify_do_not_unpickle_weights(run, tmp_path, capsys):
     assert "from_pretrained failed" in one_line_error(capsys)
     assert main(["verify", str(folder)]) == 2
     one_line_error(capsys)
+
+
+def test_a_folder_given_as_the_recipe_says_so(tmp_path, capsys):
+    assert main(["validate", str(tmp_path)]) == 2
+    assert f"{tmp_path}: is a folder; give the recipe's YAML file" in one_line_error(capsys)
+
+
+def test_a_corrupt_parquet_file_is_named(run, tmp_path, capsys):
+    bad = tmp_path / "train.parquet"
+    bad.write_bytes(b"PAR1 not really parquet")
+    assert main(["finetune", str(run[1]), "data.path=parquet", f"data.data_files={{train: {bad}}}",
+                 f"training.output_dir={tmp_path / 'o'}"]) == 2
+    line = one_line_error(capsys)
+    assert f"data.data_files.train: cannot read {bad}" in line

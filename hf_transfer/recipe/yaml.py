@@ -93,6 +93,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"{path}: is a folder; give the recipe's YAML file (e.g. {path}/recipe.yaml)")
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
     try:
