@@ -82,7 +82,7 @@ def first_step_seconds(overrides: list[str], out: Path, datasets_cache: Path) ->
 CACHE_SNIPPET = """
 import json, sys, time
 t0 = time.perf_counter()
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks.data import load_data
 recipe = load_recipe(sys.argv[1], sys.argv[2:])

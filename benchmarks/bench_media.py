@@ -22,7 +22,7 @@ SPEECH = ROOT / "recipes/whisper_digits.yaml"
 
 
 def build(recipe_path: Path, overrides: list[str], out: Path):
-    from hf_transfer.recipe.validate import load_recipe
+    from hf_transfer.validate import load_recipe
     from hf_transfer.train import build_trainer
 
     recipe = load_recipe(recipe_path, overrides + [f"training.output_dir={out}"])

@@ -113,7 +113,7 @@ def plain_trainer(model_dir, files, steps, batch, seq_len, fixed: bool, out, bf1
 
 
 def hf_transfer_trainer(recipe_path, overrides, out):
-    from hf_transfer.recipe.validate import load_recipe
+    from hf_transfer.validate import load_recipe
     from hf_transfer.train import build_trainer
 
     recipe = load_recipe(recipe_path, overrides + [f"training.output_dir={out}"])

@@ -17,7 +17,7 @@ from hf_transfer.errors import HfTransferError
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from hf_transfer.recipe.validate import load_recipe
+    from hf_transfer.validate import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     from hf_transfer.runs import run
@@ -34,7 +34,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     traceback replaced by the training process's own one-line error."""
     import subprocess
 
-    from hf_transfer.recipe.validate import load_recipe
+    from hf_transfer.validate import load_recipe
 
     load_recipe(args.recipe, args.overrides)  # a recipe error: one line, exit 2, before any process starts
     from accelerate.commands.launch import launch_command, launch_command_parser
@@ -54,7 +54,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from hf_transfer.recipe.validate import load_recipe
+    from hf_transfer.validate import load_recipe
 
     for path in args.recipes:
         load_recipe(path)

@@ -24,7 +24,7 @@ from hf_transfer.folder import (
     run_lock, write_error,
 )
 from hf_transfer.recipe.schema import Recipe
-from hf_transfer.recipe.validate import dump_recipe
+from hf_transfer.validate import dump_recipe
 from hf_transfer.recipe.yaml import read_recipe_file
 from hf_transfer.strategies import STRATEGIES, apply_strategy, count_parameters, probe, trainer_hooks
 from hf_transfer.tasks import resolve

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.recipe.yaml import parse_yaml
 from hf_transfer.errors import RecipeError
 from hf_transfer.strategies.freeze import PartialConfig

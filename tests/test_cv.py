@@ -11,7 +11,7 @@ import pytest
 from hf_transfer import finetune
 from hf_transfer.runs import cv
 from hf_transfer.tasks.data import fold_indices
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.errors import OutputError, RecipeError
 from hf_transfer.train import load_splits
 from tests.tiny import multitask_recipe, text_recipe, write_multitask_csv

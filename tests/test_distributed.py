@@ -182,7 +182,7 @@ def test_saved_weights_with_an_empty_tensor_are_refused(tmp_path):
 
 
 def test_merge_is_refused_when_weights_are_sharded(tiny_bert, sentiment_files, tmp_path):
-    from hf_transfer.recipe.validate import load_recipe
+    from hf_transfer.validate import load_recipe
     from hf_transfer.train import _check_merge
 
     recipe = load_recipe(text_recipe(tiny_bert, sentiment_files, tmp_path, strategy="lora", merge=True))

@@ -13,7 +13,7 @@ from hf_transfer.tasks import resolve
 from hf_transfer.tasks import audio as speech
 from hf_transfer.tasks import data
 from hf_transfer.tasks import image_classification as vision
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from tests.test_speech import audio_files, tiny_audio  # noqa: F401 - session fixtures
 from tests.tiny import speech_recipe, text_recipe
 

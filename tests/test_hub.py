@@ -230,7 +230,7 @@ def test_recipe_push_without_token_fails_before_training(tiny_bert, sentiment_fi
 
 
 def test_push_without_repo_id_is_a_recipe_error():
-    from hf_transfer.recipe.validate import load_recipe
+    from hf_transfer.validate import load_recipe
     from hf_transfer.errors import RecipeError
 
     with pytest.raises(RecipeError, match="hub.repo_id: required when hub.push is true"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hf_transfer.errors import DataError, RecipeError
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.train import load_splits
 
 

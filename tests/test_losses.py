@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hf_transfer.recipe import validate as config
+from hf_transfer import validate as config
 from hf_transfer.objectives.distill import check_label_space
 from hf_transfer.errors import DataError, ModelError, RecipeError
 from hf_transfer.objectives.losses import (

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.recipe.yaml import parse_yaml
 from hf_transfer.errors import DataError, RecipeError
 from hf_transfer.recipe.schema import DataConfig, HubConfig, ModelConfig

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from hf_transfer import finetune
 from hf_transfer.tasks import multitask
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.errors import RecipeError
 from hf_transfer.recipe.schema import TaskConfig
 from hf_transfer.train import load_splits

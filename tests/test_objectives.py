@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from hf_transfer import finetune, train
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.objectives.distill import TEACHER_COLUMN
 from hf_transfer.objectives.domain import head_layer
 from hf_transfer.errors import DataError, ModelError, RecipeError

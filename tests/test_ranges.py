@@ -5,7 +5,7 @@ CSV columns and the predict / verify command-line numbers."""
 import pytest
 
 from hf_transfer.errors import DataError, HfTransferError, RecipeError
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.recipe.yaml import parse_yaml
 
 BIG = 2**40  # beyond int32: an OverflowError traceback once it reached torch

@@ -80,7 +80,7 @@ def test_pipeline_logits_are_bit_identical_to_the_trainers(runs, tmp_path):
     from transformers import Trainer, TrainingArguments
 
     from hf_transfer.tasks import text_classification as text
-    from hf_transfer.recipe.validate import load_recipe
+    from hf_transfer.validate import load_recipe
     from hf_transfer.outputs.hubuser import logits
     from hf_transfer.tasks import resolve
     from hf_transfer.tasks.data import load_data

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from hf_transfer import finetune
-from hf_transfer.recipe import validate as config
+from hf_transfer import validate as config
 from hf_transfer.tasks import audio as speech
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.recipe.yaml import parse_yaml
 from hf_transfer.errors import DataError, RecipeError
 from hf_transfer.strategies.freeze import FullConfig, PartialConfig

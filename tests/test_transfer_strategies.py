@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, TrainerCallback
 
 from hf_transfer import finetune
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.errors import ModelError, RecipeError
 from hf_transfer.strategies.layers import l2sp_penalty, layer_depths, param_groups
 from hf_transfer.strategies.peft import AdaLoraConfig, IA3Config, LoHaConfig, LoKrConfig, LoraConfig

@@ -9,7 +9,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from hf_transfer import finetune
-from hf_transfer.recipe import validate as config
+from hf_transfer import validate as config
 from hf_transfer.tasks import image_classification as vision
 from hf_transfer.tasks import images as vision_data
 from hf_transfer.errors import DataError, RecipeError
@@ -204,7 +204,7 @@ def test_lora_on_transformers_vit_saves_head_and_merged_model(tiny_vit, images, 
 
 
 def test_augmentation_is_train_only_and_grey_becomes_rgb(tiny_resnet, images):
-    from hf_transfer.recipe.validate import load_recipe
+    from hf_transfer.validate import load_recipe
     from hf_transfer.tasks.data import load_data
 
     raw = vision_recipe(tiny_resnet, images, Path("unused"))

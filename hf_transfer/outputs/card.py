@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.recipe.schema import Recipe
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.strategies import STRATEGIES
 from hf_transfer.tasks import TASKS
 from hf_transfer.tasks.base import Task

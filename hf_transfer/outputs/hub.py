@@ -24,7 +24,7 @@ from pathlib import Path
 from hf_transfer.errors import HubError
 from hf_transfer.folder import require_finished
 from hf_transfer.outputs.card import build_card, hub_base_model
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 
 log = logging.getLogger(__name__)
 

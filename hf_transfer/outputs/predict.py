@@ -14,7 +14,7 @@ from typing import Any
 from hf_transfer.errors import HfTransferError
 from hf_transfer.outputs.hubuser import FolderError, load_pipeline, read_json, task_of
 from hf_transfer.outputs.verify import hub_user_task
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.tasks import TASKS, resolve
 
 # pipeline task -> how command-line inputs become pipeline inputs

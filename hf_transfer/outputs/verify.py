@@ -28,7 +28,7 @@ from typing import Any
 
 from hf_transfer.errors import HfTransferError, VerifyError
 from hf_transfer.folder import read_metrics
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks.base import Task
 from hf_transfer.train import load_splits

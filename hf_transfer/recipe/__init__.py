@@ -1,5 +1,4 @@
-"""The recipe: YAML (yaml.py) -> typed sections (schema.py, typed.py) -> a validated Recipe (validate.py:
-`load_recipe`, `dump_recipe`); the runs of a transfer report (variants.py).
-
-Nothing is imported here: the task and strategy records import the schema, and validation imports them.
+"""The recipe as data, knowing no task or strategy record: YAML read the YAML 1.2 way with overrides
+(yaml.py), the shared sections (schema.py) built by type (typed.py), and the runs of a transfer report
+(variants.py). Validation against the records is hf_transfer.validate, one layer up.
 """

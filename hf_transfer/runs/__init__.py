@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import partial
 
 from hf_transfer.recipe.schema import Recipe
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.runs.compare import run_compare
 from hf_transfer.runs.cv import run_cv
 from hf_transfer.runs.single import run_single

@@ -13,7 +13,7 @@ from typing import Any
 
 from hf_transfer.outputs import report as report_files
 from hf_transfer.recipe import variants
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.runs.single import run_single
 from hf_transfer.strategies import STRATEGIES
 from hf_transfer.tasks import resolve

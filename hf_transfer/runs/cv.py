@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.folder import check_output_dir, is_finished, read_metrics
-from hf_transfer.recipe.validate import load_recipe
+from hf_transfer.validate import load_recipe
 from hf_transfer.runs.single import run_single
 from hf_transfer.trainer import training_arguments
 from hf_transfer.train import FinetuneResult, output_dir

@@ -10,7 +10,7 @@ and one ordinary Hugging Face folder per task (<output_dir>/<task>), which
 model from them. Text only for now: vision and speech preprocessing carry a single label.
 
 `specialise(task, tasks, metric)` turns the single-task record into the multi-task one (labels, model,
-metrics, saving); the recipe rules of `tasks:` are checked with the rest of the recipe (recipe/validate.py).
+metrics, saving); the recipe rules of `tasks:` are checked with the rest of the recipe (validate.py).
 """
 
 from __future__ import annotations
