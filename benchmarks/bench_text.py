@@ -381,9 +381,3 @@ def speedups(rows: list[dict]) -> dict:
     if "hf-transfer full, fixed 128, bf16" in by:
         out["speedup_fixed_128_bf16"] = ratio("hf-transfer full, fixed 128, bf16", "plain Trainer, fixed 128, bf16")
     return out
-
-
-if __name__ == "__main__":
-    import bench
-
-    bench.main(["--only", "text", *sys.argv[1:]])
