@@ -13,6 +13,7 @@ import math
 import sys
 from typing import Callable
 
+from hf_transfer import __version__
 from hf_transfer.errors import HfTransferError
 
 
@@ -148,6 +149,7 @@ def _add_folder_commands(sub) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-transfer", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"hf-transfer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("finetune", help="fine-tune a model from a YAML recipe")

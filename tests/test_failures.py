@@ -185,3 +185,11 @@ def test_a_corrupt_parquet_file_is_named(run, tmp_path, capsys):
                  f"training.output_dir={tmp_path / 'o'}"]) == 2
     line = one_line_error(capsys)
     assert f"data.data_files.train: cannot read {bad}" in line
+
+
+def test_version(capsys):
+    import hf_transfer
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"hf-transfer {hf_transfer.__version__}"
