@@ -233,5 +233,11 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
         metrics["test"] = trainer.evaluate(splits["test"], metric_key_prefix="test")
     if "target" in splits:  # domain adaptation: the target split, when it has labels
         metrics["target"] = trainer.evaluate(splits["target"], metric_key_prefix="target")
+    collapse = resolve(recipe)[0].diagnose(metrics)
+    if collapse is not None:  # also in the card and the transfer report
+        metrics["collapse"] = collapse
+        log.warning("collapsed predictions (%s): %s", ", ".join(f"{role} {share:.0%} one class"
+                                                                for role, share in collapse["splits"].items()),
+                    collapse["hint"])
     _save(trainer, recipe, out, metrics)
     return FinetuneResult(metrics=metrics, output_dir=out, trainer=trainer)

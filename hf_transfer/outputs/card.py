@@ -128,12 +128,23 @@ def _body(out, recipe, metrics, config, adapter, task, base, where, model_name) 
         "## How to use\n\n" + _snippet(where, task, adapter, recipe),
         _training_section(recipe, metrics, base),
         _evaluation_section(metrics, task),
+        _collapse_section(metrics),
     ]
     report = out / REPORT
     if report.is_file():
         sections.append("## Transfer report\n\n" + report.read_text(encoding="utf-8").strip())
     sections.append(_limitations(recipe))
     return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def _collapse_section(metrics: dict[str, Any]) -> str:
+    collapse = metrics.get("collapse")
+    if not collapse:
+        return ""
+    shares = ", ".join(f"{role}: {share:.0%} of the examples" for role, share in collapse["splits"].items())
+    return (f"## Warning: collapsed predictions\n\nThis model predicts one class for almost every example "
+            f"({shares}); its metrics are those of a constant prediction. Likely causes and what to try: "
+            f"{collapse['hint']}.")
 
 
 def _intro(recipe: Recipe, adapter: bool, task: Task, base: str | None) -> str:

@@ -33,6 +33,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     for r in report["runs"]:
         gain = r["gain_over_scratch"]
         gain_text = "—" if gain is None else f"{gain:+.2f}" + (" **negative transfer**" if r["negative_transfer"] else "")
+        if r.get("collapsed"):
+            gain_text += " **collapsed**"
         seconds = f"{r['train_seconds']:.1f}" + (" (cached features)" if r["cached_features"] else "")
         lines.append(
             f"| {r['name']} | {r['kind']} | {r['strategy'] or '—'} | {fmt(r['validation'])} | {fmt(r['test'])} "
@@ -46,6 +48,10 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines.append(f"**Negative transfer**: the pretrained run does not beat scratch ({main['gain_over_scratch']:+.2f}).")
     else:
         lines.append(f"Transfer helps: the main run beats scratch by {main['gain_over_scratch']:+.2f} {report['gain_unit']}.")
+    collapsed = [r["name"] for r in report["runs"] if r.get("collapsed")]
+    if collapsed:
+        lines += ["", f"**Collapsed** ({', '.join(collapsed)}): one class predicted for almost every example; "
+                      "see `collapse` in their metrics.json for what to try."]
     lines.append("")
     lines.append("Validation curves: `curves.png`. Train time includes feature extraction for cached probes.")
     return "\n".join(lines) + "\n"

@@ -47,6 +47,7 @@ def _row(name: str, kind: str, recipe, result, metric: str) -> dict[str, Any]:
         "trainable_parameters": m["trainable_parameters"],
         "output_dir": str(result.output_dir),
         "curve": sorted(curve.items()),
+        "collapsed": bool(m.get("collapse")),
     }
 
 
@@ -63,7 +64,7 @@ def _baseline_row(name: str, metrics: dict[str, dict[str, float]], metric: str) 
         "validation": metrics["validation"].get(f"eval_{metric}"),
         "test": metrics.get("test", {}).get(f"test_{metric}"),
         "train_seconds": 0.0, "cached_features": False, "trainable_parameters": 0,
-        "output_dir": None, "curve": [],
+        "output_dir": None, "curve": [], "collapsed": False,
     }
 
 

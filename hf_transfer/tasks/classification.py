@@ -185,6 +185,7 @@ def _classification(preds: np.ndarray, refs: np.ndarray) -> dict[str, float]:
     out = compute("accuracy", preds, refs)
     for name in ("f1", "precision", "recall"):
         out |= compute(name, preds, refs, out_key=f"{name}_macro", average="macro")
+    out["top_prediction_share"] = float(np.bincount(preds).max() / len(preds)) if len(preds) else 0.0
     return out
 
 
@@ -286,6 +287,26 @@ def majority(spec: TaskSpec, splits) -> dict[str, dict[str, float]]:
     return out
 
 
+# --------------------------------------------------------------------------- collapse
+
+
+COLLAPSE_SHARE = 0.95  # one class predicted for this share of the examples or more: a collapsed run
+COLLAPSE_HINT = ("the model predicts one class for almost every example; try a higher (or, if the loss "
+                 "diverged, lower) training.learning_rate, more training.num_train_epochs, "
+                 "training.warmup_steps, data.class_weights: auto, or hf-transfer tune")
+
+
+def diagnose(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """A collapse flag when the validation or test predictions are (almost) all one class."""
+    shares = {role: metrics[role][f"{prefix}_top_prediction_share"]
+              for role, prefix in (("validation", "eval"), ("test", "test"))
+              if f"{prefix}_top_prediction_share" in (metrics.get(role) or {})}
+    collapsed = {role: share for role, share in shares.items() if share >= COLLAPSE_SHARE}
+    if not collapsed:
+        return None
+    return {"splits": collapsed, "threshold": COLLAPSE_SHARE, "hint": COLLAPSE_HINT}
+
+
 # --------------------------------------------------------------------------- the record
 
 
@@ -293,6 +314,6 @@ def task(**fields: Any) -> Task:
     """A classification task record: the modality's functions in `fields`, the classification parts here."""
     shared = dict(
         labeler=labeler, compute_metrics=compute_metrics, best_metric=best_metric, metric_names=METRIC_NAMES,
-        baselines={"majority": majority}, save=NO_SAVE,
+        baselines={"majority": majority}, save=NO_SAVE, diagnose=diagnose,
     )
     return Task(**{**shared, **fields})
