@@ -105,9 +105,13 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
 
 def _check_vocabulary(processor, model, recipe: Recipe) -> None:
     """A tokenizer with more tokens than the model has embeddings fails at step 1 (IndexError): say so now."""
-    get_embeddings = getattr(model, "get_input_embeddings", None)
-    embeddings = get_embeddings() if callable(get_embeddings) else None
-    if not hasattr(processor, "convert_tokens_to_ids") or embeddings is None:
+    if not hasattr(processor, "convert_tokens_to_ids") or not callable(getattr(model, "get_input_embeddings", None)):
+        return  # not a tokenizer and a text model
+    try:
+        embeddings = model.get_input_embeddings()
+    except NotImplementedError:  # a model without token embeddings (e.g. wav2vec2)
+        return
+    if embeddings is None or not hasattr(embeddings, "num_embeddings"):
         return
     if len(processor) > embeddings.num_embeddings:
         raise ModelError(
