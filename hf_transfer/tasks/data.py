@@ -24,7 +24,7 @@ from hf_transfer.tasks.base import Labeler
 
 log = logging.getLogger(__name__)
 
-LOCAL_LOADERS = ("csv", "json", "parquet", "imagefolder", "audiofolder", "arrow", "text")
+LOCAL_LOADERS = ("csv", "json", "parquet", "imagefolder", "audiofolder", "arrow", "text", "conll")
 
 
 @dataclass
@@ -55,6 +55,10 @@ def load_raw(cfg: DataConfig):
                 f"data.path: with data_files, path must be a loader name "
                 f"({', '.join(LOCAL_LOADERS)}), got {cfg.path!r}"
             )
+    if cfg.path == "conll":
+        if not cfg.data_files:
+            raise DataError("data.path: conll reads local files: set data.data_files")
+        return datasets.DatasetDict({split: read_conll(file) for split, file in cfg.data_files.items()})
     try:
         return datasets.load_dataset(cfg.path, cfg.name, data_files=cfg.data_files)
     except FileNotFoundError as err:
@@ -65,6 +69,35 @@ def load_raw(cfg: DataConfig):
         raise DataError(
             f"data: cannot read dataset {cfg.path!r} ({err.__class__.__name__}: {_first_line(err)})"
         ) from None
+
+
+def read_conll(path: str):
+    """A CoNLL file as a Dataset of `tokens` and `ner_tags` (string lists): one `token<TAB>tag` or
+    `token tag` per line (more columns: the first is the token, the last the tag), a blank line between
+    sentences, `-DOCSTART-` lines skipped."""
+    import datasets
+
+    sentences: list[tuple[list[str], list[str]]] = []
+    words: list[str] = []
+    tags: list[str] = []
+    with open(glob.glob(path)[0], encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.startswith("-DOCSTART-"):
+                if words:
+                    sentences.append((words, tags))
+                words, tags = [], []
+                continue
+            fields = line.split("\t") if "\t" in line else line.split()
+            if len(fields) < 2 or not fields[0] or not fields[-1].strip():
+                raise DataError(f"{path}:{number}: expected `token<TAB>tag`, got {line!r}")
+            words.append(fields[0])
+            tags.append(fields[-1].strip())
+    if words:
+        sentences.append((words, tags))
+    if not sentences:
+        raise DataError(f"{path}: no sentences (expected `token<TAB>tag` lines, a blank line between sentences)")
+    return datasets.Dataset.from_dict({"tokens": [w for w, _ in sentences], "ner_tags": [t for _, t in sentences]})
 
 
 def _first_line(err: BaseException) -> str:
