@@ -119,7 +119,8 @@ def _metric_names(metrics: dict[str, Any], task: Task) -> list[str]:
     names = []
     for role, prefix in SPLIT_PREFIX.items():
         names += [k.removeprefix(prefix + "_") for k in metrics.get(role) or {}]
-    return [n for n in dict.fromkeys(names) if n in task.metric_names]
+    fixed = list(task.metric_names)  # the record's own names first, then derived ones (per entity type)
+    return sorted((n for n in dict.fromkeys(names) if n in task.metric_names), key=lambda n: n not in fixed)
 
 
 def _body(out, recipe, metrics, config, adapter, task, base, where, model_name) -> str:
