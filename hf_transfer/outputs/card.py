@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hf_transfer.outputs.hubuser import PEFT_AUTO
 from hf_transfer.recipe.schema import Recipe
 from hf_transfer.validate import load_recipe
 from hf_transfer.strategies import STRATEGIES
@@ -118,7 +119,8 @@ def _metric_names(metrics: dict[str, Any], task: Task) -> list[str]:
     names = []
     for role, prefix in SPLIT_PREFIX.items():
         names += [k.removeprefix(prefix + "_") for k in metrics.get(role) or {}]
-    return [n for n in dict.fromkeys(names) if n in task.metric_names]
+    fixed = list(task.metric_names)  # the record's own names first, then derived ones (per entity type)
+    return sorted((n for n in dict.fromkeys(names) if n in task.metric_names), key=lambda n: n not in fixed)
 
 
 def _body(out, recipe, metrics, config, adapter, task, base, where, model_name) -> str:
@@ -168,21 +170,22 @@ def _labels_section(config: dict[str, Any], recipe: Recipe) -> str:
 
 def _snippet(where: str, task: Task, adapter: bool, recipe: Recipe) -> str:
     example = task.example
+    call = 'aggregation_strategy="simple"' if task.entities else "top_k=None"
     if not adapter:
         return (
             f'```python\nfrom transformers import pipeline\n\nclf = pipeline("{task.pipeline_task}", model="{where}")\n'
-            f"clf({example}, top_k=None)\n```"
+            f"clf({example}, {call})\n```"
         )
-    auto = "AutoPeftModelForSequenceClassification" if task.peft_task_type == "SEQ_CLS" else "AutoPeftModel"
+    auto = PEFT_AUTO.get(task.peft_task_type, "AutoPeftModel")
     merged = ""
     if getattr(recipe.finetune, "merge", False) and not recipe.hub.merged_repo_id:
         merged = (
             f'\n\nThe adapter merged into a plain model is in the `merged/` subfolder:\n'
-            f'`AutoModelForSequenceClassification.from_pretrained("{where}", subfolder="merged")`.'
+            f'`{task.auto_class}.from_pretrained("{where}", subfolder="merged")`.'
         )
     elif recipe.hub.merged_repo_id:
         merged = f"\n\nThe adapter merged into a plain model: [{recipe.hub.merged_repo_id}](https://huggingface.co/{recipe.hub.merged_repo_id})."
-    if task.peft_task_type == "SEQ_CLS":
+    if task.peft_task_type in PEFT_AUTO:
         imports, processor = "AutoConfig, AutoTokenizer, pipeline", f'tokenizer=AutoTokenizer.from_pretrained("{where}")'
         head = ""
     else:  # the base model's own head gives way to the adapter's saved one
@@ -196,7 +199,7 @@ def _snippet(where: str, task: Task, adapter: bool, recipe: Recipe) -> str:
         f'model = {auto}.from_pretrained(\n    "{where}", num_labels=config.num_labels, '
         f"id2label=config.id2label, label2id=config.label2id{head})\n"
         f'clf = pipeline("{task.pipeline_task}", model=model, {processor})\n'
-        f"clf({example}, top_k=None)\n```" + merged
+        f"clf({example}, {call})\n```" + merged
     )
 
 

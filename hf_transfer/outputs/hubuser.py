@@ -9,7 +9,10 @@ Full models load with `AutoModelFor<Task>` + `transformers.pipeline`; PEFT adapt
 `peft.AutoPeftModelForSequenceClassification` (text) or `peft.AutoPeftModel`, their labels read
 from the folder's config.json. The task is given as a dict (from hf-transfer's task record):
 `pipeline` (pipeline task), `auto` (Auto class name), `processor` (pipeline argument naming the
-processor) and `peft` (the adapter's PEFT task type, or None).
+processor), `peft` (the adapter's PEFT task type, or None) and `mode`: `labels` (the pipeline's score
+per label, one row per input) or `words` (token classification: per-word logits of each word's first
+sub-token, from the pipeline's model and tokenizer with `is_split_into_words=True`, NaN where a word has
+no sub-token).
 """
 
 
@@ -77,8 +80,12 @@ def load_full_model(folder: Path, task: dict):
     return model
 
 
+# PEFT task type -> its AutoPeftModel class (the base model's head class is chosen by the task type)
+PEFT_AUTO = {"SEQ_CLS": "AutoPeftModelForSequenceClassification", "TOKEN_CLS": "AutoPeftModelForTokenClassification"}
+
+
 def _peft_auto(task: dict) -> str:
-    return "AutoPeftModelForSequenceClassification" if task["peft"] == "SEQ_CLS" else "AutoPeftModel"
+    return PEFT_AUTO.get(task["peft"], "AutoPeftModel")
 
 
 def loader_name(folder: Path, task: dict) -> str:
@@ -93,7 +100,7 @@ def load_adapter_model(folder: Path, task: dict):
     config = AutoConfig.from_pretrained(str(folder))  # labels: saved beside the adapter
     auto = getattr(peft, _peft_auto(task))
     # the base model's own head (e.g. 1000 ImageNet classes) gives way to the adapter's saved one
-    extra = {} if task["peft"] == "SEQ_CLS" else {"ignore_mismatched_sizes": True}
+    extra = {} if task["peft"] in PEFT_AUTO else {"ignore_mismatched_sizes": True}
     try:
         model = auto.from_pretrained(
             str(folder), num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id, **extra
@@ -225,6 +232,30 @@ def logits(pipe, inputs: list, batch_size: int, **call_kwargs):
     return out
 
 
+def word_logits(pipe, inputs: list, batch_size: int, **tokenizer_kwargs):
+    """Per-word logits (float32, [inputs, most words, labels]): each word's first sub-token, batched as the
+    Trainer evaluates (each batch padded to its longest input); NaN for padding and words with no sub-token."""
+    import numpy as np
+    import torch
+
+    model, tokenizer = pipe.model, pipe.tokenizer
+    width = max((len(words) for words in inputs), default=0)
+    out = np.full((len(inputs), width, len(model.config.id2label)), np.nan, dtype=np.float32)
+    model.eval()
+    for start in range(0, len(inputs), batch_size):
+        batch = [list(words) for words in inputs[start:start + batch_size]]
+        enc = tokenizer(batch, is_split_into_words=True, padding=True, return_tensors="pt", **tokenizer_kwargs)
+        with torch.no_grad():
+            logits = model(**{k: v.to(model.device) for k, v in enc.items()}).logits.float().cpu().numpy()
+        for i in range(len(batch)):
+            seen = set()
+            for t, w in enumerate(enc.word_ids(i)):
+                if w is not None and w not in seen:
+                    seen.add(w)
+                    out[start + i, w] = logits[i, t]
+    return out
+
+
 def _as_input(value):
     """An audio value {raw, sampling_rate} comes back from the saved dataset as a list: an array again."""
     if isinstance(value, dict) and "raw" in value:
@@ -246,7 +277,8 @@ def main(spec_path: str) -> int:
         loader = loader_name(folder, spec["task"])
         for role, path in spec["splits"].items():
             inputs = [_as_input(x) for x in datasets.load_from_disk(path)["inputs"]]
-            out = logits(pipe, inputs, spec["batch_size"], **spec["call_kwargs"])
+            read = word_logits if spec["task"].get("mode") == "words" else logits
+            out = read(pipe, inputs, spec["batch_size"], **spec["call_kwargs"])
             np.save(Path(spec["out"]) / f"{role}.npy", out)
     except FolderError as err:
         print(json.dumps({"ok": False, "error": str(err)}))

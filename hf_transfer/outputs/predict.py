@@ -46,20 +46,31 @@ def predict(out_dir: str | Path, inputs: list[str], top_k: int = 1, batch_size: 
     except FolderError as err:
         raise HfTransferError(f"predict: {err}") from None
     kwargs: dict[str, Any] = {"top_k": top_k, "batch_size": batch_size}
-    if spec is not None:
+    if task.entities:  # the saved tokenizer truncates as training did
+        kwargs = {"aggregation_strategy": "simple", "batch_size": batch_size}
+    elif spec is not None:
         kwargs |= task.pipeline_kwargs(spec)
     elif task.processor_arg == "tokenizer":
         kwargs |= {"truncation": True, "max_length": pipe.tokenizer.model_max_length}
     if pipe.model.config.problem_type == "regression":
         kwargs["function_to_apply"] = "none"
     results = pipe(items, **kwargs)
+    if task.entities and items and (not results or isinstance(results[0], dict)):
+        results = [results]  # one text: the pipeline answers its entity list
     return items, [r if isinstance(r, list) else [r] for r in results]
+
+
+def _shown(r: dict[str, Any]) -> str:
+    """`label score`, or for an entity `type "text" [start:end] score`."""
+    if "entity_group" in r:
+        return f"{r['entity_group']} {r['word']!r} [{r['start']}:{r['end']}] {r['score']:.4f}"
+    return f"{r['label']} {r['score']:.4f}"
 
 
 def format_results(items: list[Any], results: list[list[dict[str, Any]]]) -> list[str]:
     lines = []
     for item, row in zip(items, results):
         shown = item if isinstance(item, str) else "<audio>"
-        scores = "  ".join(f"{r['label']} {r['score']:.4f}" for r in row)
+        scores = "  ".join(_shown(r) for r in row) if row or not isinstance(item, str) else "(no entities)"
         lines.append(f"{scores}\t{shown}")
     return lines

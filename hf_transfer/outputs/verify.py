@@ -5,7 +5,8 @@ The evaluation splits are rebuilt from the folder's `recipe.yaml` exactly as tra
 task's record (`verify_inputs`) and saved to a temporary folder. A separate Python process runs
 `hubuser.py` with `hf_transfer` blocked from import: it loads the folder through
 `transformers.pipeline` (full models) or `peft.AutoPeftModel*` (adapters), checks the head,
-`id2label` and the adapter, and returns the pipeline's raw logits. The metrics are computed from them
+`id2label` and the adapter, and returns the pipeline's raw logits (token classification: per-word
+logits from the pipeline's model and tokenizer, `mode: words`). The metrics are computed from them
 with the task's own `compute_metrics` and compared with `metrics.json` (the Trainer's final
 `evaluate()` calls).
 
@@ -60,7 +61,7 @@ class VerifyResult:
 def hub_user_task(task: Task) -> dict[str, Any]:
     """What the Hub-user side (hubuser.py, without hf_transfer) needs to know of a task record."""
     return {"pipeline": task.pipeline_task, "auto": task.auto_class, "processor": task.processor_arg,
-            "peft": task.peft_task_type}
+            "peft": task.peft_task_type, "mode": "words" if task.entities else "labels"}
 
 
 def _labels(ds):
@@ -70,6 +71,19 @@ def _labels(ds):
 
     labels = np.asarray(ds["labels"])
     return labels.astype(np.int64) if np.issubdtype(labels.dtype, np.integer) else labels.astype(np.float32)
+
+
+def _word_labels(ds, logits):
+    """Word-level labels (token classification) as an array shaped like the per-word logits: padded with
+    -100, and -100 where the Hub-user side found no sub-token (words cut by truncation: training's
+    evaluation did not score them either)."""
+    import numpy as np
+
+    labels = np.full(logits.shape[:2], -100, dtype=np.int64)
+    for i, row in enumerate(ds["labels"]):
+        labels[i, :len(row)] = row
+    labels[np.isnan(logits).any(axis=-1)] = -100
+    return labels
 
 
 def _run_hub_user(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
@@ -161,7 +175,8 @@ def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.
     compute = task.compute_metrics(spec)
     result = VerifyResult(out, answer["loader"], answer["task"])
     for role in roles:
-        reloaded = compute(EvalPrediction(predictions=logits[role], label_ids=_labels(splits[role])))
+        labels = _word_labels(splits[role], logits[role]) if task.entities else _labels(splits[role])
+        reloaded = compute(EvalPrediction(predictions=logits[role], label_ids=labels))
         try:
             result.compared[role] = compare(metrics[role], reloaded, SPLITS[role], tolerance)
         except VerifyError as err:

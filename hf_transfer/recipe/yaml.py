@@ -11,7 +11,8 @@ import yaml
 
 from hf_transfer.errors import RecipeError
 
-_SECRET_KEY = re.compile(r"token|secret|password|api_key", re.I)
+# `token` is a secret unless it names text tokens (token_classification:, tokens_column, tokenizer...)
+_SECRET_KEY = re.compile(r"token(?!s_column|_classification|izer)|secret|password|api_key", re.I)
 REDACTED = "<redacted>"
 
 

@@ -24,9 +24,11 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
-def apply_strategy(model: nn.Module, cfg) -> nn.Module:
-    """The model with the recipe's `finetune` section applied; logs the trainable share."""
-    model = STRATEGIES[cfg.strategy].apply(model, cfg)
+def apply_strategy(model: nn.Module, cfg, peft_task_type: str | None = None) -> nn.Module:
+    """The model with the recipe's `finetune` section applied; logs the trainable share. `peft_task_type`:
+    the task record's PEFT TaskType, for PEFT strategies."""
+    strategy = STRATEGIES[cfg.strategy]
+    model = strategy.apply(model, cfg, peft_task_type) if strategy.peft else strategy.apply(model, cfg)
     trainable, total = count_parameters(model)
     log.info(
         "strategy %s: trainable parameters %s / %s (%.2f%%)",

@@ -20,7 +20,8 @@ class Strategy:
     options: type
     """Dataclass of the `finetune` section for this strategy."""
     apply: Callable[[nn.Module, Any], nn.Module]
-    """(model, options) -> the model to train (parameters frozen, adapters added)."""
+    """(model, options) -> the model to train (parameters frozen, adapters added); a PEFT strategy's also
+    takes the task's PEFT TaskType (model, options, task_type)."""
     hooks: Callable[[nn.Module, Any, Any, Hooks], None] | None = None
     """(model, options, TrainingArguments, hooks): add the strategy's optimizer groups and callbacks."""
     head_only: Callable[[Any], bool] = lambda options: False

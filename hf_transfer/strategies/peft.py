@@ -169,8 +169,9 @@ def _submodule(model: nn.Module, name: str):
         return None
 
 
-def wrap(model: nn.Module, cfg, method: PeftMethod) -> nn.Module:
-    """Wrap `model` with a PEFT method; the classification head is trained and saved too."""
+def wrap(model: nn.Module, cfg, method: PeftMethod, task_type: str | None = None) -> nn.Module:
+    """Wrap `model` with a PEFT method; the classification head is trained and saved too. `task_type`: the
+    task record's PEFT TaskType (SEQ_CLS, TOKEN_CLS); None: SEQ_CLS for a text model, else a plain PeftModel."""
     import peft
 
     model_type = getattr(getattr(model, "config", None), "model_type", None)
@@ -180,10 +181,11 @@ def wrap(model: nn.Module, cfg, method: PeftMethod) -> nn.Module:
     heads = sorted({n.rsplit(".", 1)[0] for n in head_parameter_names(model)})
     heads = [h for h in heads if isinstance(_submodule(model, h), nn.Module)]
     # SEQ_CLS's wrapper forwards input_ids; audio and vision models take other inputs: plain PeftModel.
-    text_model = getattr(model, "main_input_name", None) == "input_ids"
+    if task_type is None and getattr(model, "main_input_name", None) == "input_ids":
+        task_type = "SEQ_CLS"
     try:
         peft_cfg = peft_config_class(method.peft_type)(
-            task_type=peft.TaskType.SEQ_CLS if text_model else None,
+            task_type=peft.TaskType[task_type] if task_type else None,
             target_modules=targets,
             modules_to_save=heads,
             **method.kwargs(cfg),
@@ -232,7 +234,7 @@ def _strategy(method: PeftMethod) -> Strategy:
             hooks.callbacks.append(AdaLoraBudget(model))
 
     return Strategy(
-        name=method.name, options=method.options, apply=lambda model, cfg: wrap(model, cfg, method),
+        name=method.name, options=method.options, apply=lambda model, cfg, task_type=None: wrap(model, cfg, method, task_type),
         hooks=hooks, peft=True, reload_best=method.reload_best, finish=finish,
     )
 

@@ -60,7 +60,9 @@ def wanted(cfg, stochastic: bool, model) -> bool:
         reasons.append("the backbone is not fully frozen (freeze: backbone)")
     if stochastic:
         reasons.append("the data has stochastic augmentation")
-    if probe_head(model) is None:
+    if type(model).__name__.endswith("ForTokenClassification"):
+        reasons.append("the head labels every token (per-token features are not cached)")
+    elif probe_head(model) is None:
         reasons.append(f"the head of {model.__class__.__name__} is not dropout + one Linear layer")
     if reasons and cfg.cache_features:
         raise ModelError(f"finetune.cache_features: cannot cache features: {reasons[0]}")

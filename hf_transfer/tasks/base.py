@@ -113,6 +113,10 @@ class Task:
     verify_inputs: Callable[[TaskSpec, Any, Any], Any] | None = None
     """(spec, raw split, processor) -> a dataset whose column `inputs` is what the round-trip check feeds to the
     pipeline; None: the task has no round-trip check."""
+    entities: bool = False
+    """Labels belong to words, not to the whole input (token classification): the round-trip check reads
+    per-word logits from the model and tokenizer (`is_split_into_words`), `predict` and the card's snippet
+    group sub-tokens into entities (`aggregation_strategy="simple"`)."""
     verify_after_training: bool = False
     """Run the round-trip check after every training run (`verify: true`); otherwise `hf-transfer verify`
     checks a folder on request."""

@@ -25,7 +25,7 @@ from hf_transfer.tasks.base import Labeler
 
 log = logging.getLogger(__name__)
 
-LOCAL_LOADERS = ("csv", "json", "parquet", "imagefolder", "audiofolder", "arrow", "text")
+LOCAL_LOADERS = ("csv", "json", "parquet", "imagefolder", "audiofolder", "arrow", "text", "conll")
 
 
 @dataclass
@@ -58,6 +58,10 @@ def load_raw(cfg: DataConfig):
                 f"data.path: with data_files, path must be a loader name "
                 f"({', '.join(LOCAL_LOADERS)}), got {cfg.path!r}"
             )
+    if cfg.path == "conll":
+        if not cfg.data_files:
+            raise DataError("data.path: conll reads local files: set data.data_files")
+        return datasets.DatasetDict({split: read_conll(file) for split, file in cfg.data_files.items()})
     try:
         return datasets.load_dataset(cfg.path, cfg.name, data_files=cfg.data_files)
     except Exception as err:  # the readers of csv/json/parquet fail in many types, wrapped by datasets
@@ -116,6 +120,35 @@ def _check_csv_header(split: str, pattern: str) -> None:
         twice = sorted({c for c in header if header.count(c) > 1})
         if twice:
             raise DataError(f"data.data_files.{split}: column {twice[0]!r} appears twice in the header of {file}")
+
+
+def read_conll(path: str):
+    """A CoNLL file as a Dataset of `tokens` and `ner_tags` (string lists): one `token<TAB>tag` or
+    `token tag` per line (more columns: the first is the token, the last the tag), a blank line between
+    sentences, `-DOCSTART-` lines skipped."""
+    import datasets
+
+    sentences: list[tuple[list[str], list[str]]] = []
+    words: list[str] = []
+    tags: list[str] = []
+    with open(glob.glob(path)[0], encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.startswith("-DOCSTART-"):
+                if words:
+                    sentences.append((words, tags))
+                words, tags = [], []
+                continue
+            fields = line.split("\t") if "\t" in line else line.split()
+            if len(fields) < 2 or not fields[0] or not fields[-1].strip():
+                raise DataError(f"{path}:{number}: expected `token<TAB>tag`, got {line!r}")
+            words.append(fields[0])
+            tags.append(fields[-1].strip())
+    if words:
+        sentences.append((words, tags))
+    if not sentences:
+        raise DataError(f"{path}: no sentences (expected `token<TAB>tag` lines, a blank line between sentences)")
+    return datasets.Dataset.from_dict({"tokens": [w for w, _ in sentences], "ner_tags": [t for _, t in sentences]})
 
 
 def _first_line(err: BaseException) -> str:

@@ -48,6 +48,22 @@ def _scipy_corr(name: str):
     return fn
 
 
+def _seqeval(predictions, references, **kw):
+    """evaluate's `seqeval` module, computed as it computes it: the seqeval package's classification_report
+    (micro average and one entry per entity type) plus token accuracy."""
+    from seqeval.metrics import accuracy_score, classification_report
+
+    report = classification_report(y_true=references, y_pred=predictions, output_dict=True, **kw)
+    report.pop("macro avg")
+    report.pop("weighted avg")
+    overall = report.pop("micro avg")
+    scores: dict = {name: {"precision": s["precision"], "recall": s["recall"], "f1": s["f1-score"],
+                           "number": s["support"]} for name, s in report.items()}
+    scores |= {"overall_precision": overall["precision"], "overall_recall": overall["recall"],
+               "overall_f1": overall["f1-score"], "overall_accuracy": accuracy_score(references, predictions)}
+    return scores
+
+
 # Metric name on the Hub (evaluate-metric/<name>) -> offline implementation.
 OFFLINE_METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "accuracy": _sk_accuracy,
@@ -57,6 +73,7 @@ OFFLINE_METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "mse": _sk_mse,
     "pearsonr": _scipy_corr("pearsonr"),
     "spearmanr": _scipy_corr("spearmanr"),
+    "seqeval": _seqeval,
 }
 
 
