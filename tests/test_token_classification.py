@@ -13,7 +13,7 @@ import pytest
 from hf_transfer import finetune
 from hf_transfer.cli import main
 from hf_transfer.errors import DataError
-from hf_transfer.recipe.validate import load_recipe, validate
+from hf_transfer.validate import load_recipe, validate
 from hf_transfer.recipe.yaml import parse_yaml
 from hf_transfer.tasks import TASKS, resolve
 from hf_transfer.tasks import token_classification as tc
