@@ -206,7 +206,7 @@ def validate(raw: Any) -> Recipe:
         hub=_build_hub(raw.get("hub")),
         verify=check_value(raw.get("verify", True), bool, "verify"),
         compare=_check_compare(raw, task),
-        **_build_objectives(raw, finetune),
+        **_build_objectives(raw, finetune, task),
         tasks=None if raw.get("tasks") is None else check_value(raw["tasks"], list[TaskConfig], "tasks"),
         cv=None if raw.get("cv") is None else build(CVConfig, raw["cv"], "cv"),
         sections=sections,
@@ -216,10 +216,16 @@ def validate(raw: Any) -> Recipe:
     return recipe
 
 
-def _build_objectives(raw: dict[str, Any], finetune) -> dict[str, Any]:
+def _build_objectives(raw: dict[str, Any], finetune, task) -> dict[str, Any]:
     """The optional `distill` and `domain` sections (training objectives added to the task loss)."""
     sections = {"distill": DistillConfig, "domain": DomainConfig}
     out = {key: None if raw.get(key) is None else build(cls, raw[key], key) for key, cls in sections.items()}
+    asked = [k for k in sections if out[k] is not None]
+    asked += ["class_weights"] if (raw.get("data") or {}).get("class_weights") is not None else []
+    for key in asked:
+        if key not in task.objectives:
+            where = "data.class_weights" if key == "class_weights" else key
+            raise RecipeError(f"{where}: not available for task {task.name} (yet)")
     problem = (raw.get("data") or {}).get("problem_type", "single_label_classification")
     if out["distill"] is not None and problem != "single_label_classification":
         raise RecipeError(f"distill: needs data.problem_type single_label_classification, got {problem!r}")

@@ -296,3 +296,17 @@ def test_the_record_is_registered():
     task = TASKS["token-classification"]
     assert task.peft_task_type == "TOKEN_CLS" and task.entities and "majority" in task.baselines
     assert "person_f1" in task.metric_names and task.metric_names["person_f1"][0] == "f1"
+
+
+@pytest.mark.parametrize("section, value, key", [
+    ("data", {"class_weights": "auto"}, "data.class_weights"),
+    ("distill", {"teacher": "somewhere"}, "distill"),
+])
+def test_objectives_the_task_does_not_support_are_refused_in_one_line(section, value, key):
+    from hf_transfer.errors import RecipeError
+    from hf_transfer.validate import load_recipe
+
+    raw = {"task": "token-classification", "model": {"name_or_path": "m"}, "data": {"path": "conll"}}
+    raw[section] = {**raw.get(section, {}), **value}
+    with pytest.raises(RecipeError, match=rf"^{key}: not available for task token-classification"):
+        load_recipe(raw)

@@ -92,6 +92,8 @@ class Task:
     """(trainer, spec, folder) -> True when the task wrote the folder itself (e.g. timm's format)."""
     baselines: dict[str, Callable[[TaskSpec, Any], dict]] = field(default_factory=dict)
     """`compare` entries that train nothing: name -> (spec, loaded splits) -> {split: metrics}."""
+    objectives: tuple[str, ...] = ()
+    """Recipe objectives the task supports: `class_weights`, `distill`, `domain` (others are refused)."""
     diagnose: Callable[[dict], dict | None] = _none
     """metrics.json -> a warning about the run (classification: collapsed predictions), or None."""
 

@@ -315,5 +315,6 @@ def task(**fields: Any) -> Task:
     shared = dict(
         labeler=labeler, compute_metrics=compute_metrics, best_metric=best_metric, metric_names=METRIC_NAMES,
         baselines={"majority": majority}, save=NO_SAVE, diagnose=diagnose,
+        objectives=("class_weights", "distill", "domain"),
     )
     return Task(**{**shared, **fields})
