@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.outputs.hubuser import PEFT_AUTO
+from hf_transfer.outputs.hubuser import processor_class
 from hf_transfer.recipe.schema import Recipe
 from hf_transfer.validate import load_recipe
 from hf_transfer.strategies import STRATEGIES
@@ -189,7 +190,7 @@ def _snippet(where: str, task: Task, adapter: bool, recipe: Recipe) -> str:
         imports, processor = "AutoConfig, AutoTokenizer, pipeline", f'tokenizer=AutoTokenizer.from_pretrained("{where}")'
         head = ""
     else:  # the base model's own head gives way to the adapter's saved one
-        auto_processor = "Auto" + "".join(word.title() for word in task.processor_arg.split("_"))
+        auto_processor = processor_class({"processor": task.processor_arg})
         imports = f"AutoConfig, {auto_processor}, pipeline"
         processor = f'{task.processor_arg}={auto_processor}.from_pretrained("{where}")'
         head = ", ignore_mismatched_sizes=True"

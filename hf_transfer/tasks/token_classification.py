@@ -26,7 +26,7 @@ from hf_transfer.tasks.data import load_raw
 from hf_transfer.tasks.inputs import text_inputs
 from hf_transfer.tasks.loaders import load_auto_model
 from hf_transfer.tasks.metrics import metric
-from hf_transfer.tasks.text_classification import load_processor as load_text_processor
+from hf_transfer.tasks.text_classification import load_processor as load_text_processor, pipeline_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -305,11 +305,6 @@ def verify_inputs(spec: TaskSpec, split, processor=None):
     """The split's word lists, in column `inputs` (the Hub-user side tokenizes them split into words)."""
     column = _options(spec).tokens_column
     return split.select_columns([column]).rename_column(column, "inputs")
-
-
-def pipeline_kwargs(spec: TaskSpec) -> dict[str, Any]:
-    """How the round-trip check tokenizes words as training did (the saved tokenizer truncates there too)."""
-    return {"truncation": True, "max_length": spec.model.max_length}
 
 
 TASK = Task(
