@@ -30,7 +30,7 @@ from hf_transfer.strategies import STRATEGIES, apply_strategy, count_parameters,
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks.data import fold_of, load_data
 from hf_transfer.trainer import (
-    TransferTrainer, early_stopping, install_nan_guard, loss_before, training_arguments, whole_run_train_loss,
+    early_stopping, install_nan_guard, loss_before, trainer_class, training_arguments, whole_run_train_loss,
 )
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
     loss = task.loss(spec)
     splits, collator, loss = objectives.attach(recipe, task, spec, model, processor, loaded, splits, collator,
                                                hooks, args, loss)  # class weights, distill, domain
-    trainer = TransferTrainer(
+    trainer = trainer_class(task, model)(
         model=model,
         args=args,
         train_dataset=splits["train"],

@@ -90,11 +90,15 @@ class Task:
     """Metric key -> (model-index type, display name, args): what the card reports."""
     save: Callable[[Any, TaskSpec, Any], bool]
     """(trainer, spec, folder) -> True when the task wrote the folder itself (e.g. timm's format)."""
-    baselines: dict[str, Callable[[TaskSpec, Any], dict]] = field(default_factory=dict)
-    """`compare` entries that train nothing: name -> (spec, loaded splits) -> {split: metrics}."""
+    baselines: dict[str, Callable[[TaskSpec, Any, Any], dict]] = field(default_factory=dict)
+    """`compare` entries that train nothing: name -> (spec, loaded splits, TrainingArguments) -> {split: metrics}."""
     objectives: tuple[str, ...] = ()
     """Recipe objectives the task supports: `class_weights`, `distill`, `domain` (others are refused)."""
     diagnose: Callable[[dict], dict | None] = _none
+    generates: bool = False
+    """Evaluation may generate (encoder-decoder models): `training` is checked against and built as
+    Seq2SeqTrainingArguments (predict_with_generate, generation_max_length, generation_num_beams) and
+    encoder-decoder models train with Seq2SeqTrainer."""
     """metrics.json -> a warning about the run (classification: collapsed predictions), or None."""
 
     # what a Hub user sees
@@ -127,3 +131,10 @@ class Task:
 NO_LOSS: Callable[[TaskSpec], None] = _none
 NO_SAVE: Callable[[Any, TaskSpec, Any], bool] = _never
 DETERMINISTIC: Callable[[TaskSpec], bool] = _never
+
+
+def arguments_class(task: Task) -> type:
+    """TrainingArguments, or Seq2SeqTrainingArguments for a task whose evaluation may generate."""
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments  # deferred: heavy import
+
+    return Seq2SeqTrainingArguments if task.generates else TrainingArguments

@@ -272,7 +272,7 @@ def majority_logits(problem_type: str, train_labels) -> np.ndarray:
     return np.eye(len(counts))[counts.argmax()]
 
 
-def majority(spec: TaskSpec, splits) -> dict[str, dict[str, float]]:
+def majority(spec: TaskSpec, splits, args=None) -> dict[str, dict[str, float]]:
     """Metrics of the majority prediction on the validation and test splits (a baseline: no training)."""
     from transformers import EvalPrediction
 

@@ -64,6 +64,17 @@ def _seqeval(predictions, references, **kw):
     return scores
 
 
+def _jiwer(name: str):
+    """evaluate's `wer` / `cer` modules: jiwer's corpus rate over all pairs (references must not be empty)."""
+
+    def fn(predictions, references, **kw):
+        import jiwer
+
+        return {name: float(getattr(jiwer, name)(list(references), list(predictions)))}
+
+    return fn
+
+
 # Metric name on the Hub (evaluate-metric/<name>) -> offline implementation.
 OFFLINE_METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "accuracy": _sk_accuracy,
@@ -74,6 +85,8 @@ OFFLINE_METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "pearsonr": _scipy_corr("pearsonr"),
     "spearmanr": _scipy_corr("spearmanr"),
     "seqeval": _seqeval,
+    "wer": _jiwer("wer"),
+    "cer": _jiwer("cer"),
 }
 
 

@@ -284,7 +284,7 @@ METRIC_NAMES = EntityMetricNames({
 })
 
 
-def majority(spec: TaskSpec, splits) -> dict[str, dict[str, float]]:
+def majority(spec: TaskSpec, splits, args=None) -> dict[str, dict[str, float]]:
     """Every word tagged `O` (the majority tag): entity F1 0, token accuracy the share of `O`."""
     names = list(run_tag_names(spec))
     if "O" not in names:
