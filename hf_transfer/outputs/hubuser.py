@@ -10,9 +10,11 @@ Full models load with `AutoModelFor<Task>` + `transformers.pipeline`; PEFT adapt
 from the folder's config.json. The task is given as a dict (from hf-transfer's task record):
 `pipeline` (pipeline task), `auto` (Auto class name), `processor` (pipeline argument naming the
 processor), `peft` (the adapter's PEFT task type, or None) and `mode`: `labels` (the pipeline's score
-per label, one row per input) or `words` (token classification: per-word logits of each word's first
+per label, one row per input), `words` (token classification: per-word logits of each word's first
 sub-token, from the pipeline's model and tokenizer with `is_split_into_words=True`, NaN where a word has
-no sub-token).
+no sub-token) or `texts` (speech recognition: the pipeline's transcript per input). `autos` lists the
+task's Auto classes when it has several (CTC and sequence-to-sequence recognisers): the one matching the
+saved architecture loads the folder.
 """
 
 
@@ -44,7 +46,7 @@ def task_of(folder: str | Path, tasks: list[dict]) -> dict:
     config = read_json(Path(folder) / "config.json")
     for arch in config.get("architectures") or []:
         for task in tasks:
-            if arch.endswith(task["auto"].removeprefix("AutoModel")):
+            if any(arch.endswith(auto.removeprefix("AutoModel")) for auto in _autos(task)):
                 return task
     if is_adapter(folder):  # adapters saved before the head class was recorded
         peft_task = read_json(Path(folder) / "adapter_config.json").get("task_type")
@@ -63,10 +65,23 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else err.__class__.__name__
 
 
+def _autos(task: dict) -> list[str]:
+    return task.get("autos") or [task["auto"]]
+
+
+def auto_class_name(folder: Path, task: dict) -> str:
+    """The task's Auto class that loads the saved architecture (e.g. CTC or sequence-to-sequence)."""
+    autos = _autos(task)
+    if len(autos) == 1:
+        return autos[0]
+    archs = read_json(Path(folder) / "config.json").get("architectures") or []
+    return next((a for a in autos for arch in archs if arch.endswith(a.removeprefix("AutoModel"))), autos[0])
+
+
 def load_full_model(folder: Path, task: dict):
     import transformers
 
-    auto = getattr(transformers, task["auto"])
+    auto = getattr(transformers, auto_class_name(folder, task))
     try:  # safetensors only: a folder that holds pickled weights alone is not unpickled here
         model, info = auto.from_pretrained(str(folder), output_loading_info=True, use_safetensors=True)
     except Exception as err:  # noqa: BLE001 - a corrupt or truncated file fails in many types
@@ -193,7 +208,8 @@ def load_pipeline(folder: str | Path, task: dict, device: str | None = None,
     model = load_adapter_model(folder, task) if is_adapter(folder) else load_full_model(folder, task)
     check_labels(model, folder, expected_labels)
     device = device or ("cuda" if _cuda() else "cpu")
-    return pipeline(task["pipeline"], model=model, device=device, **{task["processor"]: load_processor(folder, task)})
+    processors = {arg: load_processor(folder, {**task, "processor": arg}) for arg in task.get("processors") or [task["processor"]]}
+    return pipeline(task["pipeline"], model=model, device=device, **processors)
 
 
 def processor_class(task: dict) -> str:
@@ -256,6 +272,11 @@ def word_logits(pipe, inputs: list, batch_size: int, **tokenizer_kwargs):
     return out
 
 
+def transcripts(pipe, inputs: list, batch_size: int, **call_kwargs) -> list[str]:
+    """The pipeline's text for every input (speech recognition), batched as the Trainer evaluates."""
+    return [row["text"] for row in pipe(inputs, batch_size=batch_size, **call_kwargs)]
+
+
 def _as_input(value):
     """An audio value {raw, sampling_rate} comes back from the saved dataset as a list: an array again."""
     if isinstance(value, dict) and "raw" in value:
@@ -277,7 +298,12 @@ def main(spec_path: str) -> int:
         loader = loader_name(folder, spec["task"])
         for role, path in spec["splits"].items():
             inputs = [_as_input(x) for x in datasets.load_from_disk(path)["inputs"]]
-            read = word_logits if spec["task"].get("mode") == "words" else logits
+            mode = spec["task"].get("mode")
+            if mode == "texts":
+                texts = transcripts(pipe, inputs, spec["batch_size"], **spec["call_kwargs"])
+                (Path(spec["out"]) / f"{role}.json").write_text(json.dumps(texts), encoding="utf-8")
+                continue
+            read = word_logits if mode == "words" else logits
             out = read(pipe, inputs, spec["batch_size"], **spec["call_kwargs"])
             np.save(Path(spec["out"]) / f"{role}.npy", out)
     except FolderError as err:

@@ -62,6 +62,8 @@ def wanted(cfg, stochastic: bool, model) -> bool:
         reasons.append("the data has stochastic augmentation")
     if type(model).__name__.endswith("ForTokenClassification"):
         reasons.append("the head labels every token (per-token features are not cached)")
+    elif type(model).__name__.endswith("ForCTC"):
+        reasons.append("the CTC head labels every audio frame (per-frame features are not cached)")
     elif probe_head(model) is None:
         reasons.append(f"the head of {model.__class__.__name__} is not dropout + one Linear layer")
     if reasons and cfg.cache_features:

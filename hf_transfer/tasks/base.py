@@ -106,8 +106,13 @@ class Task:
     """transformers.pipeline task that loads the saved folder."""
     auto_class: str = ""
     """transformers Auto class of the saved model."""
+    auto_classes: tuple[str, ...] = ()
+    """Further Auto classes of the task's models, told apart by the saved config's architectures
+    (speech-recognition: AutoModelForCTC besides AutoModelForSpeechSeq2Seq)."""
     processor_arg: str = ""
     """pipeline() argument that names the processor (tokenizer, image_processor, feature_extractor)."""
+    more_processor_args: tuple[str, ...] = ()
+    """Further processors the pipeline takes (speech recognition: the tokenizer besides the feature extractor)."""
     peft_task_type: str | None = None
     """PEFT TaskType of the adapter (SEQ_CLS for text), None for a plain PeftModel."""
     example: str = '"path/to/input"'
@@ -119,6 +124,9 @@ class Task:
     verify_inputs: Callable[[TaskSpec, Any, Any], Any] | None = None
     """(spec, raw split, processor) -> a dataset whose column `inputs` is what the round-trip check feeds to the
     pipeline; None: the task has no round-trip check."""
+    score_texts: Callable[[TaskSpec], Callable[[list[str], list[str]], dict]] | None = None
+    """Tasks whose pipeline answers with text (speech recognition): spec -> (references, hypotheses) ->
+    metrics; the round-trip check scores the pipeline's texts with it (`mode: texts`)."""
     entities: bool = False
     """Labels belong to words, not to the whole input (token classification): the round-trip check reads
     per-word logits from the model and tokenizer (`is_split_into_words`), `predict` and the card's snippet

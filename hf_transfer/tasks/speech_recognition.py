@@ -339,8 +339,8 @@ def decode_predictions(predictions, tok) -> list[str]:
     """Generated ids (sequence-to-sequence) or logits (CTC: greedy, argmax per frame) -> texts."""
     preds = predictions[0] if isinstance(predictions, tuple) else predictions
     preds = np.asarray(preds)
-    if preds.ndim == 3:
-        preds = preds.argmax(-1)
+    if preds.ndim == 3:  # CTC: repeats merge first, then blanks ([PAD]) go, as the pipeline decodes
+        return tok.batch_decode(preds.argmax(-1), skip_special_tokens=False)
     preds = np.where(preds < 0, _filler(tok), preds)
     return tok.batch_decode(preds, skip_special_tokens=True)
 
@@ -438,9 +438,12 @@ TASK = Task(
     baselines={"untouched": untouched},
     pipeline_task="automatic-speech-recognition",
     auto_class="AutoModelForSpeechSeq2Seq",
+    auto_classes=("AutoModelForCTC",),
     processor_arg="feature_extractor",
+    more_processor_args=("tokenizer",),
     example='"path/to/clip.wav"',
     read_inputs=audio_inputs,
     verify_inputs=verify_inputs,
+    score_texts=score_texts,
     generates=True,
 )
