@@ -144,6 +144,8 @@ def load_processor(spec: TaskSpec):
             vocabulary = transcripts.characters(_training_transcripts(spec))
             tok = transcripts.ctc_tokenizer(vocabulary, Path(tempfile.mkdtemp(prefix="hf-transfer-vocab-")))
             log.info("CTC vocabulary of %d characters built from the training transcripts", len(vocabulary))
+        # transformers' pipeline always passes the attention mask to CTC models: training and evaluation do too
+        fe = audio._rebuilt(fe, return_attention_mask=True) if not fe.return_attention_mask else fe
         processor = Wav2Vec2Processor(feature_extractor=fe, tokenizer=tok)
     _PROCESSORS[key] = processor
     return processor

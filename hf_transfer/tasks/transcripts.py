@@ -38,13 +38,13 @@ def error_rates(references: list[str], hypotheses: list[str], normalize: Callabl
     score them), and counted in `unscored`."""
     pairs = [(normalize(r), normalize(h)) for r, h in zip(references, hypotheses, strict=True)]
     kept = [(r, h) for r, h in pairs if r.strip()]
-    out = {"samples": len(pairs), "unscored": len(pairs) - len(kept)}
+    counts = {"samples": len(pairs), "unscored": len(pairs) - len(kept)}
     if not kept:
-        return out | {"wer": float("nan"), "cer": float("nan")}
+        return {"wer": float("nan"), "cer": float("nan")} | counts
     refs, hyps = [r for r, _ in kept], [h for _, h in kept]
     wer = metric("wer")(predictions=hyps, references=refs)
     cer = metric("cer")(predictions=hyps, references=refs)
-    return out | {"wer": float(_value(wer, "wer")), "cer": float(_value(cer, "cer"))}
+    return {"wer": float(_value(wer, "wer")), "cer": float(_value(cer, "cer"))} | counts
 
 
 def _value(result, key: str) -> float:
