@@ -208,6 +208,69 @@ def test_compute_metrics_scores_words_only(monkeypatch):
     assert out["overall_f1"] == 1.0 and out["overall_accuracy"] == 1.0 and out["samples"] == 2
 
 
+# --------------------------------------------------------------------------- class weights
+
+
+def test_weighted_token_loss_by_hand_skips_ignored_positions():
+    import math
+
+    import torch
+
+    from hf_transfer.objectives.losses import task_loss_function
+
+    loss = task_loss_function("single_label_classification", None, torch.tensor([0.5, 2.0]))
+    # two sentences of three positions; p = (1/4, 3/4) where the logits are (0, ln 3), else (1/2, 1/2)
+    logits = torch.tensor([[[0.0, math.log(3.0)], [0.0, 0.0], [9.0, -9.0]],
+                           [[0.0, 0.0], [0.0, math.log(3.0)], [0.0, 0.0]]])
+    labels = torch.tensor([[0, 1, -100], [-100, 1, 0]])
+    # kept: ln 4 (weight 0.5), ln 2 (2.0), ln(4/3) (2.0), ln 2 (0.5): a weighted mean over the kept positions
+    expected = (0.5 * math.log(4) + 2.0 * math.log(2) + 2.0 * math.log(4 / 3) + 0.5 * math.log(2)) / 5.0
+    assert loss({"logits": logits}, labels).item() == pytest.approx(expected)
+    plain = task_loss_function("single_label_classification", None, torch.tensor([1.0, 1.0]))
+    unweighted = torch.nn.functional.cross_entropy(logits.view(-1, 2), labels.view(-1))  # the model's own loss
+    assert plain({"logits": logits}, labels).item() == pytest.approx(unweighted.item())
+
+
+def test_auto_class_weights_count_every_word_tag():
+    from hf_transfer.objectives.losses import class_weights
+
+    # tags of words: 0 once, 1 three times -> inverse 1 and 1/3, mean 2/3
+    assert class_weights([[0, 1, 1], [1]], 2) == pytest.approx([1.5, 0.5])
+
+
+def test_two_steps_with_class_weights_train_on_the_word_tag_frequencies(tiny_bert, ner_files, tmp_path):
+    from collections import Counter
+
+    import torch
+
+    recipe = ner_recipe(tiny_bert, ner_files, tmp_path / "weighted")
+    recipe["data"]["class_weights"] = "auto"
+    recipe["verify"] = False
+    result = finetune(recipe)
+    assert result.trainer.state.global_step == 2
+    names = ["B-neg", "B-pos", "I-pos", "O"]
+    counts = Counter(t for tags in read_conll(ner_files["train"])["ner_tags"] for t in tags)
+    inverse = torch.tensor([1 / counts[n] for n in names])
+    weights = inverse / inverse.mean()
+    logits = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([[-100, 3, 0, 1, 2], [1, 2, 3, -100, -100]])
+    expected = torch.nn.functional.cross_entropy(logits.view(-1, 4), labels.view(-1), weight=weights)
+    assert result.trainer.compute_loss_func({"logits": logits}, labels).item() == pytest.approx(expected.item())
+    assert weights.max() > 2 * weights.min()  # the tags are unbalanced: the weighting is not the plain loss
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"class_weights": [1.0, 2.0, 3.0]}, r"^data.class_weights: 3 weights for 4 labels \['B-neg', 'B-pos', 'I-pos', 'O'\]$"),
+    ({"class_weights": "auto", "label_names": ["B-loc", "B-neg", "B-pos", "I-pos", "O"]},
+     r"^data.class_weights: label 0 \('B-loc'\) has no training example; give the weights as a list$"),
+])
+def test_class_weights_that_do_not_fit_the_tags_are_one_line_errors(tiny_bert, ner_files, tmp_path, data, message):
+    recipe = ner_recipe(tiny_bert, ner_files, tmp_path / "bad")
+    recipe["data"] |= data
+    with pytest.raises(DataError, match=message):
+        finetune(recipe)
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -299,8 +362,8 @@ def test_the_record_is_registered():
 
 
 @pytest.mark.parametrize("section, value, key", [
-    ("data", {"class_weights": "auto"}, "data.class_weights"),
     ("distill", {"teacher": "somewhere"}, "distill"),
+    ("domain", {"method": "mmd", "target": {"path": "conll"}}, "domain"),
 ])
 def test_objectives_the_task_does_not_support_are_refused_in_one_line(section, value, key):
     from hf_transfer.errors import RecipeError
