@@ -339,6 +339,35 @@ def test_linear_probe_falls_back_through_the_backbone_and_majority_is_all_o(tiny
     assert "majority" in text and "linear_probe" in text
 
 
+def test_two_fold_cv_splits_by_sentence_and_summarises_entity_f1(tiny_bert, ner_files, tmp_path):
+    import statistics
+
+    from hf_transfer.runs import cv
+
+    out = tmp_path / "cv"
+    recipe = ner_recipe(tiny_bert, ner_files, out) | {"cv": {"folds": 2, "seed": 3}}
+    recipe["verify"] = False
+    held = []
+    for i in range(2):  # whole sentences held out, each once; no stratification by tag
+        splits = load_splits(cv.fold_recipe(load_recipe(recipe), out, i), seed=0).splits
+        train, val = ({" ".join(w) for w in splits[r]["tokens"]} for r in ("train", "validation"))
+        assert not train & val and len(splits["train"]) + len(splits["validation"]) == 32
+        held += [" ".join(w) for w in splits["validation"]["tokens"]]
+    assert sorted(held) == sorted(" ".join(w) for w in read_conll(ner_files["train"])["tokens"])
+    result = finetune(recipe)
+    summary = json.loads((out / "cv.json").read_text())
+    assert result.metrics == summary and [r["fold"] for r in summary["runs"]] == [0, 1]
+    for role, prefix in (("validation", "eval"), ("test", "test")):
+        per_fold = [json.loads((out / f"fold-{i}" / "metrics.json").read_text())[role] for i in range(2)]
+        for key in (f"{prefix}_overall_f1", f"{prefix}_overall_accuracy", f"{prefix}_pos_f1"):
+            values = [m[key] for m in per_fold]
+            assert summary[role][key]["values"] == values
+            assert summary[role][key]["mean"] == pytest.approx(statistics.fmean(values))
+            assert summary[role][key]["std"] == pytest.approx(statistics.stdev(values))
+    assert summary["validation"]["eval_samples"]["values"] == [16, 16]
+    assert "| overall_f1 |" in (out / "cv.md").read_text()
+
+
 def test_hub_recipe_validates_and_runs_two_steps_on_a_tiny_stand_in(tiny_bert, ner_files, tmp_path):
     name = "bert_wnut17_ner.yaml"
     raw = parse_yaml((ROOT / "recipes" / name).read_text(), name)
