@@ -324,19 +324,83 @@ def test_two_steps_reload_through_pipeline_and_verify(variant, tiny_bert, ner_fi
     assert "pipeline_tag: token-classification" in card and 'aggregation_strategy="simple"' in card
 
 
-@pytest.mark.slow
-def test_linear_probe_falls_back_through_the_backbone_and_majority_is_all_o(tiny_bert, ner_files, tmp_path, caplog):
-    import logging
+def test_token_features_are_the_labelled_positions_and_batches_put_them_back(tiny_bert):
+    import datasets
+    import torch
+    from transformers import AutoModelForTokenClassification
 
+    from hf_transfer.strategies.probe import _compute, probe_head, token_batches
+
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3).eval()
+    spec = _spec(tiny_bert, 16)
+    raw = datasets.DatasetDict({"test": datasets.Dataset.from_dict({
+        "tokens": [["the", "good", "day"], ["bad"], ["my", "pain", "was", "awful", "today"]],
+        "labels": [[2, 0, 2], [0], [2, 2, 2, 0, 2]]})})  # "today" is not in the vocabulary: [UNK]
+    split = tc.preprocess(raw, tc.load_processor(spec), spec)["test"]
+    collator = tc.collator(tc.load_processor(spec))
+    head = probe_head(model)
+    feats = _compute(model, head, split, collator, batch_size=2, device="cpu", per_token=True)
+    assert feats.shape == (9, 32)  # one vector per labelled word, row after row
+    batch = collator([split[i] for i in range(3)])
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        keep = batch["labels"] != -100
+        assert torch.allclose(head(feats), logits[keep], atol=1e-5)
+        rows = [{"features": f.reshape(-1), "labels": torch.tensor(split[i]["labels"])}
+                for i, f in enumerate(feats.split([3, 1, 5]))]
+        rebuilt = token_batches(32)(rows)
+        assert torch.equal(rebuilt["labels"], batch["labels"])
+        assert torch.allclose(head(rebuilt["features"])[keep], logits[keep], atol=1e-5)
+
+
+def test_cached_probe_caches_labelled_tokens_and_matches_the_probe_through_the_backbone(
+    tiny_bert, ner_files, tmp_path, monkeypatch
+):
+    import torch
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("HF_TRANSFER_CACHE", str(tmp_path / "cache"))
+    runs = {}
+    for name, cache in (("cached", None), ("through", False)):
+        recipe = ner_recipe(tiny_bert, ner_files, tmp_path / name, strategy="partial", freeze="backbone",
+                            cache_features=cache)
+        recipe["verify"] = name == "cached"  # the saved folder reproduces its metrics through the full model
+        recipe["training"] |= {"max_steps": -1, "num_train_epochs": 2, "eval_strategy": "epoch",
+                               "save_strategy": "epoch", "train_sampling_strategy": "group_by_length"}
+        runs[name] = finetune(recipe)
+    cached, through = runs["cached"].metrics, runs["through"].metrics
+    assert cached["cached_features"]["cache_hits"] == 0 and "cached_features" not in through
+    assert runs["cached"].trainer.state.global_step == runs["through"].trainer.state.global_step == 8
+    a, b = load_file(tmp_path / "cached/model.safetensors"), load_file(tmp_path / "through/model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:  # the same head training (dropout included), up to float noise
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    assert cached["train"]["train_loss"] == pytest.approx(through["train"]["train_loss"], abs=1e-5)
+    losses = [e["eval_loss"] for e in runs["cached"].trainer.state.log_history if "eval_loss" in e]
+    assert abs(losses[0] - losses[1]) > 1e-3  # after epoch 1 and 2: the head did train
+    for role, prefix in (("validation", "eval"), ("test", "test")):
+        for key in (f"{prefix}_overall_f1", f"{prefix}_overall_accuracy", f"{prefix}_samples"):
+            assert cached[role][key] == through[role][key], key
+        assert cached[role][f"{prefix}_loss"] == pytest.approx(through[role][f"{prefix}_loss"], abs=1e-5)
+    # one vector per labelled word of the 32 training sentences, cached to disk
+    words = sum(len(w) for w in read_conll(ner_files["train"])["tokens"])
+    sizes = sorted(len(load_file(f)["features"]) for f in (tmp_path / "cache" / "features").glob("*.safetensors"))
+    assert words in sizes and all(s < words for s in sizes if s != words)
+
+    again = ner_recipe(tiny_bert, ner_files, tmp_path / "again", strategy="partial", freeze="backbone")
+    again["verify"] = False
+    assert finetune(again).metrics["cached_features"]["cache_hits"] == 3  # train, validation, test from disk
+
+
+@pytest.mark.slow
+def test_linear_probe_caches_token_features_in_compare_and_majority_is_all_o(tiny_bert, ner_files, tmp_path):
     recipe = ner_recipe(tiny_bert, ner_files, tmp_path / "probe")
     recipe["verify"] = False
     recipe["compare"] = ["linear_probe", "majority"]
-    with caplog.at_level(logging.INFO):
-        result = finetune(recipe)
-    assert "linear probe through the backbone: the head labels every token" in caplog.text
+    result = finetune(recipe)
     report = result.report or json.loads((tmp_path / "probe" / "report.json").read_text())
-    text = json.dumps(report)
-    assert "majority" in text and "linear_probe" in text
+    runs = {r["name"]: r for r in report["runs"]}
+    assert runs["linear_probe"]["cached_features"] and "majority" in runs
 
 
 def test_two_fold_cv_splits_by_sentence_and_summarises_entity_f1(tiny_bert, ner_files, tmp_path):
