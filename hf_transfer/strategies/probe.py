@@ -143,10 +143,10 @@ def token_batches(width: int):
 
     def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
         labels = torch.full((len(rows), max(len(r["labels"]) for r in rows)), IGNORE)
-        feats = torch.zeros(*labels.shape, width)
         for i, row in enumerate(rows):
             labels[i, : len(row["labels"])] = torch.as_tensor(row["labels"])
-            feats[i][labels[i] != IGNORE] = torch.as_tensor(row["features"]).reshape(-1, width)
+        feats = torch.zeros(*labels.shape, width)  # row after row, as the labelled positions were taken
+        feats[labels != IGNORE] = torch.cat([torch.as_tensor(r["features"]).reshape(-1, width) for r in rows])
         return {"features": feats, "labels": labels}
 
     return collate
