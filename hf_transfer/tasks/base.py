@@ -130,7 +130,8 @@ class Task:
     entities: bool = False
     """Labels belong to words, not to the whole input (token classification): the round-trip check reads
     per-word logits from the model and tokenizer (`is_split_into_words`), `predict` and the card's snippet
-    group sub-tokens into entities (`aggregation_strategy="simple"`)."""
+    group sub-tokens into entities (`aggregation_strategy="simple"`), the cached-feature probe caches a vector
+    per labelled token."""
     verify_after_training: bool = False
     """Run the round-trip check after every training run (`verify: true`); otherwise `hf-transfer verify`
     checks a folder on request."""
