@@ -117,13 +117,36 @@ def load_adapter_model(folder: Path, task: dict):
     # the base model's own head (e.g. 1000 ImageNet classes) gives way to the adapter's saved one
     extra = {} if task["peft"] in PEFT_AUTO else {"ignore_mismatched_sizes": True}
     try:
-        model = auto.from_pretrained(
-            str(folder), num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id, **extra
-        )
+        if task["peft"] not in PEFT_AUTO and _base_has_other_head(folder, config):
+            model = _adapter_on_task_model(folder, task, config)
+        else:
+            model = auto.from_pretrained(
+                str(folder), num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id, **extra
+            )
     except Exception as err:  # noqa: BLE001 - a corrupt or truncated file fails in many types
         raise FolderError(f"{folder}: {auto.__name__}.from_pretrained failed: {_first_line(err)}") from None
     check_adapter_applied(model, folder)
     return model
+
+
+def _base_has_other_head(folder: Path, config) -> bool:
+    """The adapter's base checkpoint is another architecture than the saved model (e.g. a wav2vec2 body
+    under a CTC model): AutoPeftModel would rebuild the base's class, not the trained one."""
+    from transformers import AutoConfig
+
+    base = read_json(Path(folder) / "adapter_config.json").get("base_model_name_or_path")
+    return bool(base) and AutoConfig.from_pretrained(base).architectures != config.architectures
+
+
+def _adapter_on_task_model(folder: Path, task: dict, config):
+    """The task's Auto class (the saved architecture) on the base weights and the saved config, then the adapter."""
+    import transformers
+    from peft import PeftModel
+
+    base = read_json(Path(folder) / "adapter_config.json")["base_model_name_or_path"]
+    auto = getattr(transformers, auto_class_name(folder, task))
+    model = auto.from_pretrained(base, config=config, ignore_mismatched_sizes=True)
+    return PeftModel.from_pretrained(model, str(folder))
 
 
 def _check_head_saved(folder: Path) -> None:
@@ -159,7 +182,8 @@ def check_adapter_applied(model, folder: Path) -> None:
     if not any(prefix in k for k in saved):
         raise FolderError(f"{weights}: holds no {method} weights (no parameter named {prefix}*)")
     heads = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "ModulesToSaveWrapper"}
-    if not heads:
+    listed = read_json(Path(folder) / "adapter_config.json").get("modules_to_save")
+    if not heads and (listed or model.peft_config["default"].task_type in PEFT_AUTO):
         raise FolderError(f"{folder}: the loaded adapter trains no head (modules_to_save is empty)")
     for head in sorted(heads):  # modules_to_save present in this model (PEFT lists classifier and score)
         if not any(f".{head}." in f".{k}" for k in saved):

@@ -390,7 +390,8 @@ def untouched(spec: TaskSpec, splits, args) -> dict[str, dict[str, float]]:
     prepared = preprocess(splits, processor, spec)
     cls = Seq2SeqTrainer if is_seq2seq(spec) else Trainer
     trainer = cls(model=load_model(replace(spec, model=replace(spec.model, pretrained=True))), args=args,
-                  processing_class=processor, data_collator=collator(processor), compute_metrics=compute_metrics(spec))
+                  eval_dataset=prepared["validation"], processing_class=processor, data_collator=collator(processor),
+                  compute_metrics=compute_metrics(spec))
     return {role: trainer.evaluate(prepared[role], metric_key_prefix=prefix)
             for role, prefix in (("validation", "eval"), ("test", "test")) if role in prepared}
 
