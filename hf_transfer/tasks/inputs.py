@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.errors import HfTransferError
+from hf_transfer.tasks.audio import resample
 
 
 def text_inputs(items: list[str]) -> list[str]:
@@ -51,8 +52,6 @@ def audio_inputs(items: list[str]) -> list[Any]:
 def at_rate(items: list[Any], rate: int | None) -> list[Any]:
     """Decoded audio inputs ({raw, sampling_rate}) resampled to the model's rate (the pipeline would need
     torchaudio to do it); other inputs as they are."""
-    from hf_transfer.tasks.audio import resample
-
     if not rate:
         return items
     return [{"raw": resample(x["raw"], x["sampling_rate"], rate), "sampling_rate": rate}
