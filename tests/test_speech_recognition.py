@@ -196,3 +196,35 @@ def test_recipe_errors_are_one_line(kit, tmp_path):
         load_recipe(raw | {"training": raw["training"] | {"generation_max_length": "long"}})
     with pytest.raises(RecipeError, match="English-only"):
         asr.load_processor(spec_of(raw | {"speech": raw["speech"] | {"language": "fr"}}))
+
+
+HUB_RECIPES = ["whisper_small_minds14_asr.yaml", "wav2vec2_base_minds14_ctc.yaml"]
+
+
+@pytest.mark.parametrize("name", HUB_RECIPES)
+def test_hub_recipes_validate_and_run_two_steps_on_a_tiny_stand_in(kit, tmp_path, name):
+    """The Hub recipes as they are, with the model and the data swapped for tiny local stand-ins."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "recipes" / name).read_text())
+    recipe = load_recipe(raw)
+    assert recipe.task == "speech-recognition" and "/" in recipe.model.name_or_path
+    multilingual = recipe.sections["speech"].language is not None
+    stand_in = (save_tiny_whisper_asr(tmp_path / "model", multilingual=True) if multilingual
+                else save_tiny_ctc_body(tmp_path / "model"))
+    files = {k: v for k, v in kit["files"].items()}
+    for split in files:  # the Hub dataset's column name
+        text = Path(files[split]).read_text().replace("path,text", "audio,transcription", 1)
+        (tmp_path / f"{split}.csv").write_text(text.replace("wav/", str(Path(files[split]).parent / "wav") + "/"))
+        files[split] = str(tmp_path / f"{split}.csv")
+    raw["model"]["name_or_path"] = str(stand_in)
+    raw["data"] = {"path": "csv", "data_files": files}
+    raw["training"] |= {"output_dir": str(tmp_path / "out"), "max_steps": 2, "per_device_train_batch_size": 4,
+                        "per_device_eval_batch_size": 4, "generation_max_length": 12, "dataloader_num_workers": 0,
+                        "disable_tqdm": True}
+    result = finetune(raw)
+    assert result.trainer.state.global_step == 2 and "test_wer" in result.metrics["test"]
+    if multilingual:  # labels start with the language and task the recipe names
+        tok = asr.load_processor(spec_of(raw)).tokenizer
+        assert tok.convert_ids_to_tokens(tok("low").input_ids)[:4] == ["<|startoftranscript|>", "<|en|>",
+                                                                        "<|transcribe|>", "<|notimestamps|>"]

@@ -28,8 +28,9 @@ def whisper_tokenizer(folder: Path):
                             unk_token=end, bos_token=end, eos_token=end, pad_token=end)
 
 
-def save_tiny_whisper_asr(folder: Path, seed: int = 0) -> Path:
-    """WhisperForConditionalGeneration (2 encoder layers, 1 decoder layer, d_model 32) + processor."""
+def save_tiny_whisper_asr(folder: Path, seed: int = 0, multilingual: bool = False) -> Path:
+    """WhisperForConditionalGeneration (2 encoder layers, 1 decoder layer, d_model 32) + processor;
+    `multilingual`: its generation config knows <|en|> / <|fr|> and transcribe / translate."""
     import torch
     from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
                               WhisperForConditionalGeneration, WhisperProcessor)
@@ -45,8 +46,11 @@ def save_tiny_whisper_asr(folder: Path, seed: int = 0) -> Path:
     WhisperForConditionalGeneration(config).save_pretrained(folder)
     GenerationConfig(decoder_start_token_id=config.decoder_start_token_id, eos_token_id=config.eos_token_id,
                      pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id, max_length=24,
-                     no_timestamps_token_id=ids["<|notimestamps|>"], is_multilingual=False,
-                     return_timestamps=False).save_pretrained(folder)
+                     no_timestamps_token_id=ids["<|notimestamps|>"], is_multilingual=multilingual,
+                     return_timestamps=False,
+                     **({"lang_to_id": {t: ids[t] for t in ("<|en|>", "<|fr|>")},
+                         "task_to_id": {"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]}}
+                        if multilingual else {})).save_pretrained(folder)
     WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tok).save_pretrained(folder)
     return folder
 

@@ -168,10 +168,24 @@ def _set_language(tok, spec: TaskSpec) -> None:
     opts = options(spec)
     if opts.language is None and opts.task == "transcribe":
         return
-    if not getattr(model_config(spec), "is_multilingual", None) and len(getattr(tok, "get_vocab")()) < 51865:
+    if not _multilingual(spec):
         raise RecipeError(f"speech.language: {spec.model.name_or_path!r} is an English-only model; "
                           "language and task apply to multilingual Whisper checkpoints")
-    tok.set_prefix_tokens(language=opts.language, task=opts.task)
+    try:
+        tok.set_prefix_tokens(language=opts.language, task=opts.task)
+    except (ValueError, KeyError) as err:
+        raise RecipeError(f"speech.language: {str(err).splitlines()[0]}") from None
+
+
+def _multilingual(spec: TaskSpec) -> bool:
+    """The checkpoint's generation config says so (Whisper: `is_multilingual`)."""
+    from transformers import GenerationConfig
+
+    try:
+        config = GenerationConfig.from_pretrained(model_source(spec.model.name_or_path), revision=spec.model.revision)
+    except LOAD_ERRORS:
+        return False
+    return bool(getattr(config, "is_multilingual", False))
 
 
 # --------------------------------------------------------------------------- data
