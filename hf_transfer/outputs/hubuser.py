@@ -63,12 +63,29 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else err.__class__.__name__
 
 
+def load_config(folder: Path):
+    """The folder's transformers config. A timm folder from an older hf-transfer (timm's own config.json, which
+    transformers reads as a TimmWrapperConfig) names `num_classes` in `model_args` too, which
+    TimmWrapperForImageClassification would pass to timm twice: read without it."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+    except Exception as err:  # noqa: BLE001 - a corrupt or unknown config fails in many types
+        raise FolderError(f"{folder}/config.json: AutoConfig.from_pretrained failed: {_first_line(err)}") from None
+    model_args = getattr(config, "model_args", None)
+    if isinstance(model_args, dict) and "num_classes" in model_args:
+        config.model_args = {k: v for k, v in model_args.items() if k != "num_classes"} or None
+    return config
+
+
 def load_full_model(folder: Path, task: dict):
     import transformers
 
     auto = getattr(transformers, task["auto"])
+    config = load_config(folder)
     try:  # safetensors only: a folder that holds pickled weights alone is not unpickled here
-        model, info = auto.from_pretrained(str(folder), output_loading_info=True, use_safetensors=True)
+        model, info = auto.from_pretrained(str(folder), config=config, output_loading_info=True, use_safetensors=True)
     except Exception as err:  # noqa: BLE001 - a corrupt or truncated file fails in many types
         raise FolderError(f"{folder}: {auto.__name__}.from_pretrained failed: {_first_line(err)}") from None
     missing = sorted(info.get("missing_keys") or [])
