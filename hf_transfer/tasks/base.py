@@ -96,6 +96,10 @@ class Task:
     """Recipe objectives the task supports: `class_weights`, `distill`, `domain` (others are refused)."""
     diagnose: Callable[[dict], dict | None] = _none
     """metrics.json -> a warning about the run (classification: collapsed predictions), or None."""
+    details: Callable[[TaskSpec, Any, list[str] | None], dict | None] = _none
+    """(spec, EvalPrediction of a split after training, label names) -> what metrics.json keeps of that split
+    beyond the scalar metrics, under `per_class` (classification: precision / recall / F1 / support per
+    class and the confusion matrix), or None."""
 
     # what a Hub user sees
     pipeline_task: str = ""
@@ -127,3 +131,4 @@ class Task:
 NO_LOSS: Callable[[TaskSpec], None] = _none
 NO_SAVE: Callable[[Any, TaskSpec, Any], bool] = _never
 DETERMINISTIC: Callable[[TaskSpec], bool] = _never
+NO_DETAILS: Callable[[TaskSpec, Any, Any], None] = _none
