@@ -143,7 +143,7 @@ def _check_merge(trainer, recipe: Recipe) -> None:
     if getattr(recipe.finetune, "merge", False) and is_sharded(trainer):
         raise RecipeError(
             "finetune.merge: not available under DeepSpeed ZeRO-3 or FSDP (no process holds the full "
-            "weights); train without it and merge the saved adapter afterwards (see README)"
+            "weights); train without it and merge the saved adapter afterwards: hf-transfer merge OUTPUT_DIR"
         )
 
 

@@ -1,6 +1,7 @@
 """Vision modality on tiny timm and transformers models built in code: 2 training steps per run."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,7 @@ def test_timm_run_is_a_hub_model_that_pipeline_predict_verify_and_the_card_load(
     from huggingface_hub import ModelCard
     from transformers import pipeline
 
+    from hf_transfer.outputs.evaluate import evaluate
     from hf_transfer.outputs.predict import predict
     from hf_transfer.outputs.verify import verify
 
@@ -123,6 +125,16 @@ def test_timm_run_is_a_hub_model_that_pipeline_predict_verify_and_the_card_load(
     probes[0].save(probe_file)
     _, [[top]] = predict(out, [str(probe_file)])
     assert (top["label"], top["score"]) == pytest.approx(expected[0], abs=1e-6)
+    saved = json.loads((out / "metrics.json").read_text())
+    test_folder = Path(images["test"]).parent
+    one_class = tmp_path / "only-vertical" / "vertical"  # ClassLabel id 0 here, label id 2 in the model
+    shutil.copytree(test_folder / "vertical", one_class)
+    found = evaluate(out, [str(test_folder), str(one_class.parent)])
+    assert found[str(test_folder)]["metrics"] == {k.removeprefix("test_"): v for k, v in saved["test"].items()
+                                                  if k.removeprefix("test_") in found[str(test_folder)]["metrics"]}
+    assert found[str(test_folder)]["per_class"] == saved["per_class"]["test"]
+    assert {n: c["support"] for n, c in found[str(one_class.parent)]["per_class"]["per_class"].items()} == {
+        "horizontal": 0, "plain": 0, "vertical": 4}
     card = ModelCard.load(out / "README.md")
     assert card.data.pipeline_tag == "image-classification" and card.data.library_name == "transformers"
     assert "| 1 | plain |" in card.text and 'pipeline("image-classification"' in card.text

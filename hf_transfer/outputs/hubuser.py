@@ -273,7 +273,7 @@ def word_logits(pipe, inputs: list, batch_size: int, **tokenizer_kwargs):
     return out
 
 
-def _as_input(value):
+def as_input(value):
     """An audio value {raw, sampling_rate} comes back from the saved dataset as a list: an array again."""
     if isinstance(value, dict) and "raw" in value:
         import numpy as np
@@ -293,7 +293,7 @@ def main(spec_path: str) -> int:
         pipe = load_pipeline(folder, spec["task"], spec.get("device"), spec.get("expected_labels"))
         loader = loader_name(folder, spec["task"])
         for role, path in spec["splits"].items():
-            inputs = [_as_input(x) for x in datasets.load_from_disk(path)["inputs"]]
+            inputs = [as_input(x) for x in datasets.load_from_disk(path)["inputs"]]
             read = word_logits if spec["task"].get("mode") == "words" else logits
             out = read(pipe, inputs, spec["batch_size"], **spec["call_kwargs"])
             np.save(Path(spec["out"]) / f"{role}.npy", out)
