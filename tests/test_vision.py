@@ -96,14 +96,17 @@ def in_memory_top(result, images) -> list[tuple[str, float]]:
     return [(CLASSES[int(i)], float(p)) for p, i in zip(*probs.max(-1))]
 
 
-def test_timm_run_is_a_hub_model_that_pipeline_predict_verify_and_the_card_load(tiny_resnet, images, tmp_path):
+def test_timm_run_is_a_hub_model_that_pipeline_predict_verify_and_the_card_load(tiny_resnet, images, tmp_path,
+                                                                               monkeypatch):
     """A timm run loads in transformers' pipeline (TimmWrapperForImageClassification) with the trained
     model's top label and score, passes the round-trip check, predicts, and has an image card."""
     from huggingface_hub import ModelCard
     from transformers import pipeline
 
     from hf_transfer.outputs.evaluate import evaluate
+    from hf_transfer.outputs.hub import push
     from hf_transfer.outputs.predict import predict
+    from tests.test_hub import FakeHub
     from hf_transfer.outputs.verify import verify
 
     out = tmp_path / "out"
@@ -139,6 +142,12 @@ def test_timm_run_is_a_hub_model_that_pipeline_predict_verify_and_the_card_load(
     assert card.data.pipeline_tag == "image-classification" and card.data.library_name == "transformers"
     assert "| 1 | plain |" in card.text and 'pipeline("image-classification"' in card.text
     assert "regression" not in card.text
+    hub = FakeHub().install(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_SENTINELtoken0123456789abcdefABCDEF")
+    push(out, "me/tiny-timm")
+    [sent] = hub.uploads
+    assert {"config.json", "model.safetensors", "README.md"} <= set(sent["files"])
+    assert ModelCard(sent["files"]["README.md"].decode()).data.pipeline_tag == "image-classification"
 
 
 def test_timm_folder_of_an_older_version_still_predicts_and_verifies(tiny_resnet, images, tmp_path):
