@@ -150,6 +150,26 @@ def test_timm_run_is_a_hub_model_that_pipeline_predict_verify_and_the_card_load(
     assert ModelCard(sent["files"]["README.md"].decode()).data.pipeline_tag == "image-classification"
 
 
+def test_hub_user_logits_hold_every_label_of_an_image_model_with_more_than_five(tmp_path):
+    """The image-classification pipeline answers 5 labels unless told top_k: the round trip asks for all."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor, pipeline
+
+    from hf_transfer.outputs.hubuser import logits
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                       intermediate_size=64, num_labels=7)
+    model = ViTForImageClassification(config).eval()
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path)
+    clf = pipeline("image-classification", model=str(tmp_path), device="cpu")
+    probes = [im.convert("RGB") for im in probe_images()[:3]]
+    with torch.no_grad():
+        expected = model(**clf.image_processor(probes, return_tensors="pt")).logits.numpy()
+    got = logits(clf, probes, batch_size=3)
+    assert got.shape == (3, 7) and got == pytest.approx(expected, abs=1e-5)
+
+
 def test_timm_folder_of_an_older_version_still_predicts_and_verifies(tiny_resnet, images, tmp_path):
     """A timm folder written before the TimmWrapper config (timm's own config.json: no model_type,
     `num_classes` in model_args) still loads in `predict` and `verify`."""

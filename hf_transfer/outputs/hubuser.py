@@ -241,11 +241,15 @@ def logits(pipe, inputs: list, batch_size: int, **call_kwargs):
     import numpy as np
 
     index = {label: int(i) for i, label in pipe.model.config.id2label.items()}
-    rows = pipe(inputs, batch_size=batch_size, top_k=None, function_to_apply="none", **call_kwargs)
-    out = np.zeros((len(inputs), len(index)), dtype=np.float32)
+    # every label's score: top_k=None means "the default 5" to the image-classification pipeline
+    rows = pipe(inputs, batch_size=batch_size, top_k=len(index), function_to_apply="none", **call_kwargs)
+    out = np.full((len(inputs), len(index)), np.nan, dtype=np.float32)
     for r, row in enumerate(rows):
-        for item in row:
+        for item in row if isinstance(row, list) else [row]:
             out[r, index[item["label"]]] = item["score"]
+    if np.isnan(out).any():
+        raise FolderError(f"the {pipe.task} pipeline scored {int((~np.isnan(out[0])).sum())} of {len(index)} labels; "
+                          "the metrics need them all")
     return out
 
 
