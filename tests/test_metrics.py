@@ -67,9 +67,10 @@ def test_metrics_json_holds_per_class_details_that_agree_with_the_scalars(finish
         scores, details = metrics[role], metrics["per_class"][role]
         assert all(isinstance(v, (int, float)) for v in scores.values())  # the terminal and logs stay scalar
         matrix = np.array(details["confusion_matrix"]["matrix"])
-        assert details["confusion_matrix"]["labels"] == ["negative", "positive"] == list(details["per_class"])
+        labels = details["confusion_matrix"]["labels"]  # label-id order (metrics.json sorts the per_class keys)
+        assert labels == ["negative", "positive"] and set(details["per_class"]) == set(labels)
         assert matrix.sum() == scores[f"{prefix}_samples"]
         assert np.trace(matrix) / matrix.sum() == pytest.approx(scores[f"{prefix}_accuracy"])
         recalls = [c["recall"] for c in details["per_class"].values()]
         assert np.mean(recalls) == pytest.approx(scores[f"{prefix}_recall_macro"])
-        assert [c["support"] for c in details["per_class"].values()] == matrix.sum(axis=1).tolist()
+        assert {n: c["support"] for n, c in details["per_class"].items()} == dict(zip(labels, matrix.sum(axis=1).tolist()))
