@@ -140,3 +140,16 @@ def test_merge_of_a_full_model_is_refused(finished_run, capsys):
     out, _ = finished_run
     assert main(["merge", str(out)]) == 2
     assert "holds no PEFT adapter" in capsys.readouterr().err
+
+
+def test_evaluate_an_audio_run_on_its_test_file_reproduces_metrics_json(tmp_path):
+    """Audio through the same path (Whisper: exact, as `verify`), from a csv of clip paths."""
+    from tests.tiny import save_tiny_audio_model, speech_recipe, write_audio_data
+
+    files = write_audio_data(tmp_path / "tones")["csv"]
+    out = tmp_path / "run"
+    finetune(speech_recipe(save_tiny_audio_model(tmp_path / "whisper", "whisper"), files, out))
+    saved = json.loads((out / "metrics.json").read_text())
+    [found] = evaluate(out, [files["test"]]).values()
+    assert found["metrics"] == {k: saved["test"][f"test_{k}"] for k in found["metrics"]}
+    assert found["per_class"] == saved["per_class"]["test"]
