@@ -30,7 +30,7 @@ from hf_transfer.strategies import STRATEGIES, apply_strategy, count_parameters,
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks.data import fold_of, load_data
 from hf_transfer.trainer import (
-    TransferTrainer, early_stopping, install_nan_guard, loss_before, training_arguments, whole_run_train_loss,
+    early_stopping, install_nan_guard, loss_before, trainer_class, training_arguments, whole_run_train_loss,
 )
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def load_splits(recipe: Recipe, seed: int):
 
 def build_trainer(recipe: Recipe, out: Path, args=None):
     """Everything up to a ready Trainer; returns (trainer, splits)."""
-    from transformers import default_data_collator, set_seed
+    from transformers import set_seed
 
     task, spec = resolve(recipe)
     args = args if args is not None else training_arguments(recipe, out)
@@ -78,12 +78,12 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
     hooks = trainer_hooks(model, recipe.finetune, args)
     collator, export, features = task.collator(processor), None, None
     if not objectives.wanted(recipe) and probe.wanted(recipe.finetune, task.stochastic(spec), model):
-        export, (model, splits, features) = model, probe.prepare(model, splits, collator, args)  # head on cached features
-        collator = default_data_collator
+        export = model  # the head trains on cached features (per token for token classification)
+        model, splits, features, collator = probe.prepare(model, splits, collator, args, per_token=task.entities)
     loss = task.loss(spec)
     splits, collator, loss = objectives.attach(recipe, task, spec, model, processor, loaded, splits, collator,
                                                hooks, args, loss)  # class weights, distill, domain
-    trainer = TransferTrainer(
+    trainer = trainer_class(task, model)(
         model=model,
         args=args,
         train_dataset=splits["train"],

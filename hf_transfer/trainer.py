@@ -16,20 +16,19 @@ import os
 from pathlib import Path
 from typing import Any
 
-from transformers import Trainer
+from transformers import Seq2SeqTrainer, Trainer
 
 from hf_transfer.errors import RecipeError, TrainingError
 from hf_transfer.folder import CHECKPOINTS
 from hf_transfer.recipe.schema import Recipe
 from hf_transfer.strategies import STRATEGIES, Hooks
 from hf_transfer.tasks import resolve
+from hf_transfer.tasks.base import arguments_class
 
 log = logging.getLogger(__name__)
 
 
 def training_arguments(recipe: Recipe, out: Path):
-    from transformers import TrainingArguments
-
     task, spec = resolve(recipe)
     metric, greater = task.best_metric(spec)
     args: dict[str, Any] = {
@@ -50,7 +49,7 @@ def training_arguments(recipe: Recipe, out: Path):
     reload_best = args["eval_strategy"] != "no" and STRATEGIES[recipe.finetune.strategy].reload_best
     args.setdefault("load_best_model_at_end", reload_best)
     try:
-        return TrainingArguments(**args)
+        return arguments_class(task)(**args)
     except (ValueError, TypeError) as err:
         raise RecipeError(f"training: {str(err).strip().splitlines()[0]}") from None
 
@@ -68,14 +67,6 @@ def _has_accelerator() -> bool:
     import torch
 
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-
-
-def _callbacks(recipe: Recipe) -> list:
-    from transformers import EarlyStoppingCallback
-
-    if recipe.early_stopping_patience is None:
-        return []
-    return [EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience)]
 
 
 def early_stopping(recipe: Recipe) -> list:
@@ -199,3 +190,13 @@ class TransferTrainer(Trainer):
             self.export_model.save_pretrained(output_dir)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(output_dir)
+
+
+class TransferSeq2SeqTrainer(TransferTrainer, Seq2SeqTrainer):
+    """TransferTrainer whose evaluation generates (`predict_with_generate`): encoder-decoder models."""
+
+
+def trainer_class(task, model) -> type[TransferTrainer]:
+    """Seq2SeqTrainer's evaluation for encoder-decoder models of a task that generates; Trainer's otherwise."""
+    config = getattr(model, "config", None)
+    return TransferSeq2SeqTrainer if task.generates and getattr(config, "is_encoder_decoder", False) else TransferTrainer

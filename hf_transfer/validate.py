@@ -27,6 +27,7 @@ from hf_transfer.recipe.typed import INT32_MAX, build, check_range, check_value
 from hf_transfer.recipe.yaml import apply_override, dump_yaml, parse_override, read_recipe_file
 from hf_transfer.strategies import STRATEGIES
 from hf_transfer.tasks import DEFAULT_TASKS, TASKS, multitask
+from hf_transfer.tasks.base import arguments_class
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # every task's own section: name -> the modalities whose tasks read it
@@ -86,19 +87,18 @@ TRAINING_RANGES: dict[str, dict[str, Any]] = {
 }
 
 
-def _check_training(data: Any) -> dict[str, Any]:
-    from transformers import TrainingArguments  # deferred: heavy import
-
+def _check_training(data: Any, task) -> dict[str, Any]:
+    arguments = arguments_class(task)
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise RecipeError(f"training: expected a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
-    hints = typing.get_type_hints(TrainingArguments)
+    fields = {f.name: f for f in dataclasses.fields(arguments) if f.init}
+    hints = typing.get_type_hints(arguments)
     out = {}
     for key, value in data.items():
         if key not in fields:
-            raise RecipeError(f"training.{key}: not a transformers.TrainingArguments field")
+            raise RecipeError(f"training.{key}: not a transformers.{arguments.__name__} field")
         if key in SECRET_FIELDS and value:
             raise RecipeError(
                 f"training.{key}: never put tokens in a recipe; set HF_TOKEN or run `hf auth login`"
@@ -216,7 +216,7 @@ def validate(raw: Any) -> Recipe:
             f"data.problem_type: {task.name} supports {', '.join(task.problem_types)}, got {data.problem_type!r}"
         )
     finetune = _build_finetune(raw.get("finetune"))
-    training = _check_training(raw.get("training"))
+    training = _check_training(raw.get("training"), task)
     recipe = Recipe(
         model=model,
         data=data,

@@ -156,7 +156,7 @@ def test_every_task_record_supplies_every_field():
     from hf_transfer.tasks import DEFAULT_TASKS, TASKS
     from hf_transfer.tasks.base import Task
 
-    optional = {"section", "options", "verify_inputs", "peft_task_type"}  # None is a real answer for these
+    optional = {"section", "options", "verify_inputs", "peft_task_type", "score_texts"}  # None is a real answer
     for name, task in TASKS.items():
         assert task.name == name
         for f in dataclasses.fields(Task):
@@ -167,7 +167,7 @@ def test_every_task_record_supplies_every_field():
         assert dataclasses.is_dataclass(task.options) or task.options is None, name
         assert task.problem_types, name
         assert task.metric_names and all(len(v) == 3 for v in task.metric_names.values()), name
-        assert task.auto_class.startswith("AutoModelFor"), name
+        assert all(a.startswith("AutoModelFor") for a in (task.auto_class, *task.auto_classes)), name
     assert set(DEFAULT_TASKS.values()) <= set(TASKS)
 
 

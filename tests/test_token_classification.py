@@ -208,6 +208,69 @@ def test_compute_metrics_scores_words_only(monkeypatch):
     assert out["overall_f1"] == 1.0 and out["overall_accuracy"] == 1.0 and out["samples"] == 2
 
 
+# --------------------------------------------------------------------------- class weights
+
+
+def test_weighted_token_loss_by_hand_skips_ignored_positions():
+    import math
+
+    import torch
+
+    from hf_transfer.objectives.losses import task_loss_function
+
+    loss = task_loss_function("single_label_classification", None, torch.tensor([0.5, 2.0]))
+    # two sentences of three positions; p = (1/4, 3/4) where the logits are (0, ln 3), else (1/2, 1/2)
+    logits = torch.tensor([[[0.0, math.log(3.0)], [0.0, 0.0], [9.0, -9.0]],
+                           [[0.0, 0.0], [0.0, math.log(3.0)], [0.0, 0.0]]])
+    labels = torch.tensor([[0, 1, -100], [-100, 1, 0]])
+    # kept: ln 4 (weight 0.5), ln 2 (2.0), ln(4/3) (2.0), ln 2 (0.5): a weighted mean over the kept positions
+    expected = (0.5 * math.log(4) + 2.0 * math.log(2) + 2.0 * math.log(4 / 3) + 0.5 * math.log(2)) / 5.0
+    assert loss({"logits": logits}, labels).item() == pytest.approx(expected)
+    plain = task_loss_function("single_label_classification", None, torch.tensor([1.0, 1.0]))
+    unweighted = torch.nn.functional.cross_entropy(logits.view(-1, 2), labels.view(-1))  # the model's own loss
+    assert plain({"logits": logits}, labels).item() == pytest.approx(unweighted.item())
+
+
+def test_auto_class_weights_count_every_word_tag():
+    from hf_transfer.objectives.losses import class_weights
+
+    # tags of words: 0 once, 1 three times -> inverse 1 and 1/3, mean 2/3
+    assert class_weights([[0, 1, 1], [1]], 2) == pytest.approx([1.5, 0.5])
+
+
+def test_two_steps_with_class_weights_train_on_the_word_tag_frequencies(tiny_bert, ner_files, tmp_path):
+    from collections import Counter
+
+    import torch
+
+    recipe = ner_recipe(tiny_bert, ner_files, tmp_path / "weighted")
+    recipe["data"]["class_weights"] = "auto"
+    recipe["verify"] = False
+    result = finetune(recipe)
+    assert result.trainer.state.global_step == 2
+    names = ["B-neg", "B-pos", "I-pos", "O"]
+    counts = Counter(t for tags in read_conll(ner_files["train"])["ner_tags"] for t in tags)
+    inverse = torch.tensor([1 / counts[n] for n in names])
+    weights = inverse / inverse.mean()
+    logits = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([[-100, 3, 0, 1, 2], [1, 2, 3, -100, -100]])
+    expected = torch.nn.functional.cross_entropy(logits.view(-1, 4), labels.view(-1), weight=weights)
+    assert result.trainer.compute_loss_func({"logits": logits}, labels).item() == pytest.approx(expected.item())
+    assert weights.max() > 2 * weights.min()  # the tags are unbalanced: the weighting is not the plain loss
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"class_weights": [1.0, 2.0, 3.0]}, r"^data.class_weights: 3 weights for 4 labels \['B-neg', 'B-pos', 'I-pos', 'O'\]$"),
+    ({"class_weights": "auto", "label_names": ["B-loc", "B-neg", "B-pos", "I-pos", "O"]},
+     r"^data.class_weights: label 0 \('B-loc'\) has no training example; give the weights as a list$"),
+])
+def test_class_weights_that_do_not_fit_the_tags_are_one_line_errors(tiny_bert, ner_files, tmp_path, data, message):
+    recipe = ner_recipe(tiny_bert, ner_files, tmp_path / "bad")
+    recipe["data"] |= data
+    with pytest.raises(DataError, match=message):
+        finetune(recipe)
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -261,19 +324,112 @@ def test_two_steps_reload_through_pipeline_and_verify(variant, tiny_bert, ner_fi
     assert "pipeline_tag: token-classification" in card and 'aggregation_strategy="simple"' in card
 
 
-@pytest.mark.slow
-def test_linear_probe_falls_back_through_the_backbone_and_majority_is_all_o(tiny_bert, ner_files, tmp_path, caplog):
-    import logging
+def test_token_features_are_the_labelled_positions_and_batches_put_them_back(tiny_bert):
+    import datasets
+    import torch
+    from transformers import AutoModelForTokenClassification
 
+    from hf_transfer.strategies.probe import _compute, probe_head, token_batches
+
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3).eval()
+    spec = _spec(tiny_bert, 16)
+    raw = datasets.DatasetDict({"test": datasets.Dataset.from_dict({
+        "tokens": [["the", "good", "day"], ["bad"], ["my", "pain", "was", "awful", "today"]],
+        "labels": [[2, 0, 2], [0], [2, 2, 2, 0, 2]]})})  # "today" is not in the vocabulary: [UNK]
+    split = tc.preprocess(raw, tc.load_processor(spec), spec)["test"]
+    collator = tc.collator(tc.load_processor(spec))
+    head = probe_head(model)
+    feats = _compute(model, head, split, collator, batch_size=2, device="cpu", per_token=True)
+    assert feats.shape == (9, 32)  # one vector per labelled word, row after row
+    batch = collator([split[i] for i in range(3)])
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        keep = batch["labels"] != -100
+        assert torch.allclose(head(feats), logits[keep], atol=1e-5)
+        rows = [{"features": f.reshape(-1), "labels": torch.tensor(split[i]["labels"])}
+                for i, f in enumerate(feats.split([3, 1, 5]))]
+        rebuilt = token_batches(32)(rows)
+        assert torch.equal(rebuilt["labels"], batch["labels"])
+        assert torch.allclose(head(rebuilt["features"])[keep], logits[keep], atol=1e-5)
+
+
+def test_cached_probe_caches_labelled_tokens_and_matches_the_probe_through_the_backbone(
+    tiny_bert, ner_files, tmp_path, monkeypatch
+):
+    import torch
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("HF_TRANSFER_CACHE", str(tmp_path / "cache"))
+    runs = {}
+    for name, cache in (("cached", None), ("through", False)):
+        recipe = ner_recipe(tiny_bert, ner_files, tmp_path / name, strategy="partial", freeze="backbone",
+                            cache_features=cache)
+        recipe["verify"] = name == "cached"  # the saved folder reproduces its metrics through the full model
+        recipe["training"] |= {"max_steps": -1, "num_train_epochs": 2, "eval_strategy": "epoch",
+                               "save_strategy": "epoch", "train_sampling_strategy": "group_by_length"}
+        runs[name] = finetune(recipe)
+    cached, through = runs["cached"].metrics, runs["through"].metrics
+    assert cached["cached_features"]["cache_hits"] == 0 and "cached_features" not in through
+    assert runs["cached"].trainer.state.global_step == runs["through"].trainer.state.global_step == 8
+    a, b = load_file(tmp_path / "cached/model.safetensors"), load_file(tmp_path / "through/model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:  # the same head training (dropout included), up to float noise
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    assert cached["train"]["train_loss"] == pytest.approx(through["train"]["train_loss"], abs=1e-5)
+    losses = [e["eval_loss"] for e in runs["cached"].trainer.state.log_history if "eval_loss" in e]
+    assert abs(losses[0] - losses[1]) > 1e-3  # after epoch 1 and 2: the head did train
+    for role, prefix in (("validation", "eval"), ("test", "test")):
+        for key in (f"{prefix}_overall_f1", f"{prefix}_overall_accuracy", f"{prefix}_samples"):
+            assert cached[role][key] == through[role][key], key
+        assert cached[role][f"{prefix}_loss"] == pytest.approx(through[role][f"{prefix}_loss"], abs=1e-5)
+    # one vector per labelled word of the 32 training sentences, cached to disk
+    words = sum(len(w) for w in read_conll(ner_files["train"])["tokens"])
+    sizes = sorted(len(load_file(f)["features"]) for f in (tmp_path / "cache" / "features").glob("*.safetensors"))
+    assert words in sizes and all(s < words for s in sizes if s != words)
+
+    again = ner_recipe(tiny_bert, ner_files, tmp_path / "again", strategy="partial", freeze="backbone")
+    again["verify"] = False
+    assert finetune(again).metrics["cached_features"]["cache_hits"] == 3  # train, validation, test from disk
+
+
+@pytest.mark.slow
+def test_linear_probe_caches_token_features_in_compare_and_majority_is_all_o(tiny_bert, ner_files, tmp_path):
     recipe = ner_recipe(tiny_bert, ner_files, tmp_path / "probe")
     recipe["verify"] = False
     recipe["compare"] = ["linear_probe", "majority"]
-    with caplog.at_level(logging.INFO):
-        result = finetune(recipe)
-    assert "linear probe through the backbone: the head labels every token" in caplog.text
+    result = finetune(recipe)
     report = result.report or json.loads((tmp_path / "probe" / "report.json").read_text())
-    text = json.dumps(report)
-    assert "majority" in text and "linear_probe" in text
+    runs = {r["name"]: r for r in report["runs"]}
+    assert runs["linear_probe"]["cached_features"] and "majority" in runs
+
+
+def test_two_fold_cv_splits_by_sentence_and_summarises_entity_f1(tiny_bert, ner_files, tmp_path):
+    import statistics
+
+    from hf_transfer.runs import cv
+
+    out = tmp_path / "cv"
+    recipe = ner_recipe(tiny_bert, ner_files, out) | {"cv": {"folds": 2, "seed": 3}}
+    recipe["verify"] = False
+    held = []
+    for i in range(2):  # whole sentences held out, each once; no stratification by tag
+        splits = load_splits(cv.fold_recipe(load_recipe(recipe), out, i), seed=0).splits
+        train, val = ({" ".join(w) for w in splits[r]["tokens"]} for r in ("train", "validation"))
+        assert not train & val and len(splits["train"]) + len(splits["validation"]) == 32
+        held += [" ".join(w) for w in splits["validation"]["tokens"]]
+    assert sorted(held) == sorted(" ".join(w) for w in read_conll(ner_files["train"])["tokens"])
+    result = finetune(recipe)
+    summary = json.loads((out / "cv.json").read_text())
+    assert result.metrics == summary and [r["fold"] for r in summary["runs"]] == [0, 1]
+    for role, prefix in (("validation", "eval"), ("test", "test")):
+        per_fold = [json.loads((out / f"fold-{i}" / "metrics.json").read_text())[role] for i in range(2)]
+        for key in (f"{prefix}_overall_f1", f"{prefix}_overall_accuracy", f"{prefix}_pos_f1"):
+            values = [m[key] for m in per_fold]
+            assert summary[role][key]["values"] == values
+            assert summary[role][key]["mean"] == pytest.approx(statistics.fmean(values))
+            assert summary[role][key]["std"] == pytest.approx(statistics.stdev(values))
+    assert summary["validation"]["eval_samples"]["values"] == [16, 16]
+    assert "| overall_f1 |" in (out / "cv.md").read_text()
 
 
 def test_hub_recipe_validates_and_runs_two_steps_on_a_tiny_stand_in(tiny_bert, ner_files, tmp_path):
@@ -299,8 +455,8 @@ def test_the_record_is_registered():
 
 
 @pytest.mark.parametrize("section, value, key", [
-    ("data", {"class_weights": "auto"}, "data.class_weights"),
     ("distill", {"teacher": "somewhere"}, "distill"),
+    ("domain", {"method": "mmd", "target": {"path": "conll"}}, "domain"),
 ])
 def test_objectives_the_task_does_not_support_are_refused_in_one_line(section, value, key):
     from hf_transfer.errors import RecipeError

@@ -1,8 +1,10 @@
 """The losses that distillation, domain adaptation and class weighting add, as plain functions.
 
-- `class_weights`: inverse class frequency, normalised to mean 1 (`data.class_weights: auto`).
+- `class_weights`: inverse class frequency, normalised to mean 1 (`data.class_weights: auto`); with a
+  label per word (token classification) the words' tags are counted.
 - `task_loss_function`: Trainer's `compute_loss_func` for the task: class-weighted cross-entropy
-  (on class ids, or on soft targets from mixup / cutmix), else the modality's own loss.
+  (on class ids, one per input or per token, or on soft targets from mixup / cutmix), else the
+  modality's own loss.
 - `distillation_loss`: alpha * task + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T)).
 - `grad_reverse` and `dann_lambda`: DANN's gradient reversal layer and its schedule.
 - `mmd2`: multi-kernel Gaussian MMD^2 between two samples, bandwidths from the median heuristic.
@@ -20,14 +22,18 @@ from hf_transfer.errors import DataError
 from hf_transfer.tasks.classification import classification_loss
 
 
-def class_weights(labels: Sequence[int], num_labels: int) -> list[float]:
-    """Inverse class frequency, normalised to mean 1 over the classes."""
+def class_weights(labels: Sequence[int | list[int]], num_labels: int, names: list[str] | None = None) -> list[float]:
+    """Inverse class frequency, normalised to mean 1 over the classes. A row's label is a class id, or a
+    list of them (a tag per word): every one counts."""
     counts = [0] * num_labels
-    for label in labels:
-        counts[label] += 1
+    for row in labels:
+        for label in row if isinstance(row, list) else [row]:
+            counts[label] += 1
     if min(counts) == 0:
+        missing = counts.index(0)
+        named = f" ({names[missing]!r})" if names else ""
         raise DataError(
-            f"data.class_weights: label {counts.index(0)} has no training example; give the weights as a list"
+            f"data.class_weights: label {missing}{named} has no training example; give the weights as a list"
         )
     inverse = [1.0 / c for c in counts]
     mean = sum(inverse) / num_labels
@@ -39,22 +45,23 @@ def resolve_class_weights(setting, train_labels: Sequence[int], label_names: lis
     if setting is None:
         return None
     if setting == "auto":
-        return torch.tensor(class_weights(train_labels, len(label_names)))
+        return torch.tensor(class_weights(train_labels, len(label_names), label_names))
     if len(setting) != len(label_names):
         raise DataError(f"data.class_weights: {len(setting)} weights for {len(label_names)} labels {label_names}")
     return torch.tensor(setting, dtype=torch.float32)
 
 
 def task_loss_function(problem_type: str, modality_loss: Callable | None, weights: torch.Tensor | None):
-    """Trainer's `compute_loss_func`: cross-entropy with class `weights` (class ids or soft targets), else
-    the task's loss, else the model's loss recomputed from its logits (a per-batch mean)."""
+    """Trainer's `compute_loss_func`: cross-entropy with class `weights` (class ids, one per input or per
+    token with -100 skipped, or soft targets), else the task's loss, else the model's loss recomputed from
+    its logits (a per-batch mean)."""
     if weights is None and modality_loss is not None:
         return modality_loss
     def compute(outputs, labels, num_items_in_batch=None):
         logits = outputs["logits"]
         if weights is None:
             return classification_loss(logits, labels, problem_type)
-        return F.cross_entropy(logits.float(), labels, weight=weights.to(logits.device))
+        return classification_loss(logits.float(), labels, problem_type, weights.to(logits.device))
 
     return compute
 

@@ -6,8 +6,9 @@ run's recipe names (text / image / audio column, label column). Labels are match
 saved model's labels (`config.json`), so new data may hold fewer classes or number them its own way; a
 label the model does not know ends in one line naming it. The folder loads exactly as `predict` and
 `verify` load it (hubuser.load_pipeline, a Hub user's path), the inputs go through the pipeline as in
-`verify`, and the scores are the task record's own metrics (`compute_metrics`) plus its per-class
-details (`details`): the same figures as the run's metrics.json.
+`verify`, and the scores are the task record's own metrics (`compute_metrics`, or `score_texts` on the
+pipeline's transcripts for speech recognition) plus its per-class details (`details`): the same figures
+as the run's metrics.json.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 
 from hf_transfer.errors import HfTransferError
 from hf_transfer.folder import RECIPE, require_finished
-from hf_transfer.outputs.hubuser import FolderError, as_input, load_config, load_pipeline, logits, word_logits
+from hf_transfer.outputs.hubuser import (
+    FolderError, as_input, load_config, load_pipeline, logits, transcripts, word_logits,
+)
 from hf_transfer.outputs.verify import hub_user_task, label_array, word_label_array
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks.data import load_raw, require_columns
@@ -115,6 +118,10 @@ def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None
     results = {}
     for item, split in splits.items():
         inputs = [as_input(x) for x in task.verify_inputs(spec, split, processor)["inputs"]]
+        if task.score_texts:  # speech recognition: the pipeline's transcripts against the references
+            texts = transcripts(pipe, inputs, batch, **task.pipeline_kwargs(spec))
+            results[item] = {"metrics": task.score_texts(spec)(list(split["labels"]), texts), "per_class": None}
+            continue
         read = word_logits if task.entities else logits
         scores = read(pipe, inputs, batch, **task.pipeline_kwargs(spec))
         labels = word_label_array(split, scores) if task.entities else label_array(split)

@@ -10,9 +10,11 @@ Full models load with `AutoModelFor<Task>` + `transformers.pipeline`; PEFT adapt
 from the folder's config.json. The task is given as a dict (from hf-transfer's task record):
 `pipeline` (pipeline task), `auto` (Auto class name), `processor` (pipeline argument naming the
 processor), `peft` (the adapter's PEFT task type, or None) and `mode`: `labels` (the pipeline's score
-per label, one row per input) or `words` (token classification: per-word logits of each word's first
+per label, one row per input), `words` (token classification: per-word logits of each word's first
 sub-token, from the pipeline's model and tokenizer with `is_split_into_words=True`, NaN where a word has
-no sub-token).
+no sub-token) or `texts` (speech recognition: the pipeline's transcript per input). `autos` lists the
+task's Auto classes when it has several (CTC and sequence-to-sequence recognisers): the one matching the
+saved architecture loads the folder.
 """
 
 
@@ -44,7 +46,7 @@ def task_of(folder: str | Path, tasks: list[dict]) -> dict:
     config = read_json(Path(folder) / "config.json")
     for arch in config.get("architectures") or []:
         for task in tasks:
-            if arch.endswith(task["auto"].removeprefix("AutoModel")):
+            if any(arch.endswith(auto.removeprefix("AutoModel")) for auto in _autos(task)):
                 return task
     if is_adapter(folder):  # adapters saved before the head class was recorded
         peft_task = read_json(Path(folder) / "adapter_config.json").get("task_type")
@@ -79,10 +81,23 @@ def load_config(folder: Path):
     return config
 
 
+def _autos(task: dict) -> list[str]:
+    return task.get("autos") or [task["auto"]]
+
+
+def auto_class_name(folder: Path, task: dict) -> str:
+    """The task's Auto class that loads the saved architecture (e.g. CTC or sequence-to-sequence)."""
+    autos = _autos(task)
+    if len(autos) == 1:
+        return autos[0]
+    archs = read_json(Path(folder) / "config.json").get("architectures") or []
+    return next((a for a in autos for arch in archs if arch.endswith(a.removeprefix("AutoModel"))), autos[0])
+
+
 def load_full_model(folder: Path, task: dict):
     import transformers
 
-    auto = getattr(transformers, task["auto"])
+    auto = getattr(transformers, auto_class_name(folder, task))
     config = load_config(folder)
     try:  # safetensors only: a folder that holds pickled weights alone is not unpickled here
         model, info = auto.from_pretrained(str(folder), config=config, output_loading_info=True, use_safetensors=True)
@@ -119,13 +134,36 @@ def load_adapter_model(folder: Path, task: dict):
     # the base model's own head (e.g. 1000 ImageNet classes) gives way to the adapter's saved one
     extra = {} if task["peft"] in PEFT_AUTO else {"ignore_mismatched_sizes": True}
     try:
-        model = auto.from_pretrained(
-            str(folder), num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id, **extra
-        )
+        if task["peft"] not in PEFT_AUTO and _base_has_other_head(folder, config):
+            model = _adapter_on_task_model(folder, task, config)
+        else:
+            model = auto.from_pretrained(
+                str(folder), num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id, **extra
+            )
     except Exception as err:  # noqa: BLE001 - a corrupt or truncated file fails in many types
         raise FolderError(f"{folder}: {auto.__name__}.from_pretrained failed: {_first_line(err)}") from None
     check_adapter_applied(model, folder)
     return model
+
+
+def _base_has_other_head(folder: Path, config) -> bool:
+    """The adapter's base checkpoint is another architecture than the saved model (e.g. a wav2vec2 body
+    under a CTC model): AutoPeftModel would rebuild the base's class, not the trained one."""
+    from transformers import AutoConfig
+
+    base = read_json(Path(folder) / "adapter_config.json").get("base_model_name_or_path")
+    return bool(base) and AutoConfig.from_pretrained(base).architectures != config.architectures
+
+
+def _adapter_on_task_model(folder: Path, task: dict, config):
+    """The task's Auto class (the saved architecture) on the base weights and the saved config, then the adapter."""
+    import transformers
+    from peft import PeftModel
+
+    base = read_json(Path(folder) / "adapter_config.json")["base_model_name_or_path"]
+    auto = getattr(transformers, auto_class_name(folder, task))
+    model = auto.from_pretrained(base, config=config, ignore_mismatched_sizes=True)
+    return PeftModel.from_pretrained(model, str(folder))
 
 
 def _check_head_saved(folder: Path) -> None:
@@ -161,7 +199,8 @@ def check_adapter_applied(model, folder: Path) -> None:
     if not any(prefix in k for k in saved):
         raise FolderError(f"{weights}: holds no {method} weights (no parameter named {prefix}*)")
     heads = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "ModulesToSaveWrapper"}
-    if not heads:
+    listed = read_json(Path(folder) / "adapter_config.json").get("modules_to_save")
+    if not heads and (listed or model.peft_config["default"].task_type in PEFT_AUTO):
         raise FolderError(f"{folder}: the loaded adapter trains no head (modules_to_save is empty)")
     for head in sorted(heads):  # modules_to_save present in this model (PEFT lists classifier and score)
         if not any(f".{head}." in f".{k}" for k in saved):
@@ -210,7 +249,8 @@ def load_pipeline(folder: str | Path, task: dict, device: str | None = None,
     model = load_adapter_model(folder, task) if is_adapter(folder) else load_full_model(folder, task)
     check_labels(model, folder, expected_labels)
     device = device or ("cuda" if _cuda() else "cpu")
-    return pipeline(task["pipeline"], model=model, device=device, **{task["processor"]: load_processor(folder, task)})
+    processors = {arg: load_processor(folder, {**task, "processor": arg}) for arg in task.get("processors") or [task["processor"]]}
+    return pipeline(task["pipeline"], model=model, device=device, **processors)
 
 
 def processor_class(task: dict) -> str:
@@ -277,6 +317,11 @@ def word_logits(pipe, inputs: list, batch_size: int, **tokenizer_kwargs):
     return out
 
 
+def transcripts(pipe, inputs: list, batch_size: int, **call_kwargs) -> list[str]:
+    """The pipeline's text for every input (speech recognition), batched as the Trainer evaluates."""
+    return [row["text"] for row in pipe(inputs, batch_size=batch_size, **call_kwargs)]
+
+
 def as_input(value):
     """An audio value {raw, sampling_rate} comes back from the saved dataset as a list: an array again."""
     if isinstance(value, dict) and "raw" in value:
@@ -298,7 +343,12 @@ def main(spec_path: str) -> int:
         loader = loader_name(folder, spec["task"])
         for role, path in spec["splits"].items():
             inputs = [as_input(x) for x in datasets.load_from_disk(path)["inputs"]]
-            read = word_logits if spec["task"].get("mode") == "words" else logits
+            mode = spec["task"].get("mode")
+            if mode == "texts":
+                texts = transcripts(pipe, inputs, spec["batch_size"], **spec["call_kwargs"])
+                (Path(spec["out"]) / f"{role}.json").write_text(json.dumps(texts), encoding="utf-8")
+                continue
+            read = word_logits if mode == "words" else logits
             out = read(pipe, inputs, spec["batch_size"], **spec["call_kwargs"])
             np.save(Path(spec["out"]) / f"{role}.npy", out)
     except FolderError as err:

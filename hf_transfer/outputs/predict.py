@@ -1,4 +1,4 @@
-"""`hf-transfer predict OUTPUT_DIR INPUTS...`: labels and scores from a saved folder, batched.
+"""`hf-transfer predict OUTPUT_DIR INPUTS...`: labels and scores (transcripts, entities) from a saved folder, batched.
 
 The task comes from the folder's recipe.yaml (its record says how command-line inputs become pipeline
 inputs: texts or files of texts, image paths, audio paths) or, for a folder without one, from the
@@ -16,6 +16,7 @@ from hf_transfer.outputs.hubuser import FolderError, load_pipeline, read_json, t
 from hf_transfer.outputs.verify import hub_user_task
 from hf_transfer.validate import load_recipe
 from hf_transfer.tasks import TASKS, resolve
+from hf_transfer.tasks.inputs import at_rate
 
 # pipeline task -> how command-line inputs become pipeline inputs
 READERS = {task.pipeline_task: task.read_inputs for task in TASKS.values()}
@@ -48,20 +49,24 @@ def predict(out_dir: str | Path, inputs: list[str], top_k: int = 1, batch_size: 
     kwargs: dict[str, Any] = {"top_k": top_k, "batch_size": batch_size}
     if task.entities:  # the saved tokenizer truncates as training did
         kwargs = {"aggregation_strategy": "simple", "batch_size": batch_size}
+    elif task.score_texts:  # a transcript per input, generated as the evaluation did (saved generation config)
+        kwargs = {"batch_size": batch_size}
     elif spec is not None:
         kwargs |= task.pipeline_kwargs(spec)
     elif task.processor_arg == "tokenizer":
         kwargs |= {"truncation": True, "max_length": pipe.tokenizer.model_max_length}
-    if pipe.model.config.problem_type == "regression":
+    if getattr(pipe.model.config, "problem_type", None) == "regression":
         kwargs["function_to_apply"] = "none"
-    results = pipe(items, **kwargs)
+    results = pipe(at_rate(items, getattr(getattr(pipe, "feature_extractor", None), "sampling_rate", None)), **kwargs)
     if task.entities and items and (not results or isinstance(results[0], dict)):
         results = [results]  # one text: the pipeline answers its entity list
     return items, [r if isinstance(r, list) else [r] for r in results]
 
 
 def _shown(r: dict[str, Any]) -> str:
-    """`label score`, or for an entity `type "text" [start:end] score`."""
+    """`label score`, for an entity `type "text" [start:end] score`, for a transcript its text."""
+    if "text" in r and "label" not in r:
+        return r["text"].strip()
     if "entity_group" in r:
         return f"{r['entity_group']} {r['word']!r} [{r['start']}:{r['end']}] {r['score']:.4f}"
     return f"{r['label']} {r['score']:.4f}"

@@ -60,8 +60,10 @@ class VerifyResult:
 
 def hub_user_task(task: Task) -> dict[str, Any]:
     """What the Hub-user side (hubuser.py, without hf_transfer) needs to know of a task record."""
-    return {"pipeline": task.pipeline_task, "auto": task.auto_class, "processor": task.processor_arg,
-            "peft": task.peft_task_type, "mode": "words" if task.entities else "labels"}
+    mode = "texts" if task.score_texts else "words" if task.entities else "labels"
+    return {"pipeline": task.pipeline_task, "auto": task.auto_class, "autos": [task.auto_class, *task.auto_classes],
+            "processor": task.processor_arg, "processors": [task.processor_arg, *task.more_processor_args],
+            "peft": task.peft_task_type, "mode": mode}
 
 
 def label_array(ds):
@@ -171,12 +173,18 @@ def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.
             "out": str(tmp),
         }
         answer = _run_hub_user(hub_spec, tmp)
-        logits = {role: np.load(tmp / f"{role}.npy") for role in roles}
+        if task.score_texts:
+            texts = {role: json.loads((tmp / f"{role}.json").read_text(encoding="utf-8")) for role in roles}
+        else:
+            logits = {role: np.load(tmp / f"{role}.npy") for role in roles}
     compute = task.compute_metrics(spec)
     result = VerifyResult(out, answer["loader"], answer["task"])
     for role in roles:
-        labels = word_label_array(splits[role], logits[role]) if task.entities else label_array(splits[role])
-        reloaded = compute(EvalPrediction(predictions=logits[role], label_ids=labels))
+        if task.score_texts:
+            reloaded = task.score_texts(spec)(list(splits[role]["labels"]), texts[role])
+        else:
+            labels = word_label_array(splits[role], logits[role]) if task.entities else label_array(splits[role])
+            reloaded = compute(EvalPrediction(predictions=logits[role], label_ids=labels))
         try:
             result.compared[role] = compare(metrics[role], reloaded, SPLITS[role], tolerance)
         except VerifyError as err:

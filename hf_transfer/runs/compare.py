@@ -18,6 +18,7 @@ from hf_transfer.runs.single import run_single
 from hf_transfer.strategies import STRATEGIES
 from hf_transfer.tasks import resolve
 from hf_transfer.train import load_splits
+from hf_transfer.trainer import training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ def run_compare(recipe, result, overwrite: bool = False) -> dict[str, Any]:
     for name, overrides in variants.entries(recipe.compare, task.baselines):
         if name in task.baselines:
             splits = load_splits(recipe, recipe.training.get("seed", 42)).splits
-            rows.append(_baseline_row(name, task.baselines[name](spec, splits), metric))
+            args = training_arguments(recipe, out / "compare" / name)  # evaluation settings (batch, generation)
+            rows.append(_baseline_row(name, task.baselines[name](spec, splits, args), metric))
             continue
         variant = load_recipe(variants.variant_raw(raw, name, overrides))
         log.info("transfer report: running %r", name)

@@ -116,9 +116,28 @@ def keep_frozen_backbone_in_eval(model: nn.Module) -> None:
     backbone_of(model).register_forward_pre_hook(_stay_in_eval)
 
 
+def encoder_of(model: nn.Module) -> nn.Module | None:
+    """The encoder of an encoder-decoder model (Whisper), None for other models."""
+    if not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return None
+    get = getattr(model, "get_encoder", None)
+    return get() if callable(get) else None
+
+
+def freeze_encoder(model: nn.Module) -> None:
+    """Freeze the encoder of an encoder-decoder model: the decoder adapts to fixed audio features."""
+    encoder = encoder_of(model)
+    if encoder is None:
+        raise ModelError(f"finetune.freeze: encoder applies to encoder-decoder models (e.g. Whisper), "
+                         f"not {model.__class__.__name__}")
+    encoder.requires_grad_(False)
+    encoder.register_forward_pre_hook(_stay_in_eval)
+
+
 def freeze_first_blocks(model: nn.Module, n: int) -> None:
-    """Freeze the stem (embeddings: everything registered before the blocks) and blocks[:n]."""
-    backbone = backbone_of(model)
+    """Freeze the stem (embeddings: everything registered before the blocks) and blocks[:n]; of the
+    encoder in encoder-decoder models."""
+    backbone = encoder_of(model) or backbone_of(model)
     blocks = find_blocks(backbone)
     if not 0 <= n <= len(blocks):
         raise ModelError(f"finetune.freeze: {n} blocks asked, the backbone has {len(blocks)}")

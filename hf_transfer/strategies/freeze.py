@@ -9,7 +9,9 @@ from typing import Literal
 from torch import nn
 
 from hf_transfer.recipe.typed import INT32_MAX, check_range
-from hf_transfer.strategies.anatomy import freeze_backbone, freeze_first_blocks, keep_frozen_backbone_in_eval
+from hf_transfer.strategies.anatomy import (
+    freeze_backbone, freeze_encoder, freeze_first_blocks, keep_frozen_backbone_in_eval,
+)
 from hf_transfer.strategies.base import Strategy
 
 
@@ -29,15 +31,16 @@ class FullConfig:
 @dataclass
 class PartialConfig:
     strategy: Literal["partial"] = "partial"
-    freeze: Literal["backbone"] | int = "backbone"
-    """`backbone`: only the head trains (linear probe); N: embeddings + the first N blocks freeze."""
+    freeze: Literal["backbone", "encoder"] | int = "backbone"
+    """`backbone`: only the head trains (linear probe); `encoder`: the encoder of an encoder-decoder model
+    (Whisper) freezes, the decoder trains; N: embeddings + the first N blocks (of the encoder) freeze."""
     cache_features: bool | None = None
     """Linear probe on cached backbone features (computed once, on disk). null: whenever possible."""
     l2sp: float = 0.0
     """L2-SP (see full); only the unfrozen backbone weights are pulled back."""
 
     def __post_init__(self) -> None:
-        if self.freeze != "backbone":
+        if self.freeze not in ("backbone", "encoder"):
             check_range(self.freeze, "finetune.freeze", low=0, high=INT32_MAX)
         check_range(self.l2sp, "finetune.l2sp", low=0)
 
@@ -52,6 +55,8 @@ def apply_partial(model: nn.Module, cfg: PartialConfig) -> nn.Module:
     if cfg.freeze == "backbone":
         freeze_backbone(model)
         keep_frozen_backbone_in_eval(model)
+    elif cfg.freeze == "encoder":
+        freeze_encoder(model)
     else:
         freeze_first_blocks(model, cfg.freeze)
     return model

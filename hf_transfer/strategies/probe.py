@@ -8,6 +8,11 @@ model inputs and labels themselves) and the capture point. Trainer then trains o
 optimizer, schedule, sampler order and metrics as through the backbone — and the saved output is the
 ordinary full model folder (the head's modules are the model's own, trained in place).
 
+Per-token heads (token classification: `per_token`) cache the hidden states at the labelled positions
+only (label not -100); a batch puts each row's vectors back at those positions of a right-padded
+(batch, tokens, hidden) tensor, zeros elsewhere, so the head, its dropout masks, the loss over the labelled
+tokens and the per-token predictions are those of the run through the backbone.
+
 Applies when the head is a Linear layer with only dropout/identity layers before it (BERT, ViT, ...);
 the capture is checked against the full model's logits on one batch, else it falls back.
 """
@@ -22,12 +27,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import default_data_collator
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_transfer.errors import ModelError
 from hf_transfer.inference import run_batches
 from hf_transfer.strategies.anatomy import backbone_of
 from hf_transfer.tasks.classification import classification_loss
+from hf_transfer.tasks.token_classification import IGNORE
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +67,8 @@ def wanted(cfg, stochastic: bool, model) -> bool:
         reasons.append("the backbone is not fully frozen (freeze: backbone)")
     if stochastic:
         reasons.append("the data has stochastic augmentation")
-    if type(model).__name__.endswith("ForTokenClassification"):
-        reasons.append("the head labels every token (per-token features are not cached)")
+    if type(model).__name__.endswith("ForCTC"):
+        reasons.append("the CTC head labels every audio frame (per-frame features are not cached)")
     elif probe_head(model) is None:
         reasons.append(f"the head of {model.__class__.__name__} is not dropout + one Linear layer")
     if reasons and cfg.cache_features:
@@ -102,9 +109,10 @@ def _data_hash(split) -> str:
     return h.hexdigest()
 
 
-def _compute(model, head, split, collator, batch_size: int, device) -> torch.Tensor:
-    """Features of every example (the input of the head), checked on the first batch."""
-    captured = []
+def _compute(model, head, split, collator, batch_size: int, device, per_token: bool = False) -> torch.Tensor:
+    """Features of every example (the input of the head), checked on the first batch; `per_token`: the
+    vectors of every labelled position, row after row (the collated labels say which)."""
+    captured, labels = [], []
 
     def check(i: int, outputs) -> None:
         if i == 0:
@@ -112,19 +120,44 @@ def _compute(model, head, split, collator, batch_size: int, device) -> torch.Ten
             captured.pop()  # the replay passed through the hook too
             if not torch.allclose(replay, outputs.logits, atol=1e-5, rtol=1e-4):
                 raise ModelError("finetune.cache_features: the head's input does not reproduce the logits")
+        if per_token:
+            captured[-1] = captured[-1][labels[i].to(captured[-1].device) != IGNORE]
+
+    def collate(rows):  # keeps each batch's labels, which run_batches does not feed to the model
+        batch = collator(rows)
+        labels.append(batch["labels"])
+        return batch
 
     hook = head[0].register_forward_pre_hook(lambda m, args: captured.append(args[0].detach()))
-    columns = [c for c in split.column_names if c != "labels"]
+    columns = [c for c in split.column_names if per_token or c != "labels"]
     try:
-        run_batches(model, split.select_columns(columns), collator, batch_size, device, check)
+        run_batches(model, split.select_columns(columns), collate if per_token else collator, batch_size, device,
+                    check)
     finally:
         hook.remove()
     return torch.cat(captured).float().cpu()
 
 
-def features(model, head, split, collator, batch_size: int, device, weights: str) -> tuple:
+def token_batches(width: int):
+    """Collator of cached per-token rows: each row's vectors back at its labelled positions of a right-padded
+    (batch, tokens, width) tensor, zeros elsewhere; labels padded with IGNORE. (A tokenizer that pads on the
+    left puts the tokens elsewhere: the same training, but other dropout masks than through the backbone.)"""
+
+    def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
+        labels = torch.full((len(rows), max(len(r["labels"]) for r in rows)), IGNORE)
+        for i, row in enumerate(rows):
+            labels[i, : len(row["labels"])] = torch.as_tensor(row["labels"])
+        feats = torch.zeros(*labels.shape, width)  # row after row, as the labelled positions were taken
+        feats[labels != IGNORE] = torch.cat([torch.as_tensor(r["features"]).reshape(-1, width) for r in rows])
+        return {"features": feats, "labels": labels}
+
+    return collate
+
+
+def features(model, head, split, collator, batch_size: int, device, weights: str, per_token: bool = False) -> tuple:
     """(features dataset, seconds spent, cache hit) for one preprocessed split;
-    `weights` is the hash of the backbone's weights."""
+    `weights` is the hash of the backbone's weights. `per_token`: a row's features are its labelled
+    positions' vectors (flattened), its labels the split's own (IGNORE where not labelled)."""
     from safetensors.torch import load_file, save_file
 
     start = time.perf_counter()
@@ -134,14 +167,17 @@ def features(model, head, split, collator, batch_size: int, device, weights: str
     if hit:
         feats = load_file(path)["features"]
     else:
-        feats = _compute(model, head, split, collator, batch_size, device)
+        feats = _compute(model, head, split, collator, batch_size, device, per_token)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         save_file({"features": feats.contiguous()}, str(tmp))
         os.replace(tmp, path)
-    if len(feats) != len(split):
-        raise ModelError(f"finetune.cache_features: cache {path} holds {len(feats)} rows, expected {len(split)}")
-    data = {"features": feats.numpy(), "labels": split.select_columns(["labels"]).to_dict()["labels"]}
+    labels = split.select_columns(["labels"]).to_dict()["labels"]
+    sizes = [sum(label != IGNORE for label in row) for row in labels] if per_token else [1] * len(split)
+    if len(feats) != sum(sizes):
+        raise ModelError(f"finetune.cache_features: cache {path} holds {len(feats)} rows, expected {sum(sizes)}")
+    rows = [f.reshape(-1).numpy() for f in feats.split(sizes)] if per_token else feats.numpy()
+    data = {"features": rows, "labels": labels}
     if "input_ids" in split.column_names:
         data["length"] = [len(ids) for ids in split["input_ids"]]
     from datasets import Dataset
@@ -150,17 +186,20 @@ def features(model, head, split, collator, batch_size: int, device, weights: str
     return ds, time.perf_counter() - start, hit
 
 
-def prepare(model, splits, collator, args):
-    """(CachedHead to train, feature splits, info for metrics.json)."""
+def prepare(model, splits, collator, args, per_token: bool = False):
+    """(CachedHead to train, feature splits, info for metrics.json, the feature splits' collator);
+    `per_token`: the labels are per token (the task's `entities`), and so are the features."""
     start = time.perf_counter()
     head, weights = probe_head(model), _weights_hash(backbone_of(model))
     out, info = {}, {"seconds": time.perf_counter() - start, "cache_hits": 0, "splits": len(splits)}
     for role, split in splits.items():
         out[role], seconds, hit = features(
-            model, head, split, collator, args.per_device_eval_batch_size, args.device, weights
+            model, head, split, collator, args.per_device_eval_batch_size, args.device, weights, per_token
         )
         info["seconds"] += seconds
         info["cache_hits"] += int(hit)
     log.info("linear probe on cached features: %.1f s for features (%d of %d splits from cache)",
              info["seconds"], info["cache_hits"], len(splits))
-    return CachedHead(head, model.config), type(splits)(out), info
+    linear = next(m for m in head if isinstance(m, nn.Linear))
+    batches = token_batches(linear.in_features) if per_token else default_data_collator
+    return CachedHead(head, model.config), type(splits)(out), info, batches

@@ -7,13 +7,14 @@ model card read it. Adding a task: a module exporting `TASK` (see tasks/base.py)
 from __future__ import annotations
 
 from hf_transfer.tasks import (
-    audio_classification, image_classification, multitask, text_classification, token_classification,
+    audio_classification, image_classification, multitask, speech_recognition, text_classification,
+    token_classification,
 )
 from hf_transfer.tasks.base import Task, TaskSpec
 
 TASKS: dict[str, Task] = {
     t.name: t for t in (text_classification.TASK, image_classification.TASK, audio_classification.TASK,
-                        token_classification.TASK)
+                        token_classification.TASK, speech_recognition.TASK)
 }
 
 # model.modality -> the task a recipe without `task:` means (recipes written before tasks existed)

@@ -118,7 +118,7 @@ def load_processor(spec: TaskSpec):
 # --------------------------------------------------------------------------- decoding
 
 
-def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
     if rate == target:
         return wave
     from scipy.signal import resample_poly
@@ -162,7 +162,7 @@ def load_audio(value: Any, target: int, bases: list[Path] = ()) -> np.ndarray:
         wave = wave.mean(axis=1)
     if wave.size == 0:
         raise DataError(f"speech.audio_column: audio {name!r} is empty (0 samples)")
-    return _resample(wave, rate, target)
+    return resample(wave, rate, target)
 
 
 # --------------------------------------------------------------------------- cropping, augmentation

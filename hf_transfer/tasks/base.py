@@ -90,12 +90,16 @@ class Task:
     """Metric key -> (model-index type, display name, args): what the card reports."""
     save: Callable[[Any, TaskSpec, Any], bool]
     """(trainer, spec, folder) -> True when the task wrote the folder itself (e.g. timm's format)."""
-    baselines: dict[str, Callable[[TaskSpec, Any], dict]] = field(default_factory=dict)
-    """`compare` entries that train nothing: name -> (spec, loaded splits) -> {split: metrics}."""
+    baselines: dict[str, Callable[[TaskSpec, Any, Any], dict]] = field(default_factory=dict)
+    """`compare` entries that train nothing: name -> (spec, loaded splits, TrainingArguments) -> {split: metrics}."""
     objectives: tuple[str, ...] = ()
     """Recipe objectives the task supports: `class_weights`, `distill`, `domain` (others are refused)."""
     diagnose: Callable[[dict], dict | None] = _none
     """metrics.json -> a warning about the run (classification: collapsed predictions), or None."""
+    generates: bool = False
+    """Evaluation may generate (encoder-decoder models): `training` is checked against and built as
+    Seq2SeqTrainingArguments (predict_with_generate, generation_max_length, generation_num_beams) and
+    encoder-decoder models train with Seq2SeqTrainer."""
     details: Callable[[TaskSpec, Any, list[str] | None], dict | None] = _none
     """(spec, EvalPrediction of a split after training, label names) -> what metrics.json keeps of that split
     beyond the scalar metrics, under `per_class` (classification: precision / recall / F1 / support per
@@ -106,8 +110,13 @@ class Task:
     """transformers.pipeline task that loads the saved folder."""
     auto_class: str = ""
     """transformers Auto class of the saved model."""
+    auto_classes: tuple[str, ...] = ()
+    """Further Auto classes of the task's models, told apart by the saved config's architectures
+    (speech-recognition: AutoModelForCTC besides AutoModelForSpeechSeq2Seq)."""
     processor_arg: str = ""
     """pipeline() argument that names the processor (tokenizer, image_processor, feature_extractor)."""
+    more_processor_args: tuple[str, ...] = ()
+    """Further processors the pipeline takes (speech recognition: the tokenizer besides the feature extractor)."""
     peft_task_type: str | None = None
     """PEFT TaskType of the adapter (SEQ_CLS for text), None for a plain PeftModel."""
     example: str = '"path/to/input"'
@@ -119,10 +128,14 @@ class Task:
     verify_inputs: Callable[[TaskSpec, Any, Any], Any] | None = None
     """(spec, raw split, processor) -> a dataset whose column `inputs` is what the round-trip check feeds to the
     pipeline; None: the task has no round-trip check."""
+    score_texts: Callable[[TaskSpec], Callable[[list[str], list[str]], dict]] | None = None
+    """Tasks whose pipeline answers with text (speech recognition): spec -> (references, hypotheses) ->
+    metrics; the round-trip check scores the pipeline's texts with it (`mode: texts`)."""
     entities: bool = False
     """Labels belong to words, not to the whole input (token classification): the round-trip check reads
     per-word logits from the model and tokenizer (`is_split_into_words`), `predict` and the card's snippet
-    group sub-tokens into entities (`aggregation_strategy="simple"`)."""
+    group sub-tokens into entities (`aggregation_strategy="simple"`), the cached-feature probe caches a vector
+    per labelled token."""
     verify_after_training: bool = False
     """Run the round-trip check after every training run (`verify: true`); otherwise `hf-transfer verify`
     checks a folder on request."""
@@ -132,3 +145,10 @@ NO_LOSS: Callable[[TaskSpec], None] = _none
 NO_SAVE: Callable[[Any, TaskSpec, Any], bool] = _never
 DETERMINISTIC: Callable[[TaskSpec], bool] = _never
 NO_DETAILS: Callable[[TaskSpec, Any, Any], None] = _none
+
+
+def arguments_class(task: Task) -> type:
+    """TrainingArguments, or Seq2SeqTrainingArguments for a task whose evaluation may generate."""
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments  # deferred: heavy import
+
+    return Seq2SeqTrainingArguments if task.generates else TrainingArguments

@@ -277,15 +277,20 @@ def compute_metrics(spec: TaskSpec):
 # --------------------------------------------------------------------------- loss
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
-    """Cross-entropy on class ids or on soft targets (mixup / cutmix); BCE multi-label; MSE regression."""
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str,
+                        weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy on class ids (one per input, or one per token: -100 skipped) or on soft targets
+    (mixup / cutmix), with class `weight`s if given (a weighted mean over the ids, a batch mean over soft
+    targets); BCE multi-label; MSE regression."""
     if problem_type == "regression":
         return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
     if problem_type == "multi_label_classification":
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
     if labels.dim() == logits.dim():  # soft targets, one row per image
-        return torch.sum(-labels * F.log_softmax(logits, dim=-1), dim=-1).mean()
-    return F.cross_entropy(logits, labels)
+        if weight is None:
+            return torch.sum(-labels * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        return F.cross_entropy(logits, labels, weight=weight)
+    return F.cross_entropy(logits.flatten(0, -2), labels.flatten(), weight=weight)
 
 
 # --------------------------------------------------------------------------- the majority baseline
@@ -303,7 +308,7 @@ def majority_logits(problem_type: str, train_labels) -> np.ndarray:
     return np.eye(len(counts))[counts.argmax()]
 
 
-def majority(spec: TaskSpec, splits) -> dict[str, dict[str, float]]:
+def majority(spec: TaskSpec, splits, args=None) -> dict[str, dict[str, float]]:
     """Metrics of the majority prediction on the validation and test splits (a baseline: no training)."""
     from transformers import EvalPrediction
 

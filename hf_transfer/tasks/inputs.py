@@ -46,3 +46,14 @@ def audio_inputs(items: list[str]) -> list[Any]:
         data, rate = soundfile.read(path, dtype="float32", always_2d=True)
         out.append({"raw": data.mean(axis=1), "sampling_rate": rate})
     return out
+
+
+def at_rate(items: list[Any], rate: int | None) -> list[Any]:
+    """Decoded audio inputs ({raw, sampling_rate}) resampled to the model's rate (the pipeline would need
+    torchaudio to do it); other inputs as they are."""
+    from hf_transfer.tasks.audio import resample
+
+    if not rate:
+        return items
+    return [{"raw": resample(x["raw"], x["sampling_rate"], rate), "sampling_rate": rate}
+            if isinstance(x, dict) and "raw" in x else x for x in items]

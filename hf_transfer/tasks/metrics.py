@@ -1,7 +1,7 @@
-"""Evaluation metrics: one implementation, computed locally with scikit-learn, SciPy and seqeval.
+"""Evaluation metrics: one implementation, computed locally with scikit-learn, SciPy, seqeval and jiwer.
 
 These are the functions that `evaluate`'s metric modules (evaluate-metric/accuracy, f1, precision,
-recall, mse, pearsonr, spearmanr, seqeval) call, with the same arguments, so figures match the Hub's
+recall, mse, pearsonr, spearmanr, seqeval, wer, cer) call, with the same arguments, so figures match the Hub's
 metric cards; the names below are those modules' names. Nothing is fetched from the Hub and no metric
 script is run: the same figures online and offline.
 """
@@ -59,6 +59,17 @@ def _seqeval(predictions, references, **kw):
     return scores
 
 
+def _jiwer(name: str):
+    """evaluate's `wer` / `cer` modules: jiwer's corpus rate over all pairs (references must not be empty)."""
+
+    def fn(predictions, references, **kw):
+        import jiwer
+
+        return {name: float(getattr(jiwer, name)(list(references), list(predictions)))}
+
+    return fn
+
+
 # Metric name (as evaluate-metric/<name> on the Hub) -> its implementation.
 METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "accuracy": _sk_accuracy,
@@ -69,6 +80,8 @@ METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "pearsonr": _scipy_corr("pearsonr"),
     "spearmanr": _scipy_corr("spearmanr"),
     "seqeval": _seqeval,
+    "wer": _jiwer("wer"),
+    "cer": _jiwer("cer"),
 }
 
 

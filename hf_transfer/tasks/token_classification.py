@@ -9,7 +9,8 @@ that follows neither `B-X` nor `I-X` is repaired to `B-X` (counted) or refused (
 Words are tokenized with `is_split_into_words=True` and truncated at `model.max_length`; the first
 sub-token of a word carries its tag, the others -100 (`label_all_subtokens`: every sub-token, in the
 training split only, so evaluation counts each word once). Metrics are seqeval's entity-level
-precision / recall / F1 (micro and per entity type) and token accuracy, on words.
+precision / recall / F1 (micro and per entity type) and token accuracy, on words. `data.class_weights`
+weights the cross-entropy over the labelled sub-tokens (`auto`: from the tags of the training split's words).
 """
 
 from __future__ import annotations
@@ -284,7 +285,7 @@ METRIC_NAMES = EntityMetricNames({
 })
 
 
-def majority(spec: TaskSpec, splits) -> dict[str, dict[str, float]]:
+def majority(spec: TaskSpec, splits, args=None) -> dict[str, dict[str, float]]:
     """Every word tagged `O` (the majority tag): entity F1 0, token accuracy the share of `O`."""
     names = list(run_tag_names(spec))
     if "O" not in names:
@@ -327,6 +328,7 @@ TASK = Task(
     metric_names=METRIC_NAMES,
     save=NO_SAVE,
     baselines={"majority": majority},
+    objectives=("class_weights",),
     pipeline_task="token-classification",
     auto_class="AutoModelForTokenClassification",
     processor_arg="tokenizer",

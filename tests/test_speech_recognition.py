@@ -1,0 +1,194 @@
+"""Task speech-recognition on a tiny Whisper (sequence-to-sequence) and a tiny wav2vec2 body (CTC, vocabulary
+built from the transcripts), built in code: labels, vocabulary, WER / CER, strategies, reload, bad rows."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hf_transfer import finetune
+from hf_transfer.errors import DataError, ModelError, RecipeError
+from hf_transfer.outputs.verify import verify
+from hf_transfer.tasks import resolve, speech_recognition as asr, transcripts
+from hf_transfer.validate import load_recipe
+from tests.tiny_asr import asr_recipe, save_tiny_ctc_body, save_tiny_whisper_asr, write_csv, write_transcribed_tones
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    root = tmp_path_factory.mktemp("asr")
+    return {"whisper": save_tiny_whisper_asr(root / "whisper"), "ctc": save_tiny_ctc_body(root / "ctc"),
+            "files": write_transcribed_tones(root / "data"), "root": root}
+
+
+def spec_of(raw):
+    return resolve(load_recipe(raw))[1]
+
+
+# --------------------------------------------------------------------------- labels, vocabulary, scores
+
+
+def test_whisper_labels_lose_the_decoder_start_token_and_pad_with_minus_100(kit, tmp_path):
+    spec = spec_of(asr_recipe(kit["whisper"], kit["files"], tmp_path / "o"))
+    processor = asr.load_processor(spec)
+    tok = processor.tokenizer
+    start = tok.convert_tokens_to_ids("<|startoftranscript|>")
+    ids, problem = asr._text_problem("low", tok, spec, None, start)
+    # the tokenizer writes <|startoftranscript|> <|notimestamps|> l o w <|endoftext|>; the model adds the start back
+    assert problem == "" and ids == [tok.convert_tokens_to_ids("<|notimestamps|>"), *tok.convert_tokens_to_ids(["l", "o", "w"]),
+                                     tok.convert_tokens_to_ids("<|endoftext|>")]
+    feats = np.zeros((80, 200), np.float32)
+    batch = asr.collator(processor)([{"input_features": feats, "labels": [5, 6, 7]}, {"input_features": feats, "labels": [8]}])
+    assert batch["labels"].tolist() == [[5, 6, 7], [8, -100, -100]]
+    assert tuple(batch["input_features"].shape) == (2, 80, 200)
+
+
+def test_ctc_vocabulary_is_built_from_the_training_transcripts(kit, tmp_path):
+    assert transcripts.characters(["ab c", "ca"]) == ["[PAD]", "[UNK]", "|", "a", "b", "c"]
+    spec = spec_of(asr_recipe(kit["ctc"], kit["files"], tmp_path / "o"))
+    tok = asr.load_processor(spec).tokenizer
+    assert set(tok.get_vocab()) == {"[PAD]", "[UNK]", "|", "e", "g", "h", "i", "l", "n", "o", "t", "w"}
+    ids = tok("hello tone").input_ids
+    assert tok.convert_ids_to_tokens(ids) == list("hello") + ["|"] + list("tone")
+    assert asr.decode_labels(np.array([ids + [-100, -100]]), tok) == ["hello tone"]  # ll stays ll
+    # predictions: repeats merge, then blanks ([PAD], id 0) go: h h [PAD] e l [PAD] l o -> "hello"
+    h, e, l_, o = (tok.convert_tokens_to_ids(c) for c in "helo")
+    logits = np.eye(len(tok))[[h, h, 0, e, l_, 0, l_, o]][None]
+    assert asr.decode_predictions(logits, tok) == ["hello"]
+
+
+def test_wer_and_cer_against_hand_computed_values():
+    plain = transcripts.normalizer("none")
+    # reference 4 words; hypothesis: one substitution (b -> x), one deletion (d): 2 / 4
+    scores = transcripts.error_rates(["a b c d"], ["a x c"], plain)
+    assert scores["wer"] == pytest.approx(0.5)
+    # characters "a b c d" (7) vs "a x c" (5): one substitution, two deletions (" d") -> 3 / 7
+    assert scores["cer"] == pytest.approx(3 / 7)
+    # corpus rates: all errors over all reference words (1 + 0) / (2 + 3)
+    assert transcripts.error_rates(["a b", "c d e"], ["a", "c d e"], plain)["wer"] == pytest.approx(1 / 5)
+    english = transcripts.normalizer("english")
+    assert english("Take Two Hundred milligrams!") == english("take 200 milligrams")
+    assert transcripts.error_rates(["Take two hundred milligrams."], ["take 200 milligrams"], english)["wer"] == 0.0
+    # a reference that normalises to nothing cannot be scored: counted, left out
+    assert transcripts.error_rates(["uh", "a b"], ["x", "a b"], english) | {} == {"wer": 0.0, "cer": 0.0, "samples": 2,
+                                                                                  "unscored": 1}
+
+
+# --------------------------------------------------------------------------- strategies, reload
+
+
+@pytest.mark.parametrize("model, finetune_options", [
+    ("whisper", {"strategy": "full"}),
+    ("whisper", {"strategy": "partial", "freeze": "encoder"}),
+    ("whisper", {"strategy": "lora", "r": 4}),
+    ("ctc", {"strategy": "full"}),
+    ("ctc", {"strategy": "partial", "freeze": 1}),
+    ("ctc", {"strategy": "lora", "r": 4}),
+], ids=["whisper-full", "whisper-freeze-encoder", "whisper-lora", "ctc-full", "ctc-freeze-1", "ctc-lora"])
+def test_each_strategy_trains_two_steps_and_reloads_through_the_pipeline(kit, tmp_path, model, finetune_options):
+    out = tmp_path / "out"
+    result = finetune(asr_recipe(kit[model], kit["files"], out, **finetune_options))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"test_wer", "test_cer"} <= set(metrics["test"]) and result.trainer.state.global_step == 2
+    assert 0 < metrics["trainable_parameters"] <= metrics["total_parameters"]
+    if finetune_options["strategy"] != "full":
+        assert metrics["trainable_parameters"] < metrics["total_parameters"]
+    checked = verify(out)  # pipeline("automatic-speech-recognition") without hf_transfer, WER with zero tolerance
+    assert checked.compared["test"]["wer"][0] == checked.compared["test"]["wer"][1]
+    card = (out / "README.md").read_text()
+    assert "automatic-speech-recognition" in card and "type: wer" in card
+
+
+def test_partial_freeze_encoder_trains_only_the_decoder(kit, tmp_path):
+    from hf_transfer.strategies import apply_strategy
+
+    raw = asr_recipe(kit["whisper"], kit["files"], tmp_path / "o", strategy="partial", freeze="encoder")
+    recipe = load_recipe(raw)
+    task, spec = resolve(recipe)
+    model = apply_strategy(task.load_model(spec, None), recipe.finetune)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("model.decoder.") for n in trainable)
+    with pytest.raises(ModelError, match="encoder applies to encoder-decoder models"):
+        recipe = load_recipe(asr_recipe(kit["ctc"], kit["files"], tmp_path / "o", strategy="partial", freeze="encoder"))
+        task, spec = resolve(recipe)
+        apply_strategy(task.load_model(spec, None), recipe.finetune)
+
+
+def test_predict_prints_transcripts(kit, tmp_path):
+    out = tmp_path / "out"
+    finetune(asr_recipe(kit["ctc"], kit["files"], out))
+    clip = str(Path(kit["files"]["test"]).parent / "wav" / "test_0.wav")
+    proc = subprocess.run([sys.executable, "-m", "hf_transfer", "predict", str(out), clip], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("<audio>") and len(proc.stdout.strip().splitlines()) == 1
+
+
+def test_compare_reports_the_untouched_model_and_scratch(kit, tmp_path):
+    raw = asr_recipe(kit["whisper"], kit["files"], tmp_path / "out")
+    raw["compare"] = ["untouched", "scratch"]
+    result = finetune(raw)
+    rows = {r["name"]: r for r in result.report["runs"]}
+    assert set(rows) == {"main", "untouched", "scratch"} and result.report["metric"] == "wer"
+    assert rows["untouched"]["test"] is not None and rows["untouched"]["trainable_parameters"] == 0
+    assert "untouched" in (tmp_path / "out" / "report.md").read_text()
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _bad(kit, tmp_path, rows, split="validation", model="ctc", **speech):
+    files = dict(kit["files"])
+    files[split] = str(tmp_path / f"{split}.csv")
+    write_csv(Path(files[split]), rows)
+    raw = asr_recipe(kit[model], files, tmp_path / "out")
+    raw["speech"] |= speech
+    return raw
+
+
+def test_characters_outside_the_ctc_vocabulary_name_the_row(kit, tmp_path):
+    wav = str(Path(kit["files"]["train"]).parent / "wav" / "train_0.wav")
+    raw = _bad(kit, tmp_path, [(wav, "low tone"), (wav, "low zone")])
+    with pytest.raises(DataError, match=r"split 'validation' row 1: characters outside the model's vocabulary: 'z'"):
+        finetune(raw)
+
+
+def test_an_empty_transcript_names_the_row_or_is_skipped_and_counted(kit, tmp_path, caplog):
+    wav = str(Path(kit["files"]["train"]).parent / "wav" / "train_0.wav")
+    rows = [(wav, "low tone"), (wav, " "), (wav, "high tone")]
+    with pytest.raises(DataError, match=r"split 'validation' row 1: the transcript is empty \(1 such rows"):
+        finetune(_bad(kit, tmp_path, rows))
+    result = finetune(_bad(kit, tmp_path, rows, bad_rows="skip"))
+    assert result.metrics["validation"]["eval_samples"] == 2
+    assert "skipped 1 of 3 rows of split 'validation'" in caplog.text
+
+
+def test_a_clip_longer_than_the_model_reads_names_the_row(kit, tmp_path):
+    import soundfile as sf
+
+    long = tmp_path / "long.wav"
+    sf.write(long, np.zeros(8000 * 3, np.float32), 8000)  # 3 s; Whisper's input is shortened to 2 s
+    wav = str(Path(kit["files"]["train"]).parent / "wav" / "train_0.wav")
+    with pytest.raises(DataError, match=r"split 'train' row 1: the clip is 3.0 s, longer than the 2 s the model reads"):
+        finetune(_bad(kit, tmp_path, [(wav, "low tone"), (str(long), "high tone")], split="train", model="whisper"))
+
+
+def test_a_missing_audio_file_names_the_row_and_file(kit, tmp_path):
+    wav = str(Path(kit["files"]["train"]).parent / "wav" / "train_0.wav")
+    with pytest.raises(DataError, match=r"split 'test' row 0: cannot read audio '.*nowhere.wav'"):
+        finetune(_bad(kit, tmp_path, [(str(tmp_path / "nowhere.wav"), "low tone"), (wav, "low tone")], split="test"))
+
+
+def test_recipe_errors_are_one_line(kit, tmp_path):
+    raw = asr_recipe(kit["whisper"], kit["files"], tmp_path / "o")
+    with pytest.raises(RecipeError, match="speech.time_shift: shifting would cut words"):
+        load_recipe(raw | {"speech": raw["speech"] | {"time_shift": 0.1}})
+    with pytest.raises(RecipeError, match="training.generation_max_length"):
+        load_recipe(raw | {"training": raw["training"] | {"generation_max_length": "long"}})
+    with pytest.raises(RecipeError, match="English-only"):
+        asr.load_processor(spec_of(raw | {"speech": raw["speech"] | {"language": "fr"}}))
