@@ -26,7 +26,9 @@ from hf_transfer.folder import (
 from hf_transfer.recipe.schema import Recipe
 from hf_transfer.validate import dump_recipe
 from hf_transfer.recipe.yaml import read_recipe_file
-from hf_transfer.strategies import STRATEGIES, apply_strategy, count_parameters, probe, trainer_hooks
+from hf_transfer.strategies import (
+    STRATEGIES, apply_strategy, count_parameters, probe, trained_modules, trainer_hooks,
+)
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks.data import fold_of, load_data
 from hf_transfer.trainer import (
@@ -246,6 +248,7 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
         **{role: scores for role, (scores, _) in evaluated.items()},
         "trainable_parameters": trainable,
         "total_parameters": total,
+        "trained_modules": trained_modules(trainer.export_model or trainer.model),
         "effective_batch_size": effective_batch_size(args),
         "processes": args.world_size,
         **trainer.nan_counts,

@@ -101,7 +101,8 @@ def test_each_strategy_trains_two_steps_and_reloads_through_the_pipeline(kit, tm
     checked = verify(out)  # pipeline("automatic-speech-recognition") without hf_transfer, WER with zero tolerance
     assert checked.compared["test"]["wer"][0] == checked.compared["test"]["wer"][1]
     card = (out / "README.md").read_text()
-    assert "automatic-speech-recognition" in card and "type: wer" in card
+    assert "automatic-speech-recognition" in card and "type: wer" in card and "- Trained: `" in card
+    assert sum(metrics["trained_modules"].values()) == metrics["trainable_parameters"]
 
 
 def test_partial_freeze_encoder_trains_only_the_decoder(kit, tmp_path):
@@ -113,6 +114,9 @@ def test_partial_freeze_encoder_trains_only_the_decoder(kit, tmp_path):
     model = apply_strategy(task.load_model(spec, None), recipe.finetune)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("model.decoder.") for n in trainable)
+    from hf_transfer.strategies import trained_modules
+
+    assert set(trained_modules(model)) == {"model.decoder"}
     with pytest.raises(ModelError, match="encoder applies to encoder-decoder models"):
         recipe = load_recipe(asr_recipe(kit["ctc"], kit["files"], tmp_path / "o", strategy="partial", freeze="encoder"))
         task, spec = resolve(recipe)

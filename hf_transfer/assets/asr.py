@@ -37,7 +37,9 @@ def whisper_tokenizer(model_dir: Path):
 
     added = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
     special = [t["content"] for t in sorted(added, key=lambda t: t["id"])]
-    tok = WhisperTokenizer(tokenizer_file=str(model_dir / "tokenizer.json"), extra_special_tokens=special)
+    end = "<|endoftext|>"  # as openai/whisper-tiny.en: also padding (pipelines batch with it), unknown and bos
+    tok = WhisperTokenizer(tokenizer_file=str(model_dir / "tokenizer.json"), extra_special_tokens=special,
+                           unk_token=end, bos_token=end, eos_token=end, pad_token=end)
     vocabulary = (model_dir / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
     tok.add_tokens([AddedToken(t, lstrip=False, rstrip=False, normalized=False, special=False)
                     for t in vocabulary[len(tok):]])

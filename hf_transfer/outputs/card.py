@@ -127,7 +127,7 @@ def _metric_names(metrics: dict[str, Any], task: Task) -> list[str]:
 def _body(out, recipe, metrics, config, adapter, task, base, where, model_name) -> str:
     sections = [
         f"# {model_name}\n\n{_intro(recipe, adapter, task, base)}",
-        _labels_section(config, recipe),
+        _labels_section(config, recipe, task),
         "## How to use\n\n" + _snippet(where, task, adapter, recipe),
         _training_section(recipe, metrics, base),
         _evaluation_section(metrics, task),
@@ -136,7 +136,7 @@ def _body(out, recipe, metrics, config, adapter, task, base, where, model_name) 
     report = out / REPORT
     if report.is_file():
         sections.append("## Transfer report\n\n" + report.read_text(encoding="utf-8").strip())
-    sections.append(_limitations(recipe))
+    sections.append(_limitations(recipe, task))
     return "\n\n".join(s for s in sections if s) + "\n"
 
 
@@ -155,13 +155,16 @@ def _intro(recipe: Recipe, adapter: bool, task: Task, base: str | None) -> str:
     what = "A LoRA adapter (with its classification head) for" if adapter else "A fine-tuned version of"
     if not recipe.model.pretrained:
         what, origin = "A model with the architecture of", f"{origin}, trained from random initialisation,"
+    kind = "" if task.score_texts else f" ({recipe.data.problem_type.replace('_', ' ')})"
     return (
-        f"{what} {origin} for {task.pipeline_task} ({recipe.data.problem_type.replace('_', ' ')}) on "
+        f"{what} {origin} for {task.pipeline_task}{kind} on "
         f"{_dataset_label(recipe)}, trained with hf-transfer (strategy: `{recipe.finetune.strategy}`)."
     )
 
 
-def _labels_section(config: dict[str, Any], recipe: Recipe) -> str:
+def _labels_section(config: dict[str, Any], recipe: Recipe, task: Task) -> str:
+    if task.score_texts:
+        return "## Output\n\nA transcript per clip (scored as WER / CER on normalised text)."
     id2label = config.get("id2label") or dict(enumerate(config.get("label_names") or []))  # timm: label_names
     if recipe.data.problem_type == "regression" or not id2label:
         return "## Output\n\nOne regression score per input."
@@ -171,11 +174,11 @@ def _labels_section(config: dict[str, Any], recipe: Recipe) -> str:
 
 def _snippet(where: str, task: Task, adapter: bool, recipe: Recipe) -> str:
     example = task.example
-    call = 'aggregation_strategy="simple"' if task.entities else "top_k=None"
+    call = 'aggregation_strategy="simple"' if task.entities else "" if task.score_texts else "top_k=None"
     if not adapter:
         return (
             f'```python\nfrom transformers import pipeline\n\nclf = pipeline("{task.pipeline_task}", model="{where}")\n'
-            f"clf({example}, {call})\n```"
+            f"clf({', '.join(a for a in (example, call) if a)})\n```"
         )
     auto = PEFT_AUTO.get(task.peft_task_type, "AutoPeftModel")
     merged = ""
@@ -200,7 +203,7 @@ def _snippet(where: str, task: Task, adapter: bool, recipe: Recipe) -> str:
         f'model = {auto}.from_pretrained(\n    "{where}", num_labels=config.num_labels, '
         f"id2label=config.id2label, label2id=config.label2id{head})\n"
         f'clf = pipeline("{task.pipeline_task}", model=model, {processor})\n'
-        f"clf({example}, {call})\n```" + merged
+        f"clf({', '.join(a for a in (example, call) if a)})\n```" + merged
     )
 
 
@@ -219,6 +222,9 @@ def _training_section(recipe: Recipe, metrics: dict[str, Any], base: str | None)
     if metrics.get("trainable_parameters") and metrics.get("total_parameters"):
         t, n = metrics["trainable_parameters"], metrics["total_parameters"]
         lines.append(f"- Trainable parameters: {t:,} of {n:,} ({100 * t / n:.2f}%)")
+    if metrics.get("trained_modules"):
+        parts = ", ".join(f"`{k}` {v:,}" for k, v in metrics["trained_modules"].items())
+        lines.append(f"- Trained: {parts}")
     if metrics.get("effective_batch_size"):
         lines.append(f"- Effective batch size: {metrics['effective_batch_size']}")
     runtime = (metrics.get("train") or {}).get("train_runtime")
@@ -249,10 +255,11 @@ def _evaluation_section(metrics: dict[str, Any], task: Task) -> str:
     return "## Evaluation\n\n" + "\n".join([head, sep, *rows])
 
 
-def _limitations(recipe: Recipe) -> str:
+def _limitations(recipe: Recipe, task: Task) -> str:
+    kind = "speech recognition" if task.score_texts else recipe.data.problem_type.replace("_", " ")
     return (
         "## Intended use and limitations\n\n"
-        f"Intended for {recipe.data.problem_type.replace('_', ' ')} of inputs like those of the training "
+        f"Intended for {kind} of inputs like those of the training "
         "data above. The figures above were measured on its held-out splits only; expect lower quality on "
         "other domains, languages or label definitions, and check it on your own data before relying on it. "
         "The model inherits the biases of its pretrained base and of the training data; do not use it alone "

@@ -13,7 +13,7 @@ import logging
 from torch import nn
 
 from hf_transfer.strategies import freeze, peft, staged
-from hf_transfer.strategies.base import Hooks, Strategy, count_parameters
+from hf_transfer.strategies.base import Hooks, Strategy, count_parameters, trained_modules
 from hf_transfer.strategies.layers import option_hooks
 
 log = logging.getLogger(__name__)
@@ -47,4 +47,5 @@ def trainer_hooks(model: nn.Module, cfg, args) -> Hooks:
     return hooks
 
 
-__all__ = ["STRATEGIES", "Strategy", "Hooks", "apply_strategy", "trainer_hooks", "count_parameters"]
+__all__ = ["STRATEGIES", "Strategy", "Hooks", "apply_strategy", "trainer_hooks", "count_parameters",
+           "trained_modules"]

@@ -48,9 +48,23 @@ class Hooks:
     domain classifier)."""
 
 
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    def numel(p) -> int:  # DeepSpeed ZeRO-3 leaves an empty local shard; ds_numel is the full size
-        return getattr(p, "ds_numel", None) or p.numel()
+def _numel(p) -> int:  # DeepSpeed ZeRO-3 leaves an empty local shard; ds_numel is the full size
+    return getattr(p, "ds_numel", None) or p.numel()
 
+
+def trained_modules(model: nn.Module, depth: int = 2) -> dict[str, int]:
+    """Trainable parameters per module, named to `depth` levels below the model (PEFT's wrapper levels
+    skipped): which parts trained, e.g. {"model.decoder": 29_000_000} when a Whisper encoder is frozen."""
+    out: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            parts = name.removeprefix("base_model.model.").split(".")
+            key = ".".join(parts[:depth] if len(parts) > depth else parts[:-1] or parts)
+            out[key] = out.get(key, 0) + _numel(p)
+    return out
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    numel = _numel
     trainable = sum(numel(p) for p in model.parameters() if p.requires_grad)
     return trainable, sum(numel(p) for p in model.parameters())

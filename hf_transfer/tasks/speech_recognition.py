@@ -138,6 +138,8 @@ def load_processor(spec: TaskSpec):
         if tok is None:
             tok = load_auto_processor(AutoTokenizer, spec.model, "a tokenizer")  # raises, naming the cause
         _set_language(tok, spec)
+        if tok.pad_token is None:  # pipelines batch only with a padding token: Whisper pads with its eos
+            tok.pad_token = tok.eos_token
         processor = _processor_class(spec)(feature_extractor=fe, tokenizer=tok)
     else:
         if tok is None or not hasattr(tok, "word_delimiter_token"):
