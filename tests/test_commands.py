@@ -153,3 +153,19 @@ def test_evaluate_an_audio_run_on_its_test_file_reproduces_metrics_json(tmp_path
     [found] = evaluate(out, [files["test"]]).values()
     assert found["metrics"] == {k: saved["test"][f"test_{k}"] for k in found["metrics"]}
     assert found["per_class"] == saved["per_class"]["test"]
+
+
+def test_evaluate_a_speech_recognition_run_scores_the_pipelines_transcripts(tmp_path):
+    """Speech recognition: WER / CER of the pipeline's transcripts, as verify scores them."""
+    from tests.tiny_asr import asr_recipe, save_tiny_whisper_asr, write_transcribed_tones
+
+    files = write_transcribed_tones(tmp_path / "data")
+    out = tmp_path / "run"
+    recipe = asr_recipe(save_tiny_whisper_asr(tmp_path / "whisper"), files, out)
+    recipe["verify"] = False
+    finetune(recipe)
+    saved = json.loads((out / "metrics.json").read_text())
+    [found] = evaluate(out, [files["test"]]).values()
+    assert {"wer", "cer"} <= set(found["metrics"]) and found["per_class"] is None
+    assert found["metrics"]["wer"] == pytest.approx(saved["test"]["test_wer"], abs=1e-9)
+    assert found["metrics"]["cer"] == pytest.approx(saved["test"]["test_cer"], abs=1e-9)
