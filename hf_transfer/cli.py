@@ -101,6 +101,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from hf_transfer.shipped import listing
+
+    print("\n".join(listing()))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from hf_transfer.shipped import copy
+
+    print(f"wrote {copy(args.name, args.dest, force=args.force)}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hf_transfer.outputs.evaluate import evaluate, format_results
+
+    results = evaluate(args.output_dir, args.data, batch_size=args.batch_size, device=args.device)
+    print(json.dumps(results, indent=2) if args.json else "\n".join(format_results(results)))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from hf_transfer.outputs.merge import merge
+
+    print(f"merged: {merge(args.output_dir, args.dest, force=args.force)}")
+    return 0
+
+
 def _count(text: str) -> int:
     """An integer >= 1 (argparse type of --top-k, --batch-size)."""
     try:
@@ -145,6 +174,27 @@ def _add_folder_commands(sub) -> None:
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = sub.add_parser("evaluate", help="metrics of a finished run on new labelled data")
+    p.add_argument("output_dir")
+    p.add_argument("data", nargs="+", help="files (csv, json, jsonl, parquet, conll) or image / audio folders, "
+                                           "with the recipe's columns; each is scored on its own")
+    p.add_argument("--batch-size", type=_count, help="default: the recipe's per_device_eval_batch_size")
+    p.add_argument("--device")
+    p.add_argument("--json", action="store_true", help="print JSON, per-class scores and confusion matrices included")
+
+    p = sub.add_parser("merge", help="merge a run's PEFT adapter into a plain model folder")
+    p.add_argument("output_dir")
+    p.add_argument("dest", nargs="?", help="where to write the merged model (default: OUTPUT_DIR/merged)")
+    p.add_argument("--force", action="store_true", help="replace an existing DEST")
+
+
+def _add_shipped_commands(sub) -> None:
+    sub.add_parser("recipes", help="list the recipes and Accelerate configs that come with hf-transfer")
+    p = sub.add_parser("init", help="copy a shipped recipe or Accelerate config to edit")
+    p.add_argument("name", help="a name `hf-transfer recipes` lists, e.g. minilm_drugreview")
+    p.add_argument("dest", nargs="?", help="file or folder to copy to (default: the current folder)")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-transfer", description=__doc__.splitlines()[0])
@@ -177,6 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild assets that already exist")
     p.add_argument("names", nargs="*", help="only these assets (default: all)")
     _add_folder_commands(sub)
+    _add_shipped_commands(sub)
     return parser
 
 
@@ -189,6 +240,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "push": cmd_push,
     "verify": cmd_verify,
     "predict": cmd_predict,
+    "evaluate": cmd_evaluate,
+    "merge": cmd_merge,
+    "recipes": cmd_recipes,
+    "init": cmd_init,
 }
 
 

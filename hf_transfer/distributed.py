@@ -18,7 +18,7 @@ from hf_transfer.errors import DependencyError, OutputError
 
 log = logging.getLogger(__name__)
 
-DEEPSPEED_HINT = "pip install 'hf-transfer[deepspeed]'"
+DEEPSPEED_HINT = "pip install 'hf-transfer-learning[deepspeed]'"
 ZERO3_HINT = "under DeepSpeed ZeRO-3 set zero3_save_16bit_model: true (accelerate_configs/deepspeed_zero3.yaml)"
 
 

@@ -102,6 +102,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
         trainer.loss_is_scaled_for_ga = False  # a per-batch mean: Trainer divides it for accumulation
     trainer.nan_counts = install_nan_guard(model, trainer, recipe.nan_policy)
     trainer.cached_features = features  # None unless the head trained on cached features
+    trainer.class_names = loaded.label_names  # the per-class details of metrics.json name them
     return trainer, splits
 
 
@@ -144,7 +145,7 @@ def _check_merge(trainer, recipe: Recipe) -> None:
     if getattr(recipe.finetune, "merge", False) and is_sharded(trainer):
         raise RecipeError(
             "finetune.merge: not available under DeepSpeed ZeRO-3 or FSDP (no process holds the full "
-            "weights); train without it and merge the saved adapter afterwards (see README)"
+            "weights); train without it and merge the saved adapter afterwards: hf-transfer merge OUTPUT_DIR"
         )
 
 
@@ -203,6 +204,21 @@ def _check_resume(recipe: Recipe, out: Path) -> None:
             )
 
 
+# split evaluated after training -> its metric key prefix (target: domain adaptation's labelled target split)
+FINAL_EVALUATIONS = {"validation": "eval", "test": "test", "target": "target"}
+
+
+def _final_evaluation(trainer, split, prefix: str, task, spec) -> tuple[dict[str, float], dict | None]:
+    """One pass over a split after training: Trainer's metrics (logged as `evaluate()` logs them) and the
+    task's details of the same predictions (classification: per-class scores, confusion matrix)."""
+    from transformers import EvalPrediction
+
+    out = trainer.predict(split, metric_key_prefix=prefix)
+    trainer.log(out.metrics)
+    found = task.details(spec, EvalPrediction(out.predictions, out.label_ids), trainer.class_names)
+    return out.metrics, found
+
+
 def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
     if resume:
         _check_resume(recipe, out)
@@ -224,9 +240,12 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
                                                            loss_before(checkpoint))
     trainable, total = count_parameters(trainer.export_model or trainer.model)
     args = trainer.args
+    task, spec = resolve(recipe)
+    evaluated = {role: _final_evaluation(trainer, splits[role], prefix, task, spec)
+                 for role, prefix in FINAL_EVALUATIONS.items() if role in splits}
     metrics: dict[str, Any] = {
         "train": train_metrics,
-        "validation": trainer.evaluate(splits["validation"], metric_key_prefix="eval"),
+        **{role: scores for role, (scores, _) in evaluated.items()},
         "trainable_parameters": trainable,
         "total_parameters": total,
         "trained_modules": trained_modules(trainer.export_model or trainer.model),
@@ -236,11 +255,10 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
     }
     if trainer.cached_features is not None:
         metrics["cached_features"] = trainer.cached_features
-    if "test" in splits:
-        metrics["test"] = trainer.evaluate(splits["test"], metric_key_prefix="test")
-    if "target" in splits:  # domain adaptation: the target split, when it has labels
-        metrics["target"] = trainer.evaluate(splits["target"], metric_key_prefix="target")
-    collapse = resolve(recipe)[0].diagnose(metrics)
+    per_class = {role: found for role, (_, found) in evaluated.items() if found is not None}
+    if per_class:
+        metrics["per_class"] = per_class
+    collapse = task.diagnose(metrics)
     if collapse is not None:  # also in the card and the transfer report
         metrics["collapse"] = collapse
         log.warning("collapsed predictions (%s): %s", ", ".join(f"{role} {share:.0%} one class"

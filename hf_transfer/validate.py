@@ -108,7 +108,29 @@ def _check_training(data: Any, task) -> dict[str, Any]:
         if key in TRAINING_RANGES and isinstance(out[key], (int, float)) and not isinstance(out[key], bool):
             check_range(out[key], f"training.{key}", **TRAINING_RANGES[key])
     _check_training_steps(out)
+    _check_report_to(out.get("report_to"))
     return out
+
+
+# report_to names that transformers' get_available_reporting_integrations() never lists (Trainer checks them)
+UNLISTED_INTEGRATIONS = ("flyte", "kubeflow")
+
+
+def _check_report_to(value: Any) -> None:
+    """training.report_to: every integration named is one transformers knows and is installed here (a
+    missing one would fail after the model has loaded)."""
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    names = [value] if isinstance(value, str) else list(value or [])
+    installed = get_available_reporting_integrations()
+    for name in (n for n in names if n not in ("none", "all")):
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise RecipeError(f"training.report_to: unknown integration {name!r} (transformers knows: "
+                              f"{', '.join(INTEGRATION_TO_CALLBACK)}, or none / all)")
+        if name not in installed and name not in UNLISTED_INTEGRATIONS:
+            raise RecipeError(f"training.report_to: {name} is not installed here (installed integrations: "
+                              f"{', '.join(installed) or 'none'}); install it or use report_to: none")
 
 
 def _check_choice(value: Any, hint: Any, path: str) -> None:

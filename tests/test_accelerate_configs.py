@@ -33,7 +33,7 @@ EXPECTED = {
     "deepspeed_zero3.yaml": (DistributedType.DEEPSPEED, 2, "bf16", "deepspeed"),
     "fsdp.yaml": (DistributedType.FSDP, 2, "bf16", "torchrun"),
 }
-needs_deepspeed = pytest.mark.skipif(not installed("deepspeed"), reason="deepspeed not installed (pip install 'hf-transfer[deepspeed]')")
+needs_deepspeed = pytest.mark.skipif(not installed("deepspeed"), reason="deepspeed not installed (pip install 'hf-transfer-learning[deepspeed]')")
 
 
 def launch_env(config: Path) -> tuple[object, str, dict[str, str]]:

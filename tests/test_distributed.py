@@ -152,7 +152,7 @@ def test_missing_deepspeed_is_one_line(monkeypatch, tiny_bert, sentiment_files, 
     monkeypatch.setattr(distributed, "installed", lambda name: False)
     recipe = text_recipe(tiny_bert, sentiment_files, tmp_path / "out")
     recipe["training"]["deepspeed"] = "ds.json"
-    with pytest.raises(DependencyError, match=r"^training.deepspeed asks for DeepSpeed, .*hf-transfer\[deepspeed\]"):
+    with pytest.raises(DependencyError, match=r"^training.deepspeed asks for DeepSpeed, .*hf-transfer-learning\[deepspeed\]"):
         finetune(recipe)
     recipe["training"].pop("deepspeed")
     path = tmp_path / "r.yaml"
@@ -161,7 +161,7 @@ def test_missing_deepspeed_is_one_line(monkeypatch, tiny_bert, sentiment_files, 
     assert main(["finetune", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["hf-transfer: error: the launcher's Accelerate config (distributed_type: DEEPSPEED) "
-                   "asks for DeepSpeed, which is not installed: pip install 'hf-transfer[deepspeed]'"]
+                   "asks for DeepSpeed, which is not installed: pip install 'hf-transfer-learning[deepspeed]'"]
     assert not (tmp_path / "out").exists()  # failed before anything was written
 
 

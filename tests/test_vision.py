@@ -1,6 +1,7 @@
 """Vision modality on tiny timm and transformers models built in code: 2 training steps per run."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,109 @@ def test_timm_run_saves_a_timm_folder_that_reloads(tiny_resnet, images, tmp_path
     assert result.trainer.args.remove_unused_columns is False
     probes = probe_images()
     assert timm_reloaded_labels(out, probes) == in_memory_labels(result, probes)
+
+
+def in_memory_top(result, images) -> list[tuple[str, float]]:
+    """(top label, its softmax score) the trained model, still in memory, gives each probe image."""
+    batch = vision_data.collate([{"pixel_values": x, "labels": 0} for x in vision_data.eval_transform(
+        result.trainer.processing_class)([im.convert("RGB") for im in images])])
+    with torch.no_grad():
+        probs = result.trainer.model.eval()(pixel_values=batch["pixel_values"]).logits.softmax(-1)
+    return [(CLASSES[int(i)], float(p)) for p, i in zip(*probs.max(-1))]
+
+
+def test_timm_run_is_a_hub_model_that_pipeline_predict_verify_and_the_card_load(tiny_resnet, images, tmp_path,
+                                                                               monkeypatch):
+    """A timm run loads in transformers' pipeline (TimmWrapperForImageClassification) with the trained
+    model's top label and score, passes the round-trip check, predicts, and has an image card."""
+    from huggingface_hub import ModelCard
+    from transformers import pipeline
+
+    from hf_transfer.outputs.evaluate import evaluate
+    from hf_transfer.outputs.hub import push
+    from hf_transfer.outputs.predict import predict
+    from tests.test_hub import FakeHub
+    from hf_transfer.outputs.verify import verify
+
+    out = tmp_path / "out"
+    result = finetune(vision_recipe(tiny_resnet, images, out))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model_type"] == "timm_wrapper" and cfg["architectures"] == ["TimmWrapperForImageClassification"]
+    assert "num_classes" not in cfg["model_args"] and cfg["problem_type"] == "single_label_classification"
+    probes = probe_images()
+    clf = pipeline("image-classification", model=str(out), device="cpu")
+    assert type(clf.model).__name__ == "TimmWrapperForImageClassification"
+    got = [(r[0]["label"], r[0]["score"]) for r in clf(probes, top_k=1)]
+    expected = in_memory_top(result, probes)
+    assert [g[0] for g in got] == [e[0] for e in expected]
+    assert [g[1] for g in got] == pytest.approx([e[1] for e in expected], abs=1e-6)
+    assert len({g[1] for g in got}) > 1  # the scores vary with the image: the trained head, not a uniform one
+    checked = verify(out)
+    assert checked.loader == "transformers.pipeline" and set(checked.compared) == {"validation", "test"}
+    probe_file = tmp_path / "probe.png"
+    probes[0].save(probe_file)
+    _, [[top]] = predict(out, [str(probe_file)])
+    assert (top["label"], top["score"]) == pytest.approx(expected[0], abs=1e-6)
+    saved = json.loads((out / "metrics.json").read_text())
+    test_folder = Path(images["test"]).parent
+    one_class = tmp_path / "only-vertical" / "vertical"  # ClassLabel id 0 here, label id 2 in the model
+    shutil.copytree(test_folder / "vertical", one_class)
+    found = evaluate(out, [str(test_folder), str(one_class.parent)])
+    assert found[str(test_folder)]["metrics"] == {k.removeprefix("test_"): v for k, v in saved["test"].items()
+                                                  if k.removeprefix("test_") in found[str(test_folder)]["metrics"]}
+    assert found[str(test_folder)]["per_class"] == saved["per_class"]["test"]
+    assert {n: c["support"] for n, c in found[str(one_class.parent)]["per_class"]["per_class"].items()} == {
+        "horizontal": 0, "plain": 0, "vertical": 4}
+    card = ModelCard.load(out / "README.md")
+    assert card.data.pipeline_tag == "image-classification" and card.data.library_name == "transformers"
+    assert "| 1 | plain |" in card.text and 'pipeline("image-classification"' in card.text
+    assert "regression" not in card.text
+    hub = FakeHub().install(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_SENTINELtoken0123456789abcdefABCDEF")
+    push(out, "me/tiny-timm")
+    [sent] = hub.uploads
+    assert {"config.json", "model.safetensors", "README.md"} <= set(sent["files"])
+    assert ModelCard(sent["files"]["README.md"].decode()).data.pipeline_tag == "image-classification"
+
+
+def test_hub_user_logits_hold_every_label_of_an_image_model_with_more_than_five(tmp_path):
+    """The image-classification pipeline answers 5 labels unless told top_k: the round trip asks for all."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor, pipeline
+
+    from hf_transfer.outputs.hubuser import logits
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                       intermediate_size=64, num_labels=7)
+    model = ViTForImageClassification(config).eval()
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path)
+    clf = pipeline("image-classification", model=str(tmp_path), device="cpu")
+    probes = [im.convert("RGB") for im in probe_images()[:3]]
+    with torch.no_grad():
+        expected = model(**clf.image_processor(probes, return_tensors="pt")).logits.numpy()
+    got = logits(clf, probes, batch_size=3)
+    assert got.shape == (3, 7) and got == pytest.approx(expected, abs=1e-5)
+
+
+def test_timm_folder_of_an_older_version_still_predicts_and_verifies(tiny_resnet, images, tmp_path):
+    """A timm folder written before the TimmWrapper config (timm's own config.json: no model_type,
+    `num_classes` in model_args) still loads in `predict` and `verify`."""
+    from hf_transfer.outputs.predict import predict
+    from hf_transfer.outputs.verify import verify
+
+    out = tmp_path / "out"
+    finetune(vision_recipe(tiny_resnet, images, out))
+    cfg = json.loads((out / "config.json").read_text())
+    old = {k: v for k, v in cfg.items() if k not in ("model_type", "architectures", "problem_type",
+                                                     "transformers_version", "initializer_range", "do_pooling")}
+    old["model_args"] = {**cfg["model_args"], "num_classes": 3}
+    (out / "config.json").write_text(json.dumps(old))
+    probe_file = tmp_path / "probe.png"
+    probe_images()[0].save(probe_file)
+    _, [[top]] = predict(out, [str(probe_file)])
+    assert top["label"] in CLASSES
+    assert set(verify(out).compared) == {"validation", "test"}
 
 
 def test_transformers_run_reloads_with_pipeline(tiny_vit, images, tmp_path):

@@ -165,7 +165,7 @@ def _intro(recipe: Recipe, adapter: bool, task: Task, base: str | None) -> str:
 def _labels_section(config: dict[str, Any], recipe: Recipe, task: Task) -> str:
     if task.score_texts:
         return "## Output\n\nA transcript per clip (scored as WER / CER on normalised text)."
-    id2label = config.get("id2label") or {}
+    id2label = config.get("id2label") or dict(enumerate(config.get("label_names") or []))  # timm: label_names
     if recipe.data.problem_type == "regression" or not id2label:
         return "## Output\n\nOne regression score per input."
     rows = "\n".join(f"| {i} | {label} |" for i, label in sorted(id2label.items(), key=lambda kv: int(kv[0])))

@@ -65,6 +65,22 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else err.__class__.__name__
 
 
+def load_config(folder: Path):
+    """The folder's transformers config. A timm folder from an older hf-transfer (timm's own config.json, which
+    transformers reads as a TimmWrapperConfig) names `num_classes` in `model_args` too, which
+    TimmWrapperForImageClassification would pass to timm twice: read without it."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+    except Exception as err:  # noqa: BLE001 - a corrupt or unknown config fails in many types
+        raise FolderError(f"{folder}/config.json: AutoConfig.from_pretrained failed: {_first_line(err)}") from None
+    model_args = getattr(config, "model_args", None)
+    if isinstance(model_args, dict) and "num_classes" in model_args:
+        config.model_args = {k: v for k, v in model_args.items() if k != "num_classes"} or None
+    return config
+
+
 def _autos(task: dict) -> list[str]:
     return task.get("autos") or [task["auto"]]
 
@@ -82,8 +98,9 @@ def load_full_model(folder: Path, task: dict):
     import transformers
 
     auto = getattr(transformers, auto_class_name(folder, task))
+    config = load_config(folder)
     try:  # safetensors only: a folder that holds pickled weights alone is not unpickled here
-        model, info = auto.from_pretrained(str(folder), output_loading_info=True, use_safetensors=True)
+        model, info = auto.from_pretrained(str(folder), config=config, output_loading_info=True, use_safetensors=True)
     except Exception as err:  # noqa: BLE001 - a corrupt or truncated file fails in many types
         raise FolderError(f"{folder}: {auto.__name__}.from_pretrained failed: {_first_line(err)}") from None
     missing = sorted(info.get("missing_keys") or [])
@@ -264,11 +281,15 @@ def logits(pipe, inputs: list, batch_size: int, **call_kwargs):
     import numpy as np
 
     index = {label: int(i) for i, label in pipe.model.config.id2label.items()}
-    rows = pipe(inputs, batch_size=batch_size, top_k=None, function_to_apply="none", **call_kwargs)
-    out = np.zeros((len(inputs), len(index)), dtype=np.float32)
+    # every label's score: top_k=None means "the default 5" to the image-classification pipeline
+    rows = pipe(inputs, batch_size=batch_size, top_k=len(index), function_to_apply="none", **call_kwargs)
+    out = np.full((len(inputs), len(index)), np.nan, dtype=np.float32)
     for r, row in enumerate(rows):
-        for item in row:
+        for item in row if isinstance(row, list) else [row]:
             out[r, index[item["label"]]] = item["score"]
+    if np.isnan(out).any():
+        raise FolderError(f"the {pipe.task} pipeline scored {int((~np.isnan(out[0])).sum())} of {len(index)} labels; "
+                          "the metrics need them all")
     return out
 
 
@@ -301,7 +322,7 @@ def transcripts(pipe, inputs: list, batch_size: int, **call_kwargs) -> list[str]
     return [row["text"] for row in pipe(inputs, batch_size=batch_size, **call_kwargs)]
 
 
-def _as_input(value):
+def as_input(value):
     """An audio value {raw, sampling_rate} comes back from the saved dataset as a list: an array again."""
     if isinstance(value, dict) and "raw" in value:
         import numpy as np
@@ -321,7 +342,7 @@ def main(spec_path: str) -> int:
         pipe = load_pipeline(folder, spec["task"], spec.get("device"), spec.get("expected_labels"))
         loader = loader_name(folder, spec["task"])
         for role, path in spec["splits"].items():
-            inputs = [_as_input(x) for x in datasets.load_from_disk(path)["inputs"]]
+            inputs = [as_input(x) for x in datasets.load_from_disk(path)["inputs"]]
             mode = spec["task"].get("mode")
             if mode == "texts":
                 texts = transcripts(pipe, inputs, spec["batch_size"], **spec["call_kwargs"])

@@ -22,7 +22,7 @@ from hf_transfer.tasks.inputs import at_rate
 READERS = {task.pipeline_task: task.read_inputs for task in TASKS.values()}
 
 
-def _task(out: Path):
+def task_of_folder(out: Path):
     """(task record, its spec or None) of a saved folder."""
     read_json(out / "config.json")  # a folder without one is no model: say so first
     if (out / "recipe.yaml").is_file():
@@ -39,7 +39,7 @@ def predict(out_dir: str | Path, inputs: list[str], top_k: int = 1, batch_size: 
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise HfTransferError(f"predict: {key} must be an integer >= 1, got {value!r}")
     try:
-        task, spec = _task(out)
+        task, spec = task_of_folder(out)
         items = task.read_inputs(inputs)
         if not items:
             raise HfTransferError("predict: no inputs")

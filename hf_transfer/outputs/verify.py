@@ -66,7 +66,7 @@ def hub_user_task(task: Task) -> dict[str, Any]:
             "peft": task.peft_task_type, "mode": mode}
 
 
-def _labels(ds):
+def label_array(ds):
     """The label array the Trainer's evaluation saw: integer labels stay int64, floats (and lists of
     floats) become float32, as the collators' torch.tensor makes them."""
     import numpy as np
@@ -75,7 +75,7 @@ def _labels(ds):
     return labels.astype(np.int64) if np.issubdtype(labels.dtype, np.integer) else labels.astype(np.float32)
 
 
-def _word_labels(ds, logits):
+def word_label_array(ds, logits):
     """Word-level labels (token classification) as an array shaped like the per-word logits: padded with
     -100, and -100 where the Hub-user side found no sub-token (words cut by truncation: training's
     evaluation did not score them either)."""
@@ -183,7 +183,7 @@ def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.
         if task.score_texts:
             reloaded = task.score_texts(spec)(list(splits[role]["labels"]), texts[role])
         else:
-            labels = _word_labels(splits[role], logits[role]) if task.entities else _labels(splits[role])
+            labels = word_label_array(splits[role], logits[role]) if task.entities else label_array(splits[role])
             reloaded = compute(EvalPrediction(predictions=logits[role], label_ids=labels))
         try:
             result.compared[role] = compare(metrics[role], reloaded, SPLITS[role], tolerance)

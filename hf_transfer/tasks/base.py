@@ -95,11 +95,15 @@ class Task:
     objectives: tuple[str, ...] = ()
     """Recipe objectives the task supports: `class_weights`, `distill`, `domain` (others are refused)."""
     diagnose: Callable[[dict], dict | None] = _none
+    """metrics.json -> a warning about the run (classification: collapsed predictions), or None."""
     generates: bool = False
     """Evaluation may generate (encoder-decoder models): `training` is checked against and built as
     Seq2SeqTrainingArguments (predict_with_generate, generation_max_length, generation_num_beams) and
     encoder-decoder models train with Seq2SeqTrainer."""
-    """metrics.json -> a warning about the run (classification: collapsed predictions), or None."""
+    details: Callable[[TaskSpec, Any, list[str] | None], dict | None] = _none
+    """(spec, EvalPrediction of a split after training, label names) -> what metrics.json keeps of that split
+    beyond the scalar metrics, under `per_class` (classification: precision / recall / F1 / support per
+    class and the confusion matrix), or None."""
 
     # what a Hub user sees
     pipeline_task: str = ""
@@ -140,6 +144,7 @@ class Task:
 NO_LOSS: Callable[[TaskSpec], None] = _none
 NO_SAVE: Callable[[Any, TaskSpec, Any], bool] = _never
 DETERMINISTIC: Callable[[TaskSpec], bool] = _never
+NO_DETAILS: Callable[[TaskSpec, Any, Any], None] = _none
 
 
 def arguments_class(task: Task) -> type:

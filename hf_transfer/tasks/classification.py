@@ -227,6 +227,37 @@ def compute_metrics_fn(problem_type: str) -> Callable[[Any], dict[str, float]]:
     return compute
 
 
+def class_details(problem_type: str, logits, refs: np.ndarray, label_names: list[str] | None) -> dict | None:
+    """Per-class precision / recall / F1 / support and the confusion matrix (single-label: rows are the true
+    class, columns the predicted one; multi-label: one [[tn, fp], [fn, tp]] per label), label names in
+    label-id order. None for regression."""
+    from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix, precision_recall_fscore_support
+
+    if problem_type == "regression":
+        return None
+    logits, refs = np.asarray(logits), np.asarray(refs)
+    ids = list(range(logits.shape[-1]))
+    names = [str(n) for n in label_names] if label_names else [str(i) for i in ids]
+    if problem_type == "multi_label_classification":
+        preds, refs = (logits > 0).astype(int), refs.astype(int)
+        matrix, layout = multilabel_confusion_matrix(refs, preds), "per label: [[tn, fp], [fn, tp]]"
+    else:
+        preds, refs = logits.argmax(-1), refs.astype(int)
+        matrix, layout = confusion_matrix(refs, preds, labels=ids), "rows: true label, columns: predicted label"
+    p, r, f, n = precision_recall_fscore_support(refs, preds, labels=ids, average=None, zero_division=0)
+    return {
+        "per_class": {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(n[i])}
+                      for i, name in enumerate(names)},
+        "confusion_matrix": {"labels": names, "layout": layout, "matrix": matrix.tolist()},
+    }
+
+
+def details(spec: TaskSpec, pred, label_names: list[str] | None) -> dict | None:
+    """The task record's `details`: class_details of a split's final evaluation."""
+    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    return class_details(spec.data.problem_type, logits, pred.label_ids, label_names)
+
+
 def best_metric_of(problem_type: str) -> tuple[str, bool]:
     """(metric_for_best_model, greater_is_better) by problem type."""
     return {
@@ -319,7 +350,7 @@ def task(**fields: Any) -> Task:
     """A classification task record: the modality's functions in `fields`, the classification parts here."""
     shared = dict(
         labeler=labeler, compute_metrics=compute_metrics, best_metric=best_metric, metric_names=METRIC_NAMES,
-        baselines={"majority": majority}, save=NO_SAVE, diagnose=diagnose,
+        baselines={"majority": majority}, save=NO_SAVE, diagnose=diagnose, details=details,
         objectives=("class_weights", "distill", "domain"),
     )
     return Task(**{**shared, **fields})

@@ -156,7 +156,7 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else err.__class__.__name__
 
 
-def _require_columns(ds, split: str, wanted: list[tuple[str, str]]) -> None:
+def require_columns(ds, split: str, wanted: list[tuple[str, str]]) -> None:
     """`wanted`: (recipe key, e.g. data.text_column; the column it names)."""
     for key, col in wanted:
         if col not in ds.column_names:
@@ -184,7 +184,7 @@ def load_data(
     if cfg.test_split and cfg.test_split not in raw:
         log.warning("data.test_split %r not in dataset; no test evaluation", cfg.test_split)
     for role, split in present.items():
-        _require_columns(raw[split], split, labeler.columns + list(input_columns.items()))
+        require_columns(raw[split], split, labeler.columns + list(input_columns.items()))
     label_names = labeler.names(raw[cfg.train_split])
     splits = {role: labeler.encode(raw[split], label_names, split) for role, split in present.items()}
     if fold is not None:

@@ -5,7 +5,10 @@ The recipe's `vision:` section (VisionConfig) holds its options; `vision.library
 - `timm`: `timm.create_model(name, pretrained=..., num_classes=K)` for a Hub id (`timm/resnet50.a1_in1k`),
   a timm model name, or a local folder in timm's format (config.json + model.safetensors). Preprocessing
   comes from the model's pretrained data config (`resolve_data_config` / `create_transform`). The result
-  is saved in timm's own format, so `timm.create_model("local-dir:" + folder, pretrained=True)` reloads it.
+  is saved as timm saves Hub models (`save_for_hf`: timm's state_dict keys, the data config) with a
+  config.json that is also transformers' `TimmWrapperConfig` (`model_type: timm_wrapper`, `architectures`,
+  the labels, `problem_type`), so both `timm.create_model("local-dir:" + folder, pretrained=True)` and
+  `pipeline("image-classification", model=folder)` (TimmWrapperForImageClassification) reload it.
 - `transformers`: `AutoModelForImageClassification` + `AutoImageProcessor`; the result reloads with
   `pipeline("image-classification", model=folder)`.
 
@@ -16,6 +19,7 @@ transforms and batches are in `images.py`.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -197,7 +201,8 @@ def _resize_processor(proc, size: int) -> None:
 
 
 def save(trainer, spec: TaskSpec, out: Path) -> bool:
-    """timm models: write timm's own folder (LoRA merged in). False: let the default save run."""
+    """timm models: write timm's Hub folder (LoRA merged in) that transformers loads too. False: let the
+    default save run."""
     if spec.options.library != "timm":
         return False
     if not trainer.is_world_process_zero():
@@ -215,7 +220,23 @@ def save(trainer, spec: TaskSpec, out: Path) -> bool:
         safe_serialization=True,
         data_config=data_config(trainer.processing_class),
     )
+    write_timm_wrapper_config(out, spec.data.problem_type)
     return True
+
+
+def write_timm_wrapper_config(folder: Path, problem_type: str) -> None:
+    """Rewrite timm's config.json through transformers' TimmWrapperConfig, which keeps timm's keys
+    (architecture, num_classes, label_names, pretrained_cfg) and adds what transformers needs: model_type,
+    the head class in `architectures` and `problem_type` (the pipeline's sigmoid or softmax). timm's
+    `model_args.num_classes` goes: TimmWrapperForImageClassification passes the label count itself."""
+    from transformers import TimmWrapperConfig
+
+    path = Path(folder) / "config.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw.get("model_args", {}).pop("num_classes", None)
+    config = TimmWrapperConfig.from_dict(raw, problem_type=problem_type,
+                                         architectures=["TimmWrapperForImageClassification"])
+    config.save_pretrained(folder)
 
 
 def verify_inputs(spec: TaskSpec, split, processor=None):

@@ -1,19 +1,14 @@
-"""Evaluation metrics through `evaluate`, with an offline path.
+"""Evaluation metrics: one implementation, computed locally with scikit-learn, SciPy, seqeval and jiwer.
 
-`evaluate.load("accuracy")` fetches the metric's script from the Hugging Face Hub. When the Hub
-is unreachable (always, offline), the same metric is computed with the scikit-learn / SciPy
-function that evaluate's own module calls, so figures agree with either path.
+These are the functions that `evaluate`'s metric modules (evaluate-metric/accuracy, f1, precision,
+recall, mse, pearsonr, spearmanr, seqeval, wer, cer) call, with the same arguments, so figures match the Hub's
+metric cards; the names below are those modules' names. Nothing is fetched from the Hub and no metric
+script is run: the same figures online and offline.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from functools import cache
 from typing import Callable
-
-
-log = logging.getLogger(__name__)
 
 
 def _sk_accuracy(predictions, references, **kw):
@@ -75,8 +70,8 @@ def _jiwer(name: str):
     return fn
 
 
-# Metric name on the Hub (evaluate-metric/<name>) -> offline implementation.
-OFFLINE_METRICS: dict[str, Callable[..., dict[str, float]]] = {
+# Metric name (as evaluate-metric/<name> on the Hub) -> its implementation.
+METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "accuracy": _sk_accuracy,
     "f1": _sk_prf("f1"),
     "precision": _sk_prf("precision"),
@@ -90,23 +85,9 @@ OFFLINE_METRICS: dict[str, Callable[..., dict[str, float]]] = {
 }
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or os.environ.get(
-        "HF_EVALUATE_OFFLINE", "0"
-    ).lower() in ("1", "true", "yes")
-
-
-@cache
 def metric(name: str) -> Callable[..., dict[str, float]]:
     """`compute(predictions=..., references=..., **kwargs)` for `name`."""
-    if not _offline():
-        try:
-            import evaluate
-
-            return evaluate.load(name).compute
-        except Exception as err:  # Hub unreachable or module broken: use the local twin
-            log.info("evaluate.load(%r) unavailable (%s); computing it locally", name, err.__class__.__name__)
-    return OFFLINE_METRICS[name]
+    return METRICS[name]
 
 
 def compute(name: str, preds, refs, out_key: str | None = None, **kw) -> dict[str, float]:

@@ -32,7 +32,7 @@ from hf_transfer.errors import DataError
 from hf_transfer.recipe.schema import TaskConfig
 from hf_transfer.recipe.typed import check_value
 from hf_transfer.recipe.yaml import read_recipe_file
-from hf_transfer.tasks.base import Labeler, Task, TaskSpec
+from hf_transfer.tasks.base import NO_DETAILS, Labeler, Task, TaskSpec
 from hf_transfer.tasks.classification import score
 
 log = logging.getLogger(__name__)
@@ -280,6 +280,7 @@ def specialise(single: Task, tasks, metric: str | None) -> Task:
         best_metric=lambda spec: best,
         save=lambda trainer, spec, out: save(trainer, tasks, out),
         baselines={},
+        details=NO_DETAILS,
         verify_inputs=None,
         verify_after_training=False,
     )

@@ -1,0 +1,137 @@
+"""`hf-transfer evaluate OUTPUT_DIR DATA...`: the metrics of a finished run on new labelled data.
+
+Each DATA is one file (csv, json / jsonl, parquet, conll) or a folder (imagefolder for image runs,
+audiofolder for audio runs: one sub-folder per class), scored on its own. Its columns are the ones the
+run's recipe names (text / image / audio column, label column). Labels are matched by name against the
+saved model's labels (`config.json`), so new data may hold fewer classes or number them its own way; a
+label the model does not know ends in one line naming it. The folder loads exactly as `predict` and
+`verify` load it (hubuser.load_pipeline, a Hub user's path), the inputs go through the pipeline as in
+`verify`, and the scores are the task record's own metrics (`compute_metrics`, or `score_texts` on the
+pipeline's transcripts for speech recognition) plus its per-class details (`details`): the same figures
+as the run's metrics.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from hf_transfer.errors import HfTransferError
+from hf_transfer.folder import RECIPE, require_finished
+from hf_transfer.outputs.hubuser import (
+    FolderError, as_input, load_config, load_pipeline, logits, transcripts, word_logits,
+)
+from hf_transfer.outputs.verify import hub_user_task, label_array, word_label_array
+from hf_transfer.tasks import resolve
+from hf_transfer.tasks.data import load_raw, require_columns
+from hf_transfer.validate import load_recipe
+
+# file suffix -> datasets loader (a folder: the modality's folder loader)
+LOADERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".conll": "conll"}
+FOLDER_LOADERS = {"vision": "imagefolder", "speech": "audiofolder"}
+
+
+def _data_config(recipe, task, path: Path):
+    """The recipe's data section pointed at one DATA file or folder, as split `path`."""
+    if path.is_dir():
+        loader = FOLDER_LOADERS.get(task.modality)
+        if loader is None:
+            raise HfTransferError(f"evaluate: {path} is a folder; a {task.name} run reads files "
+                                  f"({', '.join(sorted(LOADERS))})")
+        files = str(path / "**")
+    elif path.is_file():
+        loader = LOADERS.get(path.suffix.lower(), recipe.data.path)
+        if loader not in LOADERS.values():
+            raise HfTransferError(f"evaluate: {path}: unknown file type {path.suffix!r} "
+                                  f"(expected {', '.join(sorted(LOADERS))})")
+        files = str(path)
+    else:
+        raise HfTransferError(f"evaluate: data not found: {path}")
+    return dataclasses.replace(recipe.data, path=loader, name=None, data_files={"evaluate": files})
+
+
+def _read_folder(cfg, path: Path):
+    """An image / audio folder, labelled by its sub-folders even when it holds one class (datasets drops
+    the label column of a single-class folder unless told `drop_labels=False`)."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(cfg.path, data_files=cfg.data_files, drop_labels=False)["evaluate"]
+    except Exception as err:  # noqa: BLE001 - the folder readers fail in many types
+        text = (str(err).strip().splitlines() or [err.__class__.__name__])[0]
+        raise HfTransferError(f"evaluate: cannot read {path} as {cfg.path}: {text}") from None
+
+
+def _named_labels(ds, columns: list[str]):
+    """ClassLabel columns (or lists of ClassLabels) as their names: new data numbers its classes its own
+    way, and the model's labels are matched by name."""
+    for col in columns:
+        feature = ds.features[col]
+        names = getattr(feature, "names", None)
+        inner = getattr(getattr(feature, "feature", None), "names", None)
+        if names:
+            values = [names[i] for i in ds[col]]
+        elif inner:
+            values = [[inner[i] for i in row] for row in ds[col]]
+        else:
+            continue
+        ds = ds.remove_columns(col).add_column(col, values)
+    return ds
+
+
+def _split(recipe, task, spec, path: Path, label_names):
+    """One DATA argument as a labelled split (a `labels` column, as training's splits have)."""
+    cfg = _data_config(recipe, task, path)
+    raw = _read_folder(cfg, path) if path.is_dir() else load_raw(cfg)["evaluate"]
+    labeler = task.labeler(dataclasses.replace(spec, data=cfg))
+    require_columns(raw, str(path), labeler.columns + list(task.input_columns(spec).items()))
+    raw = _named_labels(raw, [col for _, col in labeler.columns])
+    return labeler.encode(raw, label_names, str(path))
+
+
+def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None,
+             device: str | None = None) -> dict[str, dict[str, Any]]:
+    """{DATA: {"metrics": {name: value}, "per_class": task details or None}} for each DATA argument."""
+    from transformers import EvalPrediction
+
+    out = Path(out_dir)
+    require_finished(out, HfTransferError, why=" (evaluate reads its recipe.yaml and model)")
+    recipe = load_recipe(out / RECIPE)
+    task, spec = resolve(recipe)
+    if task.verify_inputs is None:
+        raise HfTransferError(f"evaluate: task {task.name} of {out} has no pipeline to evaluate through")
+    hub_task = hub_user_task(task)
+    try:  # the labels first: bad data is refused before the model loads
+        id2label = {int(k): v for k, v in load_config(out).id2label.items()}
+    except FolderError as err:
+        raise HfTransferError(f"evaluate: {err}") from None
+    label_names = None if spec.data.problem_type == "regression" else [id2label[i] for i in sorted(id2label)]
+    splits = {item: _split(recipe, task, spec, Path(item), label_names) for item in data}
+    try:
+        pipe = load_pipeline(out, hub_task, device)
+    except FolderError as err:
+        raise HfTransferError(f"evaluate: {err}") from None
+    batch = batch_size or int(recipe.training.get("per_device_eval_batch_size", 8))
+    compute = task.compute_metrics(spec)
+    processor = getattr(pipe, hub_task["processor"])  # the folder's own, as the pipeline loaded it
+    results = {}
+    for item, split in splits.items():
+        inputs = [as_input(x) for x in task.verify_inputs(spec, split, processor)["inputs"]]
+        if task.score_texts:  # speech recognition: the pipeline's transcripts against the references
+            texts = transcripts(pipe, inputs, batch, **task.pipeline_kwargs(spec))
+            results[item] = {"metrics": task.score_texts(spec)(list(split["labels"]), texts), "per_class": None}
+            continue
+        read = word_logits if task.entities else logits
+        scores = read(pipe, inputs, batch, **task.pipeline_kwargs(spec))
+        labels = word_label_array(split, scores) if task.entities else label_array(split)
+        pred = EvalPrediction(predictions=scores, label_ids=labels)
+        results[item] = {"metrics": compute(pred), "per_class": task.details(spec, pred, label_names)}
+    return results
+
+
+def format_results(results: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per DATA argument: its scalar metrics (per-class details only with --json)."""
+    return [f"{item}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                    for k, v in found["metrics"].items())
+            for item, found in results.items()]
