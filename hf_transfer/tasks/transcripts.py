@@ -3,8 +3,8 @@
 Scores are computed on normalised text (`speech.normalize`): `english` is Whisper's English normaliser
 (transformers' `EnglishTextNormalizer`: lower case, punctuation and fillers dropped, spellings and
 numbers unified, "two hundred fifty" and "250" alike), `basic` Whisper's language-independent one, `none`
-the text as it is. WER and CER are evaluate's `wer` / `cer` (jiwer underneath; the same jiwer
-computation offline, tasks/metrics.py): corpus rates, all errors over all reference words (characters).
+the text as it is. WER and CER are computed as evaluate's `wer` / `cer` modules compute them (jiwer; the same
+computation, tasks/metrics.py): corpus rates, all errors over all reference words (characters).
 """
 
 from __future__ import annotations
@@ -44,12 +44,7 @@ def error_rates(references: list[str], hypotheses: list[str], normalize: Callabl
     refs, hyps = [r for r, _ in kept], [h for _, h in kept]
     wer = metric("wer")(predictions=hyps, references=refs)
     cer = metric("cer")(predictions=hyps, references=refs)
-    return {"wer": float(_value(wer, "wer")), "cer": float(_value(cer, "cer"))} | counts
-
-
-def _value(result, key: str) -> float:
-    """evaluate's wer / cer return a float; the offline twins a {key: float} mapping."""
-    return result[key] if isinstance(result, dict) else result
+    return {"wer": wer["wer"], "cer": cer["cer"]} | counts
 
 
 # --------------------------------------------------------------------------- CTC vocabulary
