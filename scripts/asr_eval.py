@@ -1,5 +1,8 @@
 """WER / CER of speech recognisers on a csv of clips: `asr_eval.py --data CSV [--max-length N] NAME=FOLDER ...`.
 
+`--short S` feeds a Whisper folder S seconds of input instead of its saved length (the encoder's position
+table cut, as `speech.max_duration` does in training): to measure what the shortened input costs.
+
 Each folder loads with `transformers.pipeline("automatic-speech-recognition")` as a Hub user would; clips
 (column `audio`, paths relative to the csv) are decoded with soundfile at the model's rate, transcripts
 (column `text`) and outputs scored after Whisper's English normaliser, as the speech-recognition task does.
@@ -12,14 +15,27 @@ import sys
 import time
 from pathlib import Path
 
-from hf_transfer.tasks.audio import load_audio
+from hf_transfer.tasks.audio import load_audio, shorten_whisper_input
 from hf_transfer.tasks.transcripts import error_rates, normalizer
 
 
-def evaluate(folder: str, rows: list[dict], base: Path, max_length: int, batch_size: int) -> dict:
-    from transformers import AutoTokenizer, pipeline
+def load(folder: str, short: float | None):
+    from transformers import AutoFeatureExtractor, AutoModelForSpeechSeq2Seq, AutoTokenizer, pipeline
 
-    pipe = pipeline("automatic-speech-recognition", model=folder, device="cpu")
+    if not short:
+        return pipeline("automatic-speech-recognition", model=folder, device="cpu")
+    fe = AutoFeatureExtractor.from_pretrained(folder, chunk_length=int(short))
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(folder)
+    shorten_whisper_input(model.model, fe.nb_max_frames // 2)
+    return pipeline("automatic-speech-recognition", model=model, feature_extractor=fe,
+                    tokenizer=AutoTokenizer.from_pretrained(folder), device="cpu")
+
+
+def evaluate(folder: str, rows: list[dict], base: Path, max_length: int, batch_size: int,
+             short: float | None = None) -> dict:
+    from transformers import AutoTokenizer
+
+    pipe = load(folder, short)
     rate = pipe.feature_extractor.sampling_rate
     clips = [{"raw": load_audio(r["audio"], rate, [base]), "sampling_rate": rate} for r in rows]
     kwargs = {"generate_kwargs": {"max_length": max_length}} if pipe.type.startswith("seq2seq") else {}
@@ -36,15 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=48, help="generation max_length (Whisper)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--show", action="store_true", help="print every transcript")
+    parser.add_argument("--limit", type=int, help="the first N clips only")
+    parser.add_argument("--short", type=float, help="Whisper: feed this many seconds instead of the saved input")
     args = parser.parse_args(argv)
     data = Path(args.data)
     if not data.is_file():
         sys.exit(f"asr_eval: {data} not found (run `make assets-asr`)")
-    rows = list(csv.DictReader(data.open(encoding="utf-8")))
+    rows = list(csv.DictReader(data.open(encoding="utf-8")))[: args.limit]
     print(f"\n{data} ({len(rows)} clips)\n{'model':28}{'WER':>8}{'CER':>8}{'seconds':>9}")
     for item in args.models:
         name, _, folder = item.partition("=")
-        result = evaluate(folder or name, rows, data.parent, args.max_length, args.batch_size)
+        result = evaluate(folder or name, rows, data.parent, args.max_length, args.batch_size, args.short)
         print(f"{name:28}{result['wer']:8.3f}{result['cer']:8.3f}{result['seconds']:9.1f}")
         if args.show:
             for row, text in zip(rows, result["texts"]):
