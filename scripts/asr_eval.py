@@ -3,7 +3,8 @@
 `--short S` feeds a Whisper folder S seconds of input instead of its saved length (the encoder's position
 table cut, as `speech.max_duration` does in training): to measure what the shortened input costs.
 
-Each folder loads with `transformers.pipeline("automatic-speech-recognition")` as a Hub user would; clips
+Each folder loads with `transformers.pipeline("automatic-speech-recognition")` as a Hub user would (as
+`hf-transfer verify` loads it: adapters too); clips
 (column `audio`, paths relative to the csv) are decoded with soundfile at the model's rate, transcripts
 (column `text`) and outputs scored after Whisper's English normaliser, as the speech-recognition task does.
 `make demo-asr` uses it for the real human clips of pocketsphinx-testdata, before and after fine-tuning.
@@ -15,6 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from hf_transfer.outputs.hubuser import load_pipeline
+from hf_transfer.outputs.verify import hub_user_task
+from hf_transfer.tasks import TASKS
 from hf_transfer.tasks.audio import load_audio, shorten_whisper_input
 from hf_transfer.tasks.transcripts import error_rates, normalizer
 
@@ -22,8 +26,8 @@ from hf_transfer.tasks.transcripts import error_rates, normalizer
 def load(folder: str, short: float | None):
     from transformers import AutoFeatureExtractor, AutoModelForSpeechSeq2Seq, AutoTokenizer, pipeline
 
-    if not short:
-        return pipeline("automatic-speech-recognition", model=folder, device="cpu")
+    if not short:  # as `hf-transfer verify` / `predict` load it: full models and PEFT adapters alike
+        return load_pipeline(folder, hub_user_task(TASKS["speech-recognition"]), "cpu")
     fe = AutoFeatureExtractor.from_pretrained(folder, chunk_length=int(short))
     model = AutoModelForSpeechSeq2Seq.from_pretrained(folder)
     shorten_whisper_input(model.model, fe.nb_max_frames // 2)

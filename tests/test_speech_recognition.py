@@ -204,9 +204,9 @@ HUB_RECIPES = ["whisper_small_minds14_asr.yaml", "wav2vec2_base_minds14_ctc.yaml
 @pytest.mark.parametrize("name", HUB_RECIPES)
 def test_hub_recipes_validate_and_run_two_steps_on_a_tiny_stand_in(kit, tmp_path, name):
     """The Hub recipes as they are, with the model and the data swapped for tiny local stand-ins."""
-    import yaml
+    from hf_transfer.recipe.yaml import read_recipe_file
 
-    raw = yaml.safe_load((ROOT / "recipes" / name).read_text())
+    raw = read_recipe_file(ROOT / "recipes" / name)
     recipe = load_recipe(raw)
     assert recipe.task == "speech-recognition" and "/" in recipe.model.name_or_path
     multilingual = recipe.sections["speech"].language is not None
