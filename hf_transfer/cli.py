@@ -63,6 +63,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rank(args: argparse.Namespace) -> int:
+    from hf_transfer.validate import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    from hf_transfer.runs.rank import rank, table
+
+    report = rank(recipe, candidates=args.candidates, sample=args.sample, out=args.output_dir)
+    print(table(report))
+    print(f"best by LogME: {report['best']}; written: {report['output_dir']}/rank.json, rank.md")
+    return 0
+
+
 def cmd_assets(args: argparse.Namespace) -> int:
     from hf_transfer.assets import prepare_assets
 
@@ -172,6 +184,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check recipes without loading anything")
     p.add_argument("recipes", nargs="+")
 
+    p = sub.add_parser("rank", help="score candidate backbones on frozen features (LogME, LEEP, NCE, probe)")
+    p.add_argument("recipe", help="path to a recipe YAML file")
+    p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
+    p.add_argument("--candidates", nargs="+", help="Hub ids or model folders (default: the recipe's rank.candidates)")
+    p.add_argument("--sample", type=_count, help="training examples scored (default: rank.sample, 1000)")
+    p.add_argument("--output-dir", help="where rank.json and rank.md go (default: training.output_dir-rank)")
+
     p = sub.add_parser("assets", help="prepare the offline embedded default (model + data)")
     p.add_argument("--dir", default="assets", help="where to write the assets (default: assets/)")
     p.add_argument("--force", action="store_true", help="rebuild assets that already exist")
@@ -185,6 +204,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "finetune": cmd_finetune,
     "launch": cmd_launch,
     "validate": cmd_validate,
+    "rank": cmd_rank,
     "assets": cmd_assets,
     "push": cmd_push,
     "verify": cmd_verify,
@@ -196,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command in ("finetune", "launch") and all("=" in e and not e.startswith("-") for e in extra):
+    if extra and args.command in ("finetune", "launch", "rank", "tune") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra  # overrides after a flag (`... --resume training.seed=1`) are overrides too
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
