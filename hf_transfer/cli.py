@@ -75,6 +75,22 @@ def cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from hf_transfer.validate import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    from hf_transfer.runs.tune import table, tune
+
+    report = tune(recipe, n_trials=args.n_trials, timeout=args.timeout, out=args.output_dir,
+                  train_best=args.train_best or None)
+    print(table(report))
+    print(f"best: trial {report['best']['number']} ({report['metric']} {report['best']['value']:.4f}); "
+          f"its recipe: {report['best_recipe']}")
+    if "best_run" in report:
+        print(json.dumps(report["best_run"], indent=2))
+    return 0
+
+
 def cmd_assets(args: argparse.Namespace) -> int:
     from hf_transfer.assets import prepare_assets
 
@@ -191,6 +207,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=_count, help="training examples scored (default: rank.sample, 1000)")
     p.add_argument("--output-dir", help="where rank.json and rank.md go (default: training.output_dir-rank)")
 
+    p = sub.add_parser("tune", help="search the recipe's tune.space with Optuna; write best.yaml")
+    p.add_argument("recipe", help="path to a recipe YAML file with a tune section")
+    p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
+    p.add_argument("--n-trials", type=_count, help="default: tune.n_trials")
+    p.add_argument("--timeout", type=_tolerance, help="time budget in seconds (default: tune.timeout)")
+    p.add_argument("--output-dir", help="default: tune.output_dir, else training.output_dir-tune")
+    p.add_argument("--train-best", action="store_true", help="train best.yaml after the search")
+
     p = sub.add_parser("assets", help="prepare the offline embedded default (model + data)")
     p.add_argument("--dir", default="assets", help="where to write the assets (default: assets/)")
     p.add_argument("--force", action="store_true", help="rebuild assets that already exist")
@@ -205,6 +229,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "launch": cmd_launch,
     "validate": cmd_validate,
     "rank": cmd_rank,
+    "tune": cmd_tune,
     "assets": cmd_assets,
     "push": cmd_push,
     "verify": cmd_verify,
