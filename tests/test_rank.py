@@ -166,3 +166,19 @@ def test_rank_without_candidates_says_where_to_name_them(tiny_bert, sentiment_fi
     path = _recipe_file(tmp_path / "r.yaml", text_recipe(tiny_bert, sentiment_files, tmp_path / "run"))
     assert main(["rank", path]) == 2
     assert "rank.candidates: name at least one candidate" in capsys.readouterr().err
+
+
+def test_rank_speech_candidates(tmp_path, cache):
+    """wav2vec2 (projector -> mean pool -> classifier) and the Whisper encoder: the classifier's input is scored."""
+    from tests.tiny import save_tiny_audio_model, speech_recipe, write_audio_data
+
+    from hf_transfer.runs.rank import rank
+    from hf_transfer.validate import load_recipe
+
+    models = [save_tiny_audio_model(tmp_path / family, family) for family in ("wav2vec2", "whisper")]
+    files = write_audio_data(tmp_path / "audio", n_train=12, n_test=4)["csv"]
+    report = rank(load_recipe(speech_recipe(models[0], files, tmp_path / "run")),
+                  candidates=[str(m) for m in models], sample=10, out=str(tmp_path / "rank"))
+    rows = {r["candidate"]: r for r in report["candidates"]}
+    assert set(rows) == {str(m) for m in models}
+    assert all(r["feature_size"] == 16 and r["samples"] == 10 and r["leep"] is None for r in rows.values())
