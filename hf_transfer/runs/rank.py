@@ -93,7 +93,8 @@ def final_layer(model, num_classes: int):
 
     layers = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_classes]
     if not layers:
-        raise ModelError(f"rank: no Linear layer with {num_classes} outputs in {model.__class__.__name__}")
+        raise ModelError(f"rank: {model.__class__.__name__} has no Linear classifier with {num_classes} outputs "
+                         "(rank scores the pooled feature a classifier reads)")
     return nn.Sequential(layers[-1])
 
 
@@ -200,6 +201,8 @@ def rank(recipe: Recipe, candidates: list[str] | None = None, sample: int | None
     _check_candidates(cfg.candidates)
     seed = int(recipe.training.get("seed", 42))
     loaded = load_splits(recipe, seed)
+    if loaded.label_names is None and recipe.data.problem_type != "regression":  # e.g. transcripts
+        raise RecipeError(f"rank: task {recipe.task} has no classes: rank scores classification and regression")
     train, validation = (loaded.splits[r].shuffle(seed=seed) for r in ("train", "validation"))
     train, validation = (s.select(range(min(cfg.sample, len(s)))) for s in (train, validation))
     rows, start = [], time.perf_counter()
