@@ -36,9 +36,9 @@ SETTINGS = {
         "recipe": "recipes/efficientnet_lite0_fashion_mnist.yaml",
         "candidates": ["assets/efficientnet-lite0", "assets/efficientnet-lite1", "assets/efficientnet-lite2",
                        "assets/mobilenetv2"],
-        "data": ["data.max_train_samples=1000", "data.max_eval_samples=2000", "vision.image_size=64"],
+        "data": ["data.max_train_samples=500", "data.max_eval_samples=500", "vision.image_size=64"],
         "finetune": ["training.num_train_epochs=2"],
-        "sample": 1000,
+        "sample": 500,
     },
 }
 
