@@ -366,6 +366,8 @@ def _space_points(key: str, value: Any) -> list[Any]:
     if isinstance(value, list):
         if not value:
             raise RecipeError(f"{where}: list at least one choice")
+        if not all(v is None or isinstance(v, (bool, int, float, str)) for v in value):
+            raise RecipeError(f"{where}: choices are numbers, strings, booleans or null, got {value!r}")
         return value
     if not isinstance(value, dict) or not {"low", "high"} <= value.keys() or not value.keys() <= {"low", "high", "log", "step"}:
         raise RecipeError(f"{where}: expected a list of choices or a range {{low, high, log, step}}, got {value!r}")
@@ -401,7 +403,7 @@ def _check_point(raw: dict[str, Any], key: str, value: Any, strategies: list[Any
               or option in (_strategy_fields(s) or set())]
     if not owners:
         raise RecipeError(f"tune.space.{key}: not an option of strategy {', '.join(map(repr, strategies))}")
-    for strategy in owners if key.startswith("finetune.") else [None]:
+    for strategy in owners if key.startswith("finetune.") and key != "finetune.strategy" else [None]:
         params = {key: value} if strategy is None else {"finetune.strategy": strategy, key: value}
         try:
             validate(tune_variant(raw, params))

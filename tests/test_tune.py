@@ -28,6 +28,8 @@ def _recipe(tiny_bert, sentiment_files, tmp_path, space=None, **tune):
     ({"bogus_key": [1, 2]}, "tune.space.training.bogus_key: training.bogus_key: not a transformers.TrainingArguments"),
     ({"finetune.r": [4, 8]}, "tune.space.finetune.r: not an option of strategy 'full'"),
     ({"finetune.strategy": ["full", "lora"], "finetune.r": [0]}, "tune.space.finetune.r: finetune.r"),
+    ({"finetune.strategy": ["lora"], "finetune.target_modules": [["query", "value"]]},
+     "tune.space.finetune.target_modules: choices are numbers, strings, booleans or null"),
     ({"finetune.strategy": ["full", "nope"]}, "tune.space.finetune.strategy: finetune.strategy: unknown strategy 'nope'"),
 ])
 def test_every_choice_and_bound_is_validated_as_its_key(tiny_bert, sentiment_files, tmp_path, space, message):
