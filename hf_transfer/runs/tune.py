@@ -84,7 +84,13 @@ def _reporter(trial, key: str):
 
 
 def _curve(trainer, key: str) -> list[list[float]]:
-    return [[e["epoch"], e[key]] for e in trainer.state.log_history if key in e and "epoch" in e]
+    """(epoch, validation metric) per evaluation during training (the final evaluate of the kept checkpoint
+    repeats the last epoch: left out)."""
+    curve: dict[float, float] = {}
+    for e in trainer.state.log_history:
+        if key in e and "epoch" in e:
+            curve.setdefault(e["epoch"], e[key])
+    return [[epoch, value] for epoch, value in curve.items()]
 
 
 class Search:
@@ -263,6 +269,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
             right.plot(*zip(*r["curve"]), marker=".", alpha=0.7, label=f"trial {r['number']}")
     left.step(xs, ys, where="post", color="C1", label="best so far")
     left.set(xlabel="trial", ylabel=report["metric"], title="trials (x: pruned)")
+    left.xaxis.get_major_locator().set_params(integer=True)
     right.set(xlabel="epoch", ylabel=report["metric"], title="validation per epoch")
     left.legend(loc="best")
     if len(report["trials"]) <= 12 and right.lines:
