@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command in ("finetune", "launch", "rank", "tune") and all("=" in e and not e.startswith("-") for e in extra):
+    takes_overrides = hasattr(args, "overrides")  # finetune, launch, rank, tune
+    if extra and takes_overrides and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra  # overrides after a flag (`... --resume training.seed=1`) are overrides too
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
