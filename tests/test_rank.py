@@ -109,18 +109,22 @@ def test_rank_two_tiny_text_candidates(tmp_path, tiny_bert, sentiment_files, cac
     assert len(list(cache.rglob("*.safetensors"))) == 4  # features of 2 candidates x (sample, validation)
 
 
-def test_rank_reads_the_source_classifier_of_a_timm_candidate(tmp_path, cache):
-    from tests.tiny_vision import save_tiny_timm, vision_recipe, write_imagefolder
+@pytest.mark.parametrize("library", ["timm", "transformers"])
+def test_rank_reads_the_source_classifier_of_a_vision_candidate(tmp_path, cache, library):
+    from tests.tiny_vision import save_tiny_timm, save_tiny_vit, vision_recipe, write_imagefolder
 
     from hf_transfer.runs.rank import rank
     from hf_transfer.validate import load_recipe
 
-    model = save_tiny_timm(tmp_path / "timm", num_classes=7)
+    if library == "timm":
+        model, classes = save_tiny_timm(tmp_path / "timm", num_classes=7), 7
+    else:
+        model, classes = save_tiny_vit(tmp_path / "vit"), 5  # ViTForImageClassification, 5 source classes
     files = write_imagefolder(tmp_path / "images", n_train=6, n_test=2)
-    recipe = load_recipe(vision_recipe(model, files, tmp_path / "run"))
+    recipe = load_recipe(vision_recipe(model, files, tmp_path / "run", library=library))
     report = rank(recipe, candidates=[str(model)], sample=12, out=str(tmp_path / "rank"))
     row = report["candidates"][0]
-    assert row["source_classes"] == 7 and row["leep"] is not None and row["nce"] is not None
+    assert row["source_classes"] == classes and row["leep"] is not None and row["nce"] is not None
     assert row["leep"] <= 0 and row["nce"] <= 0  # log-probabilities
     assert row["samples"] == 12
 
