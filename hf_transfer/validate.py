@@ -21,7 +21,8 @@ from typing import Any, Literal
 from hf_transfer.errors import RecipeError
 from hf_transfer.recipe import variants
 from hf_transfer.recipe.schema import (
-    CVConfig, DataConfig, DistillConfig, DomainConfig, HubConfig, ModelConfig, Recipe, TaskConfig,
+    CVConfig, DataConfig, DistillConfig, DomainConfig, HubConfig, ModelConfig, RankConfig, Recipe, TaskConfig,
+    TuneConfig,
 )
 from hf_transfer.recipe.typed import INT32_MAX, build, check_range, check_value
 from hf_transfer.recipe.yaml import apply_override, dump_yaml, parse_override, read_recipe_file
@@ -231,6 +232,8 @@ def validate(raw: Any) -> Recipe:
         **_build_objectives(raw, finetune, task),
         tasks=None if raw.get("tasks") is None else check_value(raw["tasks"], list[TaskConfig], "tasks"),
         cv=None if raw.get("cv") is None else build(CVConfig, raw["cv"], "cv"),
+        rank=None if raw.get("rank") is None else build(RankConfig, raw["rank"], "rank"),
+        tune=_build_tune(raw),
         sections=sections,
     )
     _check_multitask(recipe)
@@ -343,6 +346,91 @@ def _check_cv(recipe: Recipe) -> None:
         raise RecipeError("cv: not available with compare (run the comparison per fold by hand)")
     if recipe.hub.push:
         raise RecipeError("cv: not available with hub.push (push a fold's folder with hf-transfer push)")
+
+
+# --------------------------------------------------------------------------- tune: the search space
+
+SEARCH_ONLY = ("tune", "rank")  # sections a trial's recipe does not carry
+
+
+def _space_key(key: str) -> str:
+    """`learning_rate` -> `training.learning_rate`; dotted keys stay."""
+    return key if "." in key else f"training.{key}"
+
+
+def _strategy_fields(name: str) -> set[str] | None:
+    return {f.name for f in dataclasses.fields(STRATEGIES[name].options)} if name in STRATEGIES else None
+
+
+def tune_variant(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The recipe of one trial: `raw` (without its tune and rank sections) with `params` (dotted keys)
+    applied. A searched `finetune.strategy` keeps only the recipe's finetune options that it has, and a
+    searched option applies only when the trial's strategy has it."""
+    out = copy.deepcopy({k: v for k, v in raw.items() if k not in SEARCH_ONLY})
+    finetune = dict(out.get("finetune") or {})
+    strategy = params.get("finetune.strategy", finetune.get("strategy", "full"))
+    fields = _strategy_fields(strategy)
+    if fields is not None and strategy != finetune.get("strategy", "full"):
+        finetune = {k: v for k, v in finetune.items() if k in fields}
+    finetune["strategy"] = strategy
+    out["finetune"] = finetune
+    for key, value in params.items():
+        option = key.removeprefix("finetune.")
+        if key.startswith("finetune.") and fields is not None and option not in fields:
+            continue  # an option of another searched strategy
+        apply_override(out, key, value)
+    return out
+
+
+def _space_points(key: str, value: Any) -> list[Any]:
+    """The values of one space entry to validate: its choices, or a range's bounds (checked here)."""
+    where = f"tune.space.{key}"
+    if isinstance(value, list):
+        if not value:
+            raise RecipeError(f"{where}: list at least one choice")
+        if not all(v is None or isinstance(v, (bool, int, float, str)) for v in value):
+            raise RecipeError(f"{where}: choices are numbers, strings, booleans or null, got {value!r}")
+        return value
+    if not isinstance(value, dict) or not {"low", "high"} <= value.keys() or not value.keys() <= {"low", "high", "log", "step"}:
+        raise RecipeError(f"{where}: expected a list of choices or a range {{low, high, log, step}}, got {value!r}")
+    low, high = (check_value(value[k], float, f"{where}.{k}") for k in ("low", "high"))
+    if not low < high:
+        raise RecipeError(f"{where}: low must be below high, got {value['low']!r} and {value['high']!r}")
+    if check_value(value.get("log", False), bool, f"{where}.log") and low <= 0:
+        raise RecipeError(f"{where}.low: a log range needs low > 0, got {value['low']!r}")
+    step = check_value(value.get("step"), float | None, f"{where}.step")
+    check_range(step, f"{where}.step", low=0, low_open=True)
+    if value.get("log") and step is not None:
+        raise RecipeError(f"{where}.step: not available with log: true")
+    return [value["low"], value["high"]]
+
+
+def _build_tune(raw: dict[str, Any]) -> TuneConfig | None:
+    """The `tune` section; every choice and both bounds of every range validated as the key they set."""
+    if raw.get("tune") is None:
+        return None
+    tune = build(TuneConfig, raw["tune"], "tune")
+    tune.space = {_space_key(k): v for k, v in tune.space.items()}
+    base = (raw.get("finetune") or {}).get("strategy", "full")
+    strategies = tune.space.get("finetune.strategy", [base])
+    for key in sorted(tune.space, key=lambda k: k != "finetune.strategy"):  # strategies first: options need them
+        for point in _space_points(key, tune.space[key]):
+            _check_point(raw, key, point, strategies)
+    return tune
+
+
+def _check_point(raw: dict[str, Any], key: str, value: Any, strategies: list[Any]) -> None:
+    option = key.removeprefix("finetune.")
+    owners = [s for s in strategies if key == "finetune.strategy" or not key.startswith("finetune.")
+              or option in (_strategy_fields(s) or set())]
+    if not owners:
+        raise RecipeError(f"tune.space.{key}: not an option of strategy {', '.join(map(repr, strategies))}")
+    for strategy in owners if key.startswith("finetune.") and key != "finetune.strategy" else [None]:
+        params = {key: value} if strategy is None else {"finetune.strategy": strategy, key: value}
+        try:
+            validate(tune_variant(raw, params))
+        except RecipeError as err:
+            raise RecipeError(f"tune.space.{key}: {err}") from None
 
 
 # --------------------------------------------------------------------------- loading

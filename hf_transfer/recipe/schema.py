@@ -1,7 +1,7 @@
 """The typed recipe schema: one dataclass per YAML section shared by every task.
 
 A recipe is YAML with the sections `model`, `data`, `finetune`, `training` and `hub`, the optional
-`task`, `distill`, `domain`, `tasks`, `cv`, `compare`, and the task's own section (`vision`, `speech`,
+`task`, `distill`, `domain`, `tasks`, `cv`, `compare`, `rank`, `tune`, and the task's own section (`vision`, `speech`,
 ...). The sections below are the shared ones. `finetune` is the chosen strategy's options (its record in
 `hf_transfer.strategies`); the task's section is its record's `options` (`hf_transfer.tasks`).
 `training` is handed to `transformers.TrainingArguments` and checked against that class's own fields,
@@ -206,6 +206,59 @@ class CVConfig:
 
 
 @dataclass
+class RankConfig:
+    """The `rank:` section: `hf-transfer rank` scores candidate backbones on frozen features (runs/rank.py)."""
+
+    candidates: list[str] = field(default_factory=list)
+    """Hub ids or local model folders, each loaded as model.name_or_path would be."""
+    sample: int = 1000
+    """Training examples scored (a seeded random sample); the validation split is capped at the same."""
+    batch_size: int = 32
+    """Examples per forward pass."""
+    output_dir: str | None = None
+    """Where rank.json and rank.md go; default: training.output_dir + `-rank`."""
+
+    def __post_init__(self) -> None:
+        check_range(self.sample, "rank.sample", low=2, high=INT32_MAX)
+        check_range(self.batch_size, "rank.batch_size", low=1, high=INT32_MAX)
+        twice = sorted({c for c in self.candidates if self.candidates.count(c) > 1})
+        if twice:
+            raise RecipeError(f"rank.candidates: {twice[0]!r} listed twice")
+        if any(not c.strip() for c in self.candidates):
+            raise RecipeError("rank.candidates: an empty name")
+
+
+@dataclass
+class TuneConfig:
+    """The `tune:` section: `hf-transfer tune` searches hyper-parameters with Optuna (runs/tune.py).
+    Each `space` entry is validated at its bounds or choices as the recipe key it names."""
+
+    space: dict[str, Any]
+    """Recipe key -> a list of choices, or a range {low, high, log: false, step: null} (integers when
+    low and high are). A key without a section is a training key (`learning_rate` = training.learning_rate);
+    `finetune.strategy` and the options of the strategies searched (`finetune.r`) may be searched too."""
+    n_trials: int = 10
+    timeout: float | None = None
+    """Time budget in seconds: no trial starts after it (a running trial finishes)."""
+    pruner: Literal["median", "none"] = "median"
+    """median: stop a trial whose validation metric after an epoch is worse than the median of the
+    earlier trials after that epoch (Optuna's MedianPruner, from the third trial on)."""
+    seed: int = 0
+    """Seed of the sampler (TPE); each trial trains with the recipe's training.seed."""
+    output_dir: str | None = None
+    """Where tune.json, tune.md, tune.png, best.yaml and the trials go; default: training.output_dir + `-tune`."""
+    train_best: bool = False
+    """Train best.yaml after the search (also `hf-transfer tune --train-best`)."""
+
+    def __post_init__(self) -> None:
+        check_range(self.n_trials, "tune.n_trials", low=1, high=INT32_MAX)
+        check_range(self.timeout, "tune.timeout", low=0, low_open=True)
+        check_range(self.seed, "tune.seed", low=0, high=2**32 - 1)
+        if not self.space:
+            raise RecipeError("tune.space: name at least one recipe key to search")
+
+
+@dataclass
 class Recipe:
     model: ModelConfig
     data: DataConfig
@@ -232,6 +285,10 @@ class Recipe:
     """Multi-task: a head per task on one shared backbone (see tasks/multitask.py); replaces data.label_column."""
     cv: CVConfig | None = None
     """k-fold cross-validation (see runs/cv.py)."""
+    rank: RankConfig | None = None
+    """Candidate backbones for `hf-transfer rank` (see runs/rank.py)."""
+    tune: TuneConfig | None = None
+    """Hyper-parameter search for `hf-transfer tune` (see runs/tune.py)."""
 
     sections: dict[str, Any] = field(default_factory=dict)
     """The task's own section by its name (e.g. {"vision": VisionConfig(...)}); empty for tasks without one."""

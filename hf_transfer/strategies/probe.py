@@ -95,7 +95,7 @@ def _weights_hash(module: nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in module.state_dict().items():
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-dim too
     return h.hexdigest()
 
 
@@ -129,10 +129,9 @@ def _compute(model, head, split, collator, batch_size: int, device, per_token: b
         return batch
 
     hook = head[0].register_forward_pre_hook(lambda m, args: captured.append(args[0].detach()))
-    columns = [c for c in split.column_names if per_token or c != "labels"]
-    try:
-        run_batches(model, split.select_columns(columns), collate if per_token else collator, batch_size, device,
-                    check)
+    try:  # labels stay in the split (an image transform reads them; per-token positions come from them);
+        # run_batches does not feed them to the model
+        run_batches(model, split, collate if per_token else collator, batch_size, device, check)
     finally:
         hook.remove()
     return torch.cat(captured).float().cpu()

@@ -1,0 +1,279 @@
+"""`hf-transfer tune`: hyper-parameter search over the recipe's `tune.space`, through transformers'
+`Trainer.hyperparameter_search` with the Optuna backend.
+
+`hyperparameter_search` drives the study (TPE sampler seeded by `tune.seed`, `n_trials`, the `timeout`
+budget, the pruner, the direction of the validation metric) and calls `train(trial=...)` on the Trainer it
+belongs to once per trial. Here that Trainer (`SearchTrainer`) runs each trial as a whole hf-transfer run
+of the trial's recipe (`build_trainer`: data, task, strategy, hooks, objectives), because a trial may change
+what Trainer's own per-trial setup cannot: the strategy (a LoRA wrapper, staged unfreezing callbacks, the
+cached-feature probe), its options and the batch-dependent parts. So the best recipe reproduces its trial
+exactly. After every epoch the trial's validation metric goes to Optuna, which may prune it.
+
+Written to the output folder: tune.json and tune.md (every trial: parameters, state, value, seconds,
+per-epoch curve), tune.png (the trials) and best.yaml, the best trial's recipe, runnable as it is
+(`hf-transfer finetune best.yaml`; `--train-best` runs it right away).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from hf_transfer.errors import DependencyError, RecipeError, TrainingError
+from hf_transfer.folder import CHECKPOINTS
+from hf_transfer.recipe.schema import Recipe
+from hf_transfer.recipe.yaml import dump_yaml
+from hf_transfer.runs import run
+from hf_transfer.strategies import STRATEGIES
+from hf_transfer.train import build_trainer, output_dir
+from hf_transfer.trainer import training_arguments
+from hf_transfer.validate import load_recipe, tune_variant
+
+log = logging.getLogger(__name__)
+
+
+def suggest(trial, space: dict[str, Any], base_strategy: str) -> dict[str, Any]:
+    """The trial's parameters (dotted recipe keys): the strategy first, then only the options it has."""
+    params: dict[str, Any] = {}
+    if "finetune.strategy" in space:
+        params["finetune.strategy"] = trial.suggest_categorical("finetune.strategy", space["finetune.strategy"])
+    strategy = params.get("finetune.strategy", base_strategy)
+    options = {f.name for f in dataclasses.fields(STRATEGIES[strategy].options)}
+    for key, spec in space.items():
+        if key == "finetune.strategy" or (key.startswith("finetune.") and key.removeprefix("finetune.") not in options):
+            continue
+        if isinstance(spec, list):
+            params[key] = trial.suggest_categorical(key, spec)
+        elif all(isinstance(spec.get(k), int) and not isinstance(spec.get(k), bool) for k in ("low", "high")) \
+                and isinstance(spec.get("step") or 1, int):
+            params[key] = trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step") or 1,
+                                            log=bool(spec.get("log")))
+        else:
+            params[key] = trial.suggest_float(key, spec["low"], spec["high"], step=spec.get("step"),
+                                              log=bool(spec.get("log")))
+    return params
+
+
+def _metric(args) -> tuple[str, str]:
+    """(eval metric key, optuna direction) from the base recipe's TrainingArguments."""
+    name = args.metric_for_best_model or "loss"
+    key = name if name.startswith("eval_") else f"eval_{name}"
+    greater = args.greater_is_better if args.greater_is_better is not None else not name.endswith("loss")
+    return key, "maximize" if greater else "minimize"
+
+
+def _reporter(trial, key: str):
+    """A TrainerCallback sending each evaluation's metric to the trial, by epoch; pruned trials stop here."""
+    import optuna
+    from transformers import TrainerCallback
+
+    class Report(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if metrics and key in metrics:
+                trial.report(float(metrics[key]), int(round(state.epoch or 0)) or state.global_step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+    return Report()
+
+
+def _curve(trainer, key: str) -> list[list[float]]:
+    """(epoch, validation metric) per evaluation during training (the final evaluate of the kept checkpoint
+    repeats the last epoch: left out)."""
+    curve: dict[float, float] = {}
+    for e in trainer.state.log_history:
+        if key in e and "epoch" in e:
+            curve.setdefault(e["epoch"], e[key])
+    return [[epoch, value] for epoch, value in curve.items()]
+
+
+class Search:
+    """One search: the base recipe, where trials go, and the rows of the trials so far."""
+
+    def __init__(self, recipe: Recipe, folder: Path):
+        self.raw, self.folder, self.cfg = recipe.to_dict(), folder, recipe.tune
+        self.base_strategy = recipe.finetune.strategy
+        self.args = training_arguments(recipe, folder)
+        self.key, self.direction = _metric(self.args)
+        self.rows: list[dict[str, Any]] = []
+
+    def hp_space(self, trial) -> dict[str, Any]:
+        return suggest(trial, self.cfg.space, self.base_strategy)
+
+    def trial_recipe(self, params: dict[str, Any], out: Path) -> dict[str, Any]:
+        raw = tune_variant(self.raw, params)
+        raw["training"]["output_dir"] = str(out)
+        return raw
+
+    def run_trial(self, outer, trial) -> None:
+        """Train the trial's recipe; set `outer.objective` (read by hyperparameter_search)."""
+        import optuna
+
+        params = self.hp_space(trial)
+        out = self.folder / "trials" / f"trial-{trial.number}"
+        row: dict[str, Any] = {"number": trial.number, "params": params, "state": "running", "value": None}
+        self.rows.append(row)
+        log.info("tune: trial %d: %s", trial.number, params)
+        start, trainer = time.perf_counter(), None
+        try:
+            trainer, splits = build_trainer(load_recipe(self.trial_recipe(params, out)), out)
+            reporter = _reporter(trial, self.key)
+            trainer.add_callback(reporter)
+            trainer.train()
+            trainer.remove_callback(reporter)
+            metrics = trainer.evaluate(splits["validation"])  # the kept (best) checkpoint's metric
+            outer.objective = row["value"] = float(metrics[self.key])
+            row["state"] = "complete"
+        except optuna.TrialPruned:
+            row["state"] = "pruned"
+            raise
+        except TrainingError as err:  # e.g. a non-finite loss: the trial fails, the search goes on
+            row["state"], row["error"] = "failed", str(err)
+            raise
+        finally:
+            row["seconds"] = round(time.perf_counter() - start, 1)
+            if trainer is not None:
+                row["curve"] = _curve(trainer, self.key)
+                if row["value"] is None and row["curve"]:
+                    row["value"] = row["curve"][-1][1]  # a pruned trial: its last reported value
+            del trainer
+            gc.collect()
+            shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # trials keep no weights
+
+    def best_recipe(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self.trial_recipe(params, self.folder / "best")
+
+
+def _search_trainer(search: Search):
+    """The Trainer hyperparameter_search drives: `train(trial=...)` runs one trial (see the module doc)."""
+    from torch import nn
+    from transformers import Trainer
+
+    class SearchTrainer(Trainer):
+        def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
+            search.run_trial(self, trial)
+
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(output_dir=str(search.folder / CHECKPOINTS), report_to="none", use_cpu=search.args.use_cpu)
+    return SearchTrainer(model_init=lambda: nn.Linear(1, 1), args=args)  # each trial builds its own model
+
+
+def settings(recipe: Recipe, n_trials: int | None = None, timeout: float | None = None,
+             out: str | None = None) -> tuple[Recipe, Path]:
+    """The recipe with the command line's `tune` values on top, and the output folder."""
+    if recipe.tune is None:
+        raise RecipeError("tune: the recipe has no tune section (name tune.space: the keys to search)")
+    raw = recipe.to_dict()
+    raw["tune"] |= {k: v for k, v in (("n_trials", n_trials), ("timeout", timeout), ("output_dir", out)) if v is not None}
+    recipe = load_recipe(raw)
+    return recipe, Path(recipe.tune.output_dir or f"{output_dir(recipe)}-tune")
+
+
+def tune(recipe: Recipe, n_trials: int | None = None, timeout: float | None = None, out: str | None = None,
+         train_best: bool | None = None) -> dict[str, Any]:
+    """Run the search; write tune.json, tune.md, tune.png and best.yaml; optionally train best.yaml."""
+    try:
+        import optuna
+    except ImportError:
+        raise DependencyError("tune: needs Optuna (pip install 'hf-transfer[tune]')") from None
+    recipe, folder = settings(recipe, n_trials, timeout, out)
+    cfg = recipe.tune
+    search = Search(recipe, folder)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if cfg.pruner == "median" else optuna.pruners.NopPruner()
+    start, trainer = time.perf_counter(), _search_trainer(search)
+    try:
+        best = trainer.hyperparameter_search(
+            hp_space=search.hp_space, compute_objective=lambda metrics: metrics[search.key], n_trials=cfg.n_trials,
+            direction=search.direction, backend="optuna", timeout=cfg.timeout, catch=(TrainingError,),
+            sampler=optuna.samplers.TPESampler(seed=cfg.seed), pruner=pruner,
+        )
+    except ValueError as err:  # optuna: no completed trial to pick
+        states = ", ".join(f"trial {r['number']} {r['state']}" for r in search.rows)
+        raise TrainingError(f"tune: no trial completed ({states or 'none ran'}): {err}") from None
+    best_row = next(r for r in search.rows if str(r["number"]) == best.run_id)
+    best_raw = search.best_recipe(best_row["params"])
+    load_recipe(best_raw)  # what is written runs as it is
+    report = {"metric": search.key, "direction": search.direction, "n_trials": cfg.n_trials, "timeout": cfg.timeout,
+              "seed": cfg.seed, "pruner": cfg.pruner, "seconds": round(time.perf_counter() - start, 1),
+              "best": {"number": best_row["number"], "value": best.objective, "params": best_row["params"]},
+              "best_recipe": str(folder / "best.yaml"), "trials": search.rows}
+    write(report, best_raw, folder)
+    if cfg.train_best if train_best is None else train_best:
+        report["best_run"] = {k: v for k, v in run(load_recipe(best_raw), overwrite=True).metrics.items()
+                              if k in ("validation", "test")}
+        write(report, best_raw, folder)
+    return report
+
+
+def table(report: dict[str, Any]) -> str:
+    """The trials as a Markdown table, in trial order; the best one marked."""
+    keys = sorted({k for r in report["trials"] for k in r["params"]})
+    lines = [f"| trial | state | {report['metric']} | seconds | " + " | ".join(keys) + " |",
+             "|---" * (4 + len(keys)) + "|"]
+    for r in report["trials"]:
+        mark = " (best)" if r["number"] == report["best"]["number"] else ""
+        value = "–" if r["value"] is None else f"{r['value']:.4f}"
+        cells = [_cell(r["params"].get(k)) for k in keys]
+        lines.append(f"| {r['number']}{mark} | {r['state']} | {value} | {r.get('seconds', 0):.0f} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def write(report: dict[str, Any], best_raw: dict[str, Any], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tune.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    best = report["best"]
+    head = (f"# Hyper-parameter search\n\n{len(report['trials'])} trials in {report['seconds']:.0f} s "
+            f"({report['direction']} {report['metric']}, pruner {report['pruner']}, sampler seed {report['seed']}). "
+            f"Best: trial {best['number']}, {best['value']:.4f}; its recipe: best.yaml.\n\n")
+    (folder / "tune.md").write_text(head + table(report) + "\n\n![trials](tune.png)\n", encoding="utf-8")
+    comment = (f"# The best trial ({best['number']}) of `hf-transfer tune`: {report['metric']} {best['value']:.4f}.\n"
+               f"#   hf-transfer finetune {folder / 'best.yaml'}\n")
+    (folder / "best.yaml").write_text(comment + dump_yaml(best_raw), encoding="utf-8")
+    plot(report, folder / "tune.png")
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Left: each trial's value (pruned: its last report) and the best so far; right: per-epoch curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    pick = max if report["direction"] == "maximize" else min
+    best, xs, ys = None, [], []
+    for r in report["trials"]:
+        if r["value"] is None:
+            continue
+        left.scatter(r["number"], r["value"], marker="o" if r["state"] == "complete" else "x",
+                     color="C0" if r["state"] == "complete" else "C3")
+        if r["state"] == "complete":
+            best = r["value"] if best is None else pick(best, r["value"])
+            xs.append(r["number"])
+            ys.append(best)
+        if r.get("curve"):
+            right.plot(*zip(*r["curve"]), marker=".", alpha=0.7, label=f"trial {r['number']}")
+    left.step(xs, ys, where="post", color="C1", label="best so far")
+    left.set(xlabel="trial", ylabel=report["metric"], title="trials (x: pruned)")
+    left.xaxis.get_major_locator().set_params(integer=True)
+    right.set(xlabel="epoch", ylabel=report["metric"], title="validation per epoch")
+    left.legend(loc="best")
+    if len(report["trials"]) <= 12 and right.lines:
+        right.legend(loc="best", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
