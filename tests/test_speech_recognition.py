@@ -89,7 +89,8 @@ def test_wer_and_cer_against_hand_computed_values():
     ("ctc", {"strategy": "full"}),
     ("ctc", {"strategy": "partial", "freeze": 1}),
     ("ctc", {"strategy": "lora", "r": 4}),
-], ids=["whisper-full", "whisper-freeze-encoder", "whisper-lora", "ctc-full", "ctc-freeze-1", "ctc-lora"])
+    ("ctc", {"strategy": "staged"}),
+], ids=["whisper-full", "whisper-freeze-encoder", "whisper-lora", "ctc-full", "ctc-freeze-1", "ctc-lora", "ctc-staged"])
 def test_each_strategy_trains_two_steps_and_reloads_through_the_pipeline(kit, tmp_path, model, finetune_options):
     out = tmp_path / "out"
     result = finetune(asr_recipe(kit[model], kit["files"], out, **finetune_options))
@@ -121,6 +122,11 @@ def test_partial_freeze_encoder_trains_only_the_decoder(kit, tmp_path):
         recipe = load_recipe(asr_recipe(kit["ctc"], kit["files"], tmp_path / "o", strategy="partial", freeze="encoder"))
         task, spec = resolve(recipe)
         apply_strategy(task.load_model(spec, None), recipe.finetune)
+
+
+def test_staged_on_whisper_says_what_to_use_instead(kit, tmp_path):
+    with pytest.raises(ModelError, match="no separate head .* use partial with freeze: encoder, or a PEFT method"):
+        finetune(asr_recipe(kit["whisper"], kit["files"], tmp_path / "o", strategy="staged"))
 
 
 def test_predict_prints_transcripts(kit, tmp_path):

@@ -98,6 +98,9 @@ def freeze_backbone(model: nn.Module, key: str = "finetune.freeze") -> None:
     """Freeze everything but the head (transformers: outside `base_model`; timm: `get_classifier()`)."""
     head = head_parameter_names(model)
     names = [n for n, _ in model.named_parameters()]
+    if not head and encoder_of(model) is not None:
+        raise ModelError(f"{key}: {model.__class__.__name__} has no separate head (its output layer is the decoder's "
+                         "token embedding); use partial with freeze: encoder, or a PEFT method")
     if not head or len(head) == len(names):
         raise ModelError(f"{key}: cannot tell backbone from head in {model.__class__.__name__}")
     for n, p in model.named_parameters():
