@@ -113,6 +113,7 @@ def test_asr_folder_loads_offline_with_every_weight(asr_model, caplog):
     assert torch.equal(model.model.decoder.layers[3].fc2.weight, torch.from_numpy(weights["decoder.layers.3.fc2.weight"]))
     tok = WhisperProcessor.from_pretrained(asr_model).tokenizer
     assert len(tok) == 51864
+    assert tok.pad_token == tok.eos_token == "<|endoftext|>"  # pipelines batch only with a padding token
     ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>",
                                                       "<|startofprev|>", "<|notimestamps|>", "<|0.00|>", "<|30.00|>")}
     assert ids == {"<|endoftext|>": 50256, "<|startoftranscript|>": 50257, "<|en|>": 50258, "<|transcribe|>": 50358,
