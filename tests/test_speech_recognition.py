@@ -99,6 +99,8 @@ def test_each_strategy_trains_two_steps_and_reloads_through_the_pipeline(kit, tm
     assert 0 < metrics["trainable_parameters"] <= metrics["total_parameters"]
     if finetune_options["strategy"] != "full":
         assert metrics["trainable_parameters"] < metrics["total_parameters"]
+    if model == "whisper":  # generation as the evaluation did, adapters included
+        assert json.loads((out / "generation_config.json").read_text())["max_length"] == 12
     checked = verify(out)  # pipeline("automatic-speech-recognition") without hf_transfer, WER with zero tolerance
     assert checked.compared["test"]["wer"][0] == checked.compared["test"]["wer"][1]
     card = (out / "README.md").read_text()

@@ -143,6 +143,10 @@ def load_adapter_model(folder: Path, task: dict):
     except Exception as err:  # noqa: BLE001 - a corrupt or truncated file fails in many types
         raise FolderError(f"{folder}: {auto.__name__}.from_pretrained failed: {_first_line(err)}") from None
     check_adapter_applied(model, folder)
+    if (Path(folder) / "generation_config.json").is_file():  # generate as the run evaluated, not as the base does
+        from transformers import GenerationConfig
+
+        model.generation_config = GenerationConfig.from_pretrained(str(folder))
     return model
 
 

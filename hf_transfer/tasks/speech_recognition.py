@@ -339,7 +339,7 @@ def load_model(spec: TaskSpec, label_names: Any = None):
 
 def save(trainer, spec: TaskSpec, folder) -> bool:
     """Hub users generate as the evaluation did: the run's generation length and beams go into the saved
-    generation config. Trainer writes the folder."""
+    generation config (written beside an adapter too). Trainer writes the folder."""
     config = getattr(trainer.model, "generation_config", None)
     args = trainer.args
     if config is not None and getattr(args, "predict_with_generate", False):
@@ -347,6 +347,8 @@ def save(trainer, spec: TaskSpec, folder) -> bool:
             config.max_length = args.generation_max_length
         if args.generation_num_beams:
             config.num_beams = args.generation_num_beams
+        if trainer.is_world_process_zero() and hasattr(trainer.model, "peft_config"):
+            config.save_pretrained(folder)  # an adapter folder holds no generation config of its own
     return False
 
 
