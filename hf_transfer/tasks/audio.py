@@ -91,7 +91,7 @@ def is_whisper_like(fe) -> bool:
     return hasattr(fe, "chunk_length") and hasattr(fe, "nb_max_frames")
 
 
-def _rebuilt(fe, **changes):
+def rebuilt(fe, **changes):
     return type(fe).from_dict({**fe.to_dict(), **changes})
 
 
@@ -103,11 +103,11 @@ def load_processor(spec: TaskSpec):
     fe = load_auto_processor(AutoFeatureExtractor, spec.model, "a feature extractor")
     if opts.sampling_rate and opts.sampling_rate != fe.sampling_rate:
         log.warning("speech.sampling_rate: %d Hz, the model was trained at %d Hz", opts.sampling_rate, fe.sampling_rate)
-        fe = _rebuilt(fe, sampling_rate=opts.sampling_rate)
+        fe = rebuilt(fe, sampling_rate=opts.sampling_rate)
     if is_whisper_like(fe) and opts.short_whisper_input and opts.max_duration:
         seconds = math.ceil(opts.max_duration)
         if seconds < fe.chunk_length:
-            fe = _rebuilt(fe, chunk_length=seconds)
+            fe = rebuilt(fe, chunk_length=seconds)
             if fe.nb_max_frames % 2:
                 raise RecipeError(
                     f"speech.max_duration: {seconds} s gives {fe.nb_max_frames} mel frames; Whisper needs an even number"
@@ -209,7 +209,7 @@ def _worker_rng(rng: np.random.Generator | None, per_worker: dict) -> np.random.
     return per_worker[info.seed]
 
 
-def _transform(fe, opts: SpeechConfig, rng: np.random.Generator | None):
+def transform(fe, opts: SpeechConfig, rng: np.random.Generator | None):
     """Raw waveforms -> model inputs; `rng` given: training (random crop + augmentation)."""
     name, rate = fe.model_input_names[0], fe.sampling_rate
     n = round(opts.max_duration * rate) if opts.max_duration else None
@@ -238,8 +238,6 @@ def file_bases(spec: TaskSpec) -> list[Path]:
 
 def preprocess(splits, fe, spec: TaskSpec):
     """Decode + resample once (stored under the model's input name); crop and featurise on the fly."""
-    import datasets
-
     opts = options(spec)
     name, rate, col = fe.model_input_names[0], fe.sampling_rate, opts.audio_column
     bases = file_bases(spec)
@@ -250,30 +248,42 @@ def preprocess(splits, fe, spec: TaskSpec):
     seed = spec.seed
     out = {}
     for role, ds in splits.items():
-        if isinstance(ds.features.get(col), datasets.Audio):
-            ds = ds.cast_column(col, datasets.Audio(decode=False))
+        ds = undecoded(ds, col)
         remove = [c for c in ds.column_names if c != "labels"]
         ds = ds.map(decode, batched=True, batch_size=32, remove_columns=remove, desc=f"decode {role}")
         rng = np.random.default_rng(seed) if role == "train" else None
-        ds.set_transform(_transform(fe, opts, rng))
+        ds.set_transform(transform(fe, opts, rng))
         out[role] = ds
     return type(splits)(out)
+
+
+def undecoded(ds, column: str):
+    """`ds` with a datasets `Audio` column cast to `decode=False` (its bytes or paths are read here, not by
+    torchcodec); other columns as they are."""
+    import datasets
+
+    if isinstance(ds.features.get(column), datasets.Audio):
+        return ds.cast_column(column, datasets.Audio(decode=False))
+    return ds
+
+
+def pad_inputs(fe, features: list[dict[str, Any]]) -> dict[str, Any]:
+    """The model inputs of `features` (everything but `labels`) as tensors: stacked when equal in length,
+    padded by the feature extractor otherwise."""
+    import torch
+
+    inputs = [{k: v for k, v in f.items() if k != "labels"} for f in features]
+    if len({np.shape(f[fe.model_input_names[0]]) for f in inputs}) == 1:
+        return {k: torch.as_tensor(np.stack([f[k] for f in inputs])) for k in inputs[0]}
+    return dict(fe.pad(inputs, padding=True, return_tensors="pt"))
 
 
 def collator(fe):
     """Stack equal-length inputs; pad unequal ones with the feature extractor."""
     import torch
 
-    name = fe.model_input_names[0]
-
     def collate(features: list[dict[str, Any]]) -> dict[str, Any]:
-        labels = torch.tensor([f["labels"] for f in features])
-        inputs = [{k: v for k, v in f.items() if k != "labels"} for f in features]
-        if len({np.shape(f[name]) for f in inputs}) == 1:
-            batch = {k: torch.as_tensor(np.stack([f[k] for f in inputs])) for k in inputs[0]}
-        else:
-            batch = dict(fe.pad(inputs, padding=True, return_tensors="pt"))
-        return batch | {"labels": labels}
+        return pad_inputs(fe, features) | {"labels": torch.tensor([f["labels"] for f in features])}
 
     return collate
 
@@ -315,10 +325,7 @@ def verify_inputs(spec: TaskSpec, split, fe):
     """The split's clips as the evaluation saw them (eval_wave), as the pipeline takes them
     ({raw, sampling_rate}), in column `inputs`. Exact for Whisper and for feature extractors without an
     attention mask; with one, padding differs from the Trainer's batches (use verify --tolerance)."""
-    import datasets
-
     col = options(spec).audio_column
-    if isinstance(split.features.get(col), datasets.Audio):
-        split = split.cast_column(col, datasets.Audio(decode=False))
+    split = undecoded(split, col)
     return split.map(lambda ex: {"inputs": {"raw": eval_wave(ex[col], fe, spec), "sampling_rate": fe.sampling_rate}},
                      remove_columns=split.column_names)

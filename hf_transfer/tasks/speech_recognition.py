@@ -147,7 +147,7 @@ def load_processor(spec: TaskSpec):
             tok = transcripts.ctc_tokenizer(vocabulary, Path(tempfile.mkdtemp(prefix="hf-transfer-vocab-")))
             log.info("CTC vocabulary of %d characters built from the training transcripts", len(vocabulary))
         # transformers' pipeline always passes the attention mask to CTC models: training and evaluation do too
-        fe = audio._rebuilt(fe, return_attention_mask=True) if not fe.return_attention_mask else fe
+        fe = audio.rebuilt(fe, return_attention_mask=True) if not fe.return_attention_mask else fe
         processor = Wav2Vec2Processor(feature_extractor=fe, tokenizer=tok)
     _PROCESSORS[key] = processor
     return processor
@@ -233,8 +233,9 @@ def preprocess(splits, processor, spec: TaskSpec):
     """Decode audio once and tokenize transcripts; bad rows refused (or skipped); features on the fly."""
     opts, fe, tok = options(spec), processor.feature_extractor, processor.tokenizer
     name, rate, bases, limit = fe.model_input_names[0], fe.sampling_rate, audio.file_bases(spec), _clip_limit(fe, spec)
-    known = None if is_seq2seq(spec) else set(tok.get_vocab()) | {c.lower() for c in tok.get_vocab()
-                                                                   if getattr(tok, "do_lower_case", False)}
+    vocab = set(tok.get_vocab())
+    lowered = {c.lower() for c in vocab} if getattr(tok, "do_lower_case", False) else set()
+    known = None if is_seq2seq(spec) else vocab | lowered
     start = getattr(model_config(spec), "decoder_start_token_id", None) if is_seq2seq(spec) else None
 
     def decode(batch: dict[str, list]) -> dict[str, list]:
@@ -256,14 +257,11 @@ def preprocess(splits, processor, spec: TaskSpec):
 
     out = {}
     for role, ds in splits.items():
-        import datasets
-
-        if isinstance(ds.features.get(opts.audio_column), datasets.Audio):
-            ds = ds.cast_column(opts.audio_column, datasets.Audio(decode=False))
+        ds = audio.undecoded(ds, opts.audio_column)
         ds = ds.map(decode, batched=True, batch_size=32, remove_columns=ds.column_names, desc=f"decode {role}")
         ds = _drop_bad_rows(ds, role, opts.bad_rows)
         rng = np.random.default_rng(spec.seed) if role == "train" else None
-        ds.set_transform(audio._transform(fe, replace(opts, max_duration=None), rng))
+        ds.set_transform(audio.transform(fe, replace(opts, max_duration=None), rng))
         out[role] = ds
     return type(splits)(out)
 
@@ -288,14 +286,9 @@ def collator(processor):
     import torch
 
     fe = processor.feature_extractor
-    name = fe.model_input_names[0]
 
     def collate(features: list[dict[str, Any]]) -> dict[str, Any]:
-        inputs = [{k: v for k, v in f.items() if k != "labels"} for f in features]
-        if len({np.shape(f[name]) for f in inputs}) == 1:
-            batch = {k: torch.as_tensor(np.stack([f[k] for f in inputs])) for k in inputs[0]}
-        else:
-            batch = dict(fe.pad(inputs, padding=True, return_tensors="pt"))
+        batch = audio.pad_inputs(fe, features)
         longest = max(len(f["labels"]) for f in features)
         labels = torch.full((len(features), longest), IGNORE, dtype=torch.long)
         for i, f in enumerate(features):
@@ -383,9 +376,10 @@ def score_texts(spec: TaskSpec):
 
 
 def compute_metrics(spec: TaskSpec):
+    tok, score = load_processor(spec).tokenizer, score_texts(spec)  # once, not at every evaluation
+
     def compute(pred) -> dict[str, float]:
-        tok = load_processor(spec).tokenizer
-        return score_texts(spec)(decode_labels(pred.label_ids, tok), decode_predictions(pred.predictions, tok))
+        return score(decode_labels(pred.label_ids, tok), decode_predictions(pred.predictions, tok))
 
     return compute
 
@@ -422,18 +416,13 @@ def _has_ctc_head(spec: TaskSpec) -> bool:
 
 
 def verify_inputs(spec: TaskSpec, split, processor):
-    """The split's clips as the pipeline takes them ({raw, sampling_rate}), in column `inputs`, and the
-    transcripts in `references`."""
-    import datasets
-
-    opts = options(spec)
+    """The split's clips as the pipeline takes them ({raw, sampling_rate}), in column `inputs` (the round-trip
+    check scores the transcripts against the split's `labels`)."""
     fe = getattr(processor, "feature_extractor", processor)
-    col = opts.audio_column
-    if isinstance(split.features.get(col), datasets.Audio):
-        split = split.cast_column(col, datasets.Audio(decode=False))
-    bases = audio.file_bases(spec)
+    col, bases = options(spec).audio_column, audio.file_bases(spec)
+    split = audio.undecoded(split, col)
     return split.map(lambda ex: {"inputs": {"raw": audio.load_audio(ex[col], fe.sampling_rate, bases),
-                                            "sampling_rate": fe.sampling_rate}, "references": ex["labels"]},
+                                            "sampling_rate": fe.sampling_rate}},
                      remove_columns=split.column_names)
 
 
