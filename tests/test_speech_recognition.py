@@ -106,6 +106,28 @@ def test_each_strategy_trains_two_steps_and_reloads_through_the_pipeline(kit, tm
     card = (out / "README.md").read_text()
     assert "automatic-speech-recognition" in card and "type: wer" in card and "- Trained: `" in card
     assert sum(metrics["trained_modules"].values()) == metrics["trainable_parameters"]
+    if model == "whisper":
+        _reloads_as_trained(result.trainer.model, out)
+
+
+def _reloads_as_trained(trained, out):
+    """The Hub user's model (an adapter: base rebuilt at the saved, shortened input length) gives the trained
+    model's logits on a clip as the run's feature extractor cuts it; a random tiny model can transcribe
+    the same either way, so verify's WER alone would not notice a 30 s base under a 2 s adapter."""
+    import torch
+    from transformers import AutoFeatureExtractor
+
+    from hf_transfer.outputs.hubuser import load_pipeline
+    from hf_transfer.outputs.verify import hub_user_task
+
+    reloaded = load_pipeline(out, hub_user_task(asr.TASK), device="cpu").model.eval()
+    fe = AutoFeatureExtractor.from_pretrained(out)
+    features = fe(np.sin(np.arange(fe.sampling_rate) / 7.0), sampling_rate=fe.sampling_rate, return_tensors="pt")
+    start = torch.tensor([[trained.config.decoder_start_token_id]])
+    with torch.no_grad():
+        want = trained.eval()(input_features=features.input_features, decoder_input_ids=start).logits
+        got = reloaded(input_features=features.input_features, decoder_input_ids=start).logits
+    torch.testing.assert_close(got, want)
 
 
 def test_partial_freeze_encoder_trains_only_the_decoder(kit, tmp_path):

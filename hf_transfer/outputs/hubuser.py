@@ -134,7 +134,7 @@ def load_adapter_model(folder: Path, task: dict):
     # the base model's own head (e.g. 1000 ImageNet classes) gives way to the adapter's saved one
     extra = {} if task["peft"] in PEFT_AUTO else {"ignore_mismatched_sizes": True}
     try:
-        if task["peft"] not in PEFT_AUTO and _base_has_other_head(folder, config):
+        if task["peft"] not in PEFT_AUTO and _base_differs(folder, config):
             model = _adapter_on_task_model(folder, task, config)
         else:
             model = auto.from_pretrained(
@@ -150,17 +150,29 @@ def load_adapter_model(folder: Path, task: dict):
     return model
 
 
-def _base_has_other_head(folder: Path, config) -> bool:
+# config keys that change the shape of a base model's weights as hf-transfer saves it (a Whisper encoder
+# shortened to the recipe's longest clip keeps the first rows of its sinusoidal position table)
+SHAPE_KEYS = ("max_source_positions",)
+
+
+def _base_differs(folder: Path, config) -> bool:
     """The adapter's base checkpoint is another architecture than the saved model (e.g. a wav2vec2 body
-    under a CTC model): AutoPeftModel would rebuild the base's class, not the trained one."""
+    under a CTC model: AutoPeftModel would rebuild the base's class, not the trained one), or another
+    shape (a shortened Whisper input: the base would read 30 s where the run read its clips' length)."""
     from transformers import AutoConfig
 
     base = read_json(Path(folder) / "adapter_config.json").get("base_model_name_or_path")
-    return bool(base) and AutoConfig.from_pretrained(base).architectures != config.architectures
+    if not base:
+        return False
+    base_config = AutoConfig.from_pretrained(base)
+    return base_config.architectures != config.architectures or any(
+        getattr(base_config, key, None) != getattr(config, key, None) for key in SHAPE_KEYS
+    )
 
 
 def _adapter_on_task_model(folder: Path, task: dict, config):
-    """The task's Auto class (the saved architecture) on the base weights and the saved config, then the adapter."""
+    """The task's Auto class (the saved architecture) on the base weights and the saved config, then the
+    adapter; weights whose shape the saved config changes are rebuilt (Whisper's positions: sinusoids, as saved)."""
     import transformers
     from peft import PeftModel
 
