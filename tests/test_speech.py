@@ -245,3 +245,40 @@ def test_hub_recipe_runs_two_steps_on_a_tiny_stand_in(name, tiny_audio, audio_fi
     result = finetune(raw)
     assert result.trainer.state.global_step == 2
     assert (tmp_path / "out" / "metrics.json").is_file()
+
+
+def _as_class_folders(audio_files, root: Path) -> dict[str, str]:
+    """The csv splits' clips copied into datasets' audiofolder layout: <root>/<split>/<label>/<clip>.wav."""
+    import csv
+    import shutil
+
+    for split, path in audio_files["csv"].items():
+        for row in csv.DictReader(Path(path).open()):
+            target = root / split / row["label"] / Path(row["path"]).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(path).parent / row["path"], target)
+    return {split: str(root / split / "**") for split in audio_files["csv"]}
+
+
+def test_an_audio_folder_trains_and_evaluates_without_torchcodec(tiny_audio, audio_files, tmp_path):
+    """data.path audiofolder (one sub-folder per class) is read with soundfile, not datasets' torchcodec
+    decoder; `evaluate` on the test folder reproduces metrics.json; a folder without audio is one line."""
+    from hf_transfer.outputs.evaluate import evaluate
+    from hf_transfer.tasks.data import read_audio_folder
+
+    files = _as_class_folders(audio_files, tmp_path / "clips")
+    ds = read_audio_folder(files["test"], "data.data_files.test")
+    assert sorted(set(ds["label"])) == ["high", "low"] and len(ds) == 6
+    assert all(Path(p).parent.name == lab for p, lab in zip(ds["audio"], ds["label"]))
+    out = tmp_path / "out"
+    recipe = speech_recipe(tiny_audio["whisper"], files, out)
+    recipe["data"]["path"] = "audiofolder"
+    recipe["speech"]["audio_column"] = "audio"
+    finetune(recipe)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test"]["test_samples"] == 6
+    [found] = evaluate(out, [str(tmp_path / "clips" / "test")]).values()
+    assert found["metrics"] == {k: saved["test"][f"test_{k}"] for k in found["metrics"]}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"data.data_files.train: no audio files .* match .*empty"):
+        read_audio_folder(str(tmp_path / "empty" / "**"), "data.data_files.train")

@@ -24,7 +24,7 @@ from hf_transfer.outputs.hubuser import (
 )
 from hf_transfer.outputs.verify import hub_user_task, label_array, word_label_array
 from hf_transfer.tasks import resolve
-from hf_transfer.tasks.data import load_raw, require_columns
+from hf_transfer.tasks.data import load_raw, read_audio_folder, require_columns
 from hf_transfer.validate import load_recipe
 
 # file suffix -> datasets loader (a folder: the modality's folder loader)
@@ -56,6 +56,8 @@ def _read_folder(cfg, path: Path):
     the label column of a single-class folder unless told `drop_labels=False`)."""
     import datasets
 
+    if cfg.path == "audiofolder":  # read without torchcodec, as training reads it
+        return read_audio_folder(cfg.data_files["evaluate"], str(path))
     try:
         return datasets.load_dataset(cfg.path, data_files=cfg.data_files, drop_labels=False)["evaluate"]
     except Exception as err:  # noqa: BLE001 - the folder readers fail in many types
