@@ -193,7 +193,25 @@ class TransferTrainer(Trainer):
 
 
 class TransferSeq2SeqTrainer(TransferTrainer, Seq2SeqTrainer):
-    """TransferTrainer whose evaluation generates (`predict_with_generate`): encoder-decoder models."""
+    """TransferTrainer whose evaluation generates (`predict_with_generate`): encoder-decoder models.
+
+    The recipe's `generation_max_length` / `generation_num_beams` go into the model's generation config
+    (saved with the folder), and evaluation generates from that config rather than from keyword
+    arguments: `pipeline()` generates from the saved config, and Whisper's `generate` reads a `max_length`
+    keyword differently from the same value in its config (the config's does not count the decoder
+    prompt), so only one source for both keeps a Hub user's transcripts identical to the evaluation's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        config = getattr(model, "generation_config", None)
+        if config is None:
+            return
+        if self.args.generation_max_length:
+            config.max_length = self.args.generation_max_length
+        if self.args.generation_num_beams:
+            config.num_beams = self.args.generation_num_beams
+        self.args.generation_max_length = self.args.generation_num_beams = None
 
 
 def trainer_class(task, model) -> type[TransferTrainer]:

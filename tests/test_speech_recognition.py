@@ -108,6 +108,11 @@ def test_each_strategy_trains_two_steps_and_reloads_through_the_pipeline(kit, tm
     assert sum(metrics["trained_modules"].values()) == metrics["trainable_parameters"]
     if model == "whisper":
         _reloads_as_trained(result.trainer.model, out)
+    if model == "whisper" and finetune_options["strategy"] == "lora":  # encoder and decoder attention
+        assert set(metrics["trained_modules"]) == {"model.encoder", "model.decoder"}
+        targets = json.loads((out / "adapter_config.json").read_text())["target_modules"]
+        assert {t.rsplit(".", 1)[-1] for t in targets} == {"q_proj", "v_proj"}
+        assert any(".encoder_attn." in t for t in targets) and any(".encoder.layers." in t for t in targets)
 
 
 def _reloads_as_trained(trained, out):

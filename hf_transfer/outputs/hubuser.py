@@ -146,7 +146,9 @@ def load_adapter_model(folder: Path, task: dict):
     if (Path(folder) / "generation_config.json").is_file():  # generate as the run evaluated, not as the base does
         from transformers import GenerationConfig
 
-        model.generation_config = GenerationConfig.from_pretrained(str(folder))
+        # on the wrapped model: PeftModel.generate calls it, and it generates from its own config (an
+        # attribute set on the PeftModel would only shadow it)
+        model.get_base_model().generation_config = GenerationConfig.from_pretrained(str(folder))
     return model
 
 

@@ -161,7 +161,18 @@ def _adaptable(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear)
 
 
+# attention projections PEFT adapts by default in encoder-decoder models it has no entry for (Whisper)
+ATTENTION_TARGETS = ("q_proj", "v_proj")
+
+
 def block_layer_names(model: nn.Module) -> list[str]:
-    """Full names of the Linear layers and 1x1 convs inside the blocks: the LoRA fallback."""
+    """The LoRA fallback: full names of the Linear layers and 1x1 convs inside the blocks; for an
+    encoder-decoder model, the query and value projections of every attention (encoder self-attention,
+    decoder self- and cross-attention), as Whisper's LoRA recipes adapt it."""
+    if encoder_of(model) is not None:
+        found = sorted(n for n, m in model.named_modules()
+                       if n.rsplit(".", 1)[-1] in ATTENTION_TARGETS and isinstance(m, nn.Linear))
+        if found:
+            return found
     inside = {id(m) for m in find_blocks(backbone_of(model)).modules()}
     return sorted(n for n, m in model.named_modules() if id(m) in inside and _adaptable(m))

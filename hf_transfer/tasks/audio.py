@@ -209,11 +209,12 @@ def _worker_rng(rng: np.random.Generator | None, per_worker: dict) -> np.random.
     return per_worker[info.seed]
 
 
-def transform(fe, opts: SpeechConfig, rng: np.random.Generator | None):
-    """Raw waveforms -> model inputs; `rng` given: training (random crop + augmentation)."""
+def transform(fe, opts: SpeechConfig, rng: np.random.Generator | None, attention_mask: bool = False):
+    """Raw waveforms -> model inputs; `rng` given: training (random crop + augmentation);
+    `attention_mask`: ask the feature extractor for one (as the speech-recognition pipeline does)."""
     name, rate = fe.model_input_names[0], fe.sampling_rate
     n = round(opts.max_duration * rate) if opts.max_duration else None
-    kwargs: dict[str, Any] = {"sampling_rate": rate}
+    kwargs: dict[str, Any] = {"sampling_rate": rate} | ({"return_attention_mask": True} if attention_mask else {})
     if n and not is_whisper_like(fe):  # Whisper pads to its own chunk_length
         kwargs |= {"padding": "max_length", "max_length": n, "truncation": True}
 

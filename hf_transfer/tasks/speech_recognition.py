@@ -261,7 +261,8 @@ def preprocess(splits, processor, spec: TaskSpec):
         ds = ds.map(decode, batched=True, batch_size=32, remove_columns=ds.column_names, desc=f"decode {role}")
         ds = _drop_bad_rows(ds, role, opts.bad_rows)
         rng = np.random.default_rng(spec.seed) if role == "train" else None
-        ds.set_transform(audio.transform(fe, replace(opts, max_duration=None), rng))
+        # attention masks as the pipeline passes them: Whisper's generate reads its length settings otherwise
+        ds.set_transform(audio.transform(fe, replace(opts, max_duration=None), rng, attention_mask=True))
         out[role] = ds
     return type(splits)(out)
 
@@ -331,17 +332,12 @@ def load_model(spec: TaskSpec, label_names: Any = None):
 
 
 def save(trainer, spec: TaskSpec, folder) -> bool:
-    """Hub users generate as the evaluation did: the run's generation length and beams go into the saved
-    generation config (written beside an adapter too). Trainer writes the folder."""
+    """Hub users generate as the evaluation did: the model's generation config (which holds the run's
+    generation length and beams, see trainer.TransferSeq2SeqTrainer) is written beside an adapter too.
+    Trainer writes the folder."""
     config = getattr(trainer.model, "generation_config", None)
-    args = trainer.args
-    if config is not None and getattr(args, "predict_with_generate", False):
-        if args.generation_max_length:
-            config.max_length = args.generation_max_length
-        if args.generation_num_beams:
-            config.num_beams = args.generation_num_beams
-        if trainer.is_world_process_zero() and hasattr(trainer.model, "peft_config"):
-            config.save_pretrained(folder)  # an adapter folder holds no generation config of its own
+    if config is not None and trainer.is_world_process_zero() and hasattr(trainer.model, "peft_config"):
+        config.save_pretrained(folder)  # an adapter folder holds no generation config of its own
     return False
 
 
