@@ -48,7 +48,7 @@ def test_a_run_writes_its_report_with_metrics_curves_and_classes(finished_run):
     assert 'id="compare"' not in page and 'id="entities"' not in page  # no compare, no entities
     assert f"<td>{metrics['test']['test_accuracy']:.4f}</td>" in page  # test and validation, from metrics.json
     assert f"<td>{metrics['validation']['eval_accuracy']:.4f}</td>" in page
-    assert "Accuracy (selects the best model)" in page
+    assert "<td>Accuracy (metric_for_best_model)</td>" in page
     assert metrics["log_history"] and any("eval_accuracy" in e for e in metrics["log_history"])
     for role in ("validation", "test"):  # a per-class table and a confusion matrix per split
         assert f"<h3>{role}</h3>" in page and f'alt="{role} confusion matrix' in page

@@ -54,7 +54,7 @@ def build_html(out_dir: str | Path) -> str:
     task, spec = resolve(recipe)
     metric = str(recipe.training.get("metric_for_best_model") or task.best_metric(spec)[0]).removeprefix("eval_")
     sections = [
-        _run_section(out, recipe, metrics, metric),
+        _run_section(recipe, metrics, metric),
         _collapse_section(metrics),
         _metrics_section(metrics, task, metric),
         _curves_section(metrics.get("log_history") or [], metric),
@@ -115,7 +115,7 @@ def _plain(text: str) -> str:
 # --------------------------------------------------------------------------- sections
 
 
-def _run_section(out: Path, recipe, metrics: dict[str, Any], metric: str) -> str:
+def _run_section(recipe, metrics: dict[str, Any], metric: str) -> str:
     ft, data = recipe.finetune, recipe.data
     rows = [
         ["task", recipe.task],
@@ -123,7 +123,7 @@ def _run_section(out: Path, recipe, metrics: dict[str, Any], metric: str) -> str
         ["data", data.path + (f" ({', '.join(f'{k}: {Path(v).name}' for k, v in data.data_files.items())})"
                               if data.data_files else (f" ({data.name})" if data.name else ""))],
         ["strategy", ft.strategy],
-        ["selected by", f"validation {metric}"],
+        ["model selection", f"validation {metric} (training.metric_for_best_model)"],
     ]
     if metrics.get("trainable_parameters") and metrics.get("total_parameters"):
         t, n = metrics["trainable_parameters"], metrics["total_parameters"]
@@ -152,7 +152,7 @@ def _metrics_section(metrics: dict[str, Any], task, metric: str) -> str:
     names = [n for n in [*task.metric_names, metric, "loss"] if n in reported]
     names = list(dict.fromkeys(names))
     label = {n: task.metric_names[n][1] if n in task.metric_names else n for n in names}
-    rows = [[label[n] + (" (selects the best model)" if n == metric else "")]
+    rows = [[label[n] + (" (metric_for_best_model)" if n == metric else "")]
             + [metrics[role].get(f"{prefix}_{n}") for role, prefix in roles] for n in names]
     selected = names.index(metric) if metric in names else None
     return ("<section id=\"metrics\">\n<h2>Metrics</h2>\n"
@@ -181,7 +181,7 @@ def _curves_section(history: list[dict[str, Any]], metric: str) -> str:
     left.set_title("loss")
     if scores:
         right.plot(*zip(*scores), marker="o", color="tab:green", label=f"validation {metric}")
-    right.set_title(_plain(f"validation {metric} (selects the best model)"))
+    right.set_title(_plain(f"validation {metric} (metric_for_best_model)"))
     for ax in (left, right):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
