@@ -90,6 +90,7 @@ def test_inserted_text_is_escaped(finished_run, tmp_path):
     page = write_html(out).read_text(encoding="utf-8")
     assert_self_contained(page)
     assert "<td>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</td>" in page
+    assert page.index("<td>negative</td>") < page.index("<td>&lt;script")  # label order, not metrics.json's sorted keys
     assert "&lt;b&gt;lower&lt;/b&gt;" in page and "<b>" not in page
 
 

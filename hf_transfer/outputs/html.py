@@ -218,7 +218,8 @@ def _classes_section(per_class: dict[str, dict[str, Any]]) -> str:
     for role in (r for r in FINAL_EVALUATIONS if r in per_class):
         found = per_class[role]
         scores = found.get("per_class") or {}
-        rows = [[name, s["precision"], s["recall"], s["f1"], s["support"]] for name, s in scores.items()]
+        names = (found.get("confusion_matrix") or {}).get("labels") or list(scores)  # label-id order
+        rows = [[n, *(scores[n][k] for k in ("precision", "recall", "f1", "support"))] for n in names if n in scores]
         parts.append(f"<h3>{escape(role)}</h3>\n" + _table(["class", "precision", "recall", "F1", "support"], rows))
         if found.get("confusion_matrix"):
             parts.append(_confusion(found["confusion_matrix"], role))
