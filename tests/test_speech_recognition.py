@@ -105,6 +105,9 @@ def test_each_strategy_trains_two_steps_and_reloads_through_the_pipeline(kit, tm
     assert checked.compared["test"]["wer"][0] == checked.compared["test"]["wer"][1]
     card = (out / "README.md").read_text()
     assert "automatic-speech-recognition" in card and "type: wer" in card and "- Trained: `" in card
+    page = (out / "report.html").read_text()  # WER / CER and curves; no classes, no entities
+    assert "<td>WER (metric_for_best_model)</td>" in page and '<section id="curves">' in page
+    assert 'id="classes"' not in page and 'id="entities"' not in page
     assert sum(metrics["trained_modules"].values()) == metrics["trainable_parameters"]
     if model == "whisper":
         _reloads_as_trained(result.trainer.model, out)

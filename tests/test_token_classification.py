@@ -322,6 +322,8 @@ def test_two_steps_reload_through_pipeline_and_verify(variant, tiny_bert, ner_fi
     assert len(shown) == 2 and shown[0].endswith(TEXTS[0])
     card = (out / "README.md").read_text()
     assert "pipeline_tag: token-classification" in card and 'aggregation_strategy="simple"' in card
+    page = (out / "report.html").read_text()  # entity scores per type; no classes, no confusion matrix
+    assert '<section id="entities">' in page and "<td>pos</td>" in page and 'id="classes"' not in page
 
 
 def test_token_features_are_the_labelled_positions_and_batches_put_them_back(tiny_bert):

@@ -3,8 +3,8 @@
 Metadata (`ModelCardData`): base_model, datasets (Hub ids only), library_name (transformers, or
 peft for adapters), pipeline_tag and tags (so the Hub shows the right widget), and the evaluation
 metrics as model-index `EvalResult`s. The body: what the model is, its labels, how to load it,
-the data, the strategy and hyper-parameters, the trainable-parameter share, the metrics, the
-transfer report (report.md) when the folder has one, and intended use and limitations.
+the data, the strategy and hyper-parameters, the trainable-parameter share, the metrics, a link to
+report.html, the transfer report (report.md) when the folder has one, and intended use and limitations.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from hf_transfer.outputs.hubuser import PEFT_AUTO
 from hf_transfer.outputs.hubuser import processor_class
+from hf_transfer.folder import REPORT_HTML
 from hf_transfer.recipe.schema import Recipe
 from hf_transfer.validate import load_recipe
 from hf_transfer.strategies import STRATEGIES
@@ -131,7 +132,8 @@ def _body(out, recipe, metrics, config, adapter, task, base, where, model_name) 
         "## How to use\n\n" + _snippet(where, task, adapter, recipe),
         _training_section(recipe, metrics, base),
         _evaluation_section(metrics, task),
-        _collapse_section(metrics),
+        _report_link(out),
+        collapse_section(metrics),
     ]
     report = out / REPORT
     if report.is_file():
@@ -140,7 +142,14 @@ def _body(out, recipe, metrics, config, adapter, task, base, where, model_name) 
     return "\n\n".join(s for s in sections if s) + "\n"
 
 
-def _collapse_section(metrics: dict[str, Any]) -> str:
+def _report_link(out: Path) -> str:
+    if not (out / REPORT_HTML).is_file():
+        return ""
+    return (f"The run's report, one self-contained page with its training curves and per-class scores or "
+            f"confusion matrices where they apply: [{REPORT_HTML}]({REPORT_HTML}).")
+
+
+def collapse_section(metrics: dict[str, Any]) -> str:
     collapse = metrics.get("collapse")
     if not collapse:
         return ""

@@ -1,5 +1,5 @@
-"""One run and what follows it: train (hf_transfer.train), then the model card, the round-trip check
-(`verify: true`, for tasks whose record runs it after training) and the push (`hub.push`).
+"""One run and what follows it: train (hf_transfer.train), then report.html, the model card, the round-trip
+check (`verify: true`, for tasks whose record runs it after training) and the push (`hub.push`).
 
 The card, the check and the push run on the main process once the folder is complete (metrics.json
 written). A failed push raises HubError but loses nothing: `hf-transfer push OUTPUT_DIR REPO_ID`
@@ -14,6 +14,7 @@ from typing import Callable
 
 from hf_transfer.outputs import hub
 from hf_transfer.outputs.card import write_card
+from hf_transfer.outputs.html import write_html
 from hf_transfer.outputs.verify import verify
 from hf_transfer.tasks import TASKS
 from hf_transfer.train import FinetuneResult, run_one
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def after_training(recipe, out: Path) -> None:
-    """Card, then verify, then push."""
+    """report.html and the card (which links to it), then verify, then push."""
+    write_html(out)
     write_card(out)
     if recipe.verify and TASKS[recipe.task].verify_after_training:
         log.info(verify(out).summary())
