@@ -208,6 +208,37 @@ def test_audio_answers_equal_predicts_and_bad_audio_is_a_4xx(audio_run):
                       headers={"Content-Type": "application/octet-stream"}).status_code == 200
 
 
+# --------------------------------------------------------------------------- image
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    from tests.tiny_vision import save_tiny_timm, vision_recipe, write_imagefolder
+
+    root = tmp_path_factory.mktemp("serve-image")
+    out = root / "run"
+    finetune(vision_recipe(save_tiny_timm(root / "resnet"), write_imagefolder(root / "images"), out))
+    return out, sorted((root / "images" / "test").rglob("*.png"))[:3]
+
+
+def test_image_answers_equal_predicts_and_bad_images_are_a_4xx(image_run):
+    out, pngs = image_run
+    _, expected = predict(out, [str(p) for p in pngs], top_k=2, device="cpu")
+    with TestClient(create_app(load(out, device="cpu"), max_batch_size=4)) as c:
+        got = [c.post("/predict?top_k=2", content=png.read_bytes(), headers={"Content-Type": "image/png"})
+               for png in pngs]
+        same([r.json()["predictions"] for r in got], expected)
+        for body, kind, status, message in [
+            (b"\x89PNG\r\n\x1a\n truncated", "image/png", 400, "not an image PIL can decode"),
+            (pngs[0].read_bytes()[:60], "image/png", 400, "not an image PIL can decode"),
+            (b'{"inputs": "x"}', "application/json", 415, "this model reads the image file's bytes"),
+        ]:
+            response = c.post("/predict", content=body, headers={"Content-Type": kind})
+            assert (response.status_code, set(response.json())) == (status, {"error"}), response.text
+            assert message in response.json()["error"]
+        assert c.get("/health").json()["served"]["requests"] == 3
+
+
 # --------------------------------------------------------------------------- the real command under load
 
 
