@@ -1,6 +1,7 @@
-"""`hf-transfer serve`: answers equal `predict`'s, concurrent requests share model calls, bad input is a
-4xx one-line JSON error and the server goes on; a bad folder is one line and exit 2. Tiny runs, in process
-(FastAPI's TestClient); the slow tier starts the real command and puts a bounded load on it."""
+"""`hf-transfer serve`: answers equal `predict`'s (text, entities, audio, transcripts, images), concurrent
+requests share model calls, bad input is a 4xx one-line JSON error and the server goes on; a bad folder or
+a busy port is one line and exit 2. Tiny runs, in process (FastAPI's TestClient); the slow tier starts the
+real command on 127.0.0.1 and puts a bounded load on it (benchmarks/serve_load.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from hf_transfer import finetune  # noqa: E402
 from hf_transfer.cli import main  # noqa: E402
 from hf_transfer.outputs.predict import predict  # noqa: E402
 from hf_transfer.outputs.serve import Batcher, create_app, load  # noqa: E402
+from tests.test_token_classification import ner_files, ner_recipe  # noqa: E402,F401 - a fixture
 from tests.tiny import save_tiny_audio_model, speech_recipe, write_audio_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,6 +208,45 @@ def test_audio_answers_equal_predicts_and_bad_audio_is_a_4xx(audio_run):
             assert message in response.json()["error"]
         assert c.post("/predict", content=clips[0].read_bytes(),
                       headers={"Content-Type": "application/octet-stream"}).status_code == 200
+
+
+# --------------------------------------------------------------------------- entities
+
+
+def test_entities_answer_as_predict_and_numpy_scores_become_json_numbers(tiny_bert, ner_files, tmp_path):
+    from hf_transfer.outputs.serve import _top
+
+    out = tmp_path / "ner"
+    finetune(ner_recipe(tiny_bert, ner_files, out) | {"verify": False})
+    texts = ["the good day was great", "bad pain after the best day"]
+    _, expected = predict(out, texts, device="cpu")
+    with TestClient(create_app(load(out, device="cpu"))) as c:
+        assert c.get("/health").json()["task"] == "token-classification"
+        answer = c.post("/predict", json={"inputs": texts})
+        assert answer.status_code == 200
+        got = answer.json()["predictions"]
+    assert [[e["entity_group"] for e in row] for row in got] == [[e["entity_group"] for e in row] for row in expected]
+    assert [e["score"] for row in got for e in row] == pytest.approx(
+        [float(e["score"]) for row in expected for e in row], abs=1e-5)  # a 2-step run may find none: below
+    entity = {"entity_group": "pos", "score": np.float32(0.5), "word": "good", "start": np.int64(4), "end": 8}
+    row = _top([entity], top_k=1)
+    assert row == [{"entity_group": "pos", "score": 0.5, "word": "good", "start": 4, "end": 8}]
+    assert type(row[0]["score"]) is float and type(row[0]["start"]) is int
+
+
+def test_speech_recognition_answers_the_transcript_predict_gives(tmp_path):
+    from tests.tiny_asr import asr_recipe, save_tiny_ctc_body, write_transcribed_tones
+
+    files = write_transcribed_tones(tmp_path / "data")
+    out = tmp_path / "asr"
+    finetune(asr_recipe(save_tiny_ctc_body(tmp_path / "ctc"), files, out))
+    clip = Path(files["test"]).parent / "wav" / "test_0.wav"
+    _, expected = predict(out, [str(clip)], device="cpu")
+    with TestClient(create_app(load(out, device="cpu"))) as c:
+        health = c.get("/health").json()
+        answer = c.post("/predict", content=clip.read_bytes(), headers={"Content-Type": "audio/wav"})
+    assert health["task"] == "automatic-speech-recognition" and health["labels"] is None
+    assert answer.status_code == 200 and answer.json()["predictions"] == expected[0] and "text" in expected[0][0]
 
 
 # --------------------------------------------------------------------------- image
