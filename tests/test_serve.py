@@ -170,6 +170,16 @@ def test_a_busy_port_is_one_line_and_exit_2(finished_run, capsys):
     assert err.startswith(f"hf-transfer: error: serve: cannot listen on 127.0.0.1:{port}") and err.count("\n") == 1
 
 
+def test_without_the_serve_extra_the_command_says_what_to_install(tmp_path):
+    import subprocess
+
+    code = ("import sys; sys.modules['uvicorn'] = None; from hf_transfer.cli import main; "
+            f"sys.exit(main(['serve', {str(tmp_path)!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "serve: needs FastAPI and uvicorn (uvicorn is missing): pip install 'hf-transfer-learning[serve]'" in proc.stderr
+
+
 # --------------------------------------------------------------------------- audio
 
 
