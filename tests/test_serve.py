@@ -23,7 +23,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hf_transfer import finetune  # noqa: E402
 from hf_transfer.cli import main  # noqa: E402
 from hf_transfer.outputs.predict import predict  # noqa: E402
-from hf_transfer.outputs.serve import Batcher, create_app, load  # noqa: E402
+from hf_transfer.outputs.batcher import Batcher  # noqa: E402
+from hf_transfer.outputs.serve import create_app, load  # noqa: E402
 from tests.test_token_classification import ner_files, ner_recipe  # noqa: E402,F401 - a fixture
 from tests.tiny import save_tiny_audio_model, speech_recipe, write_audio_data  # noqa: E402
 
@@ -224,7 +225,7 @@ def test_audio_answers_equal_predicts_and_bad_audio_is_a_4xx(audio_run):
 
 
 def test_entities_answer_as_predict_and_numpy_scores_become_json_numbers(tiny_bert, ner_files, tmp_path):
-    from hf_transfer.outputs.serve import _top
+    from hf_transfer.outputs.batcher import _top
 
     out = tmp_path / "ner"
     finetune(ner_recipe(tiny_bert, ner_files, out) | {"verify": False})

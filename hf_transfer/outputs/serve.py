@@ -21,13 +21,13 @@ import io
 import json
 import logging
 import socket
-from collections import deque
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hf_transfer.errors import DependencyError, HfTransferError
+from hf_transfer.outputs.batcher import Batcher, RequestError, one_line
 from hf_transfer.outputs.hubuser import FolderError, load_pipeline
 from hf_transfer.outputs.predict import run, task_of_folder
 from hf_transfer.outputs.verify import hub_user_task
@@ -53,15 +53,6 @@ INPUTS = {
     "speech": "the audio file's bytes as the body, Content-Type audio/* (WAV, FLAC, OGG)",
 }
 MEDIA_TYPES = {"vision": ("image/", "application/octet-stream"), "speech": ("audio/", "application/octet-stream")}
-
-
-class RequestError(Exception):
-    """A request the server answers with `status` and {"error": message}: 4xx for bad input, 500 when the
-    model fails on an input that passed the checks."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -95,116 +86,6 @@ def load(out: str | Path, device: str | None = None) -> Served:
         raise HfTransferError(f"serve: {err}") from None
 
 
-# --------------------------------------------------------------------------- batching
-
-
-@dataclass
-class Job:
-    items: list[Any]
-    top_k: int
-    future: asyncio.Future
-
-
-@dataclass
-class Batcher:
-    """One worker gathers waiting requests into one model call of at most `max_batch_size` inputs (a
-    request with more inputs goes alone), waiting up to `timeout_s` for more once the first has come."""
-
-    call: Callable[[list[Any]], list[list[dict[str, Any]]]]
-    max_batch_size: int
-    timeout_s: float
-    pending: deque = field(default_factory=deque)
-    stats: dict[str, int] = field(default_factory=lambda: {"requests": 0, "batches": 0, "items": 0, "largest_batch": 0})
-
-    def __post_init__(self):
-        self.arrived = asyncio.Event()
-
-    async def submit(self, items: list[Any], top_k: int) -> list[list[dict[str, Any]]]:
-        job = Job(items, top_k, asyncio.get_running_loop().create_future())
-        self.pending.append(job)
-        self.arrived.set()
-        return await job.future
-
-    def _waiting(self) -> int:
-        return sum(len(job.items) for job in self.pending)
-
-    async def _gather(self) -> list[Job]:
-        while not self.pending:
-            self.arrived.clear()
-            await self.arrived.wait()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_s
-        while self._waiting() < self.max_batch_size and (left := deadline - loop.time()) > 0:
-            self.arrived.clear()
-            try:
-                await asyncio.wait_for(self.arrived.wait(), left)
-            except TimeoutError:
-                break
-        jobs = [self.pending.popleft()]
-        size = len(jobs[0].items)
-        while self.pending and size + len(self.pending[0].items) <= self.max_batch_size:
-            size += len(self.pending[0].items)
-            jobs.append(self.pending.popleft())
-        return jobs
-
-    async def run(self) -> None:
-        while True:
-            jobs = await self._gather()
-            try:
-                await self._answer(jobs)
-            except Exception as err:  # noqa: BLE001 - a bug answers these requests with 500; the worker goes on
-                log.exception("serve: answering a batch failed")
-                for job in jobs:
-                    _settle(job.future, exception=RequestError(500, f"internal error: {_one_line(err)}"))
-
-    async def _answer(self, jobs: list[Job]) -> None:
-        items = [item for job in jobs for item in job.items]
-        try:
-            rows = await asyncio.to_thread(self.call, items)
-        except Exception as err:  # noqa: BLE001 - one request's failure must not stop the worker
-            if len(jobs) > 1:  # answer each alone: one bad input does not fail the requests batched with it
-                for job in jobs:
-                    await self._answer([job])
-                return
-            log.exception("serve: the pipeline failed")
-            _settle(jobs[0].future, exception=RequestError(500, f"the model failed on this input: {_one_line(err)}"))
-            return
-        self.stats["batches"] += 1
-        self.stats["requests"] += len(jobs)
-        self.stats["items"] += len(items)
-        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(items))
-        start = 0
-        for job in jobs:
-            mine = rows[start:start + len(job.items)]
-            start += len(job.items)
-            _settle(job.future, result=[_top(row, job.top_k) for row in mine])
-
-
-def _settle(future: asyncio.Future, result: Any = None, exception: Exception | None = None) -> None:
-    if future.done():  # the client went away
-        return
-    if exception is not None:
-        future.set_exception(exception)
-    else:
-        future.set_result(result)
-
-
-def _top(row: list[dict[str, Any]], top_k: int) -> list[dict[str, Any]]:
-    """The row's top_k labels (classification rows come sorted by score), JSON-ready; other rows whole."""
-    row = [{k: _plain(v) for k, v in r.items()} for r in row]
-    return row[:top_k] if row and "label" in row[0] else row
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars (entity scores) as Python numbers."""
-    return value.item() if hasattr(value, "item") and getattr(value, "ndim", None) == 0 else value
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else err.__class__.__name__
-
-
 # --------------------------------------------------------------------------- request bodies
 
 
@@ -230,7 +111,7 @@ def text_items(body: bytes) -> tuple[list[str], bool]:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
-        raise RequestError(400, f'body is not JSON ({_one_line(err)}); send {{"inputs": "a text"}}') from None
+        raise RequestError(400, f'body is not JSON ({one_line(err)}); send {{"inputs": "a text"}}') from None
     if not isinstance(data, dict) or "inputs" not in data:
         raise RequestError(400, 'missing field "inputs": send {"inputs": "a text"} or {"inputs": ["a text", ...]}')
     inputs = data["inputs"]
@@ -257,7 +138,7 @@ def image_item(body: bytes) -> Any:
         image = Image.open(io.BytesIO(body))
         image.load()
     except Exception as err:  # noqa: BLE001 - PIL fails in many types on a bad file
-        raise RequestError(400, f"the body is not an image PIL can decode ({_one_line(err)})") from None
+        raise RequestError(400, f"the body is not an image PIL can decode ({one_line(err)})") from None
     return image
 
 
@@ -265,7 +146,7 @@ def audio_item(body: bytes) -> dict[str, Any]:
     try:
         audio = decode_audio(io.BytesIO(body))
     except Exception as err:  # noqa: BLE001 - libsndfile fails in several types on a bad file
-        raise RequestError(400, f"the body is not audio soundfile can decode ({_one_line(err)})") from None
+        raise RequestError(400, f"the body is not audio soundfile can decode ({one_line(err)})") from None
     if audio["raw"].size == 0:
         raise RequestError(400, "the audio holds no samples")
     return audio
@@ -356,7 +237,7 @@ def create_app(served: Served, max_batch_size: int = 16, batch_timeout_ms: float
             return JSONResponse({"error": str(err)}, status_code=err.status)
         except Exception as err:  # noqa: BLE001 - a bug answers one line, the server goes on
             log.exception("serve: request failed")
-            return JSONResponse({"error": f"internal error: {_one_line(err)}"}, status_code=500)
+            return JSONResponse({"error": f"internal error: {one_line(err)}"}, status_code=500)
         return {"predictions": rows[0] if single else rows}
 
     return app
