@@ -97,6 +97,29 @@ def test_bad_text_input_is_a_4xx_one_line_error_and_serving_goes_on(client, body
     assert client.post("/predict", json={"inputs": "good"}).status_code == 200
 
 
+TEXT_VARIANTS = {
+    "lora": ({"strategy": "lora", "r": 2}, {}),
+    "multi-label": ({}, {"problem_type": "multi_label_classification", "label_column": ["is_good", "is_bad"],
+                         "label_names": None}),
+    "regression": ({}, {"problem_type": "regression", "label_column": "score", "label_names": None}),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(TEXT_VARIANTS))
+def test_adapters_multi_label_and_regression_answer_as_predict(variant, tiny_bert, sentiment_files, tmp_path):
+    from tests.tiny import text_recipe
+
+    strategy, data = TEXT_VARIANTS[variant]
+    recipe = text_recipe(tiny_bert, sentiment_files, tmp_path / "out", **strategy)
+    recipe["data"] |= data
+    finetune(recipe)
+    _, expected = predict(tmp_path / "out", TEXTS, top_k=2, device="cpu")
+    with TestClient(create_app(load(tmp_path / "out", device="cpu"))) as c:
+        answer = c.post("/predict?top_k=2", json={"inputs": TEXTS})
+    assert answer.status_code == 200
+    same(answer.json()["predictions"], expected)
+
+
 @pytest.mark.parametrize("query, status", [("top_k=0", 400), ("top_k=x", 400), ("top_k=-1", 400), ("top_k=5", 200)])
 def test_top_k_is_checked(client, query, status):
     response = client.post(f"/predict?{query}", json={"inputs": "good"})
