@@ -129,6 +129,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hf_transfer.outputs.serve import serve
+
+    serve(args.output_dir, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
+          batch_timeout_ms=args.batch_timeout_ms, device=args.device)
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from hf_transfer.shipped import listing
 
@@ -180,6 +188,13 @@ def _tolerance(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    """A TCP port, 0 to 65535 (0: a free one; argparse type of serve --port)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}")
+    return int(text)
+
+
 def _add_folder_commands(sub) -> None:
     p = sub.add_parser("push", help="upload a finished run to the Hugging Face Hub")
     p.add_argument("output_dir")
@@ -201,6 +216,15 @@ def _add_folder_commands(sub) -> None:
     p.add_argument("--batch-size", type=_count, default=8)
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("serve", help="an HTTP inference server for a saved run (needs the `serve` extra)")
+    p.add_argument("output_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8000, help="default 8000; 0 picks a free port")
+    p.add_argument("--max-batch-size", type=_count, default=16, help="inputs gathered into one model call (default 16)")
+    p.add_argument("--batch-timeout-ms", type=_tolerance, default=10.0,
+                   help="how long the first request of a batch waits for more (default 10)")
+    p.add_argument("--device")
 
     p = sub.add_parser("evaluate", help="metrics of a finished run on new labelled data")
     p.add_argument("output_dir")
@@ -285,6 +309,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "push": cmd_push,
     "verify": cmd_verify,
     "predict": cmd_predict,
+    "serve": cmd_serve,
     "evaluate": cmd_evaluate,
     "merge": cmd_merge,
     "recipes": cmd_recipes,

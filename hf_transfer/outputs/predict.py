@@ -46,6 +46,11 @@ def predict(out_dir: str | Path, inputs: list[str], top_k: int = 1, batch_size: 
         pipe = load_pipeline(out, hub_user_task(task), device)
     except FolderError as err:
         raise HfTransferError(f"predict: {err}") from None
+    return items, run(pipe, task, spec, items, top_k, batch_size)
+
+
+def call_kwargs(pipe, task, spec, top_k: int, batch_size: int) -> dict[str, Any]:
+    """The pipeline's call arguments: preprocessing as training did, top_k labels (classification)."""
     kwargs: dict[str, Any] = {"top_k": top_k, "batch_size": batch_size}
     if task.entities:  # the saved tokenizer truncates as training did
         kwargs = {"aggregation_strategy": "simple", "batch_size": batch_size}
@@ -57,10 +62,17 @@ def predict(out_dir: str | Path, inputs: list[str], top_k: int = 1, batch_size: 
         kwargs |= {"truncation": True, "max_length": pipe.tokenizer.model_max_length}
     if getattr(pipe.model.config, "problem_type", None) == "regression":
         kwargs["function_to_apply"] = "none"
+    return kwargs
+
+
+def run(pipe, task, spec, items: list[Any], top_k: int = 1, batch_size: int = 8) -> list[list[dict[str, Any]]]:
+    """One row of results per input item (read as `task.read_inputs` reads them): labels and scores,
+    entities, or a transcript. `hf-transfer serve` calls this on each gathered batch."""
+    kwargs = call_kwargs(pipe, task, spec, top_k, batch_size)
     results = pipe(at_rate(items, getattr(getattr(pipe, "feature_extractor", None), "sampling_rate", None)), **kwargs)
     if task.entities and items and (not results or isinstance(results[0], dict)):
         results = [results]  # one text: the pipeline answers its entity list
-    return items, [r if isinstance(r, list) else [r] for r in results]
+    return [r if isinstance(r, list) else [r] for r in results]
 
 
 def _shown(r: dict[str, Any]) -> str:

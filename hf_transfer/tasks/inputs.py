@@ -39,14 +39,19 @@ def audio_inputs(items: list[str]) -> list[Any]:
     """Audio paths, decoded with soundfile when it is installed (the pipeline needs ffmpeg otherwise)."""
     paths = file_inputs(items)
     try:
-        import soundfile
+        import soundfile  # noqa: F401
     except ImportError:
         return paths
-    out = []
-    for path in paths:
-        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
-        out.append({"raw": data.mean(axis=1), "sampling_rate": rate})
-    return out
+    return [decode_audio(path) for path in paths]
+
+
+def decode_audio(source: Any) -> dict[str, Any]:
+    """{raw: float32 mono samples, sampling_rate} from a path or a file object, decoded with soundfile
+    (`predict`'s files and `serve`'s uploaded bytes alike)."""
+    import soundfile
+
+    data, rate = soundfile.read(source, dtype="float32", always_2d=True)
+    return {"raw": data.mean(axis=1), "sampling_rate": rate}
 
 
 def at_rate(items: list[Any], rate: int | None) -> list[Any]:
