@@ -80,7 +80,8 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
     declare_mean_loss(model)  # losses average over processes and accumulation steps
     hooks = trainer_hooks(model, recipe.finetune, args)
     collator, export, features = task.collator(processor), None, None
-    if not objectives.wanted(recipe) and probe.wanted(recipe.finetune, task.stochastic(spec), model):
+    cacheable = not objectives.wanted(recipe) and not recipe.data.streaming  # a stream is not cached
+    if cacheable and probe.wanted(recipe.finetune, task.stochastic(spec), model):
         export = model  # the head trains on cached features (per token for token classification)
         model, splits, features, collator = probe.prepare(model, splits, collator, args, per_token=task.entities)
     loss = task.loss(spec)
