@@ -46,6 +46,10 @@ def training_arguments(recipe: Recipe, out: Path):
     args["output_dir"] = str(out / CHECKPOINTS)
     if recipe.data.streaming:
         args |= _streaming_schedule(recipe.training)
+        # Several processes: each reads the stream and keeps its share of every batch. Accelerate's default
+        # for a stream (dispatch_batches: process 0 concatenates the processes' batches) fails on batches
+        # padded to different lengths (transformers#26548, accelerate#2023).
+        args.setdefault("accelerator_config", {"dispatch_batches": False})
     args.setdefault("save_strategy", args["eval_strategy"])
     # e.g. AdaLoRA: a checkpoint's pruned ranks do not load back into the live model (PEFT): the last one stays
     reload_best = args["eval_strategy"] != "no" and STRATEGIES[recipe.finetune.strategy].reload_best

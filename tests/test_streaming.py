@@ -11,7 +11,7 @@ import pytest
 from hf_transfer import finetune
 from hf_transfer.errors import DataError, RecipeError
 from hf_transfer.validate import load_recipe
-from tests.tiny import text_recipe, write_sentiment_csv
+from tests.tiny import FILLER, NEGATIVE, POSITIVE, text_recipe, write_sentiment_csv
 
 
 def streaming_recipe(model, files, out, **data):
@@ -122,3 +122,38 @@ def test_what_a_stream_cannot_do_is_refused_in_one_line(change, message, tmp_pat
     with pytest.raises(RecipeError, match=message) as err:
         load_recipe(recipe)
     assert "\n" not in str(err.value)
+
+
+def _uneven_reviews(folder, n_train=40, n_test=12) -> dict[str, str]:
+    """Reviews of 2 to 12 words: batches padded to different lengths."""
+    import csv
+    import random
+
+    rng, files = random.Random(0), {}
+    folder.mkdir(parents=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        with open(folder / f"{split}.csv", "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["review", "label"])
+            for i in range(n):
+                words = rng.sample(POSITIVE if i % 2 == 0 else NEGATIVE, 2) + rng.sample(FILLER, rng.randint(0, 10))
+                writer.writerow([" ".join(words), "positive" if i % 2 == 0 else "negative"])
+        files[split] = str(folder / f"{split}.csv")
+    return files
+
+
+@pytest.mark.slow  # a launcher and two training processes
+def test_a_stream_trains_under_two_cpu_processes(tiny_bert, tmp_path):
+    """Each process reads the stream and keeps its share of every batch: Accelerate's default for streams
+    (process 0 concatenates the batches of all processes) fails on batches padded to different lengths."""
+    from tests.test_distributed import launch, summaries
+
+    recipe = streaming_recipe(tiny_bert, _uneven_reviews(tmp_path / "data"), tmp_path / "work" / "out")
+    recipe["training"] |= {"per_device_train_batch_size": 4, "use_cpu": True}
+    (tmp_path / "work").mkdir()
+    proc = launch("cpu_2proc.yaml", recipe, tmp_path / "work")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(summaries(proc.stdout)) == 1
+    metrics = json.loads((tmp_path / "work" / "out" / "metrics.json").read_text())
+    assert (metrics["processes"], metrics["effective_batch_size"]) == (2, 8)
+    assert metrics["validation"]["eval_samples"] == metrics["test"]["test_samples"] == 8
