@@ -2,8 +2,8 @@
 
 The Trainer already shards data, gathers evaluation predictions (`gather_for_metrics` drops the
 samples padded onto the last batch) and saves from the main process; this module covers what
-hf-transfer adds around it: one process cleans and writes the output folder, a missing DeepSpeed
-is one clear line, sharded (ZeRO-3) saves are checked for empty tensors.
+hf-transfer adds around it: one process decides about and writes the output folder, a missing
+DeepSpeed is one clear line, sharded (ZeRO-3) saves are checked for empty tensors.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
-from hf_transfer.errors import DependencyError, OutputError
+from hf_transfer.errors import DependencyError, HfTransferError, OutputError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEEPSPEED_HINT = "pip install 'hf-transfer-learning[deepspeed]'"
 ZERO3_HINT = "under DeepSpeed ZeRO-3 set zero3_save_16bit_model: true (accelerate_configs/deepspeed_zero3.yaml)"
@@ -30,6 +31,30 @@ def launcher_rank() -> int:
 def log_level() -> int:
     """INFO on the main process, WARNING on the others (one copy of each log line)."""
     return logging.INFO if launcher_rank() == 0 else logging.WARNING
+
+
+def main_decides(decide: Callable[[], T], args) -> T:
+    """`decide()` runs on the main process only; every process gets its answer, or raises its one-line error.
+
+    On several machines the others may see another file system (or the same one a moment later, after
+    the main process changed it): they act on what the main process found instead of checking again,
+    and a refusal stops every process with the same line instead of leaving the others at a barrier.
+    """
+    if args.world_size <= 1:
+        return decide()
+    import torch.distributed as dist
+
+    answer: list[Any] = [None]
+    if args.process_index == 0:
+        try:
+            answer = [(decide(), None)]
+        except HfTransferError as err:
+            answer = [(None, err)]
+    dist.broadcast_object_list(answer, src=0)
+    value, err = answer[0]
+    if err is not None:
+        raise err
+    return value
 
 
 def deepspeed_requested(training: dict[str, Any]) -> str | None:

@@ -128,11 +128,8 @@ def _owner_alive(text: str) -> bool:
 
 
 @contextmanager
-def run_lock(out: Path, take: bool = True) -> Iterator[None]:
-    """Hold the folder's lock while the run writes (`take=False`: another process of this run holds it)."""
-    if not take:
-        yield
-        return
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold the folder's lock while the run writes (taken by the main process of a launched run only)."""
     path = lock_path(out)
     mine = f"{os.getpid()} {socket.gethostname()}\n"
     for _ in range(2):

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import errno
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hf_transfer import objectives
 from hf_transfer.distributed import (
-    check_saved_weights, declare_mean_loss, effective_batch_size, is_sharded, log_batch_size,
+    check_saved_weights, declare_mean_loss, effective_batch_size, is_sharded, log_batch_size, main_decides,
     match_deepspeed_dtype, require_extras,
 )
 from hf_transfer.errors import ModelError, RecipeError
@@ -79,7 +80,8 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
     declare_mean_loss(model)  # losses average over processes and accumulation steps
     hooks = trainer_hooks(model, recipe.finetune, args)
     collator, export, features = task.collator(processor), None, None
-    if not objectives.wanted(recipe) and probe.wanted(recipe.finetune, task.stochastic(spec), model):
+    cacheable = not objectives.wanted(recipe) and not recipe.data.streaming  # a stream is not cached
+    if cacheable and probe.wanted(recipe.finetune, task.stochastic(spec), model):
         export = model  # the head trains on cached features (per token for token classification)
         model, splits, features, collator = probe.prepare(model, splits, collator, args, per_token=task.entities)
     loss = task.loss(spec)
@@ -153,13 +155,17 @@ def run_one(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Fi
     """Train the recipe into its output folder (no comparison, card or push: see hf_transfer.runs).
 
     Replacing a finished run (--overwrite), the new one is written beside it and takes its place only
-    when complete; the folder is locked against a second run meanwhile (hf_transfer.folder)."""
+    when complete; the folder is locked against a second run meanwhile (hf_transfer.folder). Only the
+    main process takes the lock and checks the folder; a refusal stops every process with its line."""
     require_extras(recipe.training)
     out = output_dir(recipe)
     args = training_arguments(recipe, out)  # under a launcher this joins the process group
-    with run_lock(out, take=args.process_index == 0):
-        with args.main_process_first(local=False, desc="output folder"):  # the main process checks first
-            target = check_output_dir(out, overwrite, resume)
+    with ExitStack() as held:
+        def take_folder() -> Path:  # on the main process only: the lock (held until the end) and the check
+            held.enter_context(run_lock(out))
+            return check_output_dir(out, overwrite, resume)
+
+        target = main_decides(take_folder, args)  # the other processes (machines) follow its answer
         if target != out:
             args.output_dir = str(target / CHECKPOINTS)
         try:

@@ -44,6 +44,12 @@ def training_arguments(recipe: Recipe, out: Path):
     args |= launcher_precision(recipe.training)
     args |= recipe.training
     args["output_dir"] = str(out / CHECKPOINTS)
+    if recipe.data.streaming:
+        args |= _streaming_schedule(recipe.training)
+        # Several processes: each reads the stream and keeps its share of every batch. Accelerate's default
+        # for a stream (dispatch_batches: process 0 concatenates the processes' batches) fails on batches
+        # padded to different lengths (transformers#26548, accelerate#2023).
+        args.setdefault("accelerator_config", {"dispatch_batches": False})
     args.setdefault("save_strategy", args["eval_strategy"])
     # e.g. AdaLoRA: a checkpoint's pruned ranks do not load back into the live model (PEFT): the last one stays
     reload_best = args["eval_strategy"] != "no" and STRATEGIES[recipe.finetune.strategy].reload_best
@@ -52,6 +58,21 @@ def training_arguments(recipe: Recipe, out: Path):
         return arguments_class(task)(**args)
     except (ValueError, TypeError) as err:
         raise RecipeError(f"training: {str(err).strip().splitlines()[0]}") from None
+
+
+def _streaming_schedule(training: dict[str, Any]) -> dict[str, Any]:
+    """data.streaming: an epoch is one pass over a stream that may outlast max_steps, so the evaluation
+    and logging the recipe leaves at "each epoch" happen every tenth of max_steps instead (saving follows
+    evaluation, as without a stream)."""
+    every = training.get("eval_steps", max(1, int(training["max_steps"]) // 10))
+    out: dict[str, Any] = {}
+    if "eval_strategy" not in training:
+        out |= {"eval_strategy": "steps", "eval_steps": every}
+        if "save_strategy" not in training:
+            out["save_steps"] = training.get("save_steps", every)
+    if "logging_strategy" not in training:
+        out |= {"logging_strategy": "steps", "logging_steps": training.get("logging_steps", every)}
+    return out
 
 
 def launcher_precision(training: dict[str, Any]) -> dict[str, bool]:

@@ -238,6 +238,7 @@ def validate(raw: Any) -> Recipe:
     )
     _check_multitask(recipe)
     _check_cv(recipe)
+    _check_streaming(recipe, task)
     return recipe
 
 
@@ -346,6 +347,27 @@ def _check_cv(recipe: Recipe) -> None:
         raise RecipeError("cv: not available with compare (run the comparison per fold by hand)")
     if recipe.hub.push:
         raise RecipeError("cv: not available with hub.push (push a fold's folder with hf-transfer push)")
+
+
+def _check_streaming(recipe: Recipe, task) -> None:
+    """data.streaming: a task that reads streams, a step count, and nothing that needs the whole training split."""
+    if not recipe.data.streaming:
+        return
+    if not task.streams:
+        tasks = ", ".join(t.name for t in TASKS.values() if t.streams)
+        raise RecipeError(f"data.streaming: supported for {tasks}, not {task.name}")
+    if recipe.training.get("max_steps", -1) == -1:
+        raise RecipeError("training.max_steps: required with data.streaming (a stream has no length, so no epochs)")
+    whole_split = {  # key -> set in the recipe; each reads or counts the whole training split
+        "data.class_weights: auto": recipe.data.class_weights == "auto",
+        "finetune.cache_features": getattr(recipe.finetune, "cache_features", None) is True,
+        "tasks": bool(recipe.tasks), "compare": bool(recipe.compare), "cv": recipe.cv is not None,
+        "rank": recipe.rank is not None, "distill": recipe.distill is not None, "domain": recipe.domain is not None,
+    }
+    for key, used in whole_split.items():
+        if used:
+            raise RecipeError(f"{key.split(':')[0]}: not available with data.streaming (it needs the whole "
+                              "training split; set data.streaming: false)")
 
 
 # --------------------------------------------------------------------------- tune: the search space

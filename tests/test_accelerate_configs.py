@@ -29,6 +29,7 @@ EXPECTED = {
     "cpu_2proc.yaml": (DistributedType.MULTI_GPU, 2, "no", "torchrun"),
     "single_gpu.yaml": (DistributedType.NO, 1, "bf16", "simple"),
     "multi_gpu.yaml": (DistributedType.MULTI_GPU, 2, "bf16", "torchrun"),
+    "multi_node_cpu.yaml": (DistributedType.MULTI_GPU, 2, "no", "torchrun"),
     "deepspeed_zero2.yaml": (DistributedType.DEEPSPEED, 2, "bf16", "deepspeed"),
     "deepspeed_zero3.yaml": (DistributedType.DEEPSPEED, 2, "bf16", "deepspeed"),
     "fsdp.yaml": (DistributedType.FSDP, 2, "bf16", "torchrun"),
@@ -70,13 +71,21 @@ def test_config_loads_as_accelerate_launch_loads_it(name):
     assert picked == launcher
     assert int(args.num_processes) == processes
     if launcher == "torchrun":
-        assert int(args.nproc_per_node) == processes
+        assert int(args.nproc_per_node) * int(args.num_machines) == processes
     assert env["ACCELERATE_MIXED_PRECISION"] == precision
 
 
 def test_cpu_2proc_starts_two_cpu_processes():
     args, launcher, _ = launch_env(CONFIGS / "cpu_2proc.yaml")
     assert launcher == "torchrun" and args.nproc_per_node == "2" and args.use_cpu
+
+
+def test_multi_node_cpu_starts_one_cpu_process_per_machine():
+    """What tests/test_distributed.py::test_two_machines_match_one_process launches twice (ranks 0 and 1)."""
+    args, launcher, _ = launch_env(CONFIGS / "multi_node_cpu.yaml")
+    assert launcher == "torchrun" and args.use_cpu
+    assert (args.nnodes, args.node_rank, args.nproc_per_node) == ("2", 0, "1")
+    assert (args.rdzv_backend, args.rdzv_endpoint) == ("static", "127.0.0.1:29500")  # machine 0's address
 
 
 def _deepspeed_plugin(name, monkeypatch):

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -78,19 +79,104 @@ def test_two_cpu_processes_match_one_process(tiny_bert_no_dropout, data_55, tmp_
     assert len(summaries(proc.stdout)) == 1, "only the main process prints the summary"
     assert proc.stderr.count("effective batch size 8 = 4 per device x 2 processes x 1") == 1
     assert sorted(p.name for p in work.iterdir()) == ["out", "recipe.yaml"]  # one output folder
-    two = json.loads((work / "out" / "metrics.json").read_text())
-    assert (two["effective_batch_size"], two["processes"]) == (8, 2)
+    assert_same_metrics(single, json.loads((work / "out" / "metrics.json").read_text()), processes=2)
+
+
+def assert_same_metrics(single: dict, many: dict, processes: int) -> None:
+    """Same global batch (8), same seed -> what one process gets; 55 test samples count 55."""
+    assert (many["effective_batch_size"], many["processes"]) == (8, processes)
     assert (single["effective_batch_size"], single["processes"]) == (8, 1)
     n_val = round(48 * 0.1)
     for split, n in (("validation", n_val), ("test", N_TEST)):
         key = "eval" if split == "validation" else "test"
-        assert single[split][f"{key}_samples"] == two[split][f"{key}_samples"] == n  # none dropped or doubled
+        assert single[split][f"{key}_samples"] == many[split][f"{key}_samples"] == n  # none dropped or doubled
         for metric in ("accuracy", "f1_macro", "precision_macro", "recall_macro"):  # from gathered predictions: exact
-            assert two[split][f"{key}_{metric}"] == single[split][f"{key}_{metric}"], (split, metric)
+            assert many[split][f"{key}_{metric}"] == single[split][f"{key}_{metric}"], (split, metric)
         # The Trainer's loss is a mean of per-batch means; the padded last batch of a process weighs
         # its kept samples slightly differently (measured differences: 6e-4 validation, 3e-5 test).
-        assert two[split][f"{key}_loss"] == pytest.approx(single[split][f"{key}_loss"], abs=2e-3)
-    assert two["train"]["train_loss"] == pytest.approx(single["train"]["train_loss"], abs=1e-6)
+        assert many[split][f"{key}_loss"] == pytest.approx(single[split][f"{key}_loss"], abs=2e-3)
+    assert many["train"]["train_loss"] == pytest.approx(single["train"]["train_loss"], abs=1e-6)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_machines(config: str, recipe: dict, workdir: Path, machines: int, timeout: int = 600) -> list[tuple]:
+    """`accelerate launch --machine_rank R ...` once per "machine", all on this one (127.0.0.1, one free
+    port): (returncode, stdout, stderr) per machine rank. Whatever still runs at the end (a timeout, a
+    failed assertion) is killed with its workers."""
+    import signal
+
+    path = workdir / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(ROOT),
+           "OMP_NUM_THREADS": "1"}
+    port, procs, logs = str(_free_port()), [], workdir.parent / f"{workdir.name}-logs"
+    logs.mkdir()  # files, not pipes: a full pipe of one machine would stall the other at a collective
+    try:
+        for rank in range(machines):
+            flags = ["--num_machines", str(machines), "--machine_rank", str(rank), "--num_processes", str(machines),
+                     "--main_process_ip", "127.0.0.1", "--main_process_port", port]
+            with open(logs / f"{rank}.out", "w") as out, open(logs / f"{rank}.err", "w") as err:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config),
+                     *flags, str(ROOT / "scripts/finetune.py"), str(path)],
+                    stdout=out, stderr=err, env=env, cwd=workdir,
+                    start_new_session=True,  # its own process group: killed together with its torchrun workers
+                ))
+        deadline = time.monotonic() + timeout
+        codes = [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
+        return [(code, (logs / f"{r}.out").read_text(), (logs / f"{r}.err").read_text()) for r, code in enumerate(codes)]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+@pytest.mark.slow  # two launchers, two training processes
+def test_two_machines_match_one_process(tiny_bert_no_dropout, data_55, tmp_path):
+    """Two "machines" on this one (multi_node_cpu.yaml, machine ranks 0 and 1, gloo) train like one
+    process with the same global batch; only machine 0 writes the folder and prints the summary."""
+    single = finetune(recipe_for(tiny_bert_no_dropout, data_55, tmp_path / "single", per_device=8)).metrics
+    work = tmp_path / "nodes"
+    work.mkdir()
+    results = launch_machines("multi_node_cpu.yaml", recipe_for(tiny_bert_no_dropout, data_55, work / "out",
+                                                                 per_device=4), work, machines=2)
+    for rank, (code, _, err) in enumerate(results):
+        assert code == 0, (rank, err[-3000:])
+    (_, out0, err0), (_, out1, err1) = results
+    assert len(summaries(out0)) == 1 and not summaries(out1), "only machine 0 prints the summary"
+    assert err0.count("effective batch size 8 = 4 per device x 2 processes x 1") == 1
+    assert "effective batch size" not in err1  # the other machine logs warnings only
+    assert sorted(p.name for p in work.iterdir()) == ["out", "recipe.yaml"]  # one folder, no lock left behind
+    assert_same_metrics(single, json.loads((work / "out" / "metrics.json").read_text()), processes=2)
+
+
+@pytest.mark.slow
+def test_a_locked_folder_stops_both_machines_with_one_line(tiny_bert_no_dropout, data_55, tmp_path):
+    """Only machine 0 takes the lock and checks the folder; its refusal reaches machine 1, which stops with
+    the same line (not a broken barrier); the folder and the other run's lock are left as they were."""
+    import socket
+
+    from hf_transfer.folder import lock_path
+
+    work = tmp_path / "nodes"
+    work.mkdir()
+    lock = lock_path(work / "out")
+    lock.write_text(f"{os.getpid()} {socket.gethostname()}\n")  # a live run (this test) holds the folder
+    recipe = recipe_for(tiny_bert_no_dropout, data_55, work / "out", per_device=4)
+    results = launch_machines("multi_node_cpu.yaml", recipe, work, machines=2, timeout=300)
+    for rank, (code, _, err) in enumerate(results):
+        assert code != 0, rank
+        assert f"hf-transfer: error: training.output_dir: {work / 'out'} is in use by another run (process {os.getpid()}" \
+            in err, (rank, err[-3000:])
+    assert sorted(p.name for p in work.iterdir()) == [lock.name, "recipe.yaml"]  # nothing written
 
 
 @pytest.mark.parametrize("config, device", [

@@ -44,6 +44,9 @@ class ModelConfig:
         check_range(self.max_length, "model.max_length", low=1, high=INT32_MAX)
 
 
+STREAM_EVAL_SAMPLES = 1000  # data.streaming: rows of validation / test evaluated when max_eval_samples is unset
+
+
 @dataclass
 class DataConfig:
     path: str
@@ -75,6 +78,12 @@ class DataConfig:
     class_weights: Literal["auto"] | list[float] | None = None
     """Class-weighted cross-entropy (single-label): `auto` = inverse class frequency of the training split,
     normalised to mean 1; or one weight per label, in label order."""
+    streaming: bool = False
+    """Read the dataset as a stream (`datasets.IterableDataset`): nothing is downloaded or converted
+    ahead, so it may be larger than the disk. Needs `training.max_steps`; validation and test are their
+    first `max_eval_samples` rows (default STREAM_EVAL_SAMPLES), held in memory."""
+    shuffle_buffer: int = 1000
+    """Streaming: the training rows are shuffled within a buffer of this many rows (seeded by training.seed)."""
 
     def __post_init__(self) -> None:
         if self.label_names is not None and len({str(n) for n in self.label_names}) != len(self.label_names):
@@ -83,7 +92,7 @@ class DataConfig:
         if self.label_separator is not None and not self.label_separator.strip():
             raise RecipeError(f"data.label_separator: must be a visible separator, got {self.label_separator!r}")
         check_range(self.validation_size, "data.validation_size", low=0, high=1, low_open=True, high_open=True)
-        for key in ("max_train_samples", "max_eval_samples"):
+        for key in ("max_train_samples", "max_eval_samples", "shuffle_buffer"):
             check_range(getattr(self, key), f"data.{key}", low=1, high=INT32_MAX)
         weights = self.class_weights
         if weights is not None and self.problem_type != "single_label_classification":

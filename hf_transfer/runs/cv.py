@@ -18,6 +18,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from hf_transfer.distributed import main_decides
 from hf_transfer.folder import check_output_dir, is_finished, read_metrics
 from hf_transfer.validate import load_recipe
 from hf_transfer.runs.single import run_single
@@ -57,8 +58,8 @@ def run_cv(recipe, overwrite: bool = False, resume: bool = False):
     whose metrics are the summary (cv.json)."""
     out = output_dir(recipe)
     args = training_arguments(recipe, out)
-    with args.main_process_first(local=False, desc="output folder"):
-        check_output_dir(out, overwrite, resume)  # refuses a non-empty folder unless told; deletes nothing
+    # refuses a non-empty folder unless told; deletes nothing; the main process decides for all
+    main_decides(lambda: check_output_dir(out, overwrite, resume), args)
     runs, last = [], None
     for i in range(recipe.cv.folds):
         fold = fold_recipe(recipe, out, i)

@@ -92,6 +92,9 @@ class Task:
     """(trainer, spec, folder) -> True when the task wrote the folder itself (e.g. timm's format)."""
     baselines: dict[str, Callable[[TaskSpec, Any, Any], dict]] = field(default_factory=dict)
     """`compare` entries that train nothing: name -> (spec, loaded splits, TrainingArguments) -> {split: metrics}."""
+    streams: bool = False
+    """The task trains from a stream (`data.streaming: true`): its labeler and preprocess accept a
+    `datasets.IterableDataset` training split."""
     objectives: tuple[str, ...] = ()
     """Recipe objectives the task supports: `class_weights`, `distill`, `domain` (others are refused)."""
     diagnose: Callable[[dict], dict | None] = _none

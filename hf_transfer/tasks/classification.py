@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from hf_transfer.errors import DataError
 from hf_transfer.recipe.schema import DataConfig
 from hf_transfer.tasks.base import NO_SAVE, Labeler, Task, TaskSpec
+from hf_transfer.tasks.data import is_stream
 from hf_transfer.tasks.metrics import compute
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,14 @@ def _infer_label_names(train, cfg: DataConfig) -> list[str] | None:
     columns = label_columns(cfg)
     if cfg.problem_type == "multi_label_classification" and len(columns) > 1:
         return cfg.label_names or columns
+    if is_stream(train):  # a stream cannot be scanned for its labels
+        names = cfg.label_names or _class_names((train.features or {}).get(columns[0]))
+        if not names:
+            raise DataError(
+                f"data.label_names: required with data.streaming (a stream cannot be scanned for its labels) "
+                f"unless column {columns[0]!r} is a ClassLabel"
+            )
+        return [str(n) for n in names]
     names = [str(n) for n in cfg.label_names] if cfg.label_names else _class_names(train.features[columns[0]])
     values = train[columns[0]]
     if cfg.problem_type == "multi_label_classification":
@@ -154,8 +163,11 @@ def labeler(spec: TaskSpec) -> Labeler:
 
 
 def encode_labels(ds, cfg: DataConfig, label_names, split: str):
-    ids = _class_names(ds.features[label_columns(cfg)[0]]) is not None  # ClassLabel: values are class ids
+    ids = _class_names((ds.features or {}).get(label_columns(cfg)[0])) is not None  # ClassLabel: values are class ids
     encode = encoder(cfg, label_names, split, ids=ids)
+    if is_stream(ds):  # labelled lazily, row by row, as training reads it
+        drop = [c for c in label_columns(cfg) if c != "labels"]  # a `labels` column is overwritten
+        return ds.map(lambda ex: {"labels": encode(ex)}, remove_columns=drop)
     labels = [encode(ex) for ex in ds.select_columns(label_columns(cfg))]  # never decodes audio/images
     if split == cfg.train_split and cfg.problem_type == "single_label_classification":
         missing = [n for i, n in enumerate(label_names) if i not in set(labels)]

@@ -4,7 +4,8 @@ The result is a `DatasetDict` with `train`, `validation` and (when present) `tes
 `labels` column made by the task's `Labeler` (classification: int, list of floats or float), plus the
 label names. A validation split absent from the dataset is carved from train (stratified when the
 labeler says how); a cross-validation fold (`cv.fold`) replaces it. The task's `preprocess` then
-turns the input columns into model inputs.
+turns the input columns into model inputs. With `data.streaming` the training split is an
+`IterableDataset` read lazily (and the result a plain dict of splits): see `_load_stream`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hf_transfer.errors import DataError
-from hf_transfer.recipe.schema import DataConfig
+from hf_transfer.recipe.schema import STREAM_EVAL_SAMPLES, DataConfig
 from hf_transfer.tasks.base import Labeler
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,21 @@ def default_num_workers(max_workers: int = 4) -> int:
     return max(0, min(max_workers, per_process - 1))
 
 
+def is_stream(ds) -> bool:
+    """Whether a split is read as a stream (data.streaming: an IterableDataset, no length)."""
+    import datasets
+
+    return isinstance(ds, datasets.IterableDataset)
+
+
+def column_names(ds) -> list[str]:
+    """A split's columns; a stream whose features are not known yet is asked for its first row."""
+    if ds.column_names is not None:
+        return list(ds.column_names)
+    first = next(iter(ds.take(1)), None)
+    return list(first) if first is not None else []
+
+
 def load_raw(cfg: DataConfig):
     import datasets
 
@@ -58,6 +74,8 @@ def load_raw(cfg: DataConfig):
                 f"data.path: with data_files, path must be a loader name "
                 f"({', '.join(LOCAL_LOADERS)}), got {cfg.path!r}"
             )
+    if cfg.streaming and cfg.path in ("conll", "audiofolder"):
+        raise DataError(f"data.streaming: not available with data.path {cfg.path!r} (read into memory by hf-transfer)")
     if cfg.path == "conll":
         if not cfg.data_files:
             raise DataError("data.path: conll reads local files: set data.data_files")
@@ -66,7 +84,7 @@ def load_raw(cfg: DataConfig):
         return datasets.DatasetDict({split: read_audio_folder(pattern, f"data.data_files.{split}")
                                      for split, pattern in cfg.data_files.items()})
     try:
-        return datasets.load_dataset(cfg.path, cfg.name, data_files=cfg.data_files)
+        return datasets.load_dataset(cfg.path, cfg.name, data_files=cfg.data_files, streaming=cfg.streaming)
     except Exception as err:  # the readers of csv/json/parquet fail in many types, wrapped by datasets
         if cfg.data_files:
             _raise_for_file(cfg)  # names the file that does not read, and why
@@ -220,6 +238,8 @@ def load_data(
     -> (train, validation) replaces the validation split (cross-validation: `fold_of`)."""
     import datasets
 
+    if cfg.streaming:
+        return _load_stream(cfg, input_columns, seed, labeler)
     raw = load_raw(cfg)
     if cfg.train_split not in raw:
         raise DataError(
@@ -246,6 +266,61 @@ def load_data(
             if role in splits:
                 splits[role] = splits[role].select(range(min(cfg.max_eval_samples, len(splits[role]))))
     return LoadedData(datasets.DatasetDict(splits), label_names)
+
+
+def _load_stream(cfg: DataConfig, input_columns: dict[str, str], seed: int, labeler: Labeler) -> LoadedData:
+    """data.streaming: the training split stays a stream (labelled lazily, shuffled in a buffer of
+    data.shuffle_buffer rows, its first max_train_samples rows when set); validation and test are their
+    first max_eval_samples rows (default STREAM_EVAL_SAMPLES), held in memory: metrics need a finite split.
+    No validation split in the dataset: the training stream's first rows are held out instead."""
+    import datasets
+
+    raw = load_raw(cfg)
+    if cfg.train_split not in raw:
+        raise DataError(f"data.train_split: split {cfg.train_split!r} not in dataset (has: {', '.join(raw)})")
+    wanted = labeler.columns + list(input_columns.items())
+    n_eval = cfg.max_eval_samples or STREAM_EVAL_SAMPLES
+    train = raw[cfg.train_split]
+    _require_stream_columns(train, cfg.train_split, wanted)
+    held = {}  # role -> the rows held in memory
+    for role, split in (("validation", cfg.validation_split), ("test", cfg.test_split)):
+        if split and split in raw:
+            held[role] = _materialise(raw[split], n_eval)
+        elif role == "test" and split:
+            log.warning("data.test_split %r not in dataset; no test evaluation", split)
+    if "validation" not in held:
+        held["validation"] = _materialise(train, n_eval)
+        train = train.skip(n_eval)
+        log.info("streaming: the first %d training rows are the validation split (no split %r in the dataset)",
+                 len(held["validation"]), cfg.validation_split)
+    for role, ds in held.items():
+        require_columns(ds, role, wanted)
+    label_names = labeler.names(train)
+    splits = {role: labeler.encode(ds, label_names, role) for role, ds in held.items()}
+    train = labeler.encode(train, label_names, cfg.train_split)
+    if cfg.max_train_samples:
+        train = train.take(cfg.max_train_samples)
+    splits["train"] = train.shuffle(seed=seed, buffer_size=cfg.shuffle_buffer)
+    return LoadedData(splits, label_names)
+
+
+def _materialise(stream, n: int):
+    """The first `n` rows of a stream as an in-memory Dataset (its features kept when known)."""
+    import datasets
+
+    rows = list(stream.take(n))
+    if not rows:
+        return datasets.Dataset.from_dict({c: [] for c in column_names(stream)}, features=stream.features)
+    return datasets.Dataset.from_list(rows, features=stream.features)
+
+
+def _require_stream_columns(stream, split: str, wanted: list[tuple[str, str]]) -> None:
+    columns = column_names(stream)
+    if not columns:
+        raise DataError(f"data: split {split!r} is empty")
+    for key, col in wanted:
+        if col not in columns:
+            raise DataError(f"{key}: column {col!r} not in split {split!r} (columns: {', '.join(columns)})")
 
 
 def _carve_validation(train, cfg: DataConfig, seed: int, column: str | None):

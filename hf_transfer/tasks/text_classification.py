@@ -11,6 +11,7 @@ from typing import Any
 from hf_transfer.errors import DataError, ModelError
 from hf_transfer.tasks import classification
 from hf_transfer.tasks.base import DETERMINISTIC, NO_LOSS, TaskSpec
+from hf_transfer.tasks.data import column_names, is_stream
 from hf_transfer.tasks.inputs import text_inputs
 from hf_transfer.tasks.loaders import load_auto_model, load_auto_processor
 
@@ -54,9 +55,11 @@ def preprocess(splits, tokenizer, spec: TaskSpec):
 
     out = {}
     for role, ds in splits.items():
-        remove = [c for c in ds.column_names if c != "labels"]
-        out[role] = ds.map(tokenize, batched=True, remove_columns=remove, desc=f"tokenize {role}")
-    return type(splits)(out)
+        remove = [c for c in column_names(ds) if c != "labels"]
+        # a stream (data.streaming) is tokenized lazily, batch by batch, as training reads it
+        desc = {} if is_stream(ds) else {"desc": f"tokenize {role}"}
+        out[role] = ds.map(tokenize, batched=True, remove_columns=remove, **desc)
+    return out if any(is_stream(ds) for ds in out.values()) else type(splits)(out)
 
 
 def collator(tokenizer):
@@ -112,4 +115,5 @@ TASK = classification.task(
     pipeline_kwargs=pipeline_kwargs,
     verify_inputs=verify_inputs,
     verify_after_training=True,
+    streams=True,
 )
