@@ -94,8 +94,8 @@ def test_push_full_model_uploads_exactly_the_model_files(runs, token, monkeypatc
     assert sent["repo_id"] == "me/tiny-full" and sent["repo_type"] == "model" and sent["revision"] == "v1"
     assert set(sent["files"]) == {
         "README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-        "recipe.yaml", "metrics.json", "report.md",
-    }  # no checkpoints/, no training_args.bin
+        "recipe.yaml", "metrics.json", "report.md", "report.html",
+    }  # no checkpoints/, no training_args.bin; the card links to report.html
     for name, data in sent["files"].items():
         assert TOKEN.encode() not in data, name
     out = capsys.readouterr()
