@@ -125,6 +125,22 @@ def _check_vocabulary(processor, model, recipe: Recipe) -> None:
         )
 
 
+FRAMEWORKS = ("hf-transfer-learning", "transformers", "peft", "torch", "datasets", "accelerate", "timm")
+
+
+def framework_versions() -> dict[str, str]:
+    """The installed versions of the libraries a run depends on (those installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in FRAMEWORKS:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
 def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
     task, spec = resolve(recipe)
     if trainer.is_world_process_zero():
@@ -259,6 +275,7 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
         "processes": args.world_size,
         **trainer.nan_counts,
         "log_history": trainer.state.log_history,  # per-epoch losses and evaluations: report.html's curves
+        "versions": framework_versions(),  # the model card's framework versions, as trained
     }
     if trainer.cached_features is not None:
         metrics["cached_features"] = trainer.cached_features

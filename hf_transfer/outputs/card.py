@@ -104,6 +104,9 @@ def build_card(out_dir: str | Path, repo_id: str | None = None, base_model: str 
         tags=tags,
         metrics=sorted({task.metric_names[k][0] for k in _metric_names(metrics, task)}) or None,
         eval_results=eval_results(recipe, metrics, task, model_name) or None,
+        license=recipe.hub.license,
+        language=recipe.hub.language,
+        widget=_widget(recipe, task),
     )
     if merged_repo_id:
         recipe.hub.merged_repo_id = merged_repo_id
@@ -132,13 +135,14 @@ def _body(out, recipe, metrics, config, adapter, task, base, where, model_name) 
         "## How to use\n\n" + _snippet(where, task, adapter, recipe),
         _training_section(recipe, metrics, base),
         _evaluation_section(metrics, task),
+        _results_section(metrics, task),
         _report_link(out),
         collapse_section(metrics),
     ]
     report = out / REPORT
     if report.is_file():
         sections.append("## Transfer report\n\n" + report.read_text(encoding="utf-8").strip())
-    sections.append(_limitations(recipe, task))
+    sections += [_limitations(recipe, task), _versions_section(metrics)]
     return "\n\n".join(s for s in sections if s) + "\n"
 
 
@@ -262,6 +266,64 @@ def _evaluation_section(metrics: dict[str, Any], task: Task) -> str:
             rows.append(f"| {role} | " + " | ".join("" if v is None else f"{v:.4f}" for v in vals) + " |")
     sep = "|---" * (len(names) + 1) + "|"
     return "## Evaluation\n\n" + "\n".join([head, sep, *rows])
+
+
+def _widget(recipe: Recipe, task: Task) -> list[dict[str, str]] | None:
+    """The Hub's inference widget example for text tasks: the first text of a local test (or validation)
+    csv, else the task's own example; image and audio widgets take the user's upload."""
+    if task.modality != "text":
+        return None
+    text = _first_text(recipe) if not task.entities else None
+    return [{"text": text or task.example.strip('"')}]
+
+
+def _first_text(recipe: Recipe) -> str | None:
+    import csv
+
+    d = recipe.data
+    files = d.data_files or {}
+    path = files.get(d.test_split or "") or files.get(d.validation_split or "")
+    if not path or not str(path).endswith(".csv") or not Path(path).is_file():
+        return None
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                text = (row.get(d.text_column) or "").strip()
+                if text:
+                    return text[:500]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return None
+
+
+def _results_section(metrics: dict[str, Any], task: Task) -> str:
+    """Per evaluation (each epoch by default): training loss (the last logged before it), validation
+    loss and the task's metrics, from the Trainer's log in metrics.json."""
+    history = metrics.get("log_history") or []
+    names = [n for n in task.metric_names if any(f"eval_{n}" in e for e in history)]
+    rows, seen, last_loss = [], set(), None
+    for entry in history:
+        if "loss" in entry:
+            last_loss = entry["loss"]
+        if "eval_loss" not in entry or (entry.get("step"), entry.get("epoch")) in seen:
+            continue
+        seen.add((entry.get("step"), entry.get("epoch")))
+        cells = [f"{entry.get('epoch', 0):.2f}", str(entry.get("step", "")),
+                 "" if last_loss is None else f"{last_loss:.4f}", f"{entry['eval_loss']:.4f}"]
+        cells += [f"{entry[f'eval_{n}']:.4f}" if f"eval_{n}" in entry else "" for n in names]
+        rows.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        return ""
+    head = ["epoch", "step", "training loss", "validation loss"] + [task.metric_names[n][1] for n in names]
+    return ("## Training results\n\n| " + " | ".join(head) + " |\n" + "|---" * len(head) + "|\n"
+            + "\n".join(rows))
+
+
+def _versions_section(metrics: dict[str, Any]) -> str:
+    versions = metrics.get("versions") or {}
+    if not versions:
+        return ""
+    return "## Framework versions\n\n" + "\n".join(f"- {name} {v}" for name, v in versions.items())
 
 
 def _limitations(recipe: Recipe, task: Task) -> str:

@@ -13,6 +13,7 @@ within its own section. Every error names the key path and fits on one line.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -181,6 +182,18 @@ class HubConfig:
     """Hub id of the base model when model.name_or_path is a local folder (card, adapter config)."""
     merged_repo_id: str | None = None
     """LoRA with merge: push merged/ to this repo; default: merged/ stays a subfolder."""
+    license: str | None = None
+    """The model card's license (a Hub license id, e.g. apache-2.0, mit, cc-by-4.0, other); mind the
+    base model's and the data's licenses."""
+    language: list[str] | None = None
+    """The model card's languages (ISO 639-1 codes, e.g. [en])."""
+
+    def __post_init__(self) -> None:
+        if self.license is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", self.license):
+            raise RecipeError(f"hub.license: expected a Hub license id such as apache-2.0 or mit, got {self.license!r}")
+        for code in self.language or []:
+            if not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*", str(code)):
+                raise RecipeError(f"hub.language: expected ISO 639 codes such as en or pt-BR, got {code!r}")
 
 
 @dataclass
