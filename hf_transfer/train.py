@@ -21,7 +21,7 @@ from hf_transfer.distributed import (
 from hf_transfer.errors import ModelError, RecipeError
 from hf_transfer.folder import (
     CHECKPOINTS, RECIPE, check_output_dir, default_output_dir, finish, last_complete_checkpoint, mark_unfinished, put_in_place,
-    run_lock, write_error,
+    run_lock, write_error, write_predictions,
 )
 from hf_transfer.recipe.schema import Recipe
 from hf_transfer.validate import dump_recipe
@@ -123,7 +123,7 @@ def _check_vocabulary(processor, model, recipe: Recipe) -> None:
         )
 
 
-def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
+def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any], predictions: dict[str, tuple]) -> None:
     task, spec = resolve(recipe)
     if trainer.is_world_process_zero():
         mark_unfinished(out)  # resuming a finished run: its metrics.json goes now that a new one is ready
@@ -138,6 +138,7 @@ def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
     strategy = STRATEGIES[recipe.finetune.strategy]
     if not saved and strategy.finish is not None:
         strategy.finish(trainer, recipe.finetune, out)
+    write_predictions(out, predictions)
     finish(out, dump_recipe(recipe), metrics)
 
 
@@ -208,15 +209,16 @@ def _check_resume(recipe: Recipe, out: Path) -> None:
 FINAL_EVALUATIONS = {"validation": "eval", "test": "test", "target": "target"}
 
 
-def _final_evaluation(trainer, split, prefix: str, task, spec) -> tuple[dict[str, float], dict | None]:
-    """One pass over a split after training: Trainer's metrics (logged as `evaluate()` logs them) and the
-    task's details of the same predictions (classification: per-class scores, confusion matrix)."""
+def _final_evaluation(trainer, split, prefix: str, task, spec) -> tuple[dict[str, float], dict | None, tuple]:
+    """One pass over a split after training: Trainer's metrics (logged as `evaluate()` logs them), the
+    task's details of the same predictions (classification: per-class scores, confusion matrix) and the
+    predictions with their labels (predictions.npz)."""
     from transformers import EvalPrediction
 
     out = trainer.predict(split, metric_key_prefix=prefix)
     trainer.log(out.metrics)
     found = task.details(spec, EvalPrediction(out.predictions, out.label_ids), trainer.class_names)
-    return out.metrics, found
+    return out.metrics, found, (out.predictions, out.label_ids)
 
 
 def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
@@ -245,7 +247,7 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
                  for role, prefix in FINAL_EVALUATIONS.items() if role in splits}
     metrics: dict[str, Any] = {
         "train": train_metrics,
-        **{role: scores for role, (scores, _) in evaluated.items()},
+        **{role: scores for role, (scores, _, _) in evaluated.items()},
         "trainable_parameters": trainable,
         "total_parameters": total,
         "trained_modules": trained_modules(trainer.export_model or trainer.model),
@@ -255,7 +257,7 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
     }
     if trainer.cached_features is not None:
         metrics["cached_features"] = trainer.cached_features
-    per_class = {role: found for role, (_, found) in evaluated.items() if found is not None}
+    per_class = {role: found for role, (_, found, _) in evaluated.items() if found is not None}
     if per_class:
         metrics["per_class"] = per_class
     collapse = task.diagnose(metrics)
@@ -264,5 +266,5 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
         log.warning("collapsed predictions (%s): %s", ", ".join(f"{role} {share:.0%} one class"
                                                                 for role, share in collapse["splits"].items()),
                     collapse["hint"])
-    _save(trainer, recipe, out, metrics)
+    _save(trainer, recipe, out, metrics, {role: predicted for role, (_, _, predicted) in evaluated.items()})
     return FinetuneResult(metrics=metrics, output_dir=out, trainer=trainer)
