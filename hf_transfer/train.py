@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hf_transfer import objectives
 from hf_transfer.distributed import (
     check_saved_weights, declare_mean_loss, effective_batch_size, is_sharded, log_batch_size,
@@ -218,7 +220,33 @@ def _final_evaluation(trainer, split, prefix: str, task, spec) -> tuple[dict[str
     out = trainer.predict(split, metric_key_prefix=prefix)
     trainer.log(out.metrics)
     found = task.details(spec, EvalPrediction(out.predictions, out.label_ids), trainer.class_names)
-    return out.metrics, found, (out.predictions, out.label_ids)
+    order = _prediction_order(trainer, split)
+    return out.metrics, found, (_in_dataset_order(out.predictions, order), _in_dataset_order(out.label_ids, order))
+
+
+def _prediction_order(trainer, split) -> np.ndarray | None:
+    """The order trainer.predict visited `split` in, when it is not the split's own: Trainer's evaluation
+    sampler follows `train_sampling_strategy`, and group_by_length orders evaluation by length with a
+    generator seeded by training.seed. predictions.npz keeps the split's order, so that runs trained at
+    another seed or on other inputs (a baseline) line up example by example."""
+    from torch.utils.data import SequentialSampler
+
+    sampler = trainer._get_eval_sampler(split)
+    if sampler is None or isinstance(sampler, SequentialSampler):
+        return None
+    return np.fromiter(iter(sampler), dtype=np.int64)
+
+
+def _in_dataset_order(value, order: np.ndarray | None):
+    if order is None or value is None:
+        return value
+    if isinstance(value, (tuple, list)):
+        return tuple(_in_dataset_order(v, order) for v in value)
+    if len(value) != len(order):  # not one row per example: left as predicted (pairing then refuses it)
+        return value
+    out = np.empty_like(value)
+    out[order] = value
+    return out
 
 
 def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:

@@ -160,6 +160,7 @@ def test_two_seeds_write_per_seed_folders_and_a_report_of_means_with_intervals(t
     out = tmp_path / "o"
     recipe = text_recipe(tiny_bert, sentiment_files, out)
     recipe |= {"compare": ["scratch", "majority"], "seeds": [3, 5]}
+    recipe["training"]["train_sampling_strategy"] = "group_by_length"  # Trainer then evaluates in length order
     result = finetune(recipe)
     for seed in (3, 5):
         folder = out / f"seed-{seed}"
@@ -181,6 +182,7 @@ def test_two_seeds_write_per_seed_folders_and_a_report_of_means_with_intervals(t
         assert [p["seed"] for p in r["per_seed"]] == [3, 5]
     main = runs["main"]
     assert main["vs_main"] is None and runs["scratch"]["vs_main"]["verdict"] is not None
+    assert runs["majority"]["vs_main"] is not None  # predictions.npz keeps the split's order: baselines pair too
     low, high = main["gain_interval"]
     expected = "gain" if low > 0 else "negative transfer" if high < 0 else "no significant difference"
     assert main["verdict"] == expected and main["negative_transfer"] == (expected == "negative transfer")
