@@ -3,6 +3,7 @@
     <output_dir>/
       model files          (config.json, model.safetensors or adapter_model.safetensors, processor files)
       recipe.yaml          the resolved recipe (secrets redacted)
+      predictions.npz      each evaluated split's per-example predictions and labels (the report's bootstrap)
       metrics.json         written LAST: a folder without it is not a finished run
       report.html          the run's page, read from the finished folder (with the card, README.md)
       checkpoints/         Trainer's checkpoints (checkpoint-<step>/, trainer_state.json written last)
@@ -19,6 +20,7 @@ Everything that reads or writes these names goes through this module. Nothing fi
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -29,6 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from hf_transfer.errors import OutputError
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,7 @@ CHECKPOINTS = "checkpoints"
 COMPLETE_MARKER = "metrics.json"  # written last: a folder without it is not a finished run
 RECIPE = "recipe.yaml"
 REPORT_HTML = "report.html"  # the run's page (outputs/html.py), written after metrics.json
+PREDICTIONS = "predictions.npz"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -52,10 +57,10 @@ def has_files(out: Path) -> bool:
 
 def is_run_folder(out: Path) -> bool:
     """A folder an hf-transfer run wrote: its recipe, its metrics or its checkpoints; or the folder of
-    a cross-validation (its summary, or fold folders that are runs)."""
+    a cross-validation or of several seeds (its summary, or fold / seed folders that are runs)."""
     if any((out / name).exists() for name in (RECIPE, COMPLETE_MARKER, CHECKPOINTS, "cv.json")):
         return True
-    return any(is_run_folder(fold) for fold in out.glob("fold-*") if fold.is_dir())
+    return any(is_run_folder(sub) for pattern in ("fold-*", "seed-*") for sub in out.glob(pattern) if sub.is_dir())
 
 
 def staging_dir(out: Path) -> Path:
@@ -176,6 +181,43 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_predictions(out: Path, evaluated: dict[str, tuple[Any, Any]]) -> None:
+    """predictions.npz: {split: (predictions, label ids)} as arrays `<split>.predictions` and
+    `<split>.label_ids` (`<split>.predictions.<i>` for each element of a tuple); splits without labels are
+    left out."""
+    arrays: dict[str, np.ndarray] = {}
+    for split, (predictions, label_ids) in evaluated.items():
+        if label_ids is None:
+            continue
+        for what, value in (("predictions", predictions), ("label_ids", label_ids)):
+            if isinstance(value, (tuple, list)):
+                arrays |= {f"{split}.{what}.{i}": np.asarray(v) for i, v in enumerate(value)}
+            else:
+                arrays[f"{split}.{what}"] = np.asarray(value)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    tmp = out / f"{PREDICTIONS}.tmp"
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, out / PREDICTIONS)
+
+
+def read_predictions(path: Path) -> dict[str, tuple[Any, Any]]:
+    """{split: (predictions, label ids)} of a predictions.npz (tuples where the run's were); {} without one."""
+    if not Path(path).is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+
+    def value(split: str, what: str):
+        key = f"{split}.{what}"
+        if key in arrays:
+            return arrays[key]
+        return tuple(arrays[f"{key}.{i}"] for i in range(sum(k.startswith(key + ".") for k in arrays)))
+
+    splits = sorted({k.split(".")[0] for k in arrays})
+    return {split: (value(split, "predictions"), value(split, "label_ids")) for split in splits}
 
 
 def finish(out: Path, recipe_yaml: str, metrics: dict[str, Any]) -> None:

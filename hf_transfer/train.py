@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hf_transfer import objectives
 from hf_transfer.distributed import (
     check_saved_weights, declare_mean_loss, effective_batch_size, is_sharded, log_batch_size, main_decides,
@@ -22,7 +24,7 @@ from hf_transfer.distributed import (
 from hf_transfer.errors import ModelError, RecipeError
 from hf_transfer.folder import (
     CHECKPOINTS, RECIPE, check_output_dir, default_output_dir, finish, last_complete_checkpoint, mark_unfinished, put_in_place,
-    run_lock, write_error,
+    run_lock, write_error, write_predictions,
 )
 from hf_transfer.recipe.schema import Recipe
 from hf_transfer.validate import dump_recipe
@@ -141,7 +143,7 @@ def framework_versions() -> dict[str, str]:
     return found
 
 
-def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
+def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any], predictions: dict[str, tuple]) -> None:
     task, spec = resolve(recipe)
     if trainer.is_world_process_zero():
         mark_unfinished(out)  # resuming a finished run: its metrics.json goes now that a new one is ready
@@ -156,6 +158,7 @@ def _save(trainer, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
     strategy = STRATEGIES[recipe.finetune.strategy]
     if not saved and strategy.finish is not None:
         strategy.finish(trainer, recipe.finetune, out)
+    write_predictions(out, predictions)
     finish(out, dump_recipe(recipe), metrics)
 
 
@@ -230,15 +233,42 @@ def _check_resume(recipe: Recipe, out: Path) -> None:
 FINAL_EVALUATIONS = {"validation": "eval", "test": "test", "target": "target"}
 
 
-def _final_evaluation(trainer, split, prefix: str, task, spec) -> tuple[dict[str, float], dict | None]:
-    """One pass over a split after training: Trainer's metrics (logged as `evaluate()` logs them) and the
-    task's details of the same predictions (classification: per-class scores, confusion matrix)."""
+def _final_evaluation(trainer, split, prefix: str, task, spec) -> tuple[dict[str, float], dict | None, tuple]:
+    """One pass over a split after training: Trainer's metrics (logged as `evaluate()` logs them), the
+    task's details of the same predictions (classification: per-class scores, confusion matrix) and the
+    predictions with their labels (predictions.npz)."""
     from transformers import EvalPrediction
 
     out = trainer.predict(split, metric_key_prefix=prefix)
     trainer.log(out.metrics)
     found = task.details(spec, EvalPrediction(out.predictions, out.label_ids), trainer.class_names)
-    return out.metrics, found
+    order = _prediction_order(trainer, split)
+    return out.metrics, found, (_in_dataset_order(out.predictions, order), _in_dataset_order(out.label_ids, order))
+
+
+def _prediction_order(trainer, split) -> np.ndarray | None:
+    """The order trainer.predict visited `split` in, when it is not the split's own: Trainer's evaluation
+    sampler follows `train_sampling_strategy`, and group_by_length orders evaluation by length with a
+    generator seeded by training.seed. predictions.npz keeps the split's order, so that runs trained at
+    another seed or on other inputs (a baseline) line up example by example."""
+    from torch.utils.data import SequentialSampler
+
+    sampler = trainer._get_eval_sampler(split)
+    if sampler is None or isinstance(sampler, SequentialSampler):
+        return None
+    return np.fromiter(iter(sampler), dtype=np.int64)
+
+
+def _in_dataset_order(value, order: np.ndarray | None):
+    if order is None or value is None:
+        return value
+    if isinstance(value, (tuple, list)):
+        return tuple(_in_dataset_order(v, order) for v in value)
+    if len(value) != len(order):  # not one row per example: left as predicted (pairing then refuses it)
+        return value
+    out = np.empty_like(value)
+    out[order] = value
+    return out
 
 
 def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
@@ -267,7 +297,7 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
                  for role, prefix in FINAL_EVALUATIONS.items() if role in splits}
     metrics: dict[str, Any] = {
         "train": train_metrics,
-        **{role: scores for role, (scores, _) in evaluated.items()},
+        **{role: scores for role, (scores, _, _) in evaluated.items()},
         "trainable_parameters": trainable,
         "total_parameters": total,
         "trained_modules": trained_modules(trainer.export_model or trainer.model),
@@ -279,7 +309,7 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
     }
     if trainer.cached_features is not None:
         metrics["cached_features"] = trainer.cached_features
-    per_class = {role: found for role, (_, found) in evaluated.items() if found is not None}
+    per_class = {role: found for role, (_, found, _) in evaluated.items() if found is not None}
     if per_class:
         metrics["per_class"] = per_class
     collapse = task.diagnose(metrics)
@@ -288,5 +318,5 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
         log.warning("collapsed predictions (%s): %s", ", ".join(f"{role} {share:.0%} one class"
                                                                 for role, share in collapse["splits"].items()),
                     collapse["hint"])
-    _save(trainer, recipe, out, metrics)
+    _save(trainer, recipe, out, metrics, {role: predicted for role, (_, _, predicted) in evaluated.items()})
     return FinetuneResult(metrics=metrics, output_dir=out, trainer=trainer)

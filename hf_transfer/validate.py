@@ -229,6 +229,7 @@ def validate(raw: Any) -> Recipe:
         hub=_build_hub(raw.get("hub")),
         verify=check_value(raw.get("verify", True), bool, "verify"),
         compare=_check_compare(raw, task),
+        seeds=_check_seeds(raw.get("seeds")),
         **_build_objectives(raw, finetune, task),
         tasks=None if raw.get("tasks") is None else check_value(raw["tasks"], list[TaskConfig], "tasks"),
         cv=None if raw.get("cv") is None else build(CVConfig, raw["cv"], "cv"),
@@ -239,6 +240,7 @@ def validate(raw: Any) -> Recipe:
     _check_multitask(recipe)
     _check_cv(recipe)
     _check_streaming(recipe, task)
+    _check_seeds_with(recipe)
     return recipe
 
 
@@ -282,6 +284,35 @@ def _check_compare(raw: dict[str, Any], task) -> Any:
         except RecipeError as err:
             raise RecipeError(f"compare.{name}: {err}") from None
     return value
+
+
+def _check_seeds(value: Any) -> list[int] | None:
+    """`seeds`: a non-empty list of distinct integers in numpy's seed range."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise RecipeError(f"seeds: expected a list of distinct non-negative integers, got {value!r}")
+    if not value:
+        raise RecipeError("seeds: list at least one seed")
+    for i, seed in enumerate(value):
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise RecipeError(f"seeds[{i}]: expected a non-negative integer, got {seed!r}")
+        check_range(seed, f"seeds[{i}]", low=0, high=2**32 - 1)
+    twice = [seed for i, seed in enumerate(value) if seed in value[:i]]
+    if twice:
+        raise RecipeError(f"seeds: {twice[0]} listed twice")
+    return value
+
+
+def _check_seeds_with(recipe: Recipe) -> None:
+    """`seeds` against the sections that cannot run once per seed."""
+    if recipe.seeds is None:
+        return
+    for key, value, hint in (("cv", recipe.cv, "set training.seed per cross-validation instead"),
+                             ("tasks", recipe.tasks, "set training.seed per run instead"),
+                             ("hub.push", recipe.hub.push, "push one seed's folder with hf-transfer push")):
+        if value:
+            raise RecipeError(f"seeds: not available with {key} ({hint})")
 
 
 def _check_multitask(recipe: Recipe) -> None:

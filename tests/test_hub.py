@@ -95,7 +95,7 @@ def test_push_full_model_uploads_exactly_the_model_files(runs, token, monkeypatc
     assert set(sent["files"]) == {
         "README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
         "recipe.yaml", "metrics.json", "report.md", "report.html",
-    }  # no checkpoints/, no training_args.bin; the card links to report.html
+    }  # no checkpoints/, no training_args.bin, no predictions.npz (the test labels); the card links to report.html
     for name, data in sent["files"].items():
         assert TOKEN.encode() not in data, name
     out = capsys.readouterr()

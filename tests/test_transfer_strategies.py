@@ -320,7 +320,11 @@ def test_transfer_report(tiny_bert, sentiment_files, tmp_path, monkeypatch):
     for name in ("main", "linear_probe", "lora"):
         gain = round(100 * (runs[name]["test"] - runs["scratch"]["test"]), 2)
         assert runs[name]["gain_over_scratch"] == gain
-        assert runs[name]["negative_transfer"] == (gain <= 0)
+        low, high = runs[name]["gain_interval"]  # paired bootstrap over the test examples (one seed)
+        assert low <= gain <= high
+        verdict = "gain" if low > 0 else "negative transfer" if high < 0 else "no significant difference"
+        assert runs[name]["verdict"] == verdict and runs[name]["negative_transfer"] == (verdict == "negative transfer")
+        assert runs[name]["interval"]["low"] <= runs[name]["test"] <= runs[name]["interval"]["high"]
         assert len(runs[name]["curve"]) == 1 and runs[name]["train_seconds"] > 0
     assert (out / "compare/scratch/metrics.json").is_file()
     md = (out / "report.md").read_text()

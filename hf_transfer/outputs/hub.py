@@ -22,13 +22,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hf_transfer.errors import HubError
-from hf_transfer.folder import require_finished
+from hf_transfer.folder import PREDICTIONS, require_finished
 from hf_transfer.outputs.card import build_card, hub_base_model
 from hf_transfer.validate import load_recipe
 
 log = logging.getLogger(__name__)
 
-EXCLUDE = ("checkpoints", "training_args.bin", "*.tmp")  # never uploaded
+EXCLUDE = ("checkpoints", "training_args.bin", "*.tmp", PREDICTIONS)  # never uploaded (predictions: the test labels)
 LOGIN_HINT = "set HF_TOKEN or run `hf auth login`"
 
 

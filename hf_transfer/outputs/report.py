@@ -1,5 +1,5 @@
-"""The transfer report's files: report.json, report.md (a table with the gain over scratch and the
-verdict) and curves.png (the validation metric per epoch of every run)."""
+"""The transfer report's files: report.json, report.md (a table of every run's metric ± its 95% interval,
+the gain over scratch and the verdict) and curves.png (the validation metric per epoch of every run)."""
 
 from __future__ import annotations
 
@@ -7,54 +7,110 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hf_transfer.outputs import intervals
+
 TRAINED = ("pretrained", "linear_probe", "scratch")  # row kinds that train; other rows are baselines
 
 
+JSON = "report.json"
+
+
+def read(out: Path) -> dict[str, Any]:
+    return json.loads((Path(out) / JSON).read_text(encoding="utf-8"))
+
+
 def write(report: dict[str, Any], out: Path) -> None:
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / JSON).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
     plot_curves(report, out / "curves.png")
 
 
 def report_markdown(report: dict[str, Any]) -> str:
-    metric, split = report["metric"], report["split"]
+    metric, split, unit = report["metric"], report["split"], report["gain_unit"]
+    seeds = report.get("seeds") or []
+    over = f"mean over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else "one seed"
     lines = [
         "# Transfer report",
         "",
-        f"Headline: {split} {metric}; gain over scratch in {report['gain_unit']}.",
+        f"Headline: {split} {metric} ({over}) ± its {report['confidence']:.0%} interval; gain over scratch in "
+        f"{unit}, paired on the same {split} examples.",
         "",
-        f"| run | kind | strategy | validation {metric} | test {metric} | gain over scratch | train time (s) | trainable params |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| run | kind | strategy | validation {metric} | test {metric} | gain over scratch | verdict | vs main "
+        "| train time (s) | trainable params |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-
-    def fmt(v, spec=".4f"):
-        return "—" if v is None else format(v, spec)
-
     for r in report["runs"]:
+        value = {s: _fmt(r[s]) for s in ("validation", "test")}
+        if r.get("interval"):
+            value[split] = _pm(r["interval"]["mean"], r["interval"]["half_width"])
         gain = r["gain_over_scratch"]
-        gain_text = "—" if gain is None else f"{gain:+.2f}" + (" **negative transfer**" if r["negative_transfer"] else "")
+        gain_text = "—" if gain is None else f"{gain:+.2f}" + (
+            f" ± {(r['gain_interval'][1] - r['gain_interval'][0]) / 2:.2f}" if r.get("gain_interval") else "")
+        verdict = {"negative transfer": "**negative transfer**", None: "—"}.get(r["verdict"], r["verdict"])
         if r.get("collapsed"):
-            gain_text += " **collapsed**"
+            verdict += " **collapsed**"
         seconds = f"{r['train_seconds']:.1f}" + (" (cached features)" if r["cached_features"] else "")
         lines.append(
-            f"| {r['name']} | {r['kind']} | {r['strategy'] or '—'} | {fmt(r['validation'])} | {fmt(r['test'])} "
-            f"| {gain_text} | {seconds} | {r['trainable_parameters']:,} |"
+            f"| {r['name']} | {r['kind']} | {r['strategy'] or '—'} | {value['validation']} | {value['test']} "
+            f"| {gain_text} | {verdict} | {_versus(r.get('vs_main'), unit)} | {seconds} | {r['trainable_parameters']:,} |"
         )
-    main = report["runs"][0]
-    lines.append("")
-    if main["gain_over_scratch"] is None:
-        lines.append("No scratch run to compare with.")
-    elif report["negative_transfer"]:
-        lines.append(f"**Negative transfer**: the pretrained run does not beat scratch ({main['gain_over_scratch']:+.2f}).")
-    else:
-        lines.append(f"Transfer helps: the main run beats scratch by {main['gain_over_scratch']:+.2f} {report['gain_unit']}.")
+    lines += ["", _headline(report)]
+    lines += _all_metrics(report)
     collapsed = [r["name"] for r in report["runs"] if r.get("collapsed")]
     if collapsed:
         lines += ["", f"**Collapsed** ({', '.join(collapsed)}): one class predicted for almost every example; "
                       "see `collapse` in their metrics.json for what to try."]
+    lines += ["", intervals.method(len(seeds) or 1, split) + " Verdict: gain over scratch or negative transfer "
+              "when the interval of the gain lies above or below 0, else no significant difference; vs main: "
+              f"the run minus the main run ({unit}), better or worse likewise. A run without saved predictions "
+              "(predictions.npz) gets no interval and no verdict."]
     lines.append("")
-    lines.append("Validation curves: `curves.png`. Train time includes feature extraction for cached probes.")
+    lines.append("Validation curves: `curves.png` (mean over seeds). Train time: per seed, including feature "
+                 "extraction for cached probes.")
     return "\n".join(lines) + "\n"
+
+
+def _fmt(v, spec=".4f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def _pm(mean: float, half: float, spec=".4f") -> str:
+    return f"{format(mean, spec)} ± {format(half, spec)}"
+
+
+def _versus(diff: dict | None, unit: str) -> str:
+    if diff is None:
+        return "—"
+    scale = 100 if unit == "points" else 1
+    return f"{scale * diff['mean']:+.2f} ± {scale * diff['half_width']:.2f}, {diff['verdict']}"
+
+
+def _headline(report: dict[str, Any]) -> str:
+    main, unit = report["runs"][0], report["gain_unit"]
+    if main["gain_over_scratch"] is None:
+        return "No scratch run to compare with."
+    if main["gain_interval"] is None:
+        return f"The main run against scratch: {main['gain_over_scratch']:+.2f} {unit} (no interval: no saved predictions)."
+    low, high = main["gain_interval"]
+    span = f"{main['gain_over_scratch']:+.2f} {unit}, 95% interval [{low:+.2f}, {high:+.2f}]"
+    if report["verdict"] == "gain":
+        return f"Transfer helps: the main run beats scratch by {span}."
+    if report["verdict"] == "negative transfer":
+        return f"**Negative transfer**: the pretrained run is worse than scratch ({span})."
+    return f"No significant difference between the main run and scratch ({span}: the interval contains 0)."
+
+
+def _all_metrics(report: dict[str, Any]) -> list[str]:
+    keys = sorted({k for r in report["runs"] for k, v in (r.get("intervals") or {}).items() if v})
+    if not keys:
+        return []
+    lines = ["", f"All {report['split']} metrics (mean ± {report['confidence']:.0%} interval):", "",
+             "| run | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for r in report["runs"]:
+        found = r.get("intervals") or {}
+        cells = [_pm(found[k]["mean"], found[k]["half_width"]) if found.get(k) else "—" for k in keys]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_curves(report: dict[str, Any], path: Path) -> None:

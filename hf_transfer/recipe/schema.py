@@ -1,7 +1,7 @@
 """The typed recipe schema: one dataclass per YAML section shared by every task.
 
 A recipe is YAML with the sections `model`, `data`, `finetune`, `training` and `hub`, the optional
-`task`, `distill`, `domain`, `tasks`, `cv`, `compare`, `rank`, `tune`, and the task's own section (`vision`, `speech`,
+`task`, `distill`, `domain`, `tasks`, `cv`, `compare`, `seeds`, `rank`, `tune`, and the task's own section (`vision`, `speech`,
 ...). The sections below are the shared ones. `finetune` is the chosen strategy's options (its record in
 `hf_transfer.strategies`); the task's section is its record's `options` (`hf_transfer.tasks`).
 `training` is handed to `transformers.TrainingArguments` and checked against that class's own fields,
@@ -299,6 +299,9 @@ class Recipe:
     """After training, reload the folder as a Hub user would and re-check its metrics."""
     compare: list[str | dict[str, dict[str, Any]]] | None = None
     """Transfer report: runs to compare against, e.g. [scratch, linear_probe, majority] (see runs/compare.py)."""
+    seeds: list[int] | None = None
+    """Train the recipe (and each `compare` run) once per seed, as training.seed, into <output_dir>/seed-<s>;
+    the report gives every run's mean and 95% interval over seeds and test examples (see runs/seeds.py)."""
     distill: DistillConfig | None = None
     """Knowledge distillation from a teacher (see objectives/distill.py)."""
     domain: DomainConfig | None = None

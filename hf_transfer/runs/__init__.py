@@ -1,5 +1,5 @@
-"""What a recipe asks for, above the single run: k folds (cv.py), or one run (single.py) with its
-comparison variants (compare.py), then the card, the round-trip check and the push. `finetune` is the
+"""What a recipe asks for, above the single run: k folds (cv.py), one run per seed (seeds.py), or one run
+(single.py) with its comparison variants (compare.py), then the card, the round-trip check and the push. `finetune` is the
 Python API."""
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ from hf_transfer.recipe.schema import Recipe
 from hf_transfer.validate import load_recipe
 from hf_transfer.runs.compare import run_compare
 from hf_transfer.runs.cv import run_cv
+from hf_transfer.runs.seeds import run_seeds
 from hf_transfer.runs.single import run_single
 from hf_transfer.train import FinetuneResult
 
 
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> FinetuneResult:
+    if recipe.seeds:  # once per seed, each a single run with its comparison
+        return run_seeds(recipe, overwrite=overwrite, resume=resume)
     if recipe.cv is not None and recipe.cv.fold is None:  # k folds, each a single run
         return run_cv(recipe, overwrite=overwrite, resume=resume)
     between = partial(run_compare, overwrite=overwrite) if recipe.compare else None

@@ -91,7 +91,8 @@ class Task:
     save: Callable[[Any, TaskSpec, Any], bool]
     """(trainer, spec, folder) -> True when the task wrote the folder itself (e.g. timm's format)."""
     baselines: dict[str, Callable[[TaskSpec, Any, Any], dict]] = field(default_factory=dict)
-    """`compare` entries that train nothing: name -> (spec, loaded splits, TrainingArguments) -> {split: metrics}."""
+    """`compare` entries that train nothing: name -> (spec, loaded splits, TrainingArguments) -> {split: metrics},
+    and optionally `predictions`: {split: (predictions, label ids)} for the report's intervals."""
     streams: bool = False
     """The task trains from a stream (`data.streaming: true`): its labeler and preprocess accept a
     `datasets.IterableDataset` training split."""
@@ -107,6 +108,10 @@ class Task:
     """(spec, EvalPrediction of a split after training, label names) -> what metrics.json keeps of that split
     beyond the scalar metrics, under `per_class` (classification: precision / recall / F1 / support per
     class and the confusion matrix), or None."""
+    resampled: Callable[[TaskSpec], Callable | None] = _none
+    """spec -> a scorer of many resamples of a split's predictions at once ((predictions, label ids, index rows
+    of shape (k, n)) -> {metric: k values}, equal to compute_metrics on each row), or None: the transfer
+    report's bootstrap then calls compute_metrics once per resample (hf_transfer.outputs.intervals)."""
 
     # what a Hub user sees
     pipeline_task: str = ""

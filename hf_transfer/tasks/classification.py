@@ -270,6 +270,37 @@ def details(spec: TaskSpec, pred, label_names: list[str] | None) -> dict | None:
     return class_details(spec.data.problem_type, logits, pred.label_ids, label_names)
 
 
+def confusion_scores(logits, refs, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Single-label accuracy and macro F1 / precision / recall of every index row at once (the transfer
+    report's bootstrap), from one confusion matrix per row: what `_classification` gives for each row, as
+    scikit-learn computes it (macro over the labels present in the row's references or predictions, 0 where
+    undefined)."""
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    preds, refs = np.asarray(logits).argmax(-1), np.asarray(refs).astype(np.int64)
+    k = int(max(np.asarray(logits).shape[-1], refs.max(initial=0) + 1))
+    m = len(rows)
+    codes = (refs * k + preds)[rows] + (np.arange(m) * k * k)[:, None]
+    counts = np.bincount(codes.ravel(), minlength=m * k * k).reshape(m, k, k)
+    tp = np.diagonal(counts, axis1=1, axis2=2).astype(float)
+    true, pred = counts.sum(axis=2), counts.sum(axis=1)
+    present = (true + pred) > 0
+
+    def ratio(num, den):
+        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+    def macro(values):
+        return (values * present).sum(axis=1) / present.sum(axis=1)
+
+    return {"accuracy": tp.sum(axis=1) / rows.shape[1], "f1_macro": macro(ratio(2 * tp, true + pred)),
+            "precision_macro": macro(ratio(tp, pred)), "recall_macro": macro(ratio(tp, true))}
+
+
+def resampled(spec: TaskSpec):
+    """The task record's `resampled`: confusion_scores for single-label classification, else None (the
+    bootstrap calls compute_metrics per resample)."""
+    return confusion_scores if spec.data.problem_type == "single_label_classification" else None
+
+
 def best_metric_of(problem_type: str) -> tuple[str, bool]:
     """(metric_for_best_model, greater_is_better) by problem type."""
     return {
@@ -332,6 +363,7 @@ def majority(spec: TaskSpec, splits, args=None) -> dict[str, dict[str, float]]:
             refs = np.asarray(splits[role]["labels"])
             logits = np.tile(constant, (len(refs), 1))
             out[role] = {f"{prefix}_{k}": v for k, v in metrics(EvalPrediction(logits, refs)).items()}
+            out.setdefault("predictions", {})[role] = (logits, refs)  # the transfer report's bootstrap
     return out
 
 
@@ -362,7 +394,7 @@ def task(**fields: Any) -> Task:
     """A classification task record: the modality's functions in `fields`, the classification parts here."""
     shared = dict(
         labeler=labeler, compute_metrics=compute_metrics, best_metric=best_metric, metric_names=METRIC_NAMES,
-        baselines={"majority": majority}, save=NO_SAVE, diagnose=diagnose, details=details,
+        baselines={"majority": majority}, save=NO_SAVE, diagnose=diagnose, details=details, resampled=resampled,
         objectives=("class_weights", "distill", "domain"),
     )
     return Task(**{**shared, **fields})
