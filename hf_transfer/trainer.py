@@ -218,9 +218,9 @@ class TransferSeq2SeqTrainer(TransferTrainer, Seq2SeqTrainer):
 
     The recipe's `generation_max_length` / `generation_num_beams` go into the model's generation config
     (saved with the folder), and evaluation generates from that config rather than from keyword
-    arguments: `pipeline()` generates from the saved config, and Whisper's `generate` reads a `max_length`
-    keyword differently from the same value in its config (the config's does not count the decoder
-    prompt), so only one source for both keeps a Hub user's transcripts identical to the evaluation's."""
+    arguments: `pipeline()` generates from the saved config, so the config a Hub user gets is by
+    construction the one the evaluation used. (On the tests' tiny Whisper both routes generate the same
+    tokens; one source keeps it so.)"""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

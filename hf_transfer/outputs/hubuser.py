@@ -134,8 +134,10 @@ def load_adapter_model(folder: Path, task: dict):
     # the base model's own head (e.g. 1000 ImageNet classes) gives way to the adapter's saved one
     extra = {} if task["peft"] in PEFT_AUTO else {"ignore_mismatched_sizes": True}
     try:
-        if task["peft"] not in PEFT_AUTO and _base_differs(folder, config):
-            model = _adapter_on_task_model(folder, task, config)
+        base = None if task["peft"] in PEFT_AUTO else read_json(Path(folder) / "adapter_config.json").get(
+            "base_model_name_or_path")
+        if base and _base_differs(base, config):
+            model = _adapter_on_task_model(folder, base, task, config)
         else:
             model = auto.from_pretrained(
                 str(folder), num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id, **extra
@@ -157,28 +159,24 @@ def load_adapter_model(folder: Path, task: dict):
 SHAPE_KEYS = ("max_source_positions",)
 
 
-def _base_differs(folder: Path, config) -> bool:
+def _base_differs(base: str, config) -> bool:
     """The adapter's base checkpoint is another architecture than the saved model (e.g. a wav2vec2 body
     under a CTC model: AutoPeftModel would rebuild the base's class, not the trained one), or another
     shape (a shortened Whisper input: the base would read 30 s where the run read its clips' length)."""
     from transformers import AutoConfig
 
-    base = read_json(Path(folder) / "adapter_config.json").get("base_model_name_or_path")
-    if not base:
-        return False
     base_config = AutoConfig.from_pretrained(base)
     return base_config.architectures != config.architectures or any(
         getattr(base_config, key, None) != getattr(config, key, None) for key in SHAPE_KEYS
     )
 
 
-def _adapter_on_task_model(folder: Path, task: dict, config):
+def _adapter_on_task_model(folder: Path, base: str, task: dict, config):
     """The task's Auto class (the saved architecture) on the base weights and the saved config, then the
     adapter; weights whose shape the saved config changes are rebuilt (Whisper's positions: sinusoids, as saved)."""
     import transformers
     from peft import PeftModel
 
-    base = read_json(Path(folder) / "adapter_config.json")["base_model_name_or_path"]
     auto = getattr(transformers, auto_class_name(folder, task))
     model = auto.from_pretrained(base, config=config, ignore_mismatched_sizes=True)
     return PeftModel.from_pretrained(model, str(folder))

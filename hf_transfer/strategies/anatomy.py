@@ -161,7 +161,8 @@ def _adaptable(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear)
 
 
-# attention projections PEFT adapts by default in encoder-decoder models it has no entry for (Whisper)
+# the LoRA fallback's targets in encoder-decoder models PEFT has no default for (Whisper): every attention's
+# query and value projections, as Whisper LoRA recipes choose
 ATTENTION_TARGETS = ("q_proj", "v_proj")
 
 

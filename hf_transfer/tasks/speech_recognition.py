@@ -261,7 +261,7 @@ def preprocess(splits, processor, spec: TaskSpec):
         ds = ds.map(decode, batched=True, batch_size=32, remove_columns=ds.column_names, desc=f"decode {role}")
         ds = _drop_bad_rows(ds, role, opts.bad_rows)
         rng = np.random.default_rng(spec.seed) if role == "train" else None
-        # attention masks as the pipeline passes them: Whisper's generate reads its length settings otherwise
+        # attention masks, as the speech-recognition pipeline passes them to generate
         ds.set_transform(audio.transform(fe, replace(opts, max_duration=None), rng, attention_mask=True))
         out[role] = ds
     return type(splits)(out)
