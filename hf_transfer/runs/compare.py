@@ -18,6 +18,7 @@ import numpy as np
 from hf_transfer.folder import PREDICTIONS, read_predictions, write_predictions
 from hf_transfer.outputs import intervals
 from hf_transfer.outputs import report as report_files
+from hf_transfer.outputs.html import epoch_points
 from hf_transfer.recipe import variants
 from hf_transfer.validate import load_recipe
 from hf_transfer.runs.single import run_single
@@ -38,10 +39,6 @@ def _kind(recipe) -> str:
 def _row(name: str, kind: str, recipe, result, metric: str) -> dict[str, Any]:
     m = result.metrics
     features = m.get("cached_features") or {}
-    curve: dict[float, float] = {}  # epoch -> value; the first per epoch (the last is the final evaluate)
-    for e in result.trainer.state.log_history:
-        if f"eval_{metric}" in e and "epoch" in e:
-            curve.setdefault(e["epoch"], e[f"eval_{metric}"])
     predictions = result.output_dir / PREDICTIONS
     return {
         "name": name,
@@ -54,7 +51,7 @@ def _row(name: str, kind: str, recipe, result, metric: str) -> dict[str, Any]:
         "cached_features": bool(features),
         "trainable_parameters": m["trainable_parameters"],
         "output_dir": str(result.output_dir),
-        "curve": sorted(curve.items()),
+        "curve": epoch_points(result.trainer.state.log_history, f"eval_{metric}"),
         "collapsed": bool(m.get("collapse")),
         "predictions": str(predictions) if predictions.is_file() else None,
     }
