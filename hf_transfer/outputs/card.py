@@ -188,6 +188,8 @@ def _labels_section(config: dict[str, Any], recipe: Recipe, task: Task) -> str:
 def _snippet(where: str, task: Task, adapter: bool, recipe: Recipe) -> str:
     example = task.example
     call = 'aggregation_strategy="simple"' if task.entities else "" if task.score_texts else "top_k=None"
+    if task.modality == "text" and not task.entities:
+        call += ", truncation=True"  # the saved tokenizer's model_max_length is the run's model.max_length
     if not adapter:
         return (
             f'```python\nfrom transformers import pipeline\n\nclf = pipeline("{task.pipeline_task}", model="{where}")\n'

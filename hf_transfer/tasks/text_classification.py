@@ -32,6 +32,7 @@ def load_processor(spec: TaskSpec):
         if tok.eos_token is None:
             raise ModelError(f"model.name_or_path: tokenizer of {spec.model.name_or_path!r} has no pad or eos token")
         tok.pad_token = tok.eos_token
+    tok.model_max_length = spec.model.max_length  # saved: a Hub user's pipeline(truncation=True) cuts as training did
     return tok
 
 

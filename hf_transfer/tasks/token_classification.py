@@ -141,7 +141,6 @@ def load_processor(spec: TaskSpec):
     if not tok.is_fast:
         raise ModelError(f"model.name_or_path: token classification needs a fast tokenizer; "
                          f"{spec.model.name_or_path!r} has none")
-    tok.model_max_length = spec.model.max_length  # a Hub user's pipeline truncates as training did
     return tok
 
 
