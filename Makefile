@@ -125,11 +125,10 @@ demo-ner: private demo_out = $(NER_OUT)
 # <folder>-scratch, and compare the two.
 demo demo-speech demo-vision demo-ner:
 	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
-		scripts/finetune.py $(demo_recipe) training.output_dir=$(demo_out) \
-		training.disable_tqdm=true --overwrite
+		scripts/finetune.py $(demo_recipe) training.output_dir=$(demo_out) --overwrite
 	$(OFFLINE) $(VENV)/bin/accelerate launch --config_file accelerate_configs/cpu.yaml \
 		scripts/finetune.py $(demo_recipe) training.output_dir=$(demo_out)-scratch \
-		model.pretrained=false training.disable_tqdm=true --overwrite
+		model.pretrained=false --overwrite
 	@$(VENV)/bin/python scripts/compare.py $(demo_out) $(demo_out)-scratch
 
 # Speech recognition: Whisper tiny.en fine-tuned on synthetic drug-dosage sentences; the report sets it
@@ -137,7 +136,7 @@ demo demo-speech demo-vision demo-ner:
 # all are scored on the real human clips of pocketsphinx-testdata.
 demo-asr: assets-asr
 	$(OFFLINE) $(VENV)/bin/hf-transfer finetune recipes/whisper_tiny_en_asr.yaml training.output_dir=$(ASR_OUT) \
-		'compare=[untouched, scratch]' training.disable_tqdm=true --overwrite
+		'compare=[untouched, scratch]' --overwrite
 	@cat $(ASR_OUT)/report.md
 	$(OFFLINE) $(VENV)/bin/python scripts/asr_eval.py --data assets/pocketsphinx-clips/test.csv \
 		untouched=assets/whisper-tiny-en-asr fine-tuned=$(ASR_OUT) scratch=$(ASR_OUT)/compare/scratch
@@ -148,7 +147,7 @@ REPORT_SEEDS ?= [42, 43, 44]
 REPORT_ARGS ?=
 report: assets
 	$(OFFLINE) $(VENV)/bin/hf-transfer finetune recipes/minilm_drugreview_compare.yaml \
-		training.disable_tqdm=true 'seeds=$(REPORT_SEEDS)' $(REPORT_ARGS) --overwrite
+		'seeds=$(REPORT_SEEDS)' $(REPORT_ARGS) --overwrite
 	@cat outputs/minilm-drugreview-compare/report.md
 
 # Cached-feature linear probe vs the same probe through the frozen backbone (per-epoch time, accuracy).

@@ -14,6 +14,7 @@ import sys
 from typing import Callable
 
 from hf_transfer import __version__
+from hf_transfer.console import LOG_FORMAT
 from hf_transfer.errors import HfTransferError
 
 
@@ -328,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from hf_transfer.distributed import log_level
 
-    logging.basicConfig(level=log_level(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level(), format=LOG_FORMAT)
     try:
         return COMMANDS[args.command](args)
     except HfTransferError as err:

@@ -13,15 +13,20 @@ import torch
 
 @torch.no_grad()
 def run_batches(model, split, collator, batch_size: int, device,
-                keep: Callable[[int, Any], Any]) -> list:
-    """`keep(batch index, model outputs)` for every batch of `split` (its `labels` are not fed), in order.
+                keep: Callable[[int, Any], Any], bar=None) -> list:
+    """`keep(batch index, model outputs)` for every batch of `split` (its `labels` are not fed), in order;
+    `bar` (hf_transfer.console.progress) advances by each batch's examples.
 
     The model runs in eval mode on `device` under no_grad; its train/eval mode is restored afterwards."""
     was_training = model.training
     model.eval().to(device)
     loader = torch.utils.data.DataLoader(split, batch_size=batch_size, collate_fn=collator)
+    kept = []
     try:
-        return [keep(i, model(**{k: v.to(device) for k, v in batch.items() if k != "labels"}))
-                for i, batch in enumerate(loader)]
+        for i, batch in enumerate(loader):
+            kept.append(keep(i, model(**{k: v.to(device) for k, v in batch.items() if k != "labels"})))
+            if bar is not None:
+                bar.update(min(batch_size, len(split) - i * batch_size))
+        return kept
     finally:
         model.train(was_training)

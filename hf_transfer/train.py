@@ -35,7 +35,8 @@ from hf_transfer.strategies import (
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks.data import fold_of, load_data
 from hf_transfer.trainer import (
-    early_stopping, install_nan_guard, loss_before, trainer_class, training_arguments, whole_run_train_loss,
+    close_logs, early_stopping, install_nan_guard, log_to_run_folder, loss_before, trainer_class, training_arguments,
+    whole_run_train_loss,
 )
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
         export_model=export,
         compute_loss_func=loss,
     )
+    log_to_run_folder(trainer, out)
     if loss is not None:
         trainer.loss_is_scaled_for_ga = False  # a per-batch mean: Trainer divides it for accumulation
     trainer.nan_counts = install_nan_guard(model, trainer, recipe.nan_policy)
@@ -295,6 +297,7 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
     task, spec = resolve(recipe)
     evaluated = {role: _final_evaluation(trainer, splits[role], prefix, task, spec)
                  for role, prefix in FINAL_EVALUATIONS.items() if role in splits}
+    close_logs(trainer)
     metrics: dict[str, Any] = {
         "train": train_metrics,
         **{role: scores for role, (scores, _, _) in evaluated.items()},

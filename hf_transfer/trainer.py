@@ -60,6 +60,33 @@ def training_arguments(recipe: Recipe, out: Path):
         raise RecipeError(f"training: {str(err).strip().splitlines()[0]}") from None
 
 
+RUNS = "runs"  # report_to tensorboard: the event files, in the run folder (pushed with the model)
+
+
+def _tensorboard_callbacks(trainer) -> list:
+    from transformers.integrations import TensorBoardCallback
+
+    return [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TensorBoardCallback)]
+
+
+def log_to_run_folder(trainer, out: Path) -> None:
+    """`report_to: tensorboard` writes its event files to `<out>/runs/<date>_<host>/`. Left to itself, Trainer
+    writes them under its output_dir, which is `<out>/checkpoints/` (transformers 5 has no `logging_dir`):
+    out of the pushed files, and removed with the checkpoints. `TENSORBOARD_LOGGING_DIR`, when set, wins."""
+    from transformers.integrations.integration_utils import default_logdir
+
+    for callback in _tensorboard_callbacks(trainer):
+        if callback.logging_dir is None:
+            callback.logging_dir = str(out / RUNS / Path(default_logdir()).name)
+
+
+def close_logs(trainer) -> None:
+    """Close the TensorBoard writers once the final evaluations are logged (they reopen the writer training
+    closed), before the folder is put in place."""
+    for callback in _tensorboard_callbacks(trainer):
+        callback.on_train_end(trainer.args, trainer.state, trainer.control)
+
+
 def _streaming_schedule(training: dict[str, Any]) -> dict[str, Any]:
     """data.streaming: an epoch is one pass over a stream that may outlast max_steps, so the evaluation
     and logging the recipe leaves at "each epoch" happen every tenth of max_steps instead (saving follows

@@ -160,7 +160,7 @@ def test_the_hub_user_side_never_imports_hf_transfer():
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
     assert "hf_transfer" not in imported and imported <= {
-        "json", "sys", "pathlib", "transformers", "peft", "torch", "safetensors", "numpy", "datasets"}
+        "json", "sys", "pathlib", "contextlib", "transformers", "peft", "torch", "safetensors", "numpy", "datasets"}
 
 
 def test_predict_texts_and_a_file_with_top_k(runs, tmp_path):

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from hf_transfer.assets import asr, ner, speech, text, vision
+from hf_transfer.console import progress
 from hf_transfer.errors import HfTransferError
 
 ASSETS = {
@@ -40,12 +41,14 @@ def prepare_assets(root: str | Path = "assets", force: bool = False, names: list
         raise HfTransferError(f"assets: unknown asset {unknown[0]!r} (choose from {', '.join(ASSETS)})")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    wanted = [name for name in ASSETS if not names or name in names]
     done = {}
-    for name, prepare in ASSETS.items():
-        if names and name not in names:
-            continue
-        dest = root / name
-        if dest.exists() and force:
-            shutil.rmtree(dest)
-        done[name] = dest if dest.exists() else prepare(dest)
+    with progress(len(wanted), "assets", unit="asset") as bar:
+        for name in wanted:
+            bar.set_postfix_str(name)
+            dest = root / name
+            if dest.exists() and force:
+                shutil.rmtree(dest)
+            done[name] = dest if dest.exists() else ASSETS[name](dest)
+            bar.update()
     return done

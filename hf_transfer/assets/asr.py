@@ -24,6 +24,7 @@ import numpy as np
 
 from hf_transfer.assets.common import fresh, package_dir
 from hf_transfer.assets.speech import SPLIT_VOICES, WHISPER_PACKAGE, _espeak, whisper_tiny_en_config, whisper_tiny_en_state_dict
+from hf_transfer.console import progress
 from hf_transfer.errors import HfTransferError
 
 # --------------------------------------------------------------------------- Whisper tiny.en for ASR
@@ -262,17 +263,20 @@ def prepare_spoken_sentences(dest: Path, seed: int = 0) -> Path:
         raise HfTransferError("assets: espeak-ng is not installed; run: apt-get install -y espeak-ng")
     rng, noise, used = random.Random(seed), np.random.default_rng(seed), set()
     tmp = fresh(dest)
-    for k, (split, voices) in enumerate(SPLIT_VOICES.items()):
-        (tmp / split).mkdir()
-        texts = make_sentences(CLIPS_PER_VOICE[split] * len(voices), seed * 1000 + k, used)
-        used |= set(texts)
-        rows = []
-        for i, text in enumerate(texts):
-            accent, variant = voices[i % len(voices)]
-            rel = f"{split}/{i:04d}_{accent}_{variant}.wav"
-            _synthesise(text, f"{accent}+{variant}", rng, noise, tmp / rel)
-            rows.append({"audio": rel, "text": text, "voice": f"{accent}+{variant}"})
-        _write_csv(tmp / f"{split}.csv", rows)
+    clips = sum(CLIPS_PER_VOICE[split] * len(voices) for split, voices in SPLIT_VOICES.items())
+    with progress(clips, "spoken-sentences", unit="clip", leave=False) as bar:
+        for k, (split, voices) in enumerate(SPLIT_VOICES.items()):
+            (tmp / split).mkdir()
+            texts = make_sentences(CLIPS_PER_VOICE[split] * len(voices), seed * 1000 + k, used)
+            used |= set(texts)
+            rows = []
+            for i, text in enumerate(texts):
+                accent, variant = voices[i % len(voices)]
+                rel = f"{split}/{i:04d}_{accent}_{variant}.wav"
+                _synthesise(text, f"{accent}+{variant}", rng, noise, tmp / rel)
+                rows.append({"audio": rel, "text": text, "voice": f"{accent}+{variant}"})
+                bar.update()
+            _write_csv(tmp / f"{split}.csv", rows)
     (tmp / "SOURCE.txt").write_text(
         "Drug-dosage instructions synthesised with espeak-ng (GPL-3; the audio it produces is not covered) by\n"
         f"hf_transfer.assets.asr (seed {seed}): 16 kHz mono PCM-16, speed {SPEED_RANGE} wpm, pitch {PITCH_RANGE},\n"

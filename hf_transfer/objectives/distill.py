@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from hf_transfer.console import progress
 from hf_transfer.errors import ModelError, RecipeError
 from hf_transfer.inference import run_batches
 from hf_transfer.objectives.losses import distillation_loss
@@ -97,10 +98,10 @@ def load_teacher(source: str, task, spec: TaskSpec, label_names: list[str] | Non
     return teacher
 
 
-def predict_logits(model, split, collator, batch_size: int, device) -> torch.Tensor:
+def predict_logits(model, split, collator, batch_size: int, device, bar=None) -> torch.Tensor:
     """Logits of `model` (run in eval mode, without gradients) for every example of a preprocessed split, in order."""
     return torch.cat(run_batches(model, split, collator, batch_size, device,
-                                 lambda i, out: out.logits.float().cpu()))
+                                 lambda i, out: out.logits.float().cpu(), bar))
 
 
 class WithColumn(torch.utils.data.Dataset):
@@ -140,8 +141,9 @@ def _cached_logits(source: str, task, spec: TaskSpec, teacher, raw_train, args) 
     processor = task.load_processor(t_spec)
     # role "teacher": the deterministic (evaluation) preprocessing; an empty "train" keeps tasks happy
     seen = task.preprocess(DatasetDict({"train": raw_train.select([]), "teacher": raw_train}), processor, t_spec)
-    logits = predict_logits(teacher, seen["teacher"], task.collator(processor),
-                            args.per_device_eval_batch_size, args.device)
+    with progress(len(seen["teacher"]), "teacher logits", disable=args.disable_tqdm) as bar:
+        logits = predict_logits(teacher, seen["teacher"], task.collator(processor),
+                                args.per_device_eval_batch_size, args.device, bar)
     log.info("distill: cached the teacher's logits for %d training examples", len(logits))
     return logits
 

@@ -17,6 +17,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from hf_transfer.console import progress
 from hf_transfer.errors import HfTransferError
 from hf_transfer.folder import RECIPE, require_finished
 from hf_transfer.outputs.hubuser import (
@@ -120,12 +121,13 @@ def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None
     results = {}
     for item, split in splits.items():
         inputs = [as_input(x) for x in task.verify_inputs(spec, split, processor)["inputs"]]
-        if task.score_texts:  # speech recognition: the pipeline's transcripts against the references
-            texts = transcripts(pipe, inputs, batch, **task.pipeline_kwargs(spec))
-            results[item] = {"metrics": task.score_texts(spec)(list(split["labels"]), texts), "per_class": None}
-            continue
-        read = word_logits if task.entities else logits
-        scores = read(pipe, inputs, batch, **task.pipeline_kwargs(spec))
+        with progress(len(inputs), f"evaluate {Path(item).name}") as bar:
+            if task.score_texts:  # speech recognition: the pipeline's transcripts against the references
+                texts = transcripts(pipe, inputs, batch, bar, **task.pipeline_kwargs(spec))
+                results[item] = {"metrics": task.score_texts(spec)(list(split["labels"]), texts), "per_class": None}
+                continue
+            read = word_logits if task.entities else logits
+            scores = read(pipe, inputs, batch, bar, **task.pipeline_kwargs(spec))
         labels = word_label_array(split, scores) if task.entities else label_array(split)
         pred = EvalPrediction(predictions=scores, label_ids=labels)
         results[item] = {"metrics": compute(pred), "per_class": task.details(spec, pred, label_names)}

@@ -5,7 +5,8 @@ A failed push raises HubError but loses nothing: the folder is already saved, an
 
 Pushing goes through huggingface_hub (`HfApi.create_repo` + `upload_folder`) from a staging copy
 of the folder: Trainer checkpoints, `training_args.bin` (a pickle that may carry `hub_token`) and
-temporary files stay behind, README.md is the card written for the repo, and an adapter's
+temporary files stay behind (TensorBoard's event files under `runs/` go along: the Hub shows them as the
+repo's training metrics), README.md is the card written for the repo, and an adapter's
 `adapter_config.json` names the base model by its Hub id. The token comes from huggingface_hub
 itself (HF_TOKEN or the login cache); it is never passed around, logged or written, and the upload
 is refused if any staged file contains it.

@@ -20,6 +20,7 @@ saved architecture loads the folder.
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 
@@ -292,13 +293,26 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def logits(pipe, inputs: list, batch_size: int, **call_kwargs):
+def each(pipe, inputs: list, bar=None, **call_kwargs) -> list:
+    """The pipeline's answer for every input, in order. With a progress bar (a tqdm), the inputs go in as a
+    generator and the answers are counted as they come: the same batches (consecutive `batch_size` inputs,
+    each padded to its longest) as a list makes."""
+    if bar is None:
+        return pipe(inputs, **call_kwargs)
+    rows = []
+    for row in pipe((x for x in inputs), **call_kwargs):
+        rows.append(row)
+        bar.update()
+    return rows
+
+
+def logits(pipe, inputs: list, batch_size: int, bar=None, **call_kwargs):
     """Raw model outputs (float32, one row per input, columns in label-id order) through the pipeline."""
     import numpy as np
 
     index = {label: int(i) for i, label in pipe.model.config.id2label.items()}
     # every label's score: top_k=None means "the default 5" to the image-classification pipeline
-    rows = pipe(inputs, batch_size=batch_size, top_k=len(index), function_to_apply="none", **call_kwargs)
+    rows = each(pipe, inputs, bar, batch_size=batch_size, top_k=len(index), function_to_apply="none", **call_kwargs)
     out = np.full((len(inputs), len(index)), np.nan, dtype=np.float32)
     for r, row in enumerate(rows):
         for item in row if isinstance(row, list) else [row]:
@@ -309,7 +323,7 @@ def logits(pipe, inputs: list, batch_size: int, **call_kwargs):
     return out
 
 
-def word_logits(pipe, inputs: list, batch_size: int, **tokenizer_kwargs):
+def word_logits(pipe, inputs: list, batch_size: int, bar=None, **tokenizer_kwargs):
     """Per-word logits (float32, [inputs, most words, labels]): each word's first sub-token, batched as the
     Trainer evaluates (each batch padded to its longest input); NaN for padding and words with no sub-token."""
     import numpy as np
@@ -330,12 +344,14 @@ def word_logits(pipe, inputs: list, batch_size: int, **tokenizer_kwargs):
                 if w is not None and w not in seen:
                     seen.add(w)
                     out[start + i, w] = logits[i, t]
+        if bar is not None:
+            bar.update(len(batch))
     return out
 
 
-def transcripts(pipe, inputs: list, batch_size: int, **call_kwargs) -> list[str]:
+def transcripts(pipe, inputs: list, batch_size: int, bar=None, **call_kwargs) -> list[str]:
     """The pipeline's text for every input (speech recognition), batched as the Trainer evaluates."""
-    return [row["text"] for row in pipe(inputs, batch_size=batch_size, **call_kwargs)]
+    return [row["text"] for row in each(pipe, inputs, bar, batch_size=batch_size, **call_kwargs)]
 
 
 def as_input(value):
@@ -345,6 +361,17 @@ def as_input(value):
 
         return {"raw": np.asarray(value["raw"], dtype=np.float32), "sampling_rate": value["sampling_rate"]}
     return value
+
+
+def progress_bar(spec: dict, total: int, desc: str):
+    """A progress bar (tqdm) written to the file descriptor `spec["progress_fd"]`, which the caller copies to
+    its own stderr; `spec["progress"]` holds the bar's options, None for no bar (then the context gives None)."""
+    if not spec.get("progress"):
+        return nullcontext()
+    from transformers.utils.logging import tqdm
+
+    stream = open(spec["progress_fd"], "w", encoding="utf-8", closefd=False)
+    return tqdm(total=total, file=stream, **{**spec["progress"], "desc": desc})
 
 
 def main(spec_path: str) -> int:
@@ -360,12 +387,13 @@ def main(spec_path: str) -> int:
         for role, path in spec["splits"].items():
             inputs = [as_input(x) for x in datasets.load_from_disk(path)["inputs"]]
             mode = spec["task"].get("mode")
-            if mode == "texts":
-                texts = transcripts(pipe, inputs, spec["batch_size"], **spec["call_kwargs"])
-                (Path(spec["out"]) / f"{role}.json").write_text(json.dumps(texts), encoding="utf-8")
-                continue
-            read = word_logits if mode == "words" else logits
-            out = read(pipe, inputs, spec["batch_size"], **spec["call_kwargs"])
+            with progress_bar(spec, len(inputs), f"verify {role}") as bar:
+                if mode == "texts":
+                    texts = transcripts(pipe, inputs, spec["batch_size"], bar, **spec["call_kwargs"])
+                    (Path(spec["out"]) / f"{role}.json").write_text(json.dumps(texts), encoding="utf-8")
+                    continue
+                read = word_logits if mode == "words" else logits
+                out = read(pipe, inputs, spec["batch_size"], bar, **spec["call_kwargs"])
             np.save(Path(spec["out"]) / f"{role}.npy", out)
     except FolderError as err:
         print(json.dumps({"ok": False, "error": str(err)}))

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hf_transfer.console import progress
 from hf_transfer.errors import HfTransferError
-from hf_transfer.outputs.hubuser import FolderError, load_pipeline, read_json, task_of
+from hf_transfer.outputs.hubuser import FolderError, each, load_pipeline, read_json, task_of
 from hf_transfer.outputs.verify import hub_user_task
 from hf_transfer.validate import load_recipe
 from hf_transfer.tasks import TASKS, resolve
@@ -33,7 +34,8 @@ def task_of_folder(out: Path):
 
 def predict(out_dir: str | Path, inputs: list[str], top_k: int = 1, batch_size: int = 8,
             device: str | None = None) -> tuple[list[Any], list[list[dict[str, Any]]]]:
-    """(inputs as read, [[{label, score}, ...] per input]) with the top_k labels per input."""
+    """(inputs as read, [[{label, score}, ...] per input]) with the top_k labels per input; a progress bar
+    while the pipeline runs (hf_transfer.console's rule)."""
     out = Path(out_dir)
     for key, value in (("top_k", top_k), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -46,7 +48,8 @@ def predict(out_dir: str | Path, inputs: list[str], top_k: int = 1, batch_size: 
         pipe = load_pipeline(out, hub_user_task(task), device)
     except FolderError as err:
         raise HfTransferError(f"predict: {err}") from None
-    return items, run(pipe, task, spec, items, top_k, batch_size)
+    with progress(len(items), "predict") as bar:
+        return items, run(pipe, task, spec, items, top_k, batch_size, bar)
 
 
 def call_kwargs(pipe, task, spec, top_k: int, batch_size: int) -> dict[str, Any]:
@@ -65,11 +68,14 @@ def call_kwargs(pipe, task, spec, top_k: int, batch_size: int) -> dict[str, Any]
     return kwargs
 
 
-def run(pipe, task, spec, items: list[Any], top_k: int = 1, batch_size: int = 8) -> list[list[dict[str, Any]]]:
+def run(pipe, task, spec, items: list[Any], top_k: int = 1, batch_size: int = 8,
+        bar=None) -> list[list[dict[str, Any]]]:
     """One row of results per input item (read as `task.read_inputs` reads them): labels and scores,
-    entities, or a transcript. `hf-transfer serve` calls this on each gathered batch."""
+    entities, or a transcript; `bar` (a progress bar) advances by each. `hf-transfer serve` calls this on
+    each gathered batch (without a bar)."""
     kwargs = call_kwargs(pipe, task, spec, top_k, batch_size)
-    results = pipe(at_rate(items, getattr(getattr(pipe, "feature_extractor", None), "sampling_rate", None)), **kwargs)
+    rate = getattr(getattr(pipe, "feature_extractor", None), "sampling_rate", None)
+    results = each(pipe, at_rate(items, rate), bar, **kwargs)
     if task.entities and items and (not results or isinstance(results[0], dict)):
         results = [results]  # one text: the pipeline answers its entity list
     return [r if isinstance(r, list) else [r] for r in results]

@@ -18,15 +18,20 @@ under fp16/bf16 or on another device may need `--tolerance`.
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hf_transfer.console import bar_options
 from hf_transfer.errors import HfTransferError, VerifyError
 from hf_transfer.folder import read_metrics
 from hf_transfer.validate import load_recipe
@@ -88,14 +93,36 @@ def word_label_array(ds, logits):
     return labels
 
 
+def _reload_bar(disable: bool | None) -> dict[str, Any] | None:
+    """The options of the reload process's bar (one per split): this terminal's width, which it cannot see."""
+    options = bar_options(unit="ex", disable=disable)
+    return options and {**options, "dynamic_ncols": False, "ncols": shutil.get_terminal_size().columns}
+
+
+def _relay(fd: int) -> None:
+    """Copy what the reload process writes to `fd` (its progress bar) to this process's stderr as it comes."""
+    decode = codecs.getincrementaldecoder("utf-8")("replace").decode
+    with open(fd, "rb", buffering=0) as source:
+        while chunk := source.read(4096):
+            sys.stderr.write(decode(chunk))
+            sys.stderr.flush()
+
+
 def _run_hub_user(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
-    """Run hubuser.py in a fresh interpreter that cannot import hf_transfer."""
+    """Run hubuser.py in a fresh interpreter that cannot import hf_transfer; its progress bar (on a pipe of
+    its own: its stdout and stderr are captured) shows on this process's stderr."""
     source = BLOCK_IMPORT + HUBUSER.read_text(encoding="utf-8")
+    bar_read, bar_write = os.pipe()
     spec_path = tmp / "spec.json"
-    spec_path.write_text(json.dumps(spec), encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, "-c", source, str(spec_path)], capture_output=True, text=True, cwd=tmp
-    )
+    spec_path.write_text(json.dumps({**spec, "progress_fd": bar_write}), encoding="utf-8")
+    relay = threading.Thread(target=_relay, args=(bar_read,), daemon=True)
+    relay.start()
+    try:
+        proc = subprocess.run([sys.executable, "-c", source, str(spec_path)], capture_output=True, text=True,
+                              cwd=tmp, pass_fds=(bar_write,))
+    finally:
+        os.close(bar_write)  # the reload process has exited: the relay reads to the end of the pipe
+        relay.join()
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if lines:
         answer = json.loads(lines[-1])
@@ -171,6 +198,7 @@ def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.
             "device": device,
             "expected_labels": loaded.label_names,  # as training named them; None for regression
             "out": str(tmp),
+            "progress": _reload_bar(args.disable_tqdm),
         }
         answer = _run_hub_user(hub_spec, tmp)
         if task.score_texts:

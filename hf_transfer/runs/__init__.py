@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from hf_transfer.console import show_logs
 from hf_transfer.recipe.schema import Recipe
 from hf_transfer.validate import load_recipe
 from hf_transfer.runs.compare import run_compare
@@ -28,8 +29,10 @@ def finetune(recipe_or_path, *, overwrite: bool = False, resume: bool = False, *
     """Notebook API: `finetune("recipes/x.yaml", **{"training.num_train_epochs": 1})`.
 
     Override keys are dotted paths; `__` may stand for `.` (`training__learning_rate=1e-4`).
-    Returns the metrics, the output folder and the Trainer.
+    Returns the metrics, the output folder and the Trainer. hf-transfer's log lines show on stderr as the
+    command line shows them, unless the application configured logging (hf_transfer.console.show_logs).
     """
+    show_logs()
     dotted = {k.replace("__", "."): v for k, v in overrides.items()}
     return run(load_recipe(recipe_or_path, dotted), overwrite=overwrite, resume=resume)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from hf_transfer.console import progress
 from hf_transfer.errors import HfTransferError, ModelError, RecipeError
 from hf_transfer.recipe.schema import RankConfig, Recipe
 from hf_transfer.recipe.typed import build
@@ -98,14 +99,6 @@ def final_layer(model, num_classes: int):
     return nn.Sequential(layers[-1])
 
 
-def _counting(collator, bar):
-    """The task's collator, advancing the progress bar by each batch."""
-    def collate(examples):
-        bar.update(len(examples))
-        return collator(examples)
-    return collate
-
-
 def _processor_key(processor) -> str:
     """What of the preprocessing is not in the data itself (image size, normalisation, features)."""
     for attr in ("to_dict", "__dict__"):
@@ -116,18 +109,17 @@ def _processor_key(processor) -> str:
     return processor.__class__.__name__
 
 
-def _features(task, spec, model, head, processor, splits, batch_size: int, name: str):
+def _features(task, spec, model, head, processor, splits, batch_size: int, name: str, quiet: bool):
     """{role: (features float32 array, labels array)}, one batched no_grad pass (or the cache)."""
     import torch
-    from tqdm.auto import tqdm
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     key = hashlib.sha256(f"{probe._weights_hash(model)}|{_processor_key(processor)}".encode()).hexdigest()
     out = {}
-    with tqdm(total=sum(len(s) for s in splits.values()), desc=name, unit="ex", leave=False) as bar:
-        collator = _counting(task.collator(processor), bar)
+    with progress(sum(len(s) for s in splits.values()), name, disable=quiet, leave=False) as bar:
+        collator = task.collator(processor)
         for role, split in splits.items():
-            ds, _, _ = probe.features(model, head, split, collator, batch_size, device, key)
+            ds, _, _ = probe.features(model, head, split, collator, batch_size, device, key, bar=bar)
             columns = ds.with_format("numpy")[:]
             out[role] = (columns["features"].astype(np.float32), np.asarray(columns["labels"]))
     return out
@@ -176,7 +168,7 @@ def score_candidate(recipe: Recipe, name: str, sample, validation, label_names, 
     splits = task.preprocess(DatasetDict({"train": sample.select([0]), "sample": sample, "validation": validation}),
                              processor, spec)
     feats = _features(task, spec, model, head, processor, {r: splits[r] for r in ("sample", "validation")},
-                      batch_size, name)
+                      batch_size, name, bool(recipe.training.get("disable_tqdm")))
     (x, y), problem = feats["sample"], spec.data.problem_type
     single = problem == "single_label_classification"
     row: dict[str, Any] = {"candidate": name, "logme": scores.logme(x, y, classification=single),

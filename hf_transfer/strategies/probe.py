@@ -30,6 +30,7 @@ from torch import nn
 from transformers import default_data_collator
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from hf_transfer.console import progress
 from hf_transfer.errors import ModelError
 from hf_transfer.inference import run_batches
 from hf_transfer.strategies.anatomy import backbone_of
@@ -109,7 +110,7 @@ def _data_hash(split) -> str:
     return h.hexdigest()
 
 
-def _compute(model, head, split, collator, batch_size: int, device, per_token: bool = False) -> torch.Tensor:
+def _compute(model, head, split, collator, batch_size: int, device, per_token: bool = False, bar=None) -> torch.Tensor:
     """Features of every example (the input of the head), checked on the first batch; `per_token`: the
     vectors of every labelled position, row after row (the collated labels say which)."""
     captured, labels = [], []
@@ -131,7 +132,7 @@ def _compute(model, head, split, collator, batch_size: int, device, per_token: b
     hook = head[0].register_forward_pre_hook(lambda m, args: captured.append(args[0].detach()))
     try:  # labels stay in the split (an image transform reads them; per-token positions come from them);
         # run_batches does not feed them to the model
-        run_batches(model, split, collate if per_token else collator, batch_size, device, check)
+        run_batches(model, split, collate if per_token else collator, batch_size, device, check, bar)
     finally:
         hook.remove()
     return torch.cat(captured).float().cpu()
@@ -153,10 +154,12 @@ def token_batches(width: int):
     return collate
 
 
-def features(model, head, split, collator, batch_size: int, device, weights: str, per_token: bool = False) -> tuple:
+def features(model, head, split, collator, batch_size: int, device, weights: str, per_token: bool = False,
+             bar=None) -> tuple:
     """(features dataset, seconds spent, cache hit) for one preprocessed split;
     `weights` is the hash of the backbone's weights. `per_token`: a row's features are its labelled
-    positions' vectors (flattened), its labels the split's own (IGNORE where not labelled)."""
+    positions' vectors (flattened), its labels the split's own (IGNORE where not labelled). `bar` (a
+    progress bar) advances by the split's examples."""
     from safetensors.torch import load_file, save_file
 
     start = time.perf_counter()
@@ -165,8 +168,10 @@ def features(model, head, split, collator, batch_size: int, device, weights: str
     hit = path.is_file()
     if hit:
         feats = load_file(path)["features"]
+        if bar is not None:
+            bar.update(len(split))
     else:
-        feats = _compute(model, head, split, collator, batch_size, device, per_token)
+        feats = _compute(model, head, split, collator, batch_size, device, per_token, bar)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         save_file({"features": feats.contiguous()}, str(tmp))
@@ -191,12 +196,13 @@ def prepare(model, splits, collator, args, per_token: bool = False):
     start = time.perf_counter()
     head, weights = probe_head(model), _weights_hash(backbone_of(model))
     out, info = {}, {"seconds": time.perf_counter() - start, "cache_hits": 0, "splits": len(splits)}
-    for role, split in splits.items():
-        out[role], seconds, hit = features(
-            model, head, split, collator, args.per_device_eval_batch_size, args.device, weights, per_token
-        )
-        info["seconds"] += seconds
-        info["cache_hits"] += int(hit)
+    with progress(sum(len(s) for s in splits.values()), "cached features", disable=args.disable_tqdm) as bar:
+        for role, split in splits.items():
+            out[role], seconds, hit = features(
+                model, head, split, collator, args.per_device_eval_batch_size, args.device, weights, per_token, bar
+            )
+            info["seconds"] += seconds
+            info["cache_hits"] += int(hit)
     log.info("linear probe on cached features: %.1f s for features (%d of %d splits from cache)",
              info["seconds"], info["cache_hits"], len(splits))
     linear = next(m for m in head if isinstance(m, nn.Linear))
