@@ -84,7 +84,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
     hooks = trainer_hooks(model, recipe.finetune, args)
     collator, export, features = task.collator(processor), None, None
     cacheable = not objectives.wanted(recipe) and not recipe.data.streaming  # a stream is not cached
-    if cacheable and probe.wanted(recipe.finetune, task.stochastic(spec), model):
+    if cacheable and probe.wanted(recipe.finetune, task, task.stochastic(spec), model):
         export = model  # the head trains on cached features (per token for token classification)
         model, splits, features, collator = probe.prepare(model, splits, collator, args, per_token=task.entities)
     loss = task.loss(spec)

@@ -266,3 +266,13 @@ def test_hub_recipes_validate_and_run_two_steps_on_a_tiny_stand_in(kit, tmp_path
         tok = asr.load_processor(spec_of(raw)).tokenizer
         assert tok.convert_ids_to_tokens(tok("low").input_ids)[:4] == ["<|startoftranscript|>", "<|en|>",
                                                                         "<|transcribe|>", "<|notimestamps|>"]
+
+
+def test_a_frozen_backbone_does_not_cache_speech_recognition_features(kit, tmp_path):
+    """A CTC head is one Linear layer, but it labels every frame: the task record says no cache; asked for, one
+    line. (Whisper has no separate head: freeze: backbone is refused before, naming finetune.freeze.)"""
+    raw = asr_recipe(kit["ctc"], kit["files"], tmp_path / "o", strategy="partial", freeze="backbone",
+                     cache_features=True)
+    with pytest.raises(ModelError, match="finetune.cache_features: cannot cache features: the speech-recognition "
+                                         "head reads more than one feature per labelled item"):
+        finetune(raw)

@@ -56,9 +56,9 @@ def probe_head(model: nn.Module) -> nn.Sequential | None:
     return nn.Sequential(*children)
 
 
-def wanted(cfg, stochastic: bool, model) -> bool:
-    """Use the cache? `cfg` is the `finetune` section, `stochastic` whether the training inputs are
-    augmented randomly; `cache_features: null` means whenever it applies."""
+def wanted(cfg, task, stochastic: bool, model) -> bool:
+    """Use the cache? `cfg` is the `finetune` section, `task` the task record, `stochastic` whether the
+    training inputs are augmented randomly; `cache_features: null` means whenever it applies."""
     if cfg.strategy != "partial" or cfg.cache_features is False:
         return False
     if cfg.freeze != "backbone" and cfg.cache_features is None:
@@ -68,8 +68,8 @@ def wanted(cfg, stochastic: bool, model) -> bool:
         reasons.append("the backbone is not fully frozen (freeze: backbone)")
     if stochastic:
         reasons.append("the data has stochastic augmentation")
-    if type(model).__name__.endswith("ForCTC"):
-        reasons.append("the CTC head labels every audio frame (per-frame features are not cached)")
+    if not task.caches_features:
+        reasons.append(f"the {task.name} head reads more than one feature per labelled item")
     elif probe_head(model) is None:
         reasons.append(f"the head of {model.__class__.__name__} is not dropout + one Linear layer")
     if reasons and cfg.cache_features:

@@ -100,6 +100,10 @@ class Task:
     """Recipe objectives the task supports: `class_weights`, `distill`, `domain` (others are refused)."""
     diagnose: Callable[[dict], dict | None] = _none
     """metrics.json -> a warning about the run (classification: collapsed predictions), or None."""
+    caches_features: bool = True
+    """A frozen-backbone run may train its head on features computed once (`finetune.cache_features`); False
+    where the head reads more than one feature per labelled item the cache keeps (speech recognition: a CTC
+    head labels every audio frame, an encoder-decoder generates text)."""
     generates: bool = False
     """Evaluation may generate (encoder-decoder models): `training` is checked against and built as
     Seq2SeqTrainingArguments (predict_with_generate, generation_max_length, generation_num_beams) and

@@ -451,5 +451,6 @@ TASK = Task(
     read_inputs=audio_inputs,
     verify_inputs=verify_inputs,
     score_texts=score_texts,
+    caches_features=False,
     generates=True,
 )
