@@ -94,6 +94,31 @@ def test_inserted_text_is_escaped(finished_run, tmp_path):
     assert "&lt;b&gt;lower&lt;/b&gt;" in page and "<b>" not in page
 
 
+def test_drawing_the_figures_leaves_pyplot_alone(finished_run, tmp_path, monkeypatch):
+    """A notebook that fine-tunes keeps its inline backend: the report's figures never go through pyplot
+    (matplotlib.use("Agg") there silenced every later plt.plot in the notebook)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from hf_transfer.outputs.report import plot_curves
+    from hf_transfer.runs.tune import plot
+
+    def refuse(*_, **__):
+        raise AssertionError("matplotlib.use called")
+
+    monkeypatch.setattr(matplotlib, "use", refuse)
+    open_before = plt.get_fignums()
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)
+    assert len(images(write_html(out).read_text(encoding="utf-8"))) == 3
+    plot_curves({"metric": "accuracy", "runs": [{"name": "full", "kind": "full", "curve": [(1.0, 0.5), (2.0, 0.7)],
+                                                 "validation": 0.7}]}, tmp_path / "curves.png")
+    plot({"direction": "maximize", "metric": "accuracy", "trials": [
+        {"number": 0, "value": 0.6, "state": "complete", "curve": [(1.0, 0.6)]}]}, tmp_path / "tune.png")
+    assert all((tmp_path / f).read_bytes().startswith(b"\x89PNG") for f in ("curves.png", "tune.png"))
+    assert plt.get_fignums() == open_before
+
+
 def test_a_folder_without_per_class_details_or_history_gets_the_sections_that_apply(finished_run, tmp_path):
     """Regression, speech recognition, or a run from before metrics.json kept the log: metrics only."""
     out = tmp_path / "run"

@@ -91,19 +91,16 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}" alt="{escape(alt)}">'
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    """A matplotlib Figure outside pyplot: no backend switched, no figure left open in a notebook."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    _pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -173,8 +170,8 @@ def _curves_section(history: list[dict[str, Any]], metric: str) -> str:
     scores = epoch_points(history, f"eval_{metric}")
     if not scores and not any(losses.values()):
         return ""
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = _figure(figsize=(10, 3.8))
+    left, right = fig.subplots(1, 2)
     for name, points in losses.items():
         if points:
             left.plot(*zip(*points), marker="o", label=name)
@@ -237,8 +234,8 @@ def _confusion(confusion: dict[str, Any], role: str) -> str:
         return f"<p>Confusion per label ({escape(role)})</p>\n" + _table(["label", "tn", "fp", "fn", "tp"], rows)
     n = len(labels)
     size = min(max(3.5, 0.45 * n + 1.5), 12)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    fig = _figure(figsize=(size + 1.2, size))
+    ax = fig.subplots()
     shown = ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(n), [_plain(x) for x in labels], rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), [_plain(x) for x in labels], fontsize=8)

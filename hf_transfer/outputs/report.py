@@ -114,12 +114,10 @@ def _all_metrics(report: dict[str, Any]) -> list[str]:
 
 
 def plot_curves(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: a notebook's backend and open figures stay as they are
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for r in report["runs"]:
         if r["curve"]:
             xs, ys = zip(*r["curve"])
@@ -133,4 +131,3 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

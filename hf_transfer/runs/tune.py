@@ -248,12 +248,10 @@ def write(report: dict[str, Any], best_raw: dict[str, Any], folder: Path) -> Non
 
 def plot(report: dict[str, Any], path: Path) -> None:
     """Left: each trial's value (pruned: its last report) and the best so far; right: per-epoch curves."""
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: a notebook's backend and open figures stay as they are
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.subplots(1, 2)
     pick = max if report["direction"] == "maximize" else min
     best, xs, ys = None, [], []
     for r in report["trials"]:
@@ -276,4 +274,3 @@ def plot(report: dict[str, Any], path: Path) -> None:
         right.legend(loc="best", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
