@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from typing import Callable
 
@@ -167,23 +166,27 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _count(text: str) -> int:
-    """An integer >= 1 (argparse type of --top-k, --batch-size)."""
+    """An integer >= 1 (argparse type of --top-k, --batch-size); the Python API checks the same range."""
+    from hf_transfer.outputs.arguments import INT_MAX, is_count
+
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 1 <= value <= 2**31 - 1:
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {2**31 - 1}, got {text!r}")
+    if not is_count(value):
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {INT_MAX}, got {text!r}")
     return value
 
 
 def _tolerance(text: str) -> float:
-    """A finite number >= 0 (argparse type of verify --tolerance)."""
+    """A finite number >= 0 (argparse type of verify --tolerance); the Python API checks the same range."""
+    from hf_transfer.outputs.arguments import is_tolerance
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
+    if not is_tolerance(value):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
 
