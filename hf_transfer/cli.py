@@ -44,12 +44,18 @@ def cmd_launch(args: argparse.Namespace) -> int:
     ns = launch_command_parser().parse_args(
         [*launcher, *args.accelerate_args, "--module", "hf_transfer", "finetune", args.recipe, *args.overrides, *flags]
     )
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    # torchrun logs each failed process; its exit code is in our own line (or the process printed its error)
+    logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
     try:
         launch_command(ns)
-    except subprocess.CalledProcessError as err:
-        if err.returncode == 2:  # the training process printed its one-line error already
+    except (subprocess.CalledProcessError, ChildFailedError) as err:  # one process / torchrun's processes
+        # torchrun's: the first process to fail (the others were stopped after it)
+        code = err.returncode if isinstance(err, subprocess.CalledProcessError) else err.get_first_failure()[1].exitcode
+        if code == 2:  # the training process printed its one-line error already
             return 2
-        raise HfTransferError(f"launch: a training process ended with exit code {err.returncode}") from None
+        raise HfTransferError(f"launch: a training process ended with exit code {code}") from None
     return 0
 
 
@@ -198,6 +204,13 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _add_folder_flags(p: argparse.ArgumentParser) -> None:
+    """--overwrite or --resume (not both: one replaces the run, the other continues it)."""
+    flags = p.add_mutually_exclusive_group()
+    flags.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    flags.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+
+
 def _add_folder_commands(sub) -> None:
     p = sub.add_parser("push", help="upload a finished run to the Hugging Face Hub")
     p.add_argument("output_dir")
@@ -260,8 +273,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="fine-tune a model from a YAML recipe")
     p.add_argument("recipe", help="path to a recipe YAML file")
     p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    _add_folder_flags(p)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     p = sub.add_parser("launch", help="accelerate launch of finetune: recipe checked first, one-line errors")
@@ -271,8 +283,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="Accelerate config (e.g. accelerate_configs/cpu_2proc.yaml)")
     p.add_argument("--accelerate-args", dest="accelerate_args", nargs=argparse.REMAINDER, default=[],
                    help="further `accelerate launch` options, e.g. --num_processes 2 (last on the line)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    _add_folder_flags(p)
 
     p = sub.add_parser("validate", help="check recipes without loading anything")
     p.add_argument("recipes", nargs="+")

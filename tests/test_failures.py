@@ -11,6 +11,8 @@ import pytest
 from hf_transfer import train
 from hf_transfer.cli import main
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture
 def run(finished_run):
@@ -108,16 +110,80 @@ def test_a_full_disk_at_save_is_one_line_and_the_old_run_stays(run, tmp_path, ca
     assert (folder / "metrics.json").read_bytes() == before
 
 
-def test_launch_checks_the_recipe_first_and_ends_in_one_line(run, tmp_path, capsys):
+def test_launch_checks_the_recipe_first_and_ends_in_one_line(run, tmp_path, capfd):
     """`hf-transfer launch` is accelerate launch without the launcher's traceback: a recipe error stops it
     before any process starts, a data error in the training process comes back as that process's line."""
     _, recipe = run
     assert main(["launch", str(recipe), "finetune.bogus=1", "--config-file", "accelerate_configs/cpu.yaml"]) == 2
-    assert "finetune.bogus: not an option" in one_line_error(capsys)
+    assert "finetune.bogus: not an option" in one_line_error(capfd)
     code = main(["launch", str(recipe), "data.text_column=nope", f"training.output_dir={tmp_path / 'o'}",
-                 "--config-file", str(Path(__file__).parents[1] / "accelerate_configs/cpu.yaml")])
+                 "--config-file", str(ROOT / "accelerate_configs/cpu.yaml")])
     assert code == 2
-    assert "Traceback" not in capsys.readouterr().err
+    assert "data.text_column: column 'nope' not in split 'train'" in one_line_error(capfd)  # the child's line
+
+
+def _launched(*argv: str, cwd: Path) -> tuple[int, str]:
+    """(exit code, stderr) of a command run as a user runs it (a new Python process)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(ROOT),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    return proc.returncode, proc.stderr
+
+
+def _error_lines(err: str) -> list[str]:
+    assert "Traceback" not in err, err[-3000:]
+    return [ln for ln in err.splitlines() if ln.startswith("hf-transfer: error:")]
+
+
+def test_a_bad_recipe_under_accelerate_launch_is_one_line(run, tmp_path):
+    """`hf-transfer launch BAD.yaml`: exit 2 and the one line. `accelerate launch -q ... scripts/finetune.py
+    BAD.yaml`: the same line and accelerate's own exit 1 (without -q accelerate adds its traceback: README)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(run[1]).read_text() + "\nbogus_section: {}\n")
+    config = str(ROOT / "accelerate_configs/cpu.yaml")
+    code, err = _launched("-m", "hf_transfer", "launch", str(bad), "--config-file", config, cwd=tmp_path)
+    lines = _error_lines(err)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("hf-transfer: error: bogus_section: unknown section")
+    code, err = _launched("-m", "accelerate.commands.launch", "-q", "--config_file", config,
+                          str(ROOT / "scripts/finetune.py"), str(bad), cwd=tmp_path)
+    assert code == 1 and _error_lines(err) == lines
+
+
+@pytest.mark.slow  # two training processes under torchrun
+def test_launch_of_two_processes_with_bad_data_is_their_line_and_exit_2(run, tmp_path):
+    """torchrun's launcher (several processes) raises its own error type: still each process's one line,
+    exit 2, no traceback."""
+    code, err = _launched("-m", "hf_transfer", "launch", str(run[1]), "data.text_column=nope", "training.use_cpu=true",
+                          f"training.output_dir={tmp_path / 'o'}", "--config-file",
+                          str(ROOT / "accelerate_configs/cpu_2proc.yaml"), cwd=tmp_path)
+    lines = _error_lines(err)
+    assert code == 2 and lines and set(lines) == {
+        "hf-transfer: error: data.text_column: column 'nope' not in split 'train' "
+        "(columns: review, label, score, is_good, is_bad)"}
+
+
+def test_overwrite_and_resume_together_are_refused(run, tmp_path, capsys):
+    from hf_transfer import finetune
+    from hf_transfer.errors import OutputError
+
+    with pytest.raises(SystemExit) as exited:
+        main(["finetune", str(run[1]), "--overwrite", "--resume"])
+    assert exited.value.code == 2 and "argument --resume: not allowed with argument --overwrite" in capsys.readouterr().err
+    with pytest.raises(OutputError, match="^training.output_dir: overwrite and resume exclude each other"):
+        finetune(str(run[1]), overwrite=True, resume=True)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "verify"])
+@pytest.mark.parametrize("device, cause", [("nonsense", "is not a device name"), ("cuda:99", "is not available here")])
+def test_a_device_that_is_not_here_is_one_line(run, sentiment_files, capsys, command, device, cause):
+    folder = str(run[0])
+    argv = {"predict": [folder, "good"], "evaluate": [folder, sentiment_files["test"]], "verify": [folder]}[command]
+    assert main([command, *argv, "--device", device]) == 2
+    assert f"{command}: device {device!r} {cause}" in one_line_error(capsys)
 
 
 def test_a_tokenizer_larger_than_the_embeddings_is_refused_before_training(run, tiny_bert, tmp_path, capsys):
