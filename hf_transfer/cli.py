@@ -13,6 +13,7 @@ import sys
 from typing import Callable
 
 from hf_transfer import __version__
+from hf_transfer.arguments import count_type, port_type, tolerance_type
 from hf_transfer.errors import HfTransferError
 
 
@@ -171,39 +172,6 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(text: str) -> int:
-    """An integer >= 1 (argparse type of --top-k, --batch-size); the Python API checks the same range."""
-    from hf_transfer.outputs.arguments import INT_MAX, is_count
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not is_count(value):
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {INT_MAX}, got {text!r}")
-    return value
-
-
-def _tolerance(text: str) -> float:
-    """A finite number >= 0 (argparse type of verify --tolerance); the Python API checks the same range."""
-    from hf_transfer.outputs.arguments import is_tolerance
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not is_tolerance(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    """A TCP port, 0 to 65535 (0: a free one; argparse type of serve --port)."""
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}")
-    return int(text)
-
-
 def _add_folder_flags(p: argparse.ArgumentParser) -> None:
     """--overwrite or --resume (not both: one replaces the run, the other continues it)."""
     flags = p.add_mutually_exclusive_group()
@@ -223,22 +191,22 @@ def _add_folder_commands(sub) -> None:
     p = sub.add_parser("verify", help="reload a run as a Hub user would and re-check its metrics")
     p.add_argument("output_dir")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when present, as in training)")
-    p.add_argument("--tolerance", type=_tolerance, default=0.0, help="allowed metric difference (default 0)")
+    p.add_argument("--tolerance", type=tolerance_type, default=0.0, help="allowed metric difference (default 0)")
 
     p = sub.add_parser("predict", help="labels and scores from a saved run")
     p.add_argument("output_dir")
     p.add_argument("inputs", nargs="+", help="texts, files of texts (one a line; - for stdin), or image/audio paths")
-    p.add_argument("--top-k", type=_count, default=1, help="labels shown per input (default 1)")
-    p.add_argument("--batch-size", type=_count, default=8)
+    p.add_argument("--top-k", type=count_type, default=1, help="labels shown per input (default 1)")
+    p.add_argument("--batch-size", type=count_type, default=8)
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("serve", help="an HTTP inference server for a saved run (needs the `serve` extra)")
     p.add_argument("output_dir")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=8000, help="default 8000; 0 picks a free port")
-    p.add_argument("--max-batch-size", type=_count, default=16, help="inputs gathered into one model call (default 16)")
-    p.add_argument("--batch-timeout-ms", type=_tolerance, default=10.0,
+    p.add_argument("--port", type=port_type, default=8000, help="default 8000; 0 picks a free port")
+    p.add_argument("--max-batch-size", type=count_type, default=16, help="inputs gathered into one model call (default 16)")
+    p.add_argument("--batch-timeout-ms", type=tolerance_type, default=10.0,
                    help="how long the first request of a batch waits for more (default 10)")
     p.add_argument("--device")
 
@@ -246,7 +214,7 @@ def _add_folder_commands(sub) -> None:
     p.add_argument("output_dir")
     p.add_argument("data", nargs="+", help="files (csv, json, jsonl, parquet, conll) or image / audio folders, "
                                            "with the recipe's columns; each is scored on its own")
-    p.add_argument("--batch-size", type=_count, help="default: the recipe's per_device_eval_batch_size")
+    p.add_argument("--batch-size", type=count_type, help="default: the recipe's per_device_eval_batch_size")
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="print JSON, per-class scores and confusion matrices included")
 
@@ -292,14 +260,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="path to a recipe YAML file")
     p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
     p.add_argument("--candidates", nargs="+", help="Hub ids or model folders (default: the recipe's rank.candidates)")
-    p.add_argument("--sample", type=_count, help="training examples scored (default: rank.sample, 1000)")
+    p.add_argument("--sample", type=count_type, help="training examples scored (default: rank.sample, 1000)")
     p.add_argument("--output-dir", help="where rank.json and rank.md go (default: training.output_dir-rank)")
 
     p = sub.add_parser("tune", help="search the recipe's tune.space with Optuna; write best.yaml")
     p.add_argument("recipe", help="path to a recipe YAML file with a tune section")
     p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
-    p.add_argument("--n-trials", type=_count, help="default: tune.n_trials")
-    p.add_argument("--timeout", type=_tolerance, help="time budget in seconds (default: tune.timeout)")
+    p.add_argument("--n-trials", type=count_type, help="default: tune.n_trials")
+    p.add_argument("--timeout", type=tolerance_type, help="time budget in seconds (default: tune.timeout)")
     p.add_argument("--output-dir", help="default: tune.output_dir, else training.output_dir-tune")
     p.add_argument("--train-best", action="store_true", help="train best.yaml after the search")
 

@@ -35,7 +35,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from hf_transfer.distributed import main_decides
 from hf_transfer.errors import OutputError
+from hf_transfer.recipe.yaml import dump_yaml, parse_yaml
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +112,6 @@ def put_in_place(written: Path, out: Path) -> None:
 def relocate(written: Path, out: Path) -> None:
     """Paths into `written` that its JSON files and recipes record (a fold's or seed's output_dir, a report's
     predictions, a checkpoint's best_model_checkpoint) are rewritten to say `out`, where it is about to go."""
-    from hf_transfer.recipe.yaml import dump_yaml, parse_yaml
-
     before, after = str(written), str(out)
 
     def moved(value: Any) -> Any:
@@ -146,8 +146,6 @@ def staged(out: Path, overwrite: bool, resume: bool, args) -> Iterator[Path]:
     answer (distributed.main_decides). Replacing a run (--overwrite), the block writes into the staging
     sibling, which takes out's place only when the block completes: a failure in any part leaves the
     previous run byte-identical (and the partial new one is removed)."""
-    from hf_transfer.distributed import main_decides
-
     with ExitStack() as held:
         def take_folder() -> Path:
             held.enter_context(run_lock(out))

@@ -19,7 +19,7 @@ from typing import Any
 
 from hf_transfer.errors import HfTransferError
 from hf_transfer.folder import RECIPE, require_finished
-from hf_transfer.outputs.arguments import as_paths, require_count
+from hf_transfer.arguments import as_paths, require_count
 from hf_transfer.outputs.hubuser import (
     FolderError, as_input, load_config, load_pipeline, logits, transcripts, word_logits,
 )

@@ -302,6 +302,8 @@ def check_device(device) -> str:
         parsed = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise FolderError(f"device {device!r} is not a device name (e.g. cpu, cuda, cuda:1, mps)") from None
+    if parsed.type == "meta":  # shapes without data: nothing can be computed there
+        raise FolderError(f"device {device!r} holds no data; use cpu or an accelerator")
     try:
         torch.empty(0, device=parsed)
     except Exception as err:  # noqa: BLE001 - RuntimeError, AssertionError (torch built without CUDA)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.errors import HfTransferError
-from hf_transfer.outputs.arguments import as_paths, require_count
+from hf_transfer.arguments import as_paths, require_count
 from hf_transfer.outputs.hubuser import FolderError, load_pipeline, read_json, task_of
 from hf_transfer.outputs.verify import hub_user_task
 from hf_transfer.validate import load_recipe

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.errors import DependencyError, HfTransferError
-from hf_transfer.outputs.arguments import require_count, require_tolerance
+from hf_transfer.arguments import is_port, require_count, require_tolerance
 from hf_transfer.outputs.batcher import Batcher, RequestError, one_line
 from hf_transfer.outputs.hubuser import FolderError, load_pipeline
 from hf_transfer.outputs.predict import run, task_of_folder
@@ -262,7 +262,7 @@ def serve(out: str | Path, host: str = "127.0.0.1", port: int = 8000, max_batch_
     """Take the port, load the folder, then serve it until interrupted; prints the address it listens on."""
     require_count("serve", "max_batch_size", max_batch_size)
     require_tolerance("serve", "batch_timeout_ms", batch_timeout_ms)
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+    if not is_port(port):
         raise HfTransferError(f"serve: port must be an integer from 0 to 65535, got {port!r}")
     sock = listen(host, port)  # a busy port fails before the model loads
     try:

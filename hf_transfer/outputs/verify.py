@@ -29,7 +29,7 @@ from typing import Any
 
 from hf_transfer.errors import HfTransferError, VerifyError
 from hf_transfer.folder import read_metrics
-from hf_transfer.outputs.arguments import require_tolerance
+from hf_transfer.arguments import require_tolerance
 from hf_transfer.outputs.hubuser import FolderError, check_device
 from hf_transfer.validate import load_recipe
 from hf_transfer.tasks import resolve

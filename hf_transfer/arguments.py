@@ -1,9 +1,10 @@
-"""The arguments of the commands on a saved folder (predict, evaluate, verify, serve), checked the same way
-from the command line (cli.py's argparse types) and from Python, so both refuse a value with one line
-naming the argument instead of failing deep inside torch or a pipeline."""
+"""The numbers and lists the commands take, checked the same way from the command line (the argparse types
+below) and from Python (predict, evaluate, verify, serve call the `require_*` checks), so both refuse a value
+with one line naming the argument instead of failing deep inside torch or a pipeline."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 from typing import Any
@@ -21,6 +22,11 @@ def is_count(value: Any) -> bool:
 def is_tolerance(value: Any) -> bool:
     """A finite number >= 0 (verify's tolerance, serve's batch timeout)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def is_port(value: Any) -> bool:
+    """A TCP port, 0 to 65535 (0: a free one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535
 
 
 def require_count(command: str, name: str, value: Any) -> None:
@@ -46,3 +52,35 @@ def as_paths(command: str, items: Any, what: str) -> list[str]:
     if not items:
         raise HfTransferError(f"{command}: no {what} given")
     return [os.fspath(item) for item in items]
+
+
+# ----------------------------------------------------------------------------- argparse types
+
+
+def count_type(text: str) -> int:
+    """--top-k, --batch-size, ...: an integer from 1 to INT_MAX."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not is_count(value):
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {INT_MAX}, got {text!r}")
+    return value
+
+
+def tolerance_type(text: str) -> float:
+    """--tolerance, --timeout, ...: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not is_tolerance(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def port_type(text: str) -> int:
+    """--port: 0 to 65535 (0: a free one)."""
+    if not text.isdigit() or not is_port(int(text)):
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}")
+    return int(text)
