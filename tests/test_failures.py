@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,10 @@ def one_line_error(capsys) -> str:
 
 
 @pytest.mark.parametrize("content, cause", [
-    (b"", "EmptyDataError"),
-    (b"review,label\n", "it holds no rows"),
-    (b'review,label\n"unclosed,positive\nfine,negative\n', "ParserError"),
-    ("review,label\ncafé,positive\nok,negative\n".encode("latin-1"), "not UTF-8 text"),
+    pytest.param(b"", "EmptyDataError", id="empty"),
+    pytest.param(b"review,label\n", "it holds no rows", id="header-only"),
+    pytest.param(b'review,label\n"unclosed,positive\nfine,negative\n', "ParserError", id="unclosed-quote"),
+    pytest.param("review,label\ncafé,positive\nok,negative\n".encode("latin-1"), "not UTF-8 text", id="latin-1"),
 ])
 def test_an_unreadable_data_file_is_named_with_its_cause(run, tmp_path, capsys, content, cause):
     _, recipe = run
@@ -43,8 +44,8 @@ def test_an_unreadable_data_file_is_named_with_its_cause(run, tmp_path, capsys, 
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda tmp: tmp / "missing", "no such folder"),
-    (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "holds no config.json"),
+    pytest.param(lambda tmp: tmp / "missing", "no such folder", id="missing"),
+    pytest.param(lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "holds no config.json", id="empty"),
 ])
 def test_a_model_folder_that_is_not_there_says_so(run, tmp_path, capsys, make, message):
     _, recipe = run
@@ -64,6 +65,63 @@ def test_corrupt_weights_are_one_line_in_training_and_in_predict(run, tiny_bert,
     (saved / "model.safetensors").write_bytes(b"\x00" * 10)
     assert main(["predict", str(saved), "good"]) == 2
     assert "from_pretrained failed" in one_line_error(capsys)
+
+
+def test_a_column_missing_from_one_splits_file_names_that_file(run, sentiment_files, tmp_path, capsys):
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\ngood drug,positive\nbad pain,negative\n")  # `review` is called `text` here
+    assert main(["finetune", str(run[1]), f"data.data_files={{train: {sentiment_files['train']}, test: {test}}}",
+                 f"training.output_dir={tmp_path / 'o'}"]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith(f"hf-transfer: error: data.data_files.test: {test} has columns ['text', 'label'], but ")
+    assert not (tmp_path / "o").exists()
+
+
+@contextmanager
+def read_only(folder: Path):
+    """`folder` made unwritable: its mode for a user, the immutable attribute for root (who ignores modes)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        undo = lambda: folder.chmod(0o755)  # noqa: E731
+    elif subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+        undo = lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)  # noqa: E731
+    else:
+        pytest.skip("running as root without chattr +i: no folder is read-only")
+    try:
+        yield folder
+    finally:
+        undo()
+
+
+@pytest.mark.parametrize("where", ["inside", "itself"])
+def test_a_read_only_output_folder_is_one_line(run, tmp_path, capsys, where):
+    """The output folder inside a read-only one (its lock cannot be written), or an empty read-only folder
+    (its files cannot be written): one line naming what cannot be written, nothing left behind."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    out = locked / "run" if where == "inside" else locked
+    with read_only(locked):
+        assert main(["finetune", str(run[1]), f"training.output_dir={out}"]) == 2
+        line = one_line_error(capsys)
+    assert line.startswith(f"hf-transfer: error: training.output_dir: cannot write {locked}/")
+    assert list(locked.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda data: b"", id="empty"),
+    pytest.param(lambda data: b"\x00\xff garbage \xfe" * 7, id="garbage"),
+    pytest.param(lambda data: data[: len(data) // 2], id="half"),
+])
+def test_damaged_base_weights_are_one_line_in_training(run, tiny_bert, tmp_path, capsys, damage):
+    model = Path(shutil.copytree(tiny_bert, tmp_path / "model"))
+    weights = model / "model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    assert main(["finetune", str(run[1]), f"model.name_or_path={model}", f"training.output_dir={tmp_path / 'o'}"]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith("hf-transfer: error: model.name_or_path: cannot load") and "corrupt or truncated" in line
 
 
 def test_predict_refuses_a_file_that_is_not_utf8(run, tmp_path, capsys):

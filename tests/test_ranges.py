@@ -118,7 +118,7 @@ REFUSED = [
 ]
 
 
-@pytest.mark.parametrize("overrides, message", REFUSED, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+@pytest.mark.parametrize("overrides, message", [pytest.param(o, m, id=" ".join(o)) for o, m in REFUSED])
 def test_out_of_range_values_are_one_line_errors_naming_key_and_value(overrides, message):
     with pytest.raises(RecipeError) as info:
         load_recipe(minimal(), overrides)
