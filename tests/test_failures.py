@@ -284,6 +284,24 @@ def test_an_empty_wav_is_refused_naming_the_file(tmp_path):
         load_audio(str(tmp_path / "silent.wav"), 16000)
 
 
+def test_an_empty_wav_in_the_training_data_stops_finetune_with_one_line(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+    import yaml
+
+    from tests.tiny import save_tiny_audio_model, speech_recipe, write_audio_data
+
+    files = write_audio_data(tmp_path / "tones", n_train=8, n_test=4)
+    empty = tmp_path / "tones" / "wav" / "train_3.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 8000)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(speech_recipe(save_tiny_audio_model(tmp_path / "w2v", "wav2vec2"), files["csv"],
+                                                   tmp_path / "out")))
+    assert main(["finetune", str(recipe)]) == 2
+    assert one_line_error(capsys) == f"hf-transfer: error: speech.audio_column: audio '{empty}' is empty (0 samples)"
+    assert not (tmp_path / "out").exists()
+
+
 def test_predict_and_verify_do_not_unpickle_weights(run, tmp_path, capsys):
     import torch
     from safetensors.torch import load_file
