@@ -15,6 +15,10 @@ import pytest
 
 from hf_transfer import finetune
 from hf_transfer.errors import DataError, HfTransferError, ModelError, OutputError, RecipeError, VerifyError
+from hf_transfer.outputs.evaluate import evaluate
+from hf_transfer.outputs.merge import merge
+from hf_transfer.outputs.predict import predict
+from hf_transfer.outputs.verify import verify
 from tests.tiny import text_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,33 +222,7 @@ def _predict_pickled_weights(c):
 
     torch.save(load_file(c.run / "model.safetensors"), c.run / "pytorch_model.bin")
     (c.run / "model.safetensors").unlink()
-    _predict(c.run, ["good"])
-
-
-def _predict(*args, **kwargs):
-    from hf_transfer.outputs.predict import predict
-
-    return predict(*args, **kwargs)
-
-
-def _verify(folder, write=None, **kwargs):
-    from hf_transfer.outputs.verify import verify
-
-    if write:
-        (folder / write[0]).write_text(write[1])
-    return verify(folder, **kwargs)
-
-
-def _evaluate(*args, **kwargs):
-    from hf_transfer.outputs.evaluate import evaluate
-
-    return evaluate(*args, **kwargs)
-
-
-def _merge(*args, **kwargs):
-    from hf_transfer.outputs.merge import merge
-
-    return merge(*args, **kwargs)
+    predict(c.run, ["good"])
 
 
 def _serve(*args, **kwargs):
@@ -321,41 +299,41 @@ API_CASES: dict[str, tuple] = {
     "finetune/token-in-recipe": (RecipeError, "training.hub_token: never put tokens in a recipe",
         lambda c: finetune(c.recipe(), training__hub_token="hf_abcdefghijklmnop")),
     "predict/top-k-0": (HfTransferError, "predict: top_k must be an integer from 1 to 2147483647, got 0",
-        lambda c: _predict(c.run, ["good"], top_k=0)),
+        lambda c: predict(c.run, ["good"], top_k=0)),
     "predict/batch-size-0": (HfTransferError, "predict: batch_size must be an integer from 1 to 2147483647, got 0",
-        lambda c: _predict(c.run, ["good"], batch_size=0)),
+        lambda c: predict(c.run, ["good"], batch_size=0)),
     "predict/inputs-none": (HfTransferError, "predict: inputs must be a list of strings or paths, got NoneType",
-        lambda c: _predict(c.run, None)),
+        lambda c: predict(c.run, None)),
     "predict/non-utf8-file": (HfTransferError, "predict: {tmp}/texts.txt is not UTF-8 text",
-        lambda c: _predict(c.run, [_file(c, "texts.txt", "caf\xe9\n".encode("latin-1"))])),
+        lambda c: predict(c.run, [_file(c, "texts.txt", "caf\xe9\n".encode("latin-1"))])),
     "predict/device-not-here": (HfTransferError, "predict: device 'cuda:99' is not available here",
-        lambda c: _predict(c.run, ["good"], device="cuda:99")),
+        lambda c: predict(c.run, ["good"], device="cuda:99")),
     "predict/not-a-run": (HfTransferError, "predict: {tmp}/config.json is missing",
-        lambda c: _predict(c.tmp, ["good"])),
+        lambda c: predict(c.tmp, ["good"])),
     "predict/pickled-weights": (HfTransferError, "from_pretrained failed",
         _predict_pickled_weights),
     "verify/corrupt-metrics-json": (VerifyError, "{tmp}/run/metrics.json: unreadable",
-        lambda c: _verify(c.run, write=("metrics.json", "{not json"))),
+        lambda c: (c.run / "metrics.json").write_text("{not json") and verify(c.run)),
     "verify/tolerance-nan": (HfTransferError, "verify: tolerance must be a finite number >= 0, got nan",
-        lambda c: _verify(c.run, tolerance=float("nan"))),
+        lambda c: verify(c.run, tolerance=float("nan"))),
     "verify/not-a-run": (VerifyError, "{tmp}: no metrics.json; not a finished hf-transfer run",
-        lambda c: _verify(c.tmp)),
+        lambda c: verify(c.tmp)),
     "verify/device-name": (VerifyError, "verify: device 'nonsense' is not a device name",
-        lambda c: _verify(c.run, device="nonsense")),
+        lambda c: verify(c.run, device="nonsense")),
     "evaluate/batch-size-0": (HfTransferError, "evaluate: batch_size must be an integer from 1 to 2147483647, got 0",
-        lambda c: _evaluate(c.run, [c.files["test"]], batch_size=0)),
+        lambda c: evaluate(c.run, [c.files["test"]], batch_size=0)),
     "evaluate/no-data": (HfTransferError, "evaluate: no data files given",
-        lambda c: _evaluate(c.run, [])),
+        lambda c: evaluate(c.run, [])),
     "evaluate/unknown-label": (DataError, "data.label_column: label 'neutral' in split '{tmp}/new.csv'",
-        lambda c: _evaluate(c.run, [_file(c, "new.csv", "review,label\ngood,neutral\n")])),
+        lambda c: evaluate(c.run, [_file(c, "new.csv", "review,label\ngood,neutral\n")])),
     "evaluate/latin-1": (DataError, "cannot read {tmp}/new.csv: not UTF-8 text",
-        lambda c: _evaluate(c.run, [_file(c, "new.csv", "review,label\ncaf\xe9,positive\n".encode("latin-1"))])),
+        lambda c: evaluate(c.run, [_file(c, "new.csv", "review,label\ncaf\xe9,positive\n".encode("latin-1"))])),
     "evaluate/device-name": (HfTransferError, "evaluate: device 'nonsense' is not a device name",
-        lambda c: _evaluate(c.run, [c.files["test"]], device="nonsense")),
+        lambda c: evaluate(c.run, [c.files["test"]], device="nonsense")),
     "merge/not-an-adapter": (HfTransferError, "merge: {tmp}/run holds no PEFT adapter",
-        lambda c: _merge(c.run)),
+        lambda c: merge(c.run)),
     "merge/dest-exists": (HfTransferError, "merge: {tmp}/taken.txt exists; pass --force",
-        lambda c: _merge((c.run / "adapter_config.json").write_text("{}") and c.run, _file(c, "taken.txt", "x"))),
+        lambda c: merge((c.run / "adapter_config.json").write_text("{}") and c.run, _file(c, "taken.txt", "x"))),
     "serve/port-beyond-range": (HfTransferError, "serve: port must be an integer from 0 to 65535, got 70000",
         lambda c: _serve(c.run, port=70000)),
     "serve/max-batch-size-0": (HfTransferError, "serve: max_batch_size must be an integer from 1 to 2147483647, got 0",
