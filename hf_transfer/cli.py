@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from typing import Callable
 
 from hf_transfer import __version__
 from hf_transfer.console import LOG_FORMAT
+from hf_transfer.arguments import count_type, port_type, tolerance_type
 from hf_transfer.errors import HfTransferError
 
 
@@ -46,12 +46,18 @@ def cmd_launch(args: argparse.Namespace) -> int:
     ns = launch_command_parser().parse_args(
         [*launcher, *args.accelerate_args, "--module", "hf_transfer", "finetune", args.recipe, *args.overrides, *flags]
     )
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    # torchrun logs each failed process; its exit code is in our own line (or the process printed its error)
+    logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
     try:
         launch_command(ns)
-    except subprocess.CalledProcessError as err:
-        if err.returncode == 2:  # the training process printed its one-line error already
+    except (subprocess.CalledProcessError, ChildFailedError) as err:  # one process / torchrun's processes
+        # torchrun's: the first process to fail (the others were stopped after it)
+        code = err.returncode if isinstance(err, subprocess.CalledProcessError) else err.get_first_failure()[1].exitcode
+        if code == 2:  # the training process printed its one-line error already
             return 2
-        raise HfTransferError(f"launch: a training process ended with exit code {err.returncode}") from None
+        raise HfTransferError(f"launch: a training process ended with exit code {code}") from None
     return 0
 
 
@@ -167,33 +173,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(text: str) -> int:
-    """An integer >= 1 (argparse type of --top-k, --batch-size)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 1 <= value <= 2**31 - 1:
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {2**31 - 1}, got {text!r}")
-    return value
-
-
-def _tolerance(text: str) -> float:
-    """A finite number >= 0 (argparse type of verify --tolerance)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    """A TCP port, 0 to 65535 (0: a free one; argparse type of serve --port)."""
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}")
-    return int(text)
+def _add_folder_flags(p: argparse.ArgumentParser) -> None:
+    """--overwrite or --resume (not both: one replaces the run, the other continues it)."""
+    flags = p.add_mutually_exclusive_group()
+    flags.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    flags.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
 
 
 def _add_folder_commands(sub) -> None:
@@ -208,22 +192,22 @@ def _add_folder_commands(sub) -> None:
     p = sub.add_parser("verify", help="reload a run as a Hub user would and re-check its metrics")
     p.add_argument("output_dir")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when present, as in training)")
-    p.add_argument("--tolerance", type=_tolerance, default=0.0, help="allowed metric difference (default 0)")
+    p.add_argument("--tolerance", type=tolerance_type, default=0.0, help="allowed metric difference (default 0)")
 
     p = sub.add_parser("predict", help="labels and scores from a saved run")
     p.add_argument("output_dir")
     p.add_argument("inputs", nargs="+", help="texts, files of texts (one a line; - for stdin), or image/audio paths")
-    p.add_argument("--top-k", type=_count, default=1, help="labels shown per input (default 1)")
-    p.add_argument("--batch-size", type=_count, default=8)
+    p.add_argument("--top-k", type=count_type, default=1, help="labels shown per input (default 1)")
+    p.add_argument("--batch-size", type=count_type, default=8)
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("serve", help="an HTTP inference server for a saved run (needs the `serve` extra)")
     p.add_argument("output_dir")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=8000, help="default 8000; 0 picks a free port")
-    p.add_argument("--max-batch-size", type=_count, default=16, help="inputs gathered into one model call (default 16)")
-    p.add_argument("--batch-timeout-ms", type=_tolerance, default=10.0,
+    p.add_argument("--port", type=port_type, default=8000, help="default 8000; 0 picks a free port")
+    p.add_argument("--max-batch-size", type=count_type, default=16, help="inputs gathered into one model call (default 16)")
+    p.add_argument("--batch-timeout-ms", type=tolerance_type, default=10.0,
                    help="how long the first request of a batch waits for more (default 10)")
     p.add_argument("--device")
 
@@ -231,7 +215,7 @@ def _add_folder_commands(sub) -> None:
     p.add_argument("output_dir")
     p.add_argument("data", nargs="+", help="files (csv, json, jsonl, parquet, conll) or image / audio folders, "
                                            "with the recipe's columns; each is scored on its own")
-    p.add_argument("--batch-size", type=_count, help="default: the recipe's per_device_eval_batch_size")
+    p.add_argument("--batch-size", type=count_type, help="default: the recipe's per_device_eval_batch_size")
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="print JSON, per-class scores and confusion matrices included")
 
@@ -258,8 +242,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="fine-tune a model from a YAML recipe")
     p.add_argument("recipe", help="path to a recipe YAML file")
     p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    _add_folder_flags(p)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     p = sub.add_parser("launch", help="accelerate launch of finetune: recipe checked first, one-line errors")
@@ -269,8 +252,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="Accelerate config (e.g. accelerate_configs/cpu_2proc.yaml)")
     p.add_argument("--accelerate-args", dest="accelerate_args", nargs=argparse.REMAINDER, default=[],
                    help="further `accelerate launch` options, e.g. --num_processes 2 (last on the line)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    _add_folder_flags(p)
 
     p = sub.add_parser("validate", help="check recipes without loading anything")
     p.add_argument("recipes", nargs="+")
@@ -279,14 +261,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="path to a recipe YAML file")
     p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
     p.add_argument("--candidates", nargs="+", help="Hub ids or model folders (default: the recipe's rank.candidates)")
-    p.add_argument("--sample", type=_count, help="training examples scored (default: rank.sample, 1000)")
+    p.add_argument("--sample", type=count_type, help="training examples scored (default: rank.sample, 1000)")
     p.add_argument("--output-dir", help="where rank.json and rank.md go (default: training.output_dir-rank)")
 
     p = sub.add_parser("tune", help="search the recipe's tune.space with Optuna; write best.yaml")
     p.add_argument("recipe", help="path to a recipe YAML file with a tune section")
     p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
-    p.add_argument("--n-trials", type=_count, help="default: tune.n_trials")
-    p.add_argument("--timeout", type=_tolerance, help="time budget in seconds (default: tune.timeout)")
+    p.add_argument("--n-trials", type=count_type, help="default: tune.n_trials")
+    p.add_argument("--timeout", type=tolerance_type, help="time budget in seconds (default: tune.timeout)")
     p.add_argument("--output-dir", help="default: tune.output_dir, else training.output_dir-tune")
     p.add_argument("--train-best", action="store_true", help="train best.yaml after the search")
 

@@ -16,6 +16,8 @@ Everything that reads or writes these names goes through this module. Nothing fi
   new model is about to be written.
 - A lock file beside the folder (`.<name>.lock`, holding the process id) refuses a second run into
   the same folder; the lock of a process that no longer exists is taken over.
+- A run made of runs (cv folds, seeds) is staged as a whole (`staged`): with --overwrite its folds or
+  seeds are all written beside the old run, which is replaced only when every one is complete.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ import os
 import re
 import shutil
 import socket
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from hf_transfer.distributed import main_decides
 from hf_transfer.errors import OutputError
+from hf_transfer.recipe.yaml import dump_yaml, parse_yaml
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,7 @@ def put_in_place(written: Path, out: Path) -> None:
     """A complete run written into `written` (the staging sibling) takes the place of `out`."""
     if written == out:
         return
+    relocate(written, out)
     old = out.with_name(f".{out.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
@@ -102,6 +107,60 @@ def put_in_place(written: Path, out: Path) -> None:
     os.replace(written, out)
     shutil.rmtree(old, ignore_errors=True)
     log.info("replaced %s with the new run", out)
+
+
+def relocate(written: Path, out: Path) -> None:
+    """Paths into `written` that its JSON files and recipes record (a fold's or seed's output_dir, a report's
+    predictions, a checkpoint's best_model_checkpoint) are rewritten to say `out`, where it is about to go."""
+    before, after = str(written), str(out)
+
+    def moved(value: Any) -> Any:
+        if isinstance(value, str) and (value == before or value.startswith(before + os.sep)):
+            return after + value[len(before):]
+        if isinstance(value, dict):
+            return {k: moved(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [moved(v) for v in value]
+        return value
+
+    needles = {before.encode(), json.dumps(before)[1:-1].encode()}  # as written, and JSON-escaped
+    for path in sorted(written.rglob("*")):
+        if not (path.is_file() and (path.suffix == ".json" or path.name == RECIPE)):
+            continue
+        raw = path.read_bytes()
+        if not any(needle in raw for needle in needles):
+            continue
+        is_json = path.suffix == ".json"
+        data = json.loads(raw) if is_json else parse_yaml(raw.decode("utf-8"), str(path))
+        if (changed := moved(data)) != data:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(changed, indent=2) + "\n" if is_json else dump_yaml(changed), encoding="utf-8")
+            os.replace(tmp, path)
+
+
+@contextmanager
+def staged(out: Path, overwrite: bool, resume: bool, args) -> Iterator[Path]:
+    """The folder a run made of runs (cv folds, seeds) writes into, with `out` locked meanwhile.
+
+    The main process takes the lock and checks the folder (check_output_dir); every process follows its
+    answer (distributed.main_decides). Replacing a run (--overwrite), the block writes into the staging
+    sibling, which takes out's place only when the block completes: a failure in any part leaves the
+    previous run byte-identical (and the partial new one is removed)."""
+    with ExitStack() as held:
+        def take_folder() -> Path:
+            held.enter_context(run_lock(out))
+            return check_output_dir(out, overwrite, resume)
+
+        target = main_decides(take_folder, args)
+        try:
+            yield target
+        except BaseException:
+            if target != out and args.process_index == 0:
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+        with args.main_process_first(local=False, desc="output folder"):  # in place before anyone goes on
+            if args.process_index == 0:
+                put_in_place(target, out)
 
 
 def write_error(out: Path, err: OSError) -> OutputError:

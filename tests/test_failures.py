@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import errno
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from hf_transfer import train
 from hf_transfer.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -26,10 +29,10 @@ def one_line_error(capsys) -> str:
 
 
 @pytest.mark.parametrize("content, cause", [
-    (b"", "EmptyDataError"),
-    (b"review,label\n", "it holds no rows"),
-    (b'review,label\n"unclosed,positive\nfine,negative\n', "ParserError"),
-    ("review,label\ncafé,positive\nok,negative\n".encode("latin-1"), "not UTF-8 text"),
+    pytest.param(b"", "EmptyDataError", id="empty"),
+    pytest.param(b"review,label\n", "it holds no rows", id="header-only"),
+    pytest.param(b'review,label\n"unclosed,positive\nfine,negative\n', "ParserError", id="unclosed-quote"),
+    pytest.param("review,label\ncafé,positive\nok,negative\n".encode("latin-1"), "not UTF-8 text", id="latin-1"),
 ])
 def test_an_unreadable_data_file_is_named_with_its_cause(run, tmp_path, capsys, content, cause):
     _, recipe = run
@@ -41,8 +44,8 @@ def test_an_unreadable_data_file_is_named_with_its_cause(run, tmp_path, capsys, 
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda tmp: tmp / "missing", "no such folder"),
-    (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "holds no config.json"),
+    pytest.param(lambda tmp: tmp / "missing", "no such folder", id="missing"),
+    pytest.param(lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "holds no config.json", id="empty"),
 ])
 def test_a_model_folder_that_is_not_there_says_so(run, tmp_path, capsys, make, message):
     _, recipe = run
@@ -62,6 +65,63 @@ def test_corrupt_weights_are_one_line_in_training_and_in_predict(run, tiny_bert,
     (saved / "model.safetensors").write_bytes(b"\x00" * 10)
     assert main(["predict", str(saved), "good"]) == 2
     assert "from_pretrained failed" in one_line_error(capsys)
+
+
+def test_a_column_missing_from_one_splits_file_names_that_file(run, sentiment_files, tmp_path, capsys):
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\ngood drug,positive\nbad pain,negative\n")  # `review` is called `text` here
+    assert main(["finetune", str(run[1]), f"data.data_files={{train: {sentiment_files['train']}, test: {test}}}",
+                 f"training.output_dir={tmp_path / 'o'}"]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith(f"hf-transfer: error: data.data_files.test: {test} has columns ['text', 'label'], but ")
+    assert not (tmp_path / "o").exists()
+
+
+@contextmanager
+def read_only(folder: Path):
+    """`folder` made unwritable: its mode for a user, the immutable attribute for root (who ignores modes)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        undo = lambda: folder.chmod(0o755)  # noqa: E731
+    elif subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+        undo = lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)  # noqa: E731
+    else:
+        pytest.skip("running as root without chattr +i: no folder is read-only")
+    try:
+        yield folder
+    finally:
+        undo()
+
+
+@pytest.mark.parametrize("where", ["inside", "itself"])
+def test_a_read_only_output_folder_is_one_line(run, tmp_path, capsys, where):
+    """The output folder inside a read-only one (its lock cannot be written), or an empty read-only folder
+    (its files cannot be written): one line naming what cannot be written, nothing left behind."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    out = locked / "run" if where == "inside" else locked
+    with read_only(locked):
+        assert main(["finetune", str(run[1]), f"training.output_dir={out}"]) == 2
+        line = one_line_error(capsys)
+    assert line.startswith(f"hf-transfer: error: training.output_dir: cannot write {locked}/")
+    assert list(locked.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda data: b"", id="empty"),
+    pytest.param(lambda data: b"\x00\xff garbage \xfe" * 7, id="garbage"),
+    pytest.param(lambda data: data[: len(data) // 2], id="half"),
+])
+def test_damaged_base_weights_are_one_line_in_training(run, tiny_bert, tmp_path, capsys, damage):
+    model = Path(shutil.copytree(tiny_bert, tmp_path / "model"))
+    weights = model / "model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    assert main(["finetune", str(run[1]), f"model.name_or_path={model}", f"training.output_dir={tmp_path / 'o'}"]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith("hf-transfer: error: model.name_or_path: cannot load") and "corrupt or truncated" in line
 
 
 def test_predict_refuses_a_file_that_is_not_utf8(run, tmp_path, capsys):
@@ -108,16 +168,80 @@ def test_a_full_disk_at_save_is_one_line_and_the_old_run_stays(run, tmp_path, ca
     assert (folder / "metrics.json").read_bytes() == before
 
 
-def test_launch_checks_the_recipe_first_and_ends_in_one_line(run, tmp_path, capsys):
+def test_launch_checks_the_recipe_first_and_ends_in_one_line(run, tmp_path, capfd):
     """`hf-transfer launch` is accelerate launch without the launcher's traceback: a recipe error stops it
     before any process starts, a data error in the training process comes back as that process's line."""
     _, recipe = run
     assert main(["launch", str(recipe), "finetune.bogus=1", "--config-file", "accelerate_configs/cpu.yaml"]) == 2
-    assert "finetune.bogus: not an option" in one_line_error(capsys)
+    assert "finetune.bogus: not an option" in one_line_error(capfd)
     code = main(["launch", str(recipe), "data.text_column=nope", f"training.output_dir={tmp_path / 'o'}",
-                 "--config-file", str(Path(__file__).parents[1] / "accelerate_configs/cpu.yaml")])
+                 "--config-file", str(ROOT / "accelerate_configs/cpu.yaml")])
     assert code == 2
-    assert "Traceback" not in capsys.readouterr().err
+    assert "data.text_column: column 'nope' not in split 'train'" in one_line_error(capfd)  # the child's line
+
+
+def _launched(*argv: str, cwd: Path) -> tuple[int, str]:
+    """(exit code, stderr) of a command run as a user runs it (a new Python process)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(ROOT),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    return proc.returncode, proc.stderr
+
+
+def _error_lines(err: str) -> list[str]:
+    assert "Traceback" not in err, err[-3000:]
+    return [ln for ln in err.splitlines() if ln.startswith("hf-transfer: error:")]
+
+
+def test_a_bad_recipe_under_accelerate_launch_is_one_line(run, tmp_path):
+    """`hf-transfer launch BAD.yaml`: exit 2 and the one line. `accelerate launch -q ... scripts/finetune.py
+    BAD.yaml`: the same line and accelerate's own exit 1 (without -q accelerate adds its traceback: README)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(run[1]).read_text() + "\nbogus_section: {}\n")
+    config = str(ROOT / "accelerate_configs/cpu.yaml")
+    code, err = _launched("-m", "hf_transfer", "launch", str(bad), "--config-file", config, cwd=tmp_path)
+    lines = _error_lines(err)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("hf-transfer: error: bogus_section: unknown section")
+    code, err = _launched("-m", "accelerate.commands.launch", "-q", "--config_file", config,
+                          str(ROOT / "scripts/finetune.py"), str(bad), cwd=tmp_path)
+    assert code == 1 and _error_lines(err) == lines
+
+
+@pytest.mark.slow  # two training processes under torchrun
+def test_launch_of_two_processes_with_bad_data_is_their_line_and_exit_2(run, tmp_path):
+    """torchrun's launcher (several processes) raises its own error type: still each process's one line,
+    exit 2, no traceback."""
+    code, err = _launched("-m", "hf_transfer", "launch", str(run[1]), "data.text_column=nope", "training.use_cpu=true",
+                          f"training.output_dir={tmp_path / 'o'}", "--config-file",
+                          str(ROOT / "accelerate_configs/cpu_2proc.yaml"), cwd=tmp_path)
+    lines = _error_lines(err)
+    assert code == 2 and lines and set(lines) == {
+        "hf-transfer: error: data.text_column: column 'nope' not in split 'train' "
+        "(columns: review, label, score, is_good, is_bad)"}
+
+
+def test_overwrite_and_resume_together_are_refused(run, tmp_path, capsys):
+    from hf_transfer import finetune
+    from hf_transfer.errors import OutputError
+
+    with pytest.raises(SystemExit) as exited:
+        main(["finetune", str(run[1]), "--overwrite", "--resume"])
+    assert exited.value.code == 2 and "argument --resume: not allowed with argument --overwrite" in capsys.readouterr().err
+    with pytest.raises(OutputError, match="^training.output_dir: overwrite and resume exclude each other"):
+        finetune(str(run[1]), overwrite=True, resume=True)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "verify"])
+@pytest.mark.parametrize("device, cause", [("nonsense", "is not a device name"), ("cuda:99", "is not available here")])
+def test_a_device_that_is_not_here_is_one_line(run, sentiment_files, capsys, command, device, cause):
+    folder = str(run[0])
+    argv = {"predict": [folder, "good"], "evaluate": [folder, sentiment_files["test"]], "verify": [folder]}[command]
+    assert main([command, *argv, "--device", device]) == 2
+    assert f"{command}: device {device!r} {cause}" in one_line_error(capsys)
 
 
 def test_a_tokenizer_larger_than_the_embeddings_is_refused_before_training(run, tiny_bert, tmp_path, capsys):
@@ -158,6 +282,24 @@ def test_an_empty_wav_is_refused_naming_the_file(tmp_path):
     sf.write(tmp_path / "silent.wav", np.zeros(0, dtype=np.float32), 16000)
     with pytest.raises(DataError, match=r"speech.audio_column: audio '.*silent.wav' is empty \(0 samples\)"):
         load_audio(str(tmp_path / "silent.wav"), 16000)
+
+
+def test_an_empty_wav_in_the_training_data_stops_finetune_with_one_line(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+    import yaml
+
+    from tests.tiny import save_tiny_audio_model, speech_recipe, write_audio_data
+
+    files = write_audio_data(tmp_path / "tones", n_train=8, n_test=4)
+    empty = tmp_path / "tones" / "wav" / "train_3.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 8000)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(speech_recipe(save_tiny_audio_model(tmp_path / "w2v", "wav2vec2"), files["csv"],
+                                                   tmp_path / "out")))
+    assert main(["finetune", str(recipe)]) == 2
+    assert one_line_error(capsys) == f"hf-transfer: error: speech.audio_column: audio '{empty}' is empty (0 samples)"
+    assert not (tmp_path / "out").exists()
 
 
 def test_predict_and_verify_do_not_unpickle_weights(run, tmp_path, capsys):

@@ -65,6 +65,13 @@ def test_overwrite_replaces_the_run_only_when_the_new_one_is_complete(finished, 
     assert not (out / "old-marker.txt").exists() and (out / "metrics.json").is_file()
     assert "seed: 1" in (out / "recipe.yaml").read_text()
     assert not staging_dir(out).exists() and not lock_path(out).exists()
+    import json
+
+    states = list((out / "checkpoints").glob("checkpoint-*/trainer_state.json"))
+    assert states
+    for state in states:  # the best checkpoint is found again where the run now is
+        best = json.loads(state.read_text())["best_model_checkpoint"]
+        assert Path(best).parent == out / "checkpoints" and Path(best).is_dir()
 
 
 def test_resume_with_a_bad_override_keeps_metrics_json(finished, tmp_path, capsys):
@@ -137,3 +144,54 @@ def test_train_loss_after_resume_covers_the_whole_run(tiny_bert, sentiment_files
     recipe["training"]["output_dir"] = str(resumed_dir)
     resumed = finetune(recipe, resume=True).metrics["train"]
     assert resumed["train_loss"] == pytest.approx(whole, rel=1e-6)
+
+
+def _failing_in(monkeypatch, module, bad) -> None:
+    """`module.run_single` raises a one-line DataError for the part (fold, seed) `bad(recipe)` picks."""
+    from hf_transfer.errors import DataError
+
+    real = module.run_single
+
+    def run_single(recipe, *args, **kwargs):
+        if bad(recipe):
+            raise DataError("data.path: failing on purpose in a later part")
+        return real(recipe, *args, **kwargs)
+
+    monkeypatch.setattr(module, "run_single", run_single)
+
+
+@pytest.mark.parametrize("kind", ["cv", "seeds"])
+def test_overwrite_of_folds_or_seeds_failing_in_a_later_part_keeps_the_previous_run(
+        kind, tiny_bert, sentiment_files, tmp_path, monkeypatch, capsys):
+    import json
+
+    import yaml
+
+    from hf_transfer.runs import cv, seeds
+
+    out = tmp_path / "run"
+    recipe = text_recipe(tiny_bert, sentiment_files, out)
+    recipe |= {"cv": {"folds": 2}} if kind == "cv" else {"seeds": [1, 2]}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["finetune", str(path)]) == 0
+    before = snapshot(out)
+    module, bad = (cv, lambda r: r.cv.fold == 1) if kind == "cv" else (seeds, lambda r: r.training["seed"] == 2)
+    with monkeypatch.context() as patched:
+        _failing_in(patched, module, bad)
+        assert main(["finetune", str(path), "training.learning_rate=0.02", "--overwrite"]) == 2
+    assert "failing on purpose" in capsys.readouterr().err
+    assert snapshot(out) == before  # not a mix of new first part and old later parts
+    assert not staging_dir(out).exists() and not lock_path(out).exists()
+
+    assert main(["finetune", str(path), "training.learning_rate=0.02", "--overwrite"]) == 0
+    parts = ["fold-0", "fold-1"] if kind == "cv" else ["seed-1", "seed-2"]
+    for part in parts:
+        saved = yaml.safe_load((out / part / "recipe.yaml").read_text())
+        assert saved["training"]["learning_rate"] == 0.02
+        assert saved["training"]["output_dir"] == str(out / part)  # where it is, not where it was written
+        state = json.loads(next((out / part / "checkpoints").glob("checkpoint-*/trainer_state.json")).read_text())
+        assert state["best_model_checkpoint"].startswith(str(out / part / "checkpoints"))
+    summary = json.loads((out / ("cv.json" if kind == "cv" else "report.json")).read_text())
+    assert str(staging_dir(out)) not in json.dumps(summary)
+    assert not staging_dir(out).exists() and not lock_path(out).exists()

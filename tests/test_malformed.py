@@ -280,3 +280,76 @@ def test_malformed_data_files_give_one_line_naming_the_problem(tokenizer, tmp_pa
         text.preprocess(loaded.splits, tokenizer, spec)
     assert "\n" not in str(info.value)
     assert str(info.value).startswith(where), (str(info.value), where)
+
+
+# ----------------------------------------------------------------------------- the Python API
+
+
+def _api_outcome(call, named: set[str] | None = None) -> str:
+    """Run an API call that must end in one of our one-line errors (or succeed); the hypothesis event."""
+    from hf_transfer.errors import HfTransferError
+
+    try:
+        call()
+    except HfTransferError as err:
+        message = str(err)
+        assert "\n" not in message, message
+        if named:
+            assert any(message.startswith(f"{key}:") for key in named) or message.startswith("data.data_files"), message
+        event(f"one line: {type(err).__name__}")
+        return message
+    event("accepted")
+    return ""
+
+
+def _with_output(raw: dict, folder: Path) -> dict:
+    if isinstance(raw.get("training"), dict) and raw["training"].get("output_dir") == BASE["training"]["output_dir"]:
+        raw["training"]["output_dir"] = str(folder / "o")  # a valid recipe fails at its data, never writes in cwd
+    return raw
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(case=st.one_of(ranged_recipe().map(lambda c: c[0]), malformed_recipe().map(lambda c: c[0])))
+def test_the_python_api_ends_in_one_line(tmp_path, case):
+    """`hf_transfer.finetune(dict)` with any generated recipe (malformed, or values from anywhere): one of our
+    error types in one line (a valid one fails at its missing data file), never another exception."""
+    from hf_transfer import finetune
+
+    message = _api_outcome(lambda: finetune(_with_output(case, Path(tmp_path))))
+    assert message, "every generated recipe lacks its data file"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(key=st.sampled_from(sorted(RANGES)), value=range_values)
+def test_python_api_overrides_from_anywhere_end_in_one_line_naming_the_key(tmp_path, key, value):
+    """`finetune(recipe, **{key: value})`: a refused value names its key; an accepted one fails at the data."""
+    import copy
+
+    from hf_transfer import finetune
+
+    raw = _with_output(copy.deepcopy(BASE), Path(tmp_path))
+    message = _api_outcome(lambda: finetune(raw, **{key: value}), named={key})
+    assert message
+
+
+DEVICES = [None, "cpu", "cpu:0", "cuda:99", "mps", "meta", "nonsense", "", 0, -1]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                HealthCheck.too_slow])
+@given(top_k=st.one_of(st.integers(1, 3), range_values), batch_size=st.one_of(st.integers(1, 16), range_values),
+       device=st.sampled_from(DEVICES), tolerance=range_values)
+def test_the_output_commands_python_api_ends_in_one_line(finished_run, sentiment_files, tmp_path,
+                                                         top_k, batch_size, device, tolerance):
+    """predict, evaluate and verify called from Python with numbers and devices from anywhere: a result or one
+    line, as from the command line."""
+    from hf_transfer.outputs.evaluate import evaluate
+    from hf_transfer.outputs.predict import predict
+    from hf_transfer.outputs.verify import verify
+
+    run = finished_run[0]
+    _api_outcome(lambda: predict(run, ["good great drug"], top_k=top_k, batch_size=batch_size, device=device))
+    _api_outcome(lambda: evaluate(run, [sentiment_files["test"]], batch_size=batch_size, device=device))
+    _api_outcome(lambda: verify(Path(tmp_path), device=device, tolerance=tolerance))  # not a run: never reloads

@@ -118,7 +118,7 @@ REFUSED = [
 ]
 
 
-@pytest.mark.parametrize("overrides, message", REFUSED, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+@pytest.mark.parametrize("overrides, message", [pytest.param(o, m, id=" ".join(o)) for o, m in REFUSED])
 def test_out_of_range_values_are_one_line_errors_naming_key_and_value(overrides, message):
     with pytest.raises(RecipeError) as info:
         load_recipe(minimal(), overrides)
@@ -241,5 +241,5 @@ def test_predict_and_verify_numbers_are_argparse_errors(capsys, argv, message):
 def test_predict_refuses_counts_below_one(tmp_path, kwargs):
     from hf_transfer.outputs.predict import predict
 
-    with pytest.raises(HfTransferError, match=r"^predict: (top_k|batch_size) must be an integer >= 1"):
+    with pytest.raises(HfTransferError, match=r"^predict: (top_k|batch_size) must be an integer from 1 to 2147483647, got "):
         predict(tmp_path, ["x"], **kwargs)

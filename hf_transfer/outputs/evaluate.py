@@ -20,6 +20,7 @@ from typing import Any
 from hf_transfer.console import progress
 from hf_transfer.errors import HfTransferError
 from hf_transfer.folder import RECIPE, require_finished
+from hf_transfer.arguments import as_paths, require_count
 from hf_transfer.outputs.hubuser import (
     FolderError, as_input, load_config, load_pipeline, logits, transcripts, word_logits,
 )
@@ -99,6 +100,9 @@ def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None
     from transformers import EvalPrediction
 
     out = Path(out_dir)
+    if batch_size is not None:
+        require_count("evaluate", "batch_size", batch_size)
+    data = as_paths("evaluate", data, "data files")
     require_finished(out, HfTransferError, why=" (evaluate reads its recipe.yaml and model)")
     recipe = load_recipe(out / RECIPE)
     task, spec = resolve(recipe)

@@ -261,11 +261,11 @@ def load_pipeline(folder: str | Path, task: dict, device: str | None = None,
     from transformers import pipeline
 
     folder = Path(folder)
+    device = check_device(device)
     if not (folder / "config.json").is_file():
         raise FolderError(f"{folder}: no config.json; not a saved model folder")
     model = load_adapter_model(folder, task) if is_adapter(folder) else load_full_model(folder, task)
     check_labels(model, folder, expected_labels)
-    device = device or ("cuda" if _cuda() else "cpu")
     processors = {arg: load_processor(folder, {**task, "processor": arg}) for arg in task.get("processors") or [task["processor"]]}
     return pipeline(task["pipeline"], model=model, device=device, **processors)
 
@@ -291,6 +291,25 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def check_device(device) -> str:
+    """The device to run on: `device` when this machine has it (default: cuda when present, else cpu)."""
+    import torch
+
+    if device is None or device == "":
+        return "cuda" if _cuda() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise FolderError(f"device {device!r} is not a device name (e.g. cpu, cuda, cuda:1, mps)") from None
+    if parsed.type == "meta":  # shapes without data: nothing can be computed there
+        raise FolderError(f"device {device!r} holds no data; use cpu or an accelerator")
+    try:
+        torch.empty(0, device=parsed)
+    except Exception as err:  # noqa: BLE001 - RuntimeError, AssertionError (torch built without CUDA)
+        raise FolderError(f"device {device!r} is not available here ({_first_line(err)})") from None
+    return device
 
 
 def each(pipe, inputs: list, bar=None, **call_kwargs) -> list:

@@ -13,6 +13,7 @@ from typing import Any
 
 from hf_transfer.console import progress
 from hf_transfer.errors import HfTransferError
+from hf_transfer.arguments import as_paths, require_count
 from hf_transfer.outputs.hubuser import FolderError, each, load_pipeline, read_json, task_of
 from hf_transfer.outputs.verify import hub_user_task
 from hf_transfer.validate import load_recipe
@@ -37,9 +38,9 @@ def predict(out_dir: str | Path, inputs: list[str], top_k: int = 1, batch_size: 
     """(inputs as read, [[{label, score}, ...] per input]) with the top_k labels per input; a progress bar
     while the pipeline runs (hf_transfer.console's rule)."""
     out = Path(out_dir)
-    for key, value in (("top_k", top_k), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise HfTransferError(f"predict: {key} must be an integer >= 1, got {value!r}")
+    require_count("predict", "top_k", top_k)
+    require_count("predict", "batch_size", batch_size)
+    inputs = as_paths("predict", inputs, "inputs")
     try:
         task, spec = task_of_folder(out)
         items = task.read_inputs(inputs)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.errors import DependencyError, HfTransferError
+from hf_transfer.arguments import is_port, require_count, require_tolerance
 from hf_transfer.outputs.batcher import Batcher, RequestError, one_line
 from hf_transfer.outputs.hubuser import FolderError, load_pipeline
 from hf_transfer.outputs.predict import run, task_of_folder
@@ -259,6 +260,10 @@ def listen(host: str, port: int) -> socket.socket:
 def serve(out: str | Path, host: str = "127.0.0.1", port: int = 8000, max_batch_size: int = 16,
           batch_timeout_ms: float = 10.0, device: str | None = None) -> None:
     """Take the port, load the folder, then serve it until interrupted; prints the address it listens on."""
+    require_count("serve", "max_batch_size", max_batch_size)
+    require_tolerance("serve", "batch_timeout_ms", batch_timeout_ms)
+    if not is_port(port):
+        raise HfTransferError(f"serve: port must be an integer from 0 to 65535, got {port!r}")
     sock = listen(host, port)  # a busy port fails before the model loads
     try:
         served = load(out, device)

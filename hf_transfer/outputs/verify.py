@@ -34,6 +34,8 @@ from typing import Any
 from hf_transfer.console import bar_options
 from hf_transfer.errors import HfTransferError, VerifyError
 from hf_transfer.folder import read_metrics
+from hf_transfer.arguments import require_tolerance
+from hf_transfer.outputs.hubuser import FolderError, check_device
 from hf_transfer.validate import load_recipe
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks.base import Task
@@ -170,6 +172,11 @@ def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.
     from transformers import EvalPrediction
 
     out = Path(out_dir)
+    require_tolerance("verify", "tolerance", tolerance)
+    try:
+        check_device(device)
+    except FolderError as err:
+        raise VerifyError(f"verify: {err}") from None
     metrics = read_metrics(out, VerifyError)
     try:
         recipe = load_recipe(out / "recipe.yaml")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from functools import partial
 
 from hf_transfer.console import show_logs
+from hf_transfer.errors import OutputError
 from hf_transfer.recipe.schema import Recipe
 from hf_transfer.validate import load_recipe
 from hf_transfer.runs.compare import run_compare
@@ -17,6 +18,9 @@ from hf_transfer.train import FinetuneResult
 
 
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> FinetuneResult:
+    if overwrite and resume:
+        raise OutputError("training.output_dir: overwrite and resume exclude each other "
+                          "(--overwrite replaces the run, --resume continues it)")
     if recipe.seeds:  # once per seed, each a single run with its comparison
         return run_seeds(recipe, overwrite=overwrite, resume=resume)
     if recipe.cv is not None and recipe.cv.fold is None:  # k folds, each a single run

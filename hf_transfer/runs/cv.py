@@ -18,8 +18,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from hf_transfer.distributed import main_decides
-from hf_transfer.folder import check_output_dir, is_finished, read_metrics
+from hf_transfer.folder import is_finished, read_metrics, staged
 from hf_transfer.validate import load_recipe
 from hf_transfer.runs.single import run_single
 from hf_transfer.trainer import training_arguments
@@ -55,30 +54,30 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
 
 def run_cv(recipe, overwrite: bool = False, resume: bool = False):
     """Train every fold through run_single, then write cv.json and cv.md; returns a FinetuneResult
-    whose metrics are the summary (cv.json)."""
+    whose metrics are the summary (cv.json). With --overwrite the folds are written beside the previous
+    run, which is replaced only once every fold and the summary are complete (folder.staged)."""
     out = output_dir(recipe)
     args = training_arguments(recipe, out)
-    # refuses a non-empty folder unless told; deletes nothing; the main process decides for all
-    main_decides(lambda: check_output_dir(out, overwrite, resume), args)
     runs, last = [], None
-    for i in range(recipe.cv.folds):
-        fold = fold_recipe(recipe, out, i)
-        folder = out / f"fold-{i}"
-        if resume and is_finished(folder):
-            log.info("cv: fold %d already finished (%s)", i, folder)
-            metrics = read_metrics(folder)
-        else:
-            log.info("cv: training fold %d of %d into %s", i, recipe.cv.folds, folder)
-            last = run_single(fold, overwrite=overwrite, resume=resume)  # each fold replaces its own folder
-            metrics = last.metrics
-        runs.append({"fold": i, "output_dir": str(folder), **{r: metrics[r] for r in ROLES if r in metrics}})
-    summary = {
-        "folds": recipe.cv.folds, "seed": recipe.cv.seed, "metric": args.metric_for_best_model,
-        "std": "sample standard deviation over the folds (ddof=1)", **summarise(runs), "runs": runs,
-    }
-    if args.process_index == 0:
-        (out / "cv.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        (out / "cv.md").write_text(cv_markdown(summary), encoding="utf-8")
+    with staged(out, overwrite, resume, args) as target:  # `out`, or its staging sibling
+        for i in range(recipe.cv.folds):
+            folder = target / f"fold-{i}"
+            if resume and is_finished(folder):
+                log.info("cv: fold %d already finished (%s)", i, folder)
+                metrics = read_metrics(folder)
+            else:
+                log.info("cv: training fold %d of %d into %s", i, recipe.cv.folds, folder)
+                last = run_single(fold_recipe(recipe, target, i), overwrite=overwrite, resume=resume)
+                metrics = last.metrics
+            runs.append({"fold": i, "output_dir": str(out / f"fold-{i}"),
+                         **{r: metrics[r] for r in ROLES if r in metrics}})
+        summary = {
+            "folds": recipe.cv.folds, "seed": recipe.cv.seed, "metric": args.metric_for_best_model,
+            "std": "sample standard deviation over the folds (ddof=1)", **summarise(runs), "runs": runs,
+        }
+        if args.process_index == 0:
+            (target / "cv.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            (target / "cv.md").write_text(cv_markdown(summary), encoding="utf-8")
     return FinetuneResult(metrics=summary, output_dir=out, trainer=last.trainer if last else None)
 
 

@@ -5,9 +5,9 @@ without `seeds` would write (its compare runs under seed-<s>/compare/<name>, and
 seed alone, even without `compare`). Each seed's recipe.yaml says `seeds: null` and `training.seed: s`,
 so it reproduces on its own. Then report.json, report.md and curves.png in <output_dir> give every run's
 mean over the seeds with its 95% interval, and the paired verdicts (runs/compare.py build_report,
-outputs/intervals.py). As with cv folds: the output folder must be empty unless --overwrite (each seed's
-folder is replaced as it is retrained) or --resume (seeds whose folder is finished are kept, the others
-continue from their checkpoints).
+outputs/intervals.py). As with cv folds: the output folder must be empty unless --overwrite (every seed is
+written beside the previous run, which is replaced only once all are complete) or --resume (seeds whose
+folder is finished are kept, the others continue from their checkpoints).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from hf_transfer.folder import check_output_dir, is_finished, read_metrics
+from hf_transfer.folder import is_finished, read_metrics, staged
 from hf_transfer.outputs import report as report_files
 from hf_transfer.runs.compare import build_report, run_compare
 from hf_transfer.runs.single import run_single
@@ -47,28 +47,29 @@ def seed_recipe(recipe, out: Path, seed: int):
 
 def run_seeds(recipe, overwrite: bool = False, resume: bool = False) -> FinetuneResult:
     """Train every seed through run_single (with its comparison), then write the report over seeds; returns
-    a FinetuneResult whose metrics are the main run's means over seeds and whose report is that report."""
+    a FinetuneResult whose metrics are the main run's means over seeds and whose report is that report.
+    With --overwrite the seeds are written beside the previous run, which is replaced only once every seed
+    and the report are complete (folder.staged)."""
     out = output_dir(recipe)
     args = training_arguments(recipe, out)
-    with args.main_process_first(local=False, desc="output folder"):
-        check_output_dir(out, overwrite, resume)  # refuses a non-empty folder unless told; deletes nothing
     per_seed, last = [], None
-    for seed in recipe.seeds:
-        folder = seed_folder(out, seed)
-        if resume and is_finished(folder) and (folder / report_files.JSON).is_file():
-            log.info("seeds: seed %d already finished (%s)", seed, folder)
-            per_seed.append(report_files.read(folder)["runs"])
-            continue
-        log.info("seeds: training seed %d into %s", seed, folder)
-        last = run_single(seed_recipe(recipe, out, seed), overwrite=overwrite, resume=resume,
-                          between=partial(run_compare, overwrite=overwrite))
-        per_seed.append((last.report or {}).get("runs"))
-    if last is not None and not last.trainer.is_world_process_zero():
-        return FinetuneResult(metrics={}, output_dir=out, trainer=last.trainer)
-    task, spec = resolve(recipe)
-    report = build_report(per_seed, recipe.seeds, task, spec)
-    report_files.write(report, out)
-    metrics = _mean_metrics([read_metrics(seed_folder(out, seed)) for seed in recipe.seeds])
+    with staged(out, overwrite, resume, args) as target:  # `out`, or its staging sibling
+        for seed in recipe.seeds:
+            folder = seed_folder(target, seed)
+            if resume and is_finished(folder) and (folder / report_files.JSON).is_file():
+                log.info("seeds: seed %d already finished (%s)", seed, folder)
+                per_seed.append(report_files.read(folder)["runs"])
+                continue
+            log.info("seeds: training seed %d into %s", seed, folder)
+            last = run_single(seed_recipe(recipe, target, seed), overwrite=overwrite, resume=resume,
+                              between=partial(run_compare, overwrite=overwrite))
+            per_seed.append((last.report or {}).get("runs"))
+        if args.process_index != 0:
+            return FinetuneResult(metrics={}, output_dir=out, trainer=last.trainer if last else None)
+        task, spec = resolve(recipe)
+        report_files.write(build_report(per_seed, recipe.seeds, task, spec), target)
+        metrics = _mean_metrics([read_metrics(seed_folder(target, seed)) for seed in recipe.seeds])
+    report = report_files.read(out)  # as written, its paths in `out`
     return FinetuneResult(metrics=metrics, output_dir=out, trainer=last.trainer if last else None, report=report)
 
 

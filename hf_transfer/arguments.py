@@ -1,0 +1,86 @@
+"""The numbers and lists the commands take, checked the same way from the command line (the argparse types
+below) and from Python (predict, evaluate, verify, serve call the `require_*` checks), so both refuse a value
+with one line naming the argument instead of failing deep inside torch or a pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from typing import Any
+
+from hf_transfer.errors import HfTransferError
+
+INT_MAX = 2**31 - 1  # a count beyond int32 overflows in torch
+
+
+def is_count(value: Any) -> bool:
+    """An integer from 1 to INT_MAX (top_k, batch sizes)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= INT_MAX
+
+
+def is_tolerance(value: Any) -> bool:
+    """A finite number >= 0 (verify's tolerance, serve's batch timeout)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def is_port(value: Any) -> bool:
+    """A TCP port, 0 to 65535 (0: a free one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535
+
+
+def require_count(command: str, name: str, value: Any) -> None:
+    if not is_count(value):
+        raise HfTransferError(f"{command}: {name} must be an integer from 1 to {INT_MAX}, got {value!r}")
+
+
+def require_tolerance(command: str, name: str, value: Any) -> None:
+    if not is_tolerance(value):
+        raise HfTransferError(f"{command}: {name} must be a finite number >= 0, got {value!r}")
+
+
+def as_paths(command: str, items: Any, what: str) -> list[str]:
+    """A list of strings from a list of strings or paths; one string or path is a list of one. None, a
+    number or an empty list is refused (a string is never split into its characters)."""
+    if isinstance(items, (str, os.PathLike)):
+        items = [items]
+    if not isinstance(items, (list, tuple)):
+        raise HfTransferError(f"{command}: {what} must be a list of strings or paths, got {type(items).__name__}")
+    wrong = [item for item in items if not isinstance(item, (str, os.PathLike))]
+    if wrong:
+        raise HfTransferError(f"{command}: {what} must be strings or paths, got {wrong[0]!r}")
+    if not items:
+        raise HfTransferError(f"{command}: no {what} given")
+    return [os.fspath(item) for item in items]
+
+
+# ----------------------------------------------------------------------------- argparse types
+
+
+def count_type(text: str) -> int:
+    """--top-k, --batch-size, ...: an integer from 1 to INT_MAX."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not is_count(value):
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {INT_MAX}, got {text!r}")
+    return value
+
+
+def tolerance_type(text: str) -> float:
+    """--tolerance, --timeout, ...: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not is_tolerance(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def port_type(text: str) -> int:
+    """--port: 0 to 65535 (0: a free one)."""
+    if not text.isdigit() or not is_port(int(text)):
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}")
+    return int(text)
