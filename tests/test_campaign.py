@@ -134,6 +134,8 @@ CAMPAIGN: dict[str, list[str]] = {
         f"{LOST}::test_overwrite_of_folds_or_seeds_failing_in_a_later_part_keeps_the_previous_run[cv]"],
     "followup/seeds-overwrite-failing-in-a-later-seed": [
         f"{LOST}::test_overwrite_of_folds_or_seeds_failing_in_a_later_part_keeps_the_previous_run[seeds]"],
+    "followup/compare-overwrite-failing-in-a-variant": [
+        f"{LOST}::test_overwrite_of_a_run_with_a_comparison_failing_in_a_variant_keeps_the_previous_run"],
     "followup/launch-of-several-processes-traceback": [
         f"{FAILURES}::test_launch_of_two_processes_with_bad_data_is_their_line_and_exit_2"],
     "followup/device-not-on-this-machine-traceback": [f"{FAILURES}::test_a_device_that_is_not_here_is_one_line",

@@ -195,3 +195,36 @@ def test_overwrite_of_folds_or_seeds_failing_in_a_later_part_keeps_the_previous_
     summary = json.loads((out / ("cv.json" if kind == "cv" else "report.json")).read_text())
     assert str(staging_dir(out)) not in json.dumps(summary)
     assert not staging_dir(out).exists() and not lock_path(out).exists()
+
+
+def test_overwrite_of_a_run_with_a_comparison_failing_in_a_variant_keeps_the_previous_run(
+        tiny_bert, sentiment_files, tmp_path, monkeypatch, capsys):
+    """The main run and its comparison variants replace the previous ones together: a variant that fails
+    leaves the previous main run and its comparison byte-identical."""
+    import json
+
+    import yaml
+
+    from hf_transfer.runs import compare
+
+    out = tmp_path / "run"
+    recipe = text_recipe(tiny_bert, sentiment_files, out) | {"compare": ["scratch"]}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["finetune", str(path)]) == 0
+    before = snapshot(out)
+    assert any(name.startswith("compare/scratch/") for name in before)
+    with monkeypatch.context() as patched:
+        _failing_in(patched, compare, lambda r: not r.model.pretrained)
+        assert main(["finetune", str(path), "training.learning_rate=0.02", "--overwrite"]) == 2
+    assert "failing on purpose" in capsys.readouterr().err
+    assert snapshot(out) == before  # not a new main run beside the old comparison
+    assert not staging_dir(out).exists() and not lock_path(out).exists()
+
+    assert main(["finetune", str(path), "training.learning_rate=0.02", "--overwrite"]) == 0
+    for part in (out, out / "compare" / "scratch"):
+        saved = yaml.safe_load((part / "recipe.yaml").read_text())
+        assert saved["training"]["learning_rate"] == 0.02 and saved["training"]["output_dir"] == str(part)
+    assert str(staging_dir(out)) not in (out / "report.json").read_text()
+    assert json.loads((out / "report.json").read_text())["runs"]
+    assert not staging_dir(out).exists() and not lock_path(out).exists()
