@@ -57,26 +57,25 @@ def as_paths(command: str, items: Any, what: str) -> list[str]:
 # ----------------------------------------------------------------------------- argparse types
 
 
-def count_type(text: str) -> int:
-    """--top-k, --batch-size, ...: an integer from 1 to INT_MAX."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not is_count(value):
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {INT_MAX}, got {text!r}")
-    return value
+def _argparse_type(parse, ok, expected: str, must: str, doc: str):
+    """An argparse `type=`: `parse(text)` (ValueError: not `expected`), then `ok(value)` (else: must be `must`)."""
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {must}, got {text!r}")
+        return value
+
+    convert.__doc__ = doc
+    return convert
 
 
-def tolerance_type(text: str) -> float:
-    """--tolerance, --timeout, ...: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not is_tolerance(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+count_type = _argparse_type(int, is_count, "an integer", f"an integer from 1 to {INT_MAX}",
+                            "--top-k, --batch-size, ...: an integer from 1 to INT_MAX.")
+tolerance_type = _argparse_type(float, is_tolerance, "a number", "a finite number >= 0",
+                                "--tolerance, --timeout, ...: a finite number >= 0.")
 
 
 def port_type(text: str) -> int:
