@@ -83,17 +83,20 @@ def check(name: str, root: Path, batch_size: int) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("defaults", nargs="*", default=list(DEFAULTS), choices=list(DEFAULTS))
+    parser.add_argument("defaults", nargs="*", help=f"some of {', '.join(DEFAULTS)} (default: all three)")
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1])
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
+    unknown = sorted(set(args.defaults) - set(DEFAULTS))
+    if unknown:
+        parser.error(f"unknown default {unknown[0]!r} (choose from {', '.join(DEFAULTS)})")
     if importlib.util.find_spec("hf_transfer") is not None:
         print("hf_transfer is importable here: run this in a venv without it", file=sys.stderr)
         return 1
     import transformers
 
     print(f"transformers {transformers.__version__}; hf_transfer not installed")
-    results = [check(name, args.root, args.batch_size) for name in args.defaults]
+    results = [check(name, args.root, args.batch_size) for name in args.defaults or list(DEFAULTS)]
     return 0 if all(results) else 1
 
 
