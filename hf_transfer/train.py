@@ -172,12 +172,13 @@ def _check_merge(trainer, recipe: Recipe) -> None:
         )
 
 
-def run_one(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> FinetuneResult:
+def run_one(recipe: Recipe, overwrite: bool = False, resume: bool = False, taken: bool = False) -> FinetuneResult:
     """Train the recipe into its output folder (no comparison, card or push: see hf_transfer.runs).
 
     Replacing a finished run (--overwrite), the new one is written beside it and takes its place only
     when complete; the folder is locked against a second run meanwhile (hf_transfer.folder). Only the
-    main process takes the lock and checks the folder; a refusal stops every process with its line."""
+    main process takes the lock and checks the folder; a refusal stops every process with its line.
+    `taken`: the caller holds the folder (folder.staged: locked, checked, fresh) and this run writes into it."""
     require_extras(recipe.training)
     out = output_dir(recipe)
     args = training_arguments(recipe, out)  # under a launcher this joins the process group
@@ -186,7 +187,8 @@ def run_one(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Fi
             held.enter_context(run_lock(out))
             return check_output_dir(out, overwrite, resume)
 
-        target = main_decides(take_folder, args)  # the other processes (machines) follow its answer
+        # the other processes (machines) follow the main one's answer
+        target = out if taken else main_decides(take_folder, args)
         if target != out:
             args.output_dir = str(target / CHECKPOINTS)
         try:

@@ -47,7 +47,7 @@ def _staged_with_comparison(recipe, resume: bool, between) -> FinetuneResult:
     with staged(out, True, resume, training_arguments(recipe, out)) as target:
         raw = copy.deepcopy(recipe.to_dict())
         raw["training"]["output_dir"] = str(target)
-        result = run_one(load_recipe(raw), resume=resume)
+        result = run_one(load_recipe(raw), resume=resume, taken=True)  # staged holds `out`'s lock
         report = between(recipe, result)  # variants go under <target>/compare/
     result.output_dir = out
     # the report as put in place: its paths say `out`, not the staging folder (folder.relocate)
