@@ -5,8 +5,8 @@ The folder loads as `predict` loads it (hubuser: a full model, or a PEFT adapter
 output names (input_ids / attention_mask / token_type_ids, pixel_values, input_features or input_values ->
 logits) and dynamic batch (and, for texts and raw audio, sequence) axes: the example the exporter traces is
 the batch of two inputs the PyTorch pipeline feeds its model. DEST (default OUTPUT_DIR/onnx) gets optimum's
-layout: `model.onnx`, `model_quantized.onnx` with `--quantize int8` (onnxruntime's dynamic quantization:
-int8 weights, activations quantized per batch), config.json, the processor files and recipe.yaml, so
+layout: `model.onnx`, `model_quantized.onnx` with `--quantize int8` (quantize.py: dynamic for transformers,
+static and calibrated for convolutional networks), config.json, the processor files and recipe.yaml, so
 `hf-transfer predict DEST` answers as `predict OUTPUT_DIR` does (onnx_model.py).
 
 The round-trip check runs before DEST is put in place: the PyTorch pipeline and the ONNX one score the
@@ -82,11 +82,11 @@ class ExportResult:
                 f"{check['max_abs_diff']:.1e} of PyTorch's on {check['compared']} {check['inputs']} inputs "
                 f"(tolerance {check['tolerance']:g})")
         quant = self.report.get("quantization")
-        if quant and quant.get("metric"):
-            m = quant["metric"]
-            text += f"; {m} fp32 {quant['fp32'][m]:.4f}, int8 {quant['int8'][m]:.4f}"
         if quant:
-            text += f", int8 argmax agreement {quant['argmax_agreement']:.4f} on {quant['samples']} inputs"
+            m = quant.get("metric")
+            scores = f"{m} fp32 {quant['fp32'][m]:.4f}, int8 {quant['int8'][m]:.4f}, " if m else ""
+            text += (f"; {quant['method']} int8: {scores}argmax agreement with fp32 {quant['argmax_agreement']:.4f} "
+                     f"on {quant['samples']} inputs")
         return text
 
 
@@ -265,8 +265,8 @@ def _write(pipe, out: Path, staging: Path, task, hub_task: dict, checked: Checke
         "format": "onnx",
         "exporter": f"torch.onnx.export (dynamo), torch {torch.__version__}, opset {OPSET}",
         "onnxruntime": onnxruntime().__version__,
-        "inputs": {name: list(AXES[name]) for name in example},
-        "outputs": {"logits": ["batch_size", "sequence_length"] if task.entities else ["batch_size"]},
+        "dynamic_axes": {**{name: list(AXES[name]) for name in example},
+                         "logits": ["batch_size", "sequence_length"] if task.entities else ["batch_size"]},
         "check": {"inputs": checked.source, "compared": len(inputs), "max_abs_diff": diff, "tolerance": tolerance},
     }
 
@@ -276,8 +276,7 @@ def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked,
     """model_quantized.onnx and its figures beside fp32's on all the check inputs."""
     from transformers import EvalPrediction
 
-
-    def calibration():
+    def calibration():  # the model's inputs for the training sample, batch by batch
         if not checked.train:
             return None
         return [{k: v.numpy() for k, v in b.items()} for b in model_inputs(pipe, task, checked.train, batch, kwargs)]
@@ -287,7 +286,8 @@ def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked,
               for name, file in (("fp32", FP32), ("int8", INT8))}
     kept = ~np.isnan(scores["fp32"]).any(-1)
     agree = float((scores["fp32"].argmax(-1) == scores["int8"].argmax(-1))[kept].mean())
-    report = {"method": method, "how": describe(method), "samples": len(checked.inputs), "inputs": checked.source, "argmax_agreement": agree}
+    report = {"method": method, "how": describe(method), "samples": len(checked.inputs), "inputs": checked.source,
+              "argmax_agreement": agree}
     if checked.split is None:
         return report
     compute = task.compute_metrics(spec)
@@ -298,7 +298,7 @@ def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked,
     metric = metric.removeprefix("eval_")
     drop = 100 * (report["fp32"][metric] - report["int8"][metric]) * (1 if greater else -1)
     report |= {"metric": metric, "drop_points": drop, "max_drop_points": max_drop}
-    if drop > max_drop:
+    if greater and drop > max_drop:  # a score out of 1 (accuracy, F1); a regression's error is reported only
         raise _error(f"int8 {metric} is {report['int8'][metric]:.4f} against fp32's {report['fp32'][metric]:.4f} on "
                      f"the {checked.source} ({drop:.2f} points lost, at most {max_drop:g} allowed); not written")
     return report

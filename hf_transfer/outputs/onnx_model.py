@@ -52,7 +52,8 @@ def session(path: str | Path, threads: int | None = None):
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types for a bad file
         text = str(err).strip().splitlines()
-        raise FolderError(f"{path}: onnxruntime cannot load it: {text[0] if text else err.__class__.__name__}") from None
+        why = text[0] if text else err.__class__.__name__
+        raise FolderError(f"{path}: onnxruntime cannot load it: {why}") from None
 
 
 class OnnxModel(torch.nn.Module):
