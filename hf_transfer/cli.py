@@ -173,6 +173,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from hf_transfer.outputs.export import export
+
+    print(export(args.output_dir, args.dest, quantize=args.quantize, overwrite=args.overwrite,
+                 tolerance=args.tolerance, max_drop=args.max_drop).summary())
+    return 0
+
+
 def _add_folder_flags(p: argparse.ArgumentParser) -> None:
     """--overwrite or --resume (not both: one replaces the run, the other continues it)."""
     flags = p.add_mutually_exclusive_group()
@@ -223,6 +231,17 @@ def _add_folder_commands(sub) -> None:
     p.add_argument("output_dir")
     p.add_argument("dest", nargs="?", help="where to write the merged model (default: OUTPUT_DIR/merged)")
     p.add_argument("--force", action="store_true", help="replace an existing DEST")
+
+    p = sub.add_parser("export", help="write a run's model as an ONNX folder (needs the `onnx` extra)")
+    p.add_argument("output_dir")
+    p.add_argument("dest", nargs="?", help="where to write it (default: OUTPUT_DIR/onnx)")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="the only format today: onnx")
+    p.add_argument("--quantize", choices=["int8"], help="also write model_quantized.onnx (dynamic int8)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DEST")
+    p.add_argument("--tolerance", type=tolerance_type, default=1e-4,
+                   help="largest allowed |ONNX - PyTorch| logit difference (default 1e-4)")
+    p.add_argument("--max-drop", type=tolerance_type, default=1.0,
+                   help="points of the headline test metric int8 may lose against fp32 (default 1)")
 
 
 def _add_shipped_commands(sub) -> None:
@@ -295,6 +314,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "evaluate": cmd_evaluate,
     "merge": cmd_merge,
+    "export": cmd_export,
     "recipes": cmd_recipes,
     "init": cmd_init,
 }

@@ -15,6 +15,7 @@ from hf_transfer.console import progress
 from hf_transfer.errors import HfTransferError
 from hf_transfer.arguments import as_paths, require_count
 from hf_transfer.outputs.hubuser import FolderError, each, load_pipeline, read_json, task_of
+from hf_transfer.outputs.onnx_model import load_onnx_pipeline, onnx_file
 from hf_transfer.outputs.verify import hub_user_task
 from hf_transfer.validate import load_recipe
 from hf_transfer.tasks import TASKS, resolve
@@ -46,7 +47,8 @@ def predict(out_dir: str | Path, inputs: list[str], top_k: int = 1, batch_size: 
         items = task.read_inputs(inputs)
         if not items:
             raise HfTransferError("predict: no inputs")
-        pipe = load_pipeline(out, hub_user_task(task), device)
+        load = load_onnx_pipeline if onnx_file(out) else load_pipeline  # an `hf-transfer export` folder: onnxruntime
+        pipe = load(out, hub_user_task(task), device=device)
     except FolderError as err:
         raise HfTransferError(f"predict: {err}") from None
     with progress(len(items), "predict") as bar:

@@ -1,0 +1,304 @@
+"""`hf-transfer export OUTPUT_DIR [DEST] --format onnx [--quantize int8]`: a saved model as an ONNX folder.
+
+The folder loads as `predict` loads it (hubuser: a full model, or a PEFT adapter merged in memory), and
+`torch.onnx.export` (the torch.export-based exporter) writes its logits graph, with optimum's input and
+output names (input_ids / attention_mask / token_type_ids, pixel_values, input_features or input_values ->
+logits) and dynamic batch (and, for texts and raw audio, sequence) axes: the example the exporter traces is
+the batch of two inputs the PyTorch pipeline feeds its model. DEST (default OUTPUT_DIR/onnx) gets optimum's
+layout: `model.onnx`, `model_quantized.onnx` with `--quantize int8` (quantize.py: dynamic for transformers,
+static and calibrated for convolutional networks), config.json, the processor files and recipe.yaml, so
+`hf-transfer predict DEST` answers as `predict OUTPUT_DIR` does (onnx_model.py).
+
+The round-trip check runs before DEST is put in place: the PyTorch pipeline and the ONNX one score the
+first `CHECKED` test inputs of the run (processor-ready dummy inputs when the run's data cannot be read) and
+their logits may differ by at most `tolerance` (max abs diff, default 1e-4, fp32); with `--quantize` both ONNX
+models score the whole test split, and the quantized one may lose at most `max_drop` points of the task's
+headline metric. The figures go to DEST/export.json. Models that generate (speech recognition) and
+multi-task models are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hf_transfer.errors import HfTransferError
+from hf_transfer.folder import RECIPE, has_files, put_in_place, staging_dir
+from hf_transfer.outputs.hubuser import FolderError, as_input, is_adapter, load_pipeline, logits, word_logits
+from hf_transfer.outputs.onnx_model import FP32, INT8, load_onnx_pipeline, onnx_file, onnxruntime
+from hf_transfer.outputs.predict import task_of_folder
+from hf_transfer.outputs.quantize import CALIBRATION, describe, int8, quiet
+from hf_transfer.outputs.verify import hub_user_task, label_array, word_label_array
+from hf_transfer.train import load_splits
+from hf_transfer.validate import load_recipe
+
+log = logging.getLogger(__name__)
+
+DEST = "onnx"
+REPORT = "export.json"
+TOLERANCE = 1e-4
+MAX_DROP = 1.0
+CHECKED = 64
+OPSET = 18
+# graph input -> its dynamic axes (optimum's names); other axes keep the traced size (an image's height and
+# width, Whisper's mel frames: the model was built for them)
+AXES = {
+    "input_ids": ("batch_size", "sequence_length"),
+    "attention_mask": ("batch_size", "sequence_length"),
+    "token_type_ids": ("batch_size", "sequence_length"),
+    "pixel_values": ("batch_size",),
+    "input_features": ("batch_size",),
+    "input_values": ("batch_size", "sequence_length"),
+}
+
+
+@dataclass
+class Checked:
+    """The inputs the check runs on: the run's test split (labelled) or dummy inputs (no labels)."""
+
+    inputs: list
+    split: Any = None
+    source: str = "dummy"
+    train: list | None = None
+    """Up to CALIBRATION training inputs (a random sample), for a static quantization's calibration."""
+
+
+@dataclass
+class ExportResult:
+    dest: Path
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        check = self.report["check"]
+        text = (f"export: {self.dest} ({', '.join(self.report['files'])}); ONNX logits within "
+                f"{check['max_abs_diff']:.1e} of PyTorch's on {check['compared']} {check['inputs']} inputs "
+                f"(tolerance {check['tolerance']:g})")
+        quant = self.report.get("quantization")
+        if quant:
+            m = quant.get("metric")
+            scores = f"{m} fp32 {quant['fp32'][m]:.4f}, int8 {quant['int8'][m]:.4f}, " if m else ""
+            text += (f"; {quant['method']} int8: {scores}argmax agreement with fp32 {quant['argmax_agreement']:.4f} "
+                     f"on {quant['samples']} inputs")
+        return text
+
+
+def _error(message: str) -> HfTransferError:
+    return HfTransferError(f"export: {message}")
+
+
+def export(out_dir: str | Path, dest: str | Path | None = None, quantize: str | None = None,
+           overwrite: bool = False, tolerance: float = TOLERANCE, max_drop: float = MAX_DROP) -> ExportResult:
+    """Export the folder's model to ONNX in `dest` (default OUTPUT_DIR/onnx) after the round-trip check."""
+    out = Path(out_dir)
+    if quantize not in (None, "int8"):
+        raise _error(f"--quantize takes int8, got {quantize!r}")
+    if onnx_file(out) is not None:
+        raise _error(f"{out} is an exported ONNX folder already; export the run folder it came from")
+    target = Path(dest) if dest is not None else out / DEST
+    if target.exists() and (not target.is_dir() or has_files(target)) and not overwrite:
+        raise _error(f"{target} exists; pass --overwrite to replace it")
+    onnxruntime()  # the extra is installed: say so before anything loads
+    try:
+        task, spec = task_of_folder(out)
+        hub_task = hub_user_task(task)
+        if hub_task["mode"] == "texts" or task.verify_inputs is None:
+            raise _error(f"{out}: a {task.name} model {'generates' if task.score_texts else 'has no pipeline'}; "
+                         "hf-transfer exports classification models (text, tokens, images, audio) only")
+        pipe = load_pipeline(out, hub_task, "cpu")
+    except FolderError as err:
+        raise _error(str(err)) from None
+    if is_adapter(out):  # the ONNX graph holds plain weights: the adapter is merged in memory
+        pipe.model = pipe.model.merge_and_unload()
+    pipe.model.float().eval()
+    recipe = load_recipe(out / RECIPE) if spec is not None else None  # None: a model folder without a run
+    batch = int(recipe.training.get("per_device_eval_batch_size", 8)) if recipe else 8
+    checked = check_inputs(recipe, task, spec, getattr(pipe, hub_task["processor"]))
+    kwargs = task.pipeline_kwargs(spec) if spec is not None else {}
+    staging = staging_dir(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        report = _write(pipe, out, staging, task, hub_task, checked, batch, kwargs, tolerance)
+        if quantize:
+            report["quantization"] = _quantize(pipe, staging, task, spec, hub_task, checked, batch, kwargs, max_drop)
+        report["files"] = sorted(p.name for p in staging.glob("*.onnx"))
+        (staging / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    put_in_place(staging, target)
+    return ExportResult(target, report)
+
+
+def check_inputs(recipe, task, spec, processor) -> Checked:
+    """The run's test split (else its validation split) as pipeline inputs, with a sample of its training
+    split; dummy inputs for a folder without a recipe or whose data cannot be read here."""
+    if recipe is not None:
+        try:
+            splits = load_splits(recipe, int(recipe.training.get("seed", 42))).splits
+            role = next((r for r in ("test", "validation") if r in splits), None)
+            if role is not None:
+                train = None if recipe.data.streaming else splits["train"]  # a stream is not sampled
+                if train is not None:
+                    train = _inputs(task, spec, train.shuffle(seed=0).select(range(min(CALIBRATION, len(train)))),
+                                    processor)
+                return Checked(_inputs(task, spec, splits[role], processor), splits[role], f"{role}-split", train)
+        except (HfTransferError, OSError) as err:
+            log.warning("export: the run's data cannot be read here (%s); checking on dummy inputs", err)
+    return Checked(_dummy_inputs(task, processor))
+
+
+def _inputs(task, spec, split, processor) -> list:
+    return [as_input(x) for x in task.verify_inputs(spec, split, processor)["inputs"]]
+
+
+def _dummy_inputs(task, processor) -> list:
+    """A few inputs of different sizes the pipeline takes: texts, images, waves at the processor's rate."""
+    rng = np.random.default_rng(0)
+    if task.modality == "vision":
+        from PIL import Image
+
+        return [Image.fromarray(rng.integers(0, 256, (s, s + 8, 3), dtype=np.uint8)) for s in (48, 64, 96, 72)]
+    if task.modality == "speech":
+        rate = processor.sampling_rate
+        return [{"raw": (0.1 * rng.standard_normal(int(rate * s))).astype(np.float32), "sampling_rate": rate}
+                for s in (0.6, 1.0, 0.8, 0.3)]
+    texts = ["this is fine", "a much longer text than the first one, to pad the batch", "good", "bad and worse"]
+    return [t.split() for t in texts] if task.entities else texts
+
+
+def raw_scores(pipe, task, inputs: list, batch_size: int, kwargs: dict):
+    """The pipeline's raw logits: one row per input, or per word (token classification)."""
+    read = word_logits if task.entities else logits
+    return read(pipe, inputs, batch_size, **kwargs)
+
+
+class _Logits(torch.nn.Module):
+    """The model's logits from the dict of tensors the pipeline feeds it (the graph's inputs, in order)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**inputs).logits
+
+
+def model_inputs(pipe, task, inputs: list, batch_size: int, kwargs: dict) -> list[dict[str, torch.Tensor]]:
+    """The tensors the pipeline gives its model, batch by batch (read by a hook on the model's forward)."""
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def keep(module, args, given):
+        seen.append({k: v for k, v in given.items() if isinstance(v, torch.Tensor)})
+
+    handle = pipe.model.register_forward_pre_hook(keep, with_kwargs=True)
+    try:
+        raw_scores(pipe, task, inputs, batch_size, kwargs)
+    finally:
+        handle.remove()
+    return seen
+
+
+def _example(pipe, task, checked: Checked, kwargs: dict) -> dict[str, torch.Tensor]:
+    """What the exporter traces: the tensors the pipeline gives its model for a batch of two inputs."""
+    (seen,) = model_inputs(pipe, task, (checked.inputs * 2)[:2], 2, kwargs)
+    unknown = sorted(set(seen) - set(AXES))
+    if unknown:
+        raise _error(f"the model takes {unknown}, inputs hf-transfer does not know how to export")
+    return {name: seen[name] for name in AXES if name in seen}  # optimum's order
+
+
+def _export_graph(model, example: dict[str, torch.Tensor], path: Path) -> None:
+    """The torch.export-based exporter over `example` (given as the one keyword argument `inputs`: a trailing
+    dict among the positional arguments would be read as keyword arguments)."""
+    dims = {name: torch.export.Dim(name) for name in {a for axes in AXES.values() for a in axes}}
+    shapes = {name: {i: dims[a] for i, a in enumerate(AXES[name])} for name in example}
+    try:
+        with warnings.catch_warnings(), quiet("onnxscript", "onnx_ir", "torch.onnx"):
+            warnings.simplefilter("ignore")  # the exporter's own notes on renamed dimensions
+            torch.onnx.export(_Logits(model).eval(), (), str(path), kwargs={"inputs": example},
+                              input_names=list(example), output_names=["logits"], dynamic_shapes={"inputs": shapes},
+                              opset_version=OPSET, dynamo=True, external_data=False, verbose=False)
+    except Exception as err:  # noqa: BLE001 - the exporter fails in many types
+        text = (str(err).strip().splitlines() or [err.__class__.__name__])[0]
+        raise _error(f"torch.onnx.export failed: {text}") from None
+
+
+def _eager_attention(model) -> None:
+    """Plain matmul-softmax attention for the export: onnxruntime's optimizer fuses its graph (SDPA's, with
+    its extra masking steps, it does not), which makes the int8 model about twice as fast on a CPU."""
+    if getattr(model.config, "_attn_implementation", "eager") not in (None, "eager"):
+        model.set_attn_implementation("eager")
+
+
+def _write(pipe, out: Path, staging: Path, task, hub_task: dict, checked: Checked, batch: int, kwargs: dict,
+           tolerance: float) -> dict[str, Any]:
+    """model.onnx, config, processors and recipe into `staging`; the fp32 check's figures."""
+    inputs = checked.inputs[:CHECKED]
+    expected = raw_scores(pipe, task, inputs, batch, kwargs)  # the model as a Hub user's pipeline runs it
+    _eager_attention(pipe.model)
+    example = _example(pipe, task, checked, kwargs)
+    _export_graph(pipe.model, example, staging / FP32)
+    pipe.model.config.save_pretrained(str(staging))
+    for arg in hub_task["processors"]:
+        getattr(pipe, arg).save_pretrained(str(staging))
+    if (out / RECIPE).is_file():
+        shutil.copy2(out / RECIPE, staging / RECIPE)
+    try:
+        got = raw_scores(load_onnx_pipeline(staging, hub_task, FP32), task, inputs, batch, kwargs)
+    except FolderError as err:
+        raise _error(str(err)) from None
+    diff = float(np.nanmax(np.abs(got - expected))) if expected.size else 0.0
+    if not diff <= tolerance:
+        raise _error(f"the ONNX model's logits differ from PyTorch's by {diff:.2e} (max abs over {len(inputs)} "
+                     f"{checked.source} inputs; tolerance {tolerance:g}); not written")
+    return {
+        "source": str(out.resolve()),
+        "format": "onnx",
+        "exporter": f"torch.onnx.export (dynamo), torch {torch.__version__}, opset {OPSET}",
+        "onnxruntime": onnxruntime().__version__,
+        "dynamic_axes": {**{name: list(AXES[name]) for name in example},
+                         "logits": ["batch_size", "sequence_length"] if task.entities else ["batch_size"]},
+        "check": {"inputs": checked.source, "compared": len(inputs), "max_abs_diff": diff, "tolerance": tolerance},
+    }
+
+
+def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked, batch: int, kwargs: dict,
+              max_drop: float) -> dict[str, Any]:
+    """model_quantized.onnx and its figures beside fp32's on all the check inputs."""
+    from transformers import EvalPrediction
+
+    def calibration():  # the model's inputs for the training sample, batch by batch
+        if not checked.train:
+            return None
+        return [{k: v.numpy() for k, v in b.items()} for b in model_inputs(pipe, task, checked.train, batch, kwargs)]
+
+    method = int8(staging / FP32, staging / INT8, calibration)
+    scores = {name: raw_scores(load_onnx_pipeline(staging, hub_task, file), task, checked.inputs, batch, kwargs)
+              for name, file in (("fp32", FP32), ("int8", INT8))}
+    kept = ~np.isnan(scores["fp32"]).any(-1)
+    agree = float((scores["fp32"].argmax(-1) == scores["int8"].argmax(-1))[kept].mean())
+    report = {"method": method, "how": describe(method), "samples": len(checked.inputs), "inputs": checked.source,
+              "argmax_agreement": agree}
+    if checked.split is None:
+        return report
+    compute = task.compute_metrics(spec)
+    for name, found in scores.items():
+        labels = word_label_array(checked.split, found) if task.entities else label_array(checked.split)
+        report[name] = compute(EvalPrediction(predictions=found, label_ids=labels))
+    metric, greater = task.best_metric(spec)
+    metric = metric.removeprefix("eval_")
+    drop = 100 * (report["fp32"][metric] - report["int8"][metric]) * (1 if greater else -1)
+    report |= {"metric": metric, "drop_points": drop, "max_drop_points": max_drop}
+    if greater and drop > max_drop:  # a score out of 1 (accuracy, F1); a regression's error is reported only
+        raise _error(f"int8 {metric} is {report['int8'][metric]:.4f} against fp32's {report['fp32'][metric]:.4f} on "
+                     f"the {checked.source} ({drop:.2f} points lost, at most {max_drop:g} allowed); not written")
+    return report

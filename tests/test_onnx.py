@@ -1,0 +1,196 @@
+"""`hf-transfer export --format onnx [--quantize int8]` and `predict` on the exported folder: tiny text, token,
+vision (timm, ViT) and speech (Whisper encoder, wav2vec2, HuBERT) models built in code; the refusals."""
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from hf_transfer import finetune
+from hf_transfer.cli import main
+from hf_transfer.errors import HfTransferError
+from hf_transfer.outputs.export import export
+from hf_transfer.outputs.onnx_model import FP32, INT8, load_onnx_pipeline
+from hf_transfer.outputs.predict import predict, run, task_of_folder
+from hf_transfer.outputs.verify import hub_user_task
+from tests.tiny import save_tiny_audio_model, speech_recipe, text_recipe, tone, write_audio_data
+from tests.tiny_vision import pattern, save_tiny_timm, save_tiny_vit, vision_recipe, write_imagefolder
+
+TEXTS = ["good great drug", "bad", "awful terrible pain after the day it was the worst " * 3, "nice"]
+
+
+def graph_axes(path: Path) -> dict[str, list]:
+    """Graph input / output name -> its dimensions (a name for a dynamic one, a number for a fixed one)."""
+    graph = onnx.load(str(path)).graph
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in [*graph.input, *graph.output]}
+
+
+def same_predictions(folder: Path, exported: Path, inputs: list[str], top_k: int = 2, atol: float = 1e-4):
+    """`predict` on the run and on its ONNX folder: the same labels in the same order, scores within atol."""
+    _, torch_rows = predict(folder, inputs, top_k=top_k, batch_size=3)
+    _, onnx_rows = predict(exported, inputs, top_k=top_k, batch_size=3)
+    assert [[r["label"] for r in row] for row in onnx_rows] == [[r["label"] for r in row] for row in torch_rows]
+    np.testing.assert_allclose([[r["score"] for r in row] for row in onnx_rows],
+                               [[r["score"] for r in row] for row in torch_rows], atol=atol)
+
+
+def test_text_run_exports_checks_quantizes_and_predicts_the_same(finished_run, tmp_path, capsys):
+    run_dir, _ = finished_run
+    dest = tmp_path / "onnx"
+    assert main(["export", str(run_dir), str(dest), "--format", "onnx", "--quantize", "int8"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"export: {dest} (model.onnx, model_quantized.onnx); ONNX logits within")
+    written = {p.name for p in dest.iterdir()}
+    assert {"config.json", "tokenizer.json", "recipe.yaml", "export.json", FP32, INT8} <= written
+    axes = graph_axes(dest / FP32)
+    assert axes == {"input_ids": ["batch_size", "sequence_length"], "attention_mask": ["batch_size", "sequence_length"],
+                    "token_type_ids": ["batch_size", "sequence_length"], "logits": ["batch_size", 2]}
+    report = json.loads((dest / "export.json").read_text())
+    assert report["check"]["inputs"] == "test-split" and report["check"]["compared"] == 16
+    assert report["check"]["max_abs_diff"] <= report["check"]["tolerance"] == 1e-4
+    quant = report["quantization"]
+    assert quant["method"] == "dynamic" and quant["samples"] == 16 and quant["metric"] == "accuracy"
+    assert quant["drop_points"] <= 1.0 and 0 <= quant["argmax_agreement"] <= 1
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert quant["fp32"]["accuracy"] == pytest.approx(metrics["test"]["test_accuracy"])
+
+    # predict on the folder runs model_quantized.onnx; fp32 ONNX and PyTorch agree on every score
+    same_predictions(run_dir, dest, TEXTS, atol=0.05)
+    task, spec = task_of_folder(dest)
+    fp32 = load_onnx_pipeline(dest, hub_user_task(task), FP32)
+    _, torch_rows = predict(run_dir, TEXTS, top_k=2, batch_size=3)
+    onnx_rows = run(fp32, task, spec, TEXTS, top_k=2, batch_size=3)
+    assert [[r["label"] for r in row] for row in onnx_rows] == [[r["label"] for r in row] for row in torch_rows]
+    np.testing.assert_allclose([[r["score"] for r in row] for row in onnx_rows],
+                               [[r["score"] for r in row] for row in torch_rows], atol=1e-5)
+    assert main(["predict", str(dest), *TEXTS[:2], "--top-k", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_refusals_are_one_line(finished_run, tmp_path, capsys):
+    run_dir, _ = finished_run
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "exported").mkdir()
+    (tmp_path / "exported" / FP32).write_bytes(b"")
+    for args, message in [
+        ([str(run_dir), str(tmp_path / "taken")], "exists; pass --overwrite to replace it"),
+        ([str(tmp_path / "empty")], "empty/config.json is missing"),
+        ([str(tmp_path / "exported")], "is an exported ONNX folder already; export the run folder it came from"),
+    ]:
+        assert main(["export", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("hf-transfer: error: export: ") and err.count("\n") == 1 and message in err
+    assert not (run_dir / "onnx").exists()
+
+
+def test_a_failed_check_writes_nothing(finished_run, tmp_path):
+    run_dir, _ = finished_run
+    with pytest.raises(HfTransferError, match=r"logits differ from PyTorch's by .* tolerance -1\); not written"):
+        export(run_dir, tmp_path / "onnx", tolerance=-1)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_lora_adapter_is_merged_in_memory(tiny_bert, sentiment_files, tmp_path):
+    out = tmp_path / "lora"
+    finetune(text_recipe(tiny_bert, sentiment_files, out, strategy="lora", r=2))
+    result = export(out)
+    assert result.dest == out / "onnx" and (out / "adapter_config.json").is_file()
+    assert not (out / "onnx" / "adapter_config.json").exists()
+    same_predictions(out, out / "onnx", TEXTS)
+
+
+def test_a_token_classifier_without_recipe_is_checked_on_dummy_inputs(tmp_path):
+    from transformers import BertForTokenClassification, BertTokenizer
+
+    from tests.tiny import save_tiny_bert
+
+    body = save_tiny_bert(tmp_path / "bert")
+    model = BertForTokenClassification.from_pretrained(body, num_labels=3, id2label={0: "O", 1: "B-X", 2: "I-X"})
+    model.save_pretrained(tmp_path / "ner")
+    BertTokenizer.from_pretrained(body).save_pretrained(tmp_path / "ner")
+    result = export(tmp_path / "ner", quantize="int8")
+    assert result.report["check"]["inputs"] == "dummy" and "accuracy" not in result.report["quantization"]
+    assert graph_axes(result.dest / FP32)["logits"] == ["batch_size", "sequence_length", 3]
+    _, torch_rows = predict(tmp_path / "ner", TEXTS)
+    task, spec = task_of_folder(result.dest)
+    onnx_rows = run(load_onnx_pipeline(result.dest, hub_user_task(task), FP32), task, spec, TEXTS)
+    assert [[(e["entity_group"], e["start"]) for e in row] for row in onnx_rows] == \
+           [[(e["entity_group"], e["start"]) for e in row] for row in torch_rows]
+
+
+def test_a_speech_recognizer_is_refused(finished_run, tmp_path, monkeypatch):
+    from hf_transfer.outputs import export as exporting
+    from hf_transfer.tasks import TASKS
+
+    monkeypatch.setattr(exporting, "task_of_folder", lambda out: (TASKS["speech-recognition"], None))
+    with pytest.raises(HfTransferError, match="speech-recognition model generates; hf-transfer exports classification"):
+        export(finished_run[0], tmp_path / "onnx")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return write_imagefolder(tmp_path_factory.mktemp("images"), n_train=6, n_test=3)
+
+
+def _image_paths(root: Path) -> list[str]:
+    paths = []
+    for i, kind in enumerate(["horizontal", "plain", "vertical"]):
+        path = root / f"{kind}.png"
+        pattern(kind, random.Random(i), grey=i == 1).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_timm_run_is_quantized_statically_on_training_images(images, tmp_path):
+    out = tmp_path / "timm"
+    finetune(vision_recipe(save_tiny_timm(tmp_path / "resnet", "test_resnet"), images, out))
+    result = export(out, quantize="int8")
+    assert graph_axes(result.dest / FP32)["pixel_values"] == ["batch_size", 3, 32, 32]
+    quant = result.report["quantization"]
+    assert quant["method"] == "static" and quant["inputs"] == "test-split" and quant["samples"] == 9
+    assert result.report["check"]["max_abs_diff"] <= 1e-4
+    same_predictions(out, result.dest, _image_paths(tmp_path), atol=0.1)  # the int8 model's scores
+
+
+def test_vit_folder_exports_with_its_image_processor(tmp_path):
+    folder = save_tiny_vit(tmp_path / "vit")
+    result = export(folder)
+    assert result.report["check"]["inputs"] == "dummy" and result.report["files"] == [FP32]
+    same_predictions(folder, result.dest, _image_paths(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory):
+    return write_audio_data(tmp_path_factory.mktemp("tones"), n_train=8, n_test=4)
+
+
+def _wav_paths(root: Path) -> list[str]:
+    import soundfile as sf
+
+    paths = []
+    for i, label in enumerate(["low", "high", "low"]):
+        path = root / f"{i}.wav"
+        sf.write(path, tone(random.Random(i), label, 16000), 16000)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.mark.parametrize("family", ["whisper", "wav2vec2", "hubert"])
+def test_speech_runs_export_and_predict_the_same(family, tones, tmp_path):
+    out = tmp_path / family
+    finetune(speech_recipe(save_tiny_audio_model(tmp_path / "body", family), tones["csv"], out))
+    result = export(out, quantize="int8" if family == "whisper" else None)
+    axes = graph_axes(result.dest / FP32)
+    if family == "whisper":  # the encoder shortened to the recipe's max_duration (1 s: 100 mel frames)
+        assert axes["input_features"] == ["batch_size", 80, 100]
+        assert result.report["quantization"]["method"] == "dynamic"
+    else:
+        assert axes["input_values"] == ["batch_size", "sequence_length"]
+        assert ("attention_mask" in axes) == (family == "hubert")  # its feature extractor returns one
+    same_predictions(out, result.dest, _wav_paths(tmp_path), atol=0.05 if family == "whisper" else 1e-4)
