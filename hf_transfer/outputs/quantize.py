@@ -25,6 +25,10 @@ import numpy as np
 CALIBRATION = 256
 """Training inputs that calibrate a static quantization's activation ranges."""
 MATRIX_OPS = ("MatMul", "Gemm")
+QUANTIZED = ["MatMul"]
+"""What dynamic quantization quantizes: the encoder's projections (3-d MatMul). A 2-d Gemm (the pooler, the
+classification head) stays fp32, as in optimum's dynamic configurations: quantizing the head cost MiniLM
+1.2 points of accuracy on the drug reviews."""
 
 
 @contextmanager
@@ -67,7 +71,7 @@ def dynamic(fp32: Path, int8: Path) -> None:
         fused = Path(tmp) / "fused.onnx"
         optimize_model(str(fp32), model_type="bert").save_model_to_file(str(fused))  # generic encoder fusions
         quantize_dynamic(str(fused), str(int8), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=list(MATRIX_OPS))
+                         op_types_to_quantize=QUANTIZED)
 
 
 def static(fp32: Path, int8: Path, calibration: list[dict[str, np.ndarray]]) -> None:
