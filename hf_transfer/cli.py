@@ -251,7 +251,7 @@ def _add_folder_commands(sub) -> None:
     p.add_argument("output_dir")
     p.add_argument("dest", nargs="?", help="where to write it (default: OUTPUT_DIR/onnx)")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="the only format today: onnx")
-    p.add_argument("--quantize", choices=["int8"], help="also write model_quantized.onnx (dynamic int8)")
+    p.add_argument("--quantize", choices=["int8"], help="also write model_quantized.onnx (int8)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DEST")
     p.add_argument("--tolerance", type=_tolerance, default=1e-4,
                    help="largest allowed |ONNX - PyTorch| logit difference (default 1e-4)")

@@ -26,9 +26,8 @@ CALIBRATION = 256
 """Training inputs that calibrate a static quantization's activation ranges."""
 MATRIX_OPS = ("MatMul", "Gemm")
 QUANTIZED = ["MatMul"]
-"""What dynamic quantization quantizes: the encoder's projections (3-d MatMul). A 2-d Gemm (the pooler, the
-classification head) stays fp32, as in optimum's dynamic configurations: quantizing the head cost MiniLM
-1.2 points of accuracy on the drug reviews."""
+"""What dynamic quantization quantizes: the encoder's projections (3-d MatMul), as optimum's dynamic
+configurations do; a 2-d Gemm (the pooler, the classification head: little compute) stays fp32."""
 
 
 @contextmanager
