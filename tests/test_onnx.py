@@ -41,7 +41,7 @@ def same_predictions(folder: Path, exported: Path, inputs: list[str], top_k: int
 def test_text_run_exports_checks_quantizes_and_predicts_the_same(finished_run, tmp_path, capsys):
     run_dir, _ = finished_run
     dest = tmp_path / "onnx"
-    assert main(["export", str(run_dir), str(dest), "--format", "onnx", "--quantize", "int8"]) == 0
+    assert main(["export", str(run_dir), str(dest), "--format", "onnx", "--quantize", "int8", "--max-drop", "50"]) == 0
     line = capsys.readouterr().out
     assert line.startswith(f"export: {dest} (model.onnx, model_quantized.onnx); ONNX logits within")
     written = {p.name for p in dest.iterdir()}
@@ -54,7 +54,7 @@ def test_text_run_exports_checks_quantizes_and_predicts_the_same(finished_run, t
     assert report["check"]["max_abs_diff"] <= report["check"]["tolerance"] == 1e-4
     quant = report["quantization"]
     assert quant["method"] == "dynamic" and quant["samples"] == 16 and quant["metric"] == "accuracy"
-    assert quant["drop_points"] <= 1.0 and 0 <= quant["argmax_agreement"] <= 1
+    assert quant["drop_points"] <= 50 == quant["max_drop_points"] and 0 <= quant["argmax_agreement"] <= 1
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert quant["fp32"]["accuracy"] == pytest.approx(metrics["test"]["test_accuracy"])
 
@@ -93,6 +93,8 @@ def test_a_failed_check_writes_nothing(finished_run, tmp_path):
     run_dir, _ = finished_run
     with pytest.raises(HfTransferError, match=r"logits differ from PyTorch's by .* tolerance -1\); not written"):
         export(run_dir, tmp_path / "onnx", tolerance=-1)
+    with pytest.raises(HfTransferError, match=r"int8 accuracy is .* points lost, at most -1 allowed\); not written"):
+        export(run_dir, tmp_path / "onnx", quantize="int8", max_drop=-1)
     assert not any(tmp_path.iterdir())
 
 

@@ -25,6 +25,9 @@ import numpy as np
 CALIBRATION = 256
 """Training inputs that calibrate a static quantization's activation ranges."""
 MATRIX_OPS = ("MatMul", "Gemm")
+QUANTIZED = ["MatMul"]
+"""What dynamic quantization quantizes: the encoder's projections (3-d MatMul), as optimum's dynamic
+configurations do; a 2-d Gemm (the pooler, the classification head: little compute) stays fp32."""
 
 
 @contextmanager
@@ -67,7 +70,7 @@ def dynamic(fp32: Path, int8: Path) -> None:
         fused = Path(tmp) / "fused.onnx"
         optimize_model(str(fp32), model_type="bert").save_model_to_file(str(fused))  # generic encoder fusions
         quantize_dynamic(str(fused), str(int8), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=list(MATRIX_OPS))
+                         op_types_to_quantize=QUANTIZED)
 
 
 def static(fp32: Path, int8: Path, calibration: list[dict[str, np.ndarray]]) -> None:
