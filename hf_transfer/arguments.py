@@ -10,8 +10,7 @@ import os
 from typing import Any
 
 from hf_transfer.errors import HfTransferError
-
-INT_MAX = 2**31 - 1  # a count beyond int32 overflows in torch
+from hf_transfer.recipe.typed import INT32_MAX as INT_MAX  # a count beyond int32 overflows in torch; as recipes
 
 
 def is_count(value: Any) -> bool:
