@@ -35,7 +35,7 @@ from hf_transfer.strategies import (
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks.data import fold_of, load_data
 from hf_transfer.trainer import (
-    close_logs, early_stopping, install_nan_guard, log_to_run_folder, loss_before, trainer_class, training_arguments,
+    close_logs, early_stopping, fit_eval_batch, install_nan_guard, log_to_run_folder, loss_before, trainer_class, training_arguments,
     whole_run_train_loss,
 )
 
@@ -77,6 +77,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
         loaded = load_splits(recipe, args.seed)
         processor = task.load_processor(spec)
         splits = task.preprocess(loaded.splits, processor, spec)
+    args = fit_eval_batch(args, splits)
     model = task.load_model(spec, loaded.label_names)
     _check_vocabulary(processor, model, recipe)
     model = match_deepspeed_dtype(apply_strategy(model, recipe.finetune, task.peft_task_type), args)

@@ -87,6 +87,23 @@ def close_logs(trainer) -> None:
         callback.on_train_end(trainer.args, trainer.state, trainer.control)
 
 
+def fit_eval_batch(args, splits: dict):
+    """`args` with `per_device_eval_batch_size` no larger than the largest split evaluated (a copy, when it
+    changes): the same batches, while a recipe's batch size up to int32 (a valid count) no longer makes
+    Trainer's evaluation allocate one loss per batch slot (`losses.repeat(batch_size)`, 8 GiB at int32)."""
+    import copy
+
+    try:
+        rows = max(len(split) for name, split in splits.items() if name != "train" and split is not None)
+    except (TypeError, ValueError):  # a stream has no length; no split to evaluate
+        return args
+    if args.per_device_eval_batch_size <= max(rows, 1):
+        return args
+    fitted = copy.copy(args)
+    fitted.per_device_eval_batch_size = max(rows, 1)
+    return fitted
+
+
 def _streaming_schedule(training: dict[str, Any]) -> dict[str, Any]:
     """data.streaming: an epoch is one pass over a stream that may outlast max_steps, so the evaluation
     and logging the recipe leaves at "each epoch" happen every tenth of max_steps instead (saving follows

@@ -6,6 +6,13 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Generated cases (tests/test_malformed.py) are the same on every run and machine, so CI never fails on a
+# draw nobody saw; `HYPOTHESIS_PROFILE=explore make test` draws fresh ones (and keeps failures in .hypothesis/).
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 from tests.tiny import save_tiny_bert, text_recipe, write_sentiment_csv  # noqa: E402
 

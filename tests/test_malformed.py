@@ -353,3 +353,33 @@ def test_the_output_commands_python_api_ends_in_one_line(finished_run, sentiment
     _api_outcome(lambda: predict(run, ["good great drug"], top_k=top_k, batch_size=batch_size, device=device))
     _api_outcome(lambda: evaluate(run, [sentiment_files["test"]], batch_size=batch_size, device=device))
     _api_outcome(lambda: verify(Path(tmp_path), device=device, tolerance=tolerance))  # not a run: never reloads
+
+
+INT32_SCRIPT = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))  # int32 slots of anything would not fit
+from hf_transfer import finetune
+from hf_transfer.outputs.evaluate import evaluate
+from hf_transfer.outputs.predict import predict
+big = 2**31 - 1
+predict(sys.argv[1], ["good great drug"], top_k=big, batch_size=big)
+evaluate(sys.argv[1], [sys.argv[2]], batch_size=big)
+import yaml
+raw = yaml.safe_load(open(sys.argv[3]))
+raw["training"]["output_dir"] = sys.argv[4]
+finetune(raw, **{"training.per_device_eval_batch_size": big, "training.per_device_train_batch_size": big,
+                 "training.num_train_epochs": 1})
+print("done")
+"""
+
+
+def test_the_largest_batch_sizes_a_recipe_accepts_run_in_little_memory(finished_run, sentiment_files, tmp_path):
+    """A batch size of int32's maximum is a valid count: training, evaluate and predict treat it as "all rows
+    in one batch" and never make room for that many (torch's batch sampler, Trainer's loss per slot)."""
+    import subprocess
+    import sys
+
+    run, recipe_file = finished_run
+    done = subprocess.run([sys.executable, "-c", INT32_SCRIPT, str(run), sentiment_files["test"], str(recipe_file),
+                           str(tmp_path / "big")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("done"), done.stderr[-3000:]

@@ -315,7 +315,10 @@ def check_device(device) -> str:
 def each(pipe, inputs: list, bar=None, **call_kwargs) -> list:
     """The pipeline's answer for every input, in order. With a progress bar (a tqdm), the inputs go in as a
     generator and the answers are counted as they come: the same batches (consecutive `batch_size` inputs,
-    each padded to its longest) as a list makes."""
+    each padded to its longest) as a list makes. A batch never asks for more slots than there are inputs
+    (torch's batch sampler would make room for `batch_size` of them)."""
+    if call_kwargs.get("batch_size") and hasattr(inputs, "__len__"):
+        call_kwargs["batch_size"] = max(1, min(call_kwargs["batch_size"], len(inputs)))
     if bar is None:
         return pipe(inputs, **call_kwargs)
     rows = []
