@@ -282,3 +282,25 @@ def test_an_audio_folder_trains_and_evaluates_without_torchcodec(tiny_audio, aud
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"data.data_files.train: no audio files .* match .*empty"):
         read_audio_folder(str(tmp_path / "empty" / "**"), "data.data_files.train")
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "hubert"])
+def test_an_audio_classifier_folder_without_a_recipe_is_taken_for_audio(tmp_path, family):
+    """A Hub-style folder (no recipe.yaml) of Wav2Vec2/HuBERT ...ForSequenceClassification: the architecture's
+    name ends like a text classifier's, but transformers maps it to audio classification, and so does predict."""
+    from transformers import AutoModelForAudioClassification
+
+    from hf_transfer.outputs.predict import predict, task_of_folder
+
+    folder = save_tiny_audio_model(tmp_path / "base", family)
+    model = AutoModelForAudioClassification.from_pretrained(folder, num_labels=2, id2label={0: "low", 1: "high"},
+                                                            label2id={"low": 0, "high": 1})
+    model.save_pretrained(tmp_path / "clf")
+    for name in ("preprocessor_config.json",):
+        (tmp_path / "clf" / name).write_bytes((folder / name).read_bytes())
+    task, spec = task_of_folder(tmp_path / "clf")
+    assert task.name == "audio-classification" and spec is None
+    write_audio_data(tmp_path / "data", n_train=2, n_test=2)
+    clip = next((tmp_path / "data" / "wav").glob("test_*.wav"))
+    _, results = predict(tmp_path / "clf", [str(clip)], top_k=2)
+    assert sorted(r["label"] for r in results[0]) == ["high", "low"]

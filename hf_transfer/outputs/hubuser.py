@@ -45,7 +45,12 @@ def task_of(folder: str | Path, tasks: list[dict]) -> dict:
     """The entry of `tasks` whose Auto class loads the saved config's architecture (a folder without
     hf-transfer's recipe.yaml: its architecture is all there is to go by)."""
     config = read_json(Path(folder) / "config.json")
-    for arch in config.get("architectures") or []:
+    archs = config.get("architectures") or []
+    for arch in archs:  # the Auto class whose mapping lists it (Wav2Vec2ForSequenceClassification: audio)
+        for task in tasks:
+            if any(arch in _mapped(auto) for auto in _autos(task)):
+                return task
+    for arch in archs:  # a class transformers does not map (remote code): by the name's head
         for task in tasks:
             if any(arch.endswith(auto.removeprefix("AutoModel")) for auto in _autos(task)):
                 return task
@@ -80,6 +85,14 @@ def load_config(folder: Path):
     if isinstance(model_args, dict) and "num_classes" in model_args:
         config.model_args = {k: v for k, v in model_args.items() if k != "num_classes"} or None
     return config
+
+
+def _mapped(auto: str) -> set[str]:
+    """The model class names transformers' `auto` class (e.g. AutoModelForAudioClassification) loads."""
+    import transformers
+
+    mapping = getattr(getattr(getattr(transformers, auto, None), "_model_mapping", None), "_model_mapping", {})
+    return {name for value in mapping.values() for name in ((value,) if isinstance(value, str) else value)}
 
 
 def _autos(task: dict) -> list[str]:
