@@ -104,6 +104,22 @@ def fit_eval_batch(args, splits: dict):
     return fitted
 
 
+def fit_checkpointing(args, model):
+    """`args` without `activation_checkpointing` (a copy, and a log line) when the model to train cannot
+    checkpoint its activations (a timm architecture without it, a custom module): the run trains as it
+    would have, only with more memory, where Trainer would fail at its start."""
+    import copy
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a PEFT wrapper
+    if not args.activation_checkpointing or getattr(base, "supports_gradient_checkpointing", False):
+        return args
+    log.info("training.activation_checkpointing: %s cannot checkpoint its activations; training without",
+             type(base).__name__)
+    fitted = copy.copy(args)
+    fitted.activation_checkpointing = False
+    return fitted
+
+
 def _streaming_schedule(training: dict[str, Any]) -> dict[str, Any]:
     """data.streaming: an epoch is one pass over a stream that may outlast max_steps, so the evaluation
     and logging the recipe leaves at "each epoch" happen every tenth of max_steps instead (saving follows

@@ -110,3 +110,21 @@ def test_lora_with_gradient_checkpointing_trains_the_same_adapter(tiny_bert, sen
     assert start and all(not torch.equal(start[n], plain[n]) for n in start if "lora_B" in n)
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
+def test_lora_with_gradient_checkpointing_trains_the_same_speech_adapter(tiny_audio, audio_files, tmp_path,  # noqa: F811
+                                                                         family):
+    """The same on speech encoders (plain PeftModel, no input embeddings to mark: non-reentrant
+    checkpointing needs none): every LoRA weight that learns without it learns the same with it."""
+    runs = {}
+    for checkpointing in (False, True):
+        raw = speech_recipe(tiny_audio[family], audio_files["csv"], tmp_path / str(checkpointing), strategy="lora")
+        raw["training"] |= {"activation_checkpointing": checkpointing, "eval_strategy": "no", "save_strategy": "no"}
+        runs[checkpointing] = _trained_adapter(raw, tmp_path / str(checkpointing))
+    start, plain, _ = runs[False]
+    _, checkpointed, trainer = runs[True]
+    assert trainer.model.get_base_model().is_activation_checkpointing
+    assert any(not torch.equal(start[n], plain[n]) for n in start if "lora_B" in n)
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-4, atol=1e-6, msg=name)
