@@ -5,17 +5,18 @@ hf-transfer's build_trainer + Trainer.train, AdamW, LoRA r 8 on query / value):
 
 - `cases`: each case in a fresh CPU process, the cases interleaved, `--repeats` times (median): peak RSS
   (ru_maxrss), peak anonymous memory, the median wall and CPU time of the steps after the first.
-  Cases: full fine-tuning and LoRA as hf-transfer runs them (glibc's mmap threshold fixed at 1 MiB when
-  training begins: trainer.ReturnFreedMemory), each also `_glibc` (that callback removed: glibc's
-  dynamic threshold, as before), LoRA + `training.activation_checkpointing`, and `lora_glibc_trim`
-  (glibc's threshold, `malloc_trim(0)` after every optimizer step). `--cases` picks.
+  Cases: full fine-tuning and LoRA as hf-transfer runs them (PEFT strategies fix glibc's mmap threshold
+  at 1 MiB when training begins, trainer.ReturnFreedMemory; full fine-tuning keeps glibc's dynamic one),
+  `full_mmap` (full fine-tuning with that callback added), `lora_glibc` (LoRA without it),
+  LoRA + `training.activation_checkpointing`, and `lora_glibc_trim` (glibc's threshold, `malloc_trim(0)`
+  after every optimizer step). `--cases` picks.
 - `ab`: step time only, in one process: LoRA steps plain, checkpointed and with the 1 MiB threshold
   alternated (the order rotating each round) on the same batch, so a machine whose load drifts favours
   none; the per-round ratio to the plain step, median. "plain" fixes the threshold at 32 MiB, glibc's
   ceiling for its dynamic threshold (a fixed value cannot be undone; the dynamic one rises to the size
   of the largest block freed, here the 12 MiB feed-forward activations).
 
-    python benchmarks/lora_memory.py cases [--repeats 3] [--cases full,full_glibc,lora,lora_glibc,...]
+    python benchmarks/lora_memory.py cases [--repeats 3] [--cases full,full_mmap,lora,lora_glibc,...]
     python benchmarks/lora_memory.py ab [--rounds 6] [--strategy lora]
 """
 
@@ -51,6 +52,8 @@ class Cpu(TrainerCallback):
     def on_step_end(self, *a, **k): self.times.append(time.process_time() - self.t0)
 if ALLOCATOR in ("glibc", "trim"):
     trainer.remove_callback(ReturnFreedMemory)
+if ALLOCATOR == "mmap":
+    trainer.add_callback(ReturnFreedMemory())
 if ALLOCATOR == "trim":
     trainer.add_callback(Trim())
 with torch.no_grad():
@@ -63,9 +66,10 @@ print(libraries, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, anon
       statistics.median(trainer_timer.times[1:]), statistics.median(Cpu.times[1:]))
 """
 
-CASES = {  # name: (overrides, allocator: None = hf-transfer's, "glibc" = glibc's dynamic threshold, "trim")
+CASES = {  # name: (overrides, allocator: None = hf-transfer's default, "glibc": glibc's dynamic threshold,
+    #               "mmap": the 1 MiB threshold, "trim": glibc's + malloc_trim)
     "full": (["finetune.strategy=full"], None),
-    "full_glibc": (["finetune.strategy=full"], "glibc"),
+    "full_mmap": (["finetune.strategy=full"], "mmap"),
     "lora": (["finetune.strategy=lora"], None),
     "lora_glibc": (["finetune.strategy=lora"], "glibc"),
     "lora_checkpointed": (["finetune.strategy=lora", "training.activation_checkpointing=true"], None),
@@ -139,7 +143,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("cases", "ab"))
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cases", default="full,full_glibc,lora,lora_glibc,lora_checkpointed")
+    parser.add_argument("--cases", default="full,full_mmap,lora,lora_glibc,lora_checkpointed")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--strategy", default="lora")
     parser.add_argument("--work", default=None, help="folder for the model, data and runs (default: a temp folder)")

@@ -6,7 +6,7 @@ which always wins. `TransferTrainer` is `transformers.Trainer` with small, optio
 `Hooks` (strategies/base.py): the strategy's optimizer groups and weight penalty, the objectives' loss
 terms, batch entries and extra modules, and saving a model other than the one Trainer trains (the
 cached-feature probe trains only the head). A guard stops (or skips) non-finite training losses.
-On CPU, freed activations go back to the kernel (`ReturnFreedMemory`); a model that cannot checkpoint
+On CPU, a PEFT run's freed activations go back to the kernel (`ReturnFreedMemory`); a model that cannot checkpoint
 its activations trains without `activation_checkpointing` (`fit_checkpointing`).
 """
 
@@ -129,8 +129,8 @@ def return_freed_memory(args) -> bool:
     """CPU training on glibc: blocks of 1 MiB or more (activations, their gradients) go back to the kernel
     when freed. By default glibc's mmap threshold rises past the activations' size after the first free, so
     from then on they come from the heap and, once freed, stay resident. BERT-base, batch 8 x 128: LoRA's
-    peak RSS -20 %, the step time unchanged within noise (BENCHMARKS.md, LoRA memory). A threshold the
-    user set (MALLOC_MMAP_THRESHOLD_, GLIBC_TUNABLES) wins. Returns whether it was set."""
+    peak RSS -20 %, the step time unchanged (BENCHMARKS.md, LoRA memory). A threshold the user set
+    (MALLOC_MMAP_THRESHOLD_, GLIBC_TUNABLES) wins. Returns whether it was set."""
     import ctypes
     import sys
 
@@ -147,7 +147,7 @@ def return_freed_memory(args) -> bool:
 
 
 class ReturnFreedMemory(TrainerCallback):
-    """`return_freed_memory` when training begins (every TransferTrainer has it)."""
+    """`return_freed_memory` when training begins: for the strategies whose record asks for it (PEFT)."""
 
     def on_train_begin(self, args, state, control, **kwargs):
         return_freed_memory(args)
@@ -189,6 +189,11 @@ def early_stopping(recipe: Recipe) -> list:
     if recipe.early_stopping_patience is None:
         return []
     return [EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience)]
+
+
+def memory_callbacks(recipe: Recipe) -> list:
+    """ReturnFreedMemory where the recipe's strategy asks for it (its record's `return_freed_memory`)."""
+    return [ReturnFreedMemory()] if STRATEGIES[recipe.finetune.strategy].return_freed_memory else []
 
 
 def install_nan_guard(model, trainer, policy: str) -> dict[str, int]:
@@ -247,8 +252,7 @@ class TransferTrainer(Trainer):
 
     def __init__(self, *args, hooks: Hooks | None = None, export_model=None, **kwargs):
         hooks = hooks or Hooks()
-        callbacks = [*(kwargs.pop("callbacks", None) or []), *hooks.callbacks, ReturnFreedMemory()]
-        super().__init__(*args, callbacks=callbacks, **kwargs)
+        super().__init__(*args, callbacks=[*(kwargs.pop("callbacks", None) or []), *hooks.callbacks], **kwargs)
         self.hooks, self.export_model = hooks, export_model
 
     def create_optimizer(self, model=None):

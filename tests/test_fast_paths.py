@@ -163,6 +163,13 @@ def test_cpu_training_returns_freed_blocks_unless_a_threshold_is_set(monkeypatch
     assert libc.calls == ([(trainer.M_MMAP_THRESHOLD, 1 << 20)] if expected else [])
 
 
-def test_every_trainer_returns_freed_memory_when_training_begins(tiny_bert, sentiment_files, tmp_path):
-    built, _ = train.build_trainer(load_recipe(text_recipe(tiny_bert, sentiment_files, tmp_path)), tmp_path)
-    assert any(isinstance(c, trainer.ReturnFreedMemory) for c in built.callback_handler.callbacks)
+@pytest.mark.parametrize("strategy, expected", [("lora", True), ("ia3", True), ("full", False)])
+def test_peft_runs_return_freed_memory_when_training_begins_and_full_runs_do_not(tiny_bert, sentiment_files,
+                                                                                  tmp_path, strategy, expected):
+    """The default lives in the strategy record (`return_freed_memory`): PEFT strategies on, full off."""
+    from hf_transfer.strategies import STRATEGIES
+
+    assert STRATEGIES[strategy].return_freed_memory is expected
+    raw = text_recipe(tiny_bert, sentiment_files, tmp_path, strategy=strategy)
+    built, _ = train.build_trainer(load_recipe(raw), tmp_path)
+    assert any(isinstance(c, trainer.ReturnFreedMemory) for c in built.callback_handler.callbacks) is expected
