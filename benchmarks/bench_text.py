@@ -286,7 +286,7 @@ import accelerate, datasets, peft, torch, transformers
 from common import PeakMemory, PeakTensorMemory, module_tensor_mb, rss_anon_mb, rss_mb
 from bench_text import RECIPE, hf_transfer_trainer
 libraries = rss_mb()
-trainer, _ = hf_transfer_trainer(RECIPE, {overrides!r}, Path({str(out)!r}))
+trainer, trainer_timer = hf_transfer_trainer(RECIPE, {overrides!r}, Path({str(out)!r}))
 {measure}"""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
@@ -302,16 +302,21 @@ def peak_memory(overrides: list[str], out: Path) -> dict:
     - peak_anon_mb: peak anonymous memory (RssAnon, sampled every 5 ms): tensors and the Python heap,
       without mapped files (library code, whose resident share moves with the machine's page cache).
       The weights are copied out of their memory-mapped file first, so every strategy counts them here;
-    - libraries_mb: RSS with torch, transformers, datasets, peft and accelerate imported."""
-    libraries, peak, anon = _memory_child(overrides, out, """
+    - libraries_mb: RSS with torch, transformers, datasets, peft and accelerate imported;
+    - step_s: the median wall time of the training steps after the first (what a memory saving costs; on a
+      shared machine compare it only within one interleaved run)."""
+    libraries, peak, anon, step = _memory_child(overrides, out, """
+import statistics
 with torch.no_grad():
     for param in trainer.model.parameters():
         param.data = param.data.clone()
 with PeakMemory(0.005, rss_anon_mb) as anon:
     trainer.train()
-print(libraries, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, anon.peak_mb)
+print(libraries, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, anon.peak_mb,
+      statistics.median(trainer_timer.times[1:]))
 """)
-    return {"peak_rss_mb": round(peak), "peak_anon_mb": round(anon), "libraries_mb": round(libraries)}
+    return {"peak_rss_mb": round(peak), "peak_anon_mb": round(anon), "libraries_mb": round(libraries),
+            "step_s": round(step, 2)}
 
 
 def peak_tensor_memory(overrides: list[str], out: Path) -> float:
@@ -348,7 +353,8 @@ def memory_summary(work: Path, repeats: int = 3) -> tuple[list[dict], dict]:
             runs[name].append(peak_memory(base + over, work / f"mem-{name}"))
     rows = []
     for name, measured in runs.items():
-        row = {key: round(statistics.median(m[key] for m in measured)) for key in measured[0]}
+        row = {key: round(statistics.median(m[key] for m in measured), 2 if key == "step_s" else None)
+               for key in measured[0]}
         row["peak_tensor_mb"] = peak_tensor_memory(base + MEMORY_CASES[name], work / f"mem-{name}")
         rows.append({"case": f"BERT-base {name.replace('_', ' ')}", **row,
                      "peak_rss_mb_each_run": [m["peak_rss_mb"] for m in measured],
@@ -363,6 +369,8 @@ def memory_summary(work: Path, repeats: int = 3) -> tuple[list[dict], dict]:
     for key, (a, b) in pairs.items():
         for m, mb in by_case.items():
             summary[f"bert_base_{key}_peak_{m}"] = round(mb[a] / mb[b], 3)
+    step = {name: r["step_s"] for name, r in zip(MEMORY_CASES, rows)}
+    summary["bert_base_lora_checkpointed_over_lora_step_s"] = round(step["lora_checkpointed"] / step["lora"], 3)
     return rows, summary
 
 

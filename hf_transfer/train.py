@@ -35,8 +35,8 @@ from hf_transfer.strategies import (
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks.data import fold_of, load_data
 from hf_transfer.trainer import (
-    close_logs, early_stopping, fit_eval_batch, install_nan_guard, log_to_run_folder, loss_before, trainer_class, training_arguments,
-    whole_run_train_loss,
+    close_logs, early_stopping, fit_checkpointing, fit_eval_batch, install_nan_guard, log_to_run_folder, loss_before,
+    memory_callbacks, trainer_class, training_arguments, whole_run_train_loss,
 )
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
     loss = task.loss(spec)
     splits, collator, loss = objectives.attach(recipe, task, spec, model, processor, loaded, splits, collator,
                                                hooks, args, loss)  # class weights, distill, domain
+    args = fit_checkpointing(args, model)
     trainer = trainer_class(task, model)(
         model=model,
         args=args,
@@ -99,7 +100,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
         processing_class=processor,
         data_collator=collator,
         compute_metrics=task.compute_metrics(spec),
-        callbacks=early_stopping(recipe),
+        callbacks=early_stopping(recipe) + memory_callbacks(recipe),
         hooks=hooks,
         export_model=export,
         compute_loss_func=loss,

@@ -110,3 +110,66 @@ def test_lora_with_gradient_checkpointing_trains_the_same_adapter(tiny_bert, sen
     assert start and all(not torch.equal(start[n], plain[n]) for n in start if "lora_B" in n)
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
+def test_lora_with_gradient_checkpointing_trains_the_same_speech_adapter(tiny_audio, audio_files,  # noqa: F811
+                                                                         tmp_path, family):
+    """The same on speech encoders (plain PeftModel, no input embeddings to mark: non-reentrant
+    checkpointing needs none): every LoRA weight that learns without it learns the same with it."""
+    runs = {}
+    for checkpointing in (False, True):
+        raw = speech_recipe(tiny_audio[family], audio_files["csv"], tmp_path / str(checkpointing), strategy="lora")
+        raw["training"] |= {"activation_checkpointing": checkpointing, "eval_strategy": "no", "save_strategy": "no"}
+        runs[checkpointing] = _trained_adapter(raw, tmp_path / str(checkpointing))
+    start, plain, _ = runs[False]
+    _, checkpointed, trainer = runs[True]
+    assert trainer.model.get_base_model().is_activation_checkpointing
+    assert any(not torch.equal(start[n], plain[n]) for n in start if "lora_B" in n)
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+class _Glibc:
+    def __init__(self, glibc: bool = True):
+        self.calls = []
+        if glibc:
+            self.gnu_get_libc_version = lambda: b"2.36"
+
+    def mallopt(self, param, value):
+        self.calls.append((param, value))
+        return 1
+
+
+@pytest.mark.parametrize("env, device, glibc, expected", [
+    ({}, "cpu", True, True),
+    ({"MALLOC_MMAP_THRESHOLD_": "131072"}, "cpu", True, False),  # the user's threshold wins
+    ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"}, "cpu", True, False),
+    ({}, "cuda", True, False),  # activations live on the GPU
+    ({}, "cpu", False, False),  # not glibc (musl)
+])
+def test_cpu_training_returns_freed_blocks_unless_a_threshold_is_set(monkeypatch, env, device, glibc, expected):
+    import ctypes
+    import sys
+
+    libc = _Glibc(glibc)
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: libc)
+    monkeypatch.setattr(sys, "platform", "linux")
+    for key in ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert trainer.return_freed_memory(SimpleNamespace(device=torch.device(device))) is expected
+    assert libc.calls == ([(trainer.M_MMAP_THRESHOLD, 1 << 20)] if expected else [])
+
+
+@pytest.mark.parametrize("strategy, expected", [("lora", True), ("ia3", True), ("full", False)])
+def test_peft_runs_return_freed_memory_when_training_begins_and_full_runs_do_not(tiny_bert, sentiment_files,
+                                                                                  tmp_path, strategy, expected):
+    """The default lives in the strategy record (`return_freed_memory`): PEFT strategies on, full off."""
+    from hf_transfer.strategies import STRATEGIES
+
+    assert STRATEGIES[strategy].return_freed_memory is expected
+    raw = text_recipe(tiny_bert, sentiment_files, tmp_path, strategy=strategy)
+    built, _ = train.build_trainer(load_recipe(raw), tmp_path)
+    assert any(isinstance(c, trainer.ReturnFreedMemory) for c in built.callback_handler.callbacks) is expected

@@ -455,3 +455,36 @@ def test_efficientnet_default_recipe_runs_on_a_tiny_stand_in(tmp_path, images):
     effnet = save_tiny_timm(tmp_path / "tiny-effnet", "test_efficientnet")
     result = finetune(stand_in("efficientnet_lite0_fashion_mnist.yaml", effnet, images, tmp_path / "out"))
     assert result.metrics["trainable_parameters"] == result.metrics["total_parameters"]
+
+
+def test_activation_checkpointing_on_a_timm_lora_run_uses_timms_own_and_trains_the_same_adapter(tiny_resnet, images,
+                                                                                                tmp_path):
+    """training.activation_checkpointing on a timm backbone: timm's block checkpointing (non-reentrant), under
+    PEFT's wrapper too; gradients reach the LoRA weights through the recomputed blocks, exactly as without."""
+    from hf_transfer import train
+
+    runs = {}
+    for checkpointing in (False, True):
+        raw = vision_recipe(tiny_resnet, images, tmp_path / str(checkpointing), strategy="lora", r=2)
+        raw["training"] |= {"activation_checkpointing": checkpointing, "eval_strategy": "no", "save_strategy": "no"}
+        trainer, _ = train.build_trainer(config.load_recipe(raw), tmp_path / str(checkpointing))
+        start = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+        trainer.train()
+        runs[checkpointing] = start, {n: p.detach().clone() for n, p in trainer.model.named_parameters() if n in start}
+        assert trainer.model.get_base_model().model.grad_checkpointing == checkpointing
+    start, plain = runs[False]
+    assert any(not torch.equal(start[n], plain[n]) for n in start if "lora_B" in n)
+    for name, weight in runs[True][1].items():
+        torch.testing.assert_close(weight, plain[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_timm_architecture_without_checkpointing_trains_without_it(tmp_path, images, caplog):
+    """VGG has no activation checkpointing in timm: the run says so in one log line and trains as usual,
+    where Trainer would fail at its start."""
+    vgg = save_tiny_timm(tmp_path / "tiny-vgg", "vgg11", mlp_ratio=1 / 64)
+    raw = vision_recipe(vgg, images, tmp_path / "out")
+    raw["training"] |= {"activation_checkpointing": True}
+    with caplog.at_level("INFO", logger="hf_transfer.trainer"):
+        result = finetune(raw)
+    assert "cannot checkpoint its activations" in caplog.text
+    assert not result.trainer.args.activation_checkpointing and result.metrics["train"]["train_loss"] > 0

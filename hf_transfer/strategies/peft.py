@@ -235,7 +235,7 @@ def _strategy(method: PeftMethod) -> Strategy:
 
     return Strategy(
         name=method.name, options=method.options, apply=lambda model, cfg, task_type=None: wrap(model, cfg, method, task_type),
-        hooks=hooks, peft=True, reload_best=method.reload_best, finish=finish,
+        hooks=hooks, peft=True, reload_best=method.reload_best, finish=finish, return_freed_memory=True,
     )
 
 

@@ -88,6 +88,15 @@ class TimmClassifier(nn.Module):
         self.model = model
         self.label_names = label_names
         self.problem_type = problem_type
+        self.supports_gradient_checkpointing = _timm_checkpointing(model, True)
+        if self.supports_gradient_checkpointing:
+            _timm_checkpointing(model, False)  # asked, not switched on: Trainer does that when training wants it
+        self.is_activation_checkpointing = False
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers=1, offload=False):
+        """Trainer's `training.activation_checkpointing`: timm's own checkpointing of the blocks
+        (non-reentrant unless TIMM_REENTRANT_CKPT says otherwise, so frozen inputs need no gradient)."""
+        self.is_activation_checkpointing = _timm_checkpointing(self.model, True)
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None):
         from transformers.modeling_outputs import ImageClassifierOutput
@@ -95,6 +104,16 @@ class TimmClassifier(nn.Module):
         logits = self.model(pixel_values)
         loss = None if labels is None else classification_loss(logits, labels, self.problem_type)
         return ImageClassifierOutput(loss=loss, logits=logits)
+
+
+def _timm_checkpointing(model: nn.Module, enable: bool) -> bool:
+    """timm's `set_grad_checkpointing(enable)`; False where the architecture has none (e.g. VGG, Inception
+    assert it off)."""
+    try:
+        model.set_grad_checkpointing(enable)
+    except (AssertionError, AttributeError, NotImplementedError):
+        return False
+    return True
 
 
 def timm_source(name_or_path: str) -> str:
