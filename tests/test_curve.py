@@ -60,6 +60,7 @@ def test_curve_defaults_and_overrides():
     recipe = load_recipe(MINIMAL, ["curve.fractions=[0.2, 1]", "seeds=[1, 2]", "compare=[scratch]"])
     assert recipe.curve.fractions == [0.2, 1.0] and recipe.curve.fraction is None
     assert load_recipe(MINIMAL).curve is None
+    assert load_recipe(MINIMAL, {"curve": {"fractions": [0.1, 1.0]}}).curve.fractions == [0.1, 1.0]  # the Python API
 
 
 # --------------------------------------------------------------------------- the subsets
