@@ -150,7 +150,7 @@ def test_a_curve_over_two_seeds_writes_points_table_figure_and_intervals(tiny_be
             assert p["half_width"] == pytest.approx(row["interval"]["half_width"]) and p["low"] <= p["mean"] <= p["high"]
     assert [(m["run"], m["examples"]) for m in curve["matches"]] == [("main", 11), ("main", 43)]
     md = (out / "curve.md").read_text()
-    assert "| N | fraction | main (pretrained) | scratch (scratch) | majority (majority) |" in md
+    assert "| N | fraction | main (pretrained) | scratch | majority |" in md
     for i, n in enumerate((11, 43)):
         cells = [f"{r['points'][i]['mean']:.4f} ± {r['points'][i]['half_width']:.4f}" for r in runs.values()]
         assert md.count(f"| {n} | {curve['points'][i]['fraction']:g} | ") == 1 and all(c in md for c in cells)

@@ -30,6 +30,10 @@ def _pm(point: dict[str, Any]) -> str:
     return text + (" **collapsed**" if point["collapsed"] else "")
 
 
+def _label(run: dict[str, Any]) -> str:
+    return run["name"] if run["name"] == run["kind"] else f"{run['name']} ({run['kind']})"
+
+
 def _n(examples: float | None) -> str:
     return "—" if examples is None else f"{examples:.0f}" if float(examples).is_integer() else f"{examples:.1f}"
 
@@ -46,7 +50,7 @@ def curve_markdown(curve: dict[str, Any]) -> str:
         f"examples: nested subsets of the {curve['pool']} training rows, {drawn}, drawn anew per seed; the same "
         f"validation and test split at every point. {curve['training_runs']} training runs.",
         "",
-        "| N | fraction | " + " | ".join(f"{r['name']} ({r['kind']})" for r in runs) + " |",
+        "| N | fraction | " + " | ".join(_label(r) for r in runs) + " |",
         "|---|---|" + "---|" * len(runs),
     ]
     for i, point in enumerate(curve["points"]):
@@ -98,7 +102,7 @@ def plot(curve: dict[str, Any], path: Path) -> None:
         if r["kind"] not in TRAINED:  # a baseline: dashed, no band
             ax.plot(xs, ys, linestyle="--", color="grey", label=r["name"])
             continue
-        line = ax.plot(xs, ys, marker="o", label=f"{r['name']} ({r['kind']})")[0]
+        line = ax.plot(xs, ys, marker="o", label=_label(r))[0]
         banded = [p for p in found if p["half_width"] is not None]
         if banded:
             bx = [p["examples"] for p in banded]

@@ -85,13 +85,17 @@ def describe(planned: dict[str, Any]) -> str:
     """The plan in one line, logged before the first run."""
     p = planned
     line = (f"curve: {len(p['fractions'])} fractions (N = {', '.join(map(str, p['examples']))} of {p['pool']} "
-            f"training rows) x {len(p['runs'])} trained runs ({', '.join(p['runs'])}) x {len(p['seeds'])} seeds "
+            f"training rows) x {len(p['runs'])} trained runs ({', '.join(p['runs'])}) x {_count(p['seeds'], 'seed')} "
             f"= {p['training_runs']} training runs")
     if p["baselines"]:
         line += f", plus baselines that train nothing ({', '.join(p['baselines'])})"
     for fraction, classes in p["too_small"].items():
         line += f"; fraction {fraction} is too small to hold every class: {', '.join(classes)} keep one example each"
     return line
+
+
+def _count(items: list[Any], noun: str) -> str:
+    return f"{len(items)} {noun}{'s' * (len(items) != 1)}"
 
 
 def run_curve(recipe, overwrite: bool = False, resume: bool = False) -> FinetuneResult:
