@@ -4,8 +4,8 @@ Each section is built from its dataclass (recipe/typed.py: unknown keys, wrong t
 section from its record's `options` (hf_transfer.tasks.TASKS), the `finetune` section from the
 strategy's (hf_transfer.strategies.STRATEGIES); `training` is checked against
 `transformers.TrainingArguments`'s own fields. Then the rules that span sections: the task and the
-modality, multi-task, cross-validation, learning curves, objectives, and each `compare` variant validated as a recipe of
-its own. Every error names the key path and fits on one line.
+modality, multi-task, cross-validation, learning curves, objectives, and each `compare` variant validated
+as a recipe of its own. Every error names the key path and fits on one line.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any, Literal
 from hf_transfer.errors import RecipeError
 from hf_transfer.recipe import variants
 from hf_transfer.recipe.schema import (
-    CurveConfig, CVConfig, DataConfig, DistillConfig, DomainConfig, HubConfig, ModelConfig, RankConfig, Recipe, TaskConfig,
-    TuneConfig,
+    CurveConfig, CVConfig, DataConfig, DistillConfig, DomainConfig, HubConfig, ModelConfig, RankConfig, Recipe,
+    TaskConfig, TuneConfig,
 )
 from hf_transfer.recipe.typed import INT32_MAX, build, check_range, check_value
 from hf_transfer.recipe.yaml import apply_override, dump_yaml, parse_override, read_recipe_file

@@ -1,8 +1,8 @@
 """The typed recipe schema: one dataclass per YAML section shared by every task.
 
 A recipe is YAML with the sections `model`, `data`, `finetune`, `training` and `hub`, the optional
-`task`, `distill`, `domain`, `tasks`, `cv`, `curve`, `compare`, `seeds`, `rank`, `tune`, and the task's own section (`vision`, `speech`,
-...). The sections below are the shared ones. `finetune` is the chosen strategy's options (its record in
+`task`, `distill`, `domain`, `tasks`, `cv`, `curve`, `compare`, `seeds`, `rank`, `tune`, and the task's
+own section (`vision`, `speech`, ...). The sections below are the shared ones. `finetune` is the chosen strategy's options (its record in
 `hf_transfer.strategies`); the task's section is its record's `options` (`hf_transfer.tasks`).
 `training` is handed to `transformers.TrainingArguments` and checked against that class's own fields,
 so it is not re-modelled here. Reading YAML into these classes (unknown keys, wrong types, every rule
