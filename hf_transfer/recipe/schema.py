@@ -2,12 +2,12 @@
 
 A recipe is YAML with the sections `model`, `data`, `finetune`, `training` and `hub`, the optional
 `task`, `distill`, `domain`, `tasks`, `cv`, `curve`, `compare`, `seeds`, `rank`, `tune`, and the task's
-own section (`vision`, `speech`, ...). The sections below are the shared ones. `finetune` is the chosen strategy's options (its record in
-`hf_transfer.strategies`); the task's section is its record's `options` (`hf_transfer.tasks`).
-`training` is handed to `transformers.TrainingArguments` and checked against that class's own fields,
-so it is not re-modelled here. Reading YAML into these classes (unknown keys, wrong types, every rule
-that spans sections) is `hf_transfer.validate`; a class's `__post_init__` checks only rules
-within its own section. Every error names the key path and fits on one line.
+own section (`vision`, `speech`, ...). The sections below are the shared ones. `finetune` is the chosen
+strategy's options (its record in `hf_transfer.strategies`); the task's section is its record's `options`
+(`hf_transfer.tasks`). `training` is handed to `transformers.TrainingArguments` and checked against that
+class's own fields, so it is not re-modelled here. Reading YAML into these classes (unknown keys, wrong
+types, every rule that spans sections) is `hf_transfer.validate`; a class's `__post_init__` checks only
+rules within its own section. Every error names the key path and fits on one line.
 """
 
 from __future__ import annotations
