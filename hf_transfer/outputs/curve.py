@@ -76,7 +76,7 @@ def match_lines(curve: dict[str, Any]) -> list[str]:
     metric, scratch = f"{curve['split']} {curve['metric']}", curve["scratch"]
     lines = []
     for m in curve["matches"]:
-        at = f"{m['run']} ({m['kind']}) at N = {_n(m['examples'])} ({metric} {m['value']:.4f})"
+        at = f"{_label({'name': m['run'], 'kind': m['kind']})} at N = {_n(m['examples'])} ({metric} {m['value']:.4f})"
         if m["status"] == "reached":
             ratio = f", {m['needed'] / m['examples']:.1f}x as many" if m["examples"] else ""
             lines.append(f"- {scratch} needs ≈ {m['needed']:.0f} examples to match {at}{ratio}.")
@@ -116,8 +116,9 @@ def plot(curve: dict[str, Any], path: Path) -> None:
     ax.minorticks_off()
     ax.set_xlabel("training examples N (log scale)")
     ax.set_ylabel(f"{curve['split']} {curve['metric']}")
-    seeds = len(curve["seeds"])
-    ax.set_title(f"Learning curve: mean over {seeds} seed{'s' * (seeds > 1)}, 95% intervals")
+    seeds = curve["seeds"]
+    over = f"mean over {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
+    ax.set_title(f"Learning curve ({over}, 95% intervals)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
