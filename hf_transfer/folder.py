@@ -16,8 +16,9 @@ Everything that reads or writes these names goes through this module. Nothing fi
   new model is about to be written.
 - A lock file beside the folder (`.<name>.lock`, holding the process id) refuses a second run into
   the same folder; the lock of a process that no longer exists is taken over.
-- A run made of runs (cv folds, seeds) is staged as a whole (`staged`): with --overwrite its folds or
-  seeds are all written beside the old run, which is replaced only when every one is complete.
+- A run made of runs (cv folds, seeds, learning-curve points) is staged as a whole (`staged`): with
+  --overwrite its parts are all written beside the old run, which is replaced only when every one is
+  complete.
 """
 
 from __future__ import annotations
@@ -61,10 +62,12 @@ def has_files(out: Path) -> bool:
 
 def is_run_folder(out: Path) -> bool:
     """A folder an hf-transfer run wrote: its recipe, its metrics or its checkpoints; or the folder of
-    a cross-validation or of several seeds (its summary, or fold / seed folders that are runs)."""
-    if any((out / name).exists() for name in (RECIPE, COMPLETE_MARKER, CHECKPOINTS, "cv.json")):
+    a cross-validation, of several seeds or of a learning curve (its summary, or fold / seed / fraction
+    folders that are runs)."""
+    if any((out / name).exists() for name in (RECIPE, COMPLETE_MARKER, CHECKPOINTS, "cv.json", "curve.json")):
         return True
-    return any(is_run_folder(sub) for pattern in ("fold-*", "seed-*") for sub in out.glob(pattern) if sub.is_dir())
+    return any(is_run_folder(sub) for pattern in ("fold-*", "seed-*", "fraction-*") for sub in out.glob(pattern)
+               if sub.is_dir())
 
 
 def staging_dir(out: Path) -> Path:

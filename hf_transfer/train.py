@@ -33,7 +33,7 @@ from hf_transfer.strategies import (
     STRATEGIES, apply_strategy, count_parameters, probe, trained_modules, trainer_hooks,
 )
 from hf_transfer.tasks import resolve
-from hf_transfer.tasks.data import fold_of, load_data
+from hf_transfer.tasks.data import fold_of, load_data, subset_of
 from hf_transfer.trainer import (
     close_logs, early_stopping, fit_checkpointing, fit_eval_batch, install_nan_guard, log_to_run_folder, loss_before,
     memory_callbacks, trainer_class, training_arguments, whole_run_train_loss,
@@ -60,10 +60,11 @@ def output_dir(recipe: Recipe) -> Path:
 
 def load_splits(recipe: Recipe, seed: int):
     """The recipe's data (LoadedData), labelled by the task; a cross-validation fold (`cv.fold`) replaces
-    the validation split."""
+    the validation split, a learning-curve point (`curve.fraction`) keeps its share of the training split
+    (drawn with `seed`)."""
     task, spec = resolve(recipe)
     return load_data(recipe.data, task.input_columns(spec), seed, labeler=task.labeler(spec),
-                     fold=fold_of(recipe.cv))
+                     fold=fold_of(recipe.cv), subset=subset_of(recipe.curve, seed))
 
 
 def build_trainer(recipe: Recipe, out: Path, args=None):
@@ -111,6 +112,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
     trainer.nan_counts = install_nan_guard(model, trainer, recipe.nan_policy)
     trainer.cached_features = features  # None unless the head trained on cached features
     trainer.class_names = loaded.label_names  # the per-class details of metrics.json name them
+    trainer.train_examples = _count(loaded.splits["train"])  # labelled training rows (metrics.json)
     return trainer, splits
 
 
@@ -277,6 +279,14 @@ def _in_dataset_order(value, order: np.ndarray | None):
     return out
 
 
+def _count(split) -> int | None:
+    """Rows of a split; None for a stream (no length)."""
+    try:
+        return len(split)
+    except TypeError:
+        return None
+
+
 def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
     if resume:
         _check_resume(recipe, out)
@@ -305,6 +315,7 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
     metrics: dict[str, Any] = {
         "train": train_metrics,
         **{role: scores for role, (scores, _, _) in evaluated.items()},
+        "train_examples": trainer.train_examples,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "trained_modules": trained_modules(trainer.export_model or trainer.model),

@@ -4,8 +4,8 @@ Each section is built from its dataclass (recipe/typed.py: unknown keys, wrong t
 section from its record's `options` (hf_transfer.tasks.TASKS), the `finetune` section from the
 strategy's (hf_transfer.strategies.STRATEGIES); `training` is checked against
 `transformers.TrainingArguments`'s own fields. Then the rules that span sections: the task and the
-modality, multi-task, cross-validation, objectives, and each `compare` variant validated as a recipe of
-its own. Every error names the key path and fits on one line.
+modality, multi-task, cross-validation, learning curves, objectives, and each `compare` variant validated
+as a recipe of its own. Every error names the key path and fits on one line.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any, Literal
 from hf_transfer.errors import RecipeError
 from hf_transfer.recipe import variants
 from hf_transfer.recipe.schema import (
-    CVConfig, DataConfig, DistillConfig, DomainConfig, HubConfig, ModelConfig, RankConfig, Recipe, TaskConfig,
-    TuneConfig,
+    CurveConfig, CVConfig, DataConfig, DistillConfig, DomainConfig, HubConfig, ModelConfig, RankConfig, Recipe,
+    TaskConfig, TuneConfig,
 )
 from hf_transfer.recipe.typed import INT32_MAX, build, check_range, check_value
 from hf_transfer.recipe.yaml import apply_override, dump_yaml, parse_override, read_recipe_file
@@ -233,6 +233,7 @@ def validate(raw: Any) -> Recipe:
         **_build_objectives(raw, finetune, task),
         tasks=None if raw.get("tasks") is None else check_value(raw["tasks"], list[TaskConfig], "tasks"),
         cv=None if raw.get("cv") is None else build(CVConfig, raw["cv"], "cv"),
+        curve=None if raw.get("curve") is None else build(CurveConfig, raw["curve"], "curve"),
         rank=None if raw.get("rank") is None else build(RankConfig, raw["rank"], "rank"),
         tune=_build_tune(raw),
         sections=sections,
@@ -241,6 +242,7 @@ def validate(raw: Any) -> Recipe:
     _check_cv(recipe)
     _check_streaming(recipe, task)
     _check_seeds_with(recipe)
+    _check_curve(recipe)
     return recipe
 
 
@@ -313,6 +315,17 @@ def _check_seeds_with(recipe: Recipe) -> None:
                              ("hub.push", recipe.hub.push, "push one seed's folder with hf-transfer push")):
         if value:
             raise RecipeError(f"seeds: not available with {key} ({hint})")
+
+
+def _check_curve(recipe: Recipe) -> None:
+    """`curve` against the sections that split or share out the training data otherwise."""
+    if recipe.curve is None:
+        return
+    for key, value, hint in (("cv", recipe.cv, "both cut the training split"),
+                             ("tasks", recipe.tasks, "one task per recipe"),
+                             ("hub.push", recipe.hub.push, "push one point's folder with hf-transfer push")):
+        if value:
+            raise RecipeError(f"curve: not available with {key} ({hint})")
 
 
 def _check_multitask(recipe: Recipe) -> None:
@@ -393,6 +406,7 @@ def _check_streaming(recipe: Recipe, task) -> None:
         "data.class_weights: auto": recipe.data.class_weights == "auto",
         "finetune.cache_features": getattr(recipe.finetune, "cache_features", None) is True,
         "tasks": bool(recipe.tasks), "compare": bool(recipe.compare), "cv": recipe.cv is not None,
+        "curve": recipe.curve is not None,
         "rank": recipe.rank is not None, "distill": recipe.distill is not None, "domain": recipe.domain is not None,
     }
     for key, used in whole_split.items():

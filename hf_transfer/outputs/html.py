@@ -6,7 +6,8 @@ Sections, each only where it applies: the run (model, data, strategy, parameters
 `log_history`, the Trainer's log; the validation metric is the one the recipe selects by,
 `metric_for_best_model`), entity scores per type (token classification), per-class scores and confusion
 matrices (metrics.json's `per_class`), and the transfer report (recipe `compare`: report.md's table and
-verdict, curves.png) when the folder has one. Every text put into the page is escaped.
+verdict, curves.png) when the folder has one. A learning curve's folder (runs/curve.py) gets its own page:
+curve.md, curve.png, then each point's transfer report. Every text put into the page is escaped.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.folder import RECIPE, REPORT_HTML, read_metrics
+from hf_transfer.outputs import curve as curve_files
 from hf_transfer.outputs.card import collapse_section
 from hf_transfer.tasks import resolve
 from hf_transfer.train import FINAL_EVALUATIONS
@@ -62,8 +64,29 @@ def build_html(out_dir: str | Path) -> str:
         _classes_section(metrics.get("per_class") or {}),
         _transfer_section(out),
     ]
+    return _page(out, "\n".join(s for s in sections if s))
+
+
+def write_curve_html(out_dir: str | Path) -> Path:
+    """report.html of a learning curve's folder: curve.md and curve.png, then every point's transfer report."""
+    out = Path(out_dir)
+    curve = curve_files.read(out)
+    parts = markdown_html((out / curve_files.MARKDOWN).read_text(encoding="utf-8").splitlines()[1:])
+    parts.insert(1, _img((out / curve_files.PNG).read_bytes(), "learning curve: metric against training examples"))
+    sections = ["<section id=\"curve\">\n<h2>Learning curve</h2>\n" + "\n".join(parts) + "\n</section>"]
+    for point in curve["points"]:
+        folder = out / Path(point["output_dir"]).name
+        section = _transfer_section(folder)
+        if section:
+            heading = f"N = {point['examples']:.0f} (fraction {point['fraction']:g}): transfer report"
+            sections.append(section.replace("<h2>Transfer report</h2>", f"<h2>{escape(heading)}</h2>", 1))
+    path = out / REPORT_HTML
+    path.write_text(_page(out, "\n".join(sections)), encoding="utf-8")
+    return path
+
+
+def _page(out: Path, body: str) -> str:
     title = f"{out.resolve().name}: hf-transfer report"
-    body = "\n".join(s for s in sections if s)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
             f"<style>{STYLE}</style>\n</head>\n<body>\n<h1>{escape(out.resolve().name)}</h1>\n{body}\n</body>\n</html>\n")
 

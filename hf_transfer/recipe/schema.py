@@ -1,13 +1,13 @@
 """The typed recipe schema: one dataclass per YAML section shared by every task.
 
 A recipe is YAML with the sections `model`, `data`, `finetune`, `training` and `hub`, the optional
-`task`, `distill`, `domain`, `tasks`, `cv`, `compare`, `seeds`, `rank`, `tune`, and the task's own section (`vision`, `speech`,
-...). The sections below are the shared ones. `finetune` is the chosen strategy's options (its record in
-`hf_transfer.strategies`); the task's section is its record's `options` (`hf_transfer.tasks`).
-`training` is handed to `transformers.TrainingArguments` and checked against that class's own fields,
-so it is not re-modelled here. Reading YAML into these classes (unknown keys, wrong types, every rule
-that spans sections) is `hf_transfer.validate`; a class's `__post_init__` checks only rules
-within its own section. Every error names the key path and fits on one line.
+`task`, `distill`, `domain`, `tasks`, `cv`, `curve`, `compare`, `seeds`, `rank`, `tune`, and the task's
+own section (`vision`, `speech`, ...). The sections below are the shared ones. `finetune` is the chosen
+strategy's options (its record in `hf_transfer.strategies`); the task's section is its record's `options`
+(`hf_transfer.tasks`). `training` is handed to `transformers.TrainingArguments` and checked against that
+class's own fields, so it is not re-modelled here. Reading YAML into these classes (unknown keys, wrong
+types, every rule that spans sections) is `hf_transfer.validate`; a class's `__post_init__` checks only
+rules within its own section. Every error names the key path and fits on one line.
 """
 
 from __future__ import annotations
@@ -227,6 +227,30 @@ class CVConfig:
     """Train this one fold only (0-based); set in each fold's saved recipe.yaml."""
 
 
+CURVE_FRACTIONS = [0.05, 0.1, 0.25, 0.5, 1.0]
+
+
+@dataclass
+class CurveConfig:
+    """The recipe's `curve:` section: a learning curve, the recipe (with its `compare` runs and `seeds`)
+    trained on nested, stratified shares of the training split (see runs/curve.py)."""
+
+    fractions: list[float] = field(default_factory=lambda: list(CURVE_FRACTIONS))
+    """Shares of the training split, each in (0, 1]; at least one example of every class is kept."""
+    fraction: float | None = None
+    """Train this one share only; set in each point's saved recipe.yaml."""
+
+    def __post_init__(self) -> None:
+        if not self.fractions:
+            raise RecipeError("curve.fractions: list at least one fraction")
+        for i, value in enumerate(self.fractions):
+            check_range(value, f"curve.fractions[{i}]", low=0, high=1, low_open=True)
+        twice = [v for i, v in enumerate(self.fractions) if v in self.fractions[:i]]
+        if twice:
+            raise RecipeError(f"curve.fractions: {twice[0]} listed twice")
+        check_range(self.fraction, "curve.fraction", low=0, high=1, low_open=True)
+
+
 @dataclass
 class RankConfig:
     """The `rank:` section: `hf-transfer rank` scores candidate backbones on frozen features (runs/rank.py)."""
@@ -310,6 +334,8 @@ class Recipe:
     """Multi-task: a head per task on one shared backbone (see tasks/multitask.py); replaces data.label_column."""
     cv: CVConfig | None = None
     """k-fold cross-validation (see runs/cv.py)."""
+    curve: CurveConfig | None = None
+    """Learning curve: the recipe trained on growing shares of the training split (see runs/curve.py)."""
     rank: RankConfig | None = None
     """Candidate backbones for `hf-transfer rank` (see runs/rank.py)."""
     tune: TuneConfig | None = None

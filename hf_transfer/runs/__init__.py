@@ -1,6 +1,6 @@
-"""What a recipe asks for, above the single run: k folds (cv.py), one run per seed (seeds.py), or one run
-(single.py) with its comparison variants (compare.py), then the card, the round-trip check and the push. `finetune` is the
-Python API."""
+"""What a recipe asks for, above the single run: a learning curve (curve.py: each point one of the below), k
+folds (cv.py), one run per seed (seeds.py), or one run (single.py) with its comparison variants (compare.py),
+then the card, the round-trip check and the push. `finetune` is the Python API."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hf_transfer.errors import OutputError
 from hf_transfer.recipe.schema import Recipe
 from hf_transfer.validate import load_recipe
 from hf_transfer.runs.compare import run_compare
+from hf_transfer.runs.curve import run_curve
 from hf_transfer.runs.cv import run_cv
 from hf_transfer.runs.seeds import run_seeds
 from hf_transfer.runs.single import run_single
@@ -21,6 +22,8 @@ def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Finetu
     if overwrite and resume:
         raise OutputError("training.output_dir: overwrite and resume exclude each other "
                           "(--overwrite replaces the run, --resume continues it)")
+    if recipe.curve is not None and recipe.curve.fraction is None:  # once per fraction, each of the below
+        return run_curve(recipe, overwrite=overwrite, resume=resume)
     if recipe.seeds:  # once per seed, each a single run with its comparison
         return run_seeds(recipe, overwrite=overwrite, resume=resume)
     if recipe.cv is not None and recipe.cv.fold is None:  # k folds, each a single run

@@ -3,7 +3,8 @@
 The result is a `DatasetDict` with `train`, `validation` and (when present) `test` splits and a
 `labels` column made by the task's `Labeler` (classification: int, list of floats or float), plus the
 label names. A validation split absent from the dataset is carved from train (stratified when the
-labeler says how); a cross-validation fold (`cv.fold`) replaces it. The task's `preprocess` then
+labeler says how); a cross-validation fold (`cv.fold`) replaces it; a learning-curve point (`curve.fraction`)
+keeps a nested, stratified share of the training rows (`curve_subset`). The task's `preprocess` then
 turns the input columns into model inputs. With `data.streaming` the training split is an
 `IterableDataset` read lazily (and the result a plain dict of splits): see `_load_stream`.
 """
@@ -233,9 +234,12 @@ def require_columns(ds, split: str, wanted: list[tuple[str, str]]) -> None:
 
 def load_data(
     cfg: DataConfig, input_columns: dict[str, str], seed: int, labeler: Labeler, fold: Callable | None = None,
+    subset: Callable | None = None,
 ) -> LoadedData:
     """Load, check and label-encode the splits named by the recipe. `fold(train, stratify_column)`
-    -> (train, validation) replaces the validation split (cross-validation: `fold_of`)."""
+    -> (train, validation) replaces the validation split (cross-validation: `fold_of`); `subset(train,
+    stratify_column)` -> train keeps a share of the training rows, after validation is carved and
+    max_train_samples applied (learning curves: `subset_of`)."""
     import datasets
 
     if cfg.streaming:
@@ -261,6 +265,8 @@ def load_data(
         splits["train"], splits["validation"] = _carve_validation(splits["train"], cfg, seed, labeler.stratify)
     if cfg.max_train_samples:
         splits["train"] = splits["train"].select(range(min(cfg.max_train_samples, len(splits["train"]))))
+    if subset is not None:
+        splits["train"] = subset(splits["train"], labeler.stratify)
     if cfg.max_eval_samples:
         for role in ("validation", "test"):
             if role in splits:
@@ -375,3 +381,57 @@ def fold_of(cv):
     if cv is None or cv.fold is None:
         return None
     return partial(select_fold, folds=cv.folds, seed=cv.seed, index=cv.fold)
+
+
+# --------------------------------------------------------------------------- learning-curve subsets
+
+
+def share(count: int, fraction: float) -> int:
+    """Rows of a class (or of an unstratified split) kept at `fraction`: the nearest whole number, at
+    least one. Never smaller at a larger fraction, so the subsets nest."""
+    return min(count, max(1, int(np.floor(fraction * count + 0.5))))
+
+
+def curve_groups(strata: list[int] | None, n: int, seed: int) -> dict[Any, np.ndarray]:
+    """{class: its row indices in the order the curve draws them at `seed`} (one group `None` without strata)."""
+    rng = np.random.default_rng(seed)
+    if strata is None:
+        return {None: rng.permutation(n)}
+    strata = np.asarray(strata)
+    return {c.item(): rng.permutation(np.flatnonzero(strata == c)) for c in np.unique(strata)}
+
+
+def subset_indices(strata: list[int] | None, n: int, fraction: float, seed: int) -> np.ndarray:
+    """The training rows of the learning-curve point at `fraction` (sorted): the first share(n_c, fraction)
+    rows of every class in the seed's order. A smaller fraction's rows are among a larger one's (nested);
+    every class keeps its share, and at least one row (stratified); another seed draws other rows."""
+    groups = curve_groups(strata, n, seed).values()
+    return np.sort(np.concatenate([g[: share(len(g), fraction)] for g in groups]))
+
+
+def too_small(strata: list[int] | None, fraction: float) -> list[Any]:
+    """Classes that `fraction` of their rows would leave without a row (each keeps one)."""
+    if strata is None:
+        return []
+    values, counts = np.unique(np.asarray(strata), return_counts=True)
+    return [v.item() for v, c in zip(values, counts) if np.floor(fraction * c + 0.5) < 1]
+
+
+def select_share(train, stratify: str | None, fraction: float, seed: int):
+    """The encoded training split cut to the learning-curve point at `fraction` (seeded by `seed`)."""
+    strata = list(train[stratify]) if stratify else None
+    rows = subset_indices(strata, len(train), fraction, seed)
+    missing = too_small(strata, fraction)
+    if missing:
+        log.warning("curve: %g of the training split leaves classes %s without an example; each keeps one",
+                    fraction, ", ".join(map(str, missing)))
+    log.info("curve: training on %d of %d rows (fraction %g%s, seed %d)", len(rows), len(train), fraction,
+             ", stratified by label" if strata is not None else "", seed)
+    return train.select(rows)
+
+
+def subset_of(curve, seed: int):
+    """The `subset` argument of load_data for a learning-curve point (`curve.fraction` set); None otherwise."""
+    if curve is None or curve.fraction is None:
+        return None
+    return partial(select_share, fraction=curve.fraction, seed=seed)
