@@ -308,24 +308,25 @@ def _check_seeds(value: Any) -> list[int] | None:
 
 def _check_seeds_with(recipe: Recipe) -> None:
     """`seeds` against the sections that cannot run once per seed."""
-    if recipe.seeds is None:
-        return
-    for key, value, hint in (("cv", recipe.cv, "set training.seed per cross-validation instead"),
-                             ("tasks", recipe.tasks, "set training.seed per run instead"),
-                             ("hub.push", recipe.hub.push, "push one seed's folder with hf-transfer push")):
+    if recipe.seeds is not None:
+        _not_available_with("seeds", (("cv", recipe.cv, "set training.seed per cross-validation instead"),
+                                      ("tasks", recipe.tasks, "set training.seed per run instead"),
+                                      ("hub.push", recipe.hub.push, "push one seed's folder with hf-transfer push")))
+
+
+def _not_available_with(section: str, others) -> None:
+    """Refuse `section` beside any (key, value, hint) of `others` whose value is set."""
+    for key, value, hint in others:
         if value:
-            raise RecipeError(f"seeds: not available with {key} ({hint})")
+            raise RecipeError(f"{section}: not available with {key} ({hint})")
 
 
 def _check_curve(recipe: Recipe) -> None:
     """`curve` against the sections that split or share out the training data otherwise."""
-    if recipe.curve is None:
-        return
-    for key, value, hint in (("cv", recipe.cv, "both cut the training split"),
-                             ("tasks", recipe.tasks, "one task per recipe"),
-                             ("hub.push", recipe.hub.push, "push one point's folder with hf-transfer push")):
-        if value:
-            raise RecipeError(f"curve: not available with {key} ({hint})")
+    if recipe.curve is not None:
+        _not_available_with("curve", (("cv", recipe.cv, "both cut the training split"),
+                                      ("tasks", recipe.tasks, "one task per recipe"),
+                                      ("hub.push", recipe.hub.push, "push one point's folder with hf-transfer push")))
 
 
 def _check_multitask(recipe: Recipe) -> None:
