@@ -27,11 +27,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from hf_transfer.tasks import classification
+from hf_transfer.errors import RecipeError
+from hf_transfer.tasks import classification, image_cache, images
 from hf_transfer.tasks.base import TaskSpec
 from hf_transfer.tasks.classification import classification_loss
 from hf_transfer.tasks.data import default_num_workers
-from hf_transfer.tasks.images import TimmProcessor, collator, data_config, preprocess, stochastic_augmentation
+from hf_transfer.tasks.images import TimmProcessor, collator, data_config, stochastic_augmentation
 from hf_transfer.tasks.inputs import file_inputs
 from hf_transfer.tasks.loaders import load_auto_model, load_auto_processor, load_error, with_config_overrides
 
@@ -61,6 +62,18 @@ class VisionConfig:
     cutmix_alpha: float = 0.0
     label_smoothing: float = 0.0
     """With mixup / cutmix (timm's Mixup); otherwise use training.label_smoothing_factor."""
+    image_cache: bool | None = None
+    """Decode and resize each image once into a uint8 cache (datasets' cache), augment and normalise a batch
+    at a time as tensors (image_cache.py); false: decode and transform every image every step with timm's
+    PIL transforms; null: the cache wherever it applies (a timm backbone, no color_jitter / auto_augment,
+    not streamed)."""
+
+    def __post_init__(self) -> None:
+        if self.image_cache and self.library != "timm":
+            raise RecipeError("vision.image_cache: true needs vision.library timm (set it to null or false)")
+        if self.image_cache and (self.auto_augment or self.color_jitter):
+            raise RecipeError("vision.image_cache: true does not apply with vision.auto_augment / vision.color_jitter "
+                              "(per-image PIL operations); set it to null or false")
 
 
 def training_defaults() -> dict[str, Any]:
@@ -68,6 +81,14 @@ def training_defaults() -> dict[str, Any]:
     transform, so Trainer must not drop columns the model's forward does not name; images are decoded
     and augmented every step, in DataLoader workers sized to the machine."""
     return {"remove_unused_columns": False, "label_names": ["labels"], "dataloader_num_workers": default_num_workers()}
+
+
+def preprocess(splits, processor, spec: TaskSpec):
+    """The uint8 image cache with batch-wise transforms (`vision.image_cache`) where it applies, else
+    per-image transforms."""
+    if image_cache.wanted(spec, processor, splits):
+        return image_cache.preprocess(splits, processor, spec)
+    return images.preprocess(splits, processor, spec)
 
 
 def input_columns(spec: TaskSpec) -> dict[str, str]:
