@@ -20,7 +20,7 @@ cached image rather than the original, so a small crop of an image much larger t
 blurrier (the original's detail beyond the input size is gone); PyTorch's bicubic kernel (a = -0.75)
 against PIL's (a = -0.5), in float without rounding to uint8 between crop and normalisation. Colour
 jitter and auto-augment policies (PIL operations) are not batch-wise here: with them, or a transformers
-image processor, or a streamed dataset, `vision.image_cache: null` uses the per-image path.
+image processor, `vision.image_cache: null` uses the per-image path.
 """
 
 from __future__ import annotations
@@ -48,10 +48,8 @@ PIL_FILTERS = {"bilinear": 2, "bicubic": 3, "nearest": 0}
 # --------------------------------------------------------------------------- when it applies
 
 
-def unsupported(spec: TaskSpec, processor, splits) -> str | None:
+def unsupported(spec: TaskSpec, processor) -> str | None:
     """Why the fast path cannot run this recipe, or None when it can."""
-    from hf_transfer.tasks.data import is_stream
-
     v = spec.options
     if not isinstance(processor, TimmProcessor):
         return "vision.library transformers (its image processor is not timm's transform)"
@@ -59,17 +57,15 @@ def unsupported(spec: TaskSpec, processor, splits) -> str | None:
         return "vision.auto_augment / vision.color_jitter (per-image PIL operations)"
     if processor.data_config.get("interpolation", "bilinear") not in MODES:
         return f"interpolation {processor.data_config.get('interpolation')!r}"
-    if any(is_stream(ds) for ds in splits.values()):
-        return "data.streaming"
     return None
 
 
-def wanted(spec: TaskSpec, processor, splits) -> bool:
+def wanted(spec: TaskSpec, processor) -> bool:
     """`vision.image_cache` true / null where it applies; true where it does not is a RecipeError."""
     switch = spec.options.image_cache
     if switch is False:
         return False
-    why = unsupported(spec, processor, splits)
+    why = unsupported(spec, processor)
     if why and switch:
         raise RecipeError(f"vision.image_cache: true does not apply with {why}; set it to null or false")
     if why:

@@ -65,8 +65,7 @@ class VisionConfig:
     image_cache: bool | None = None
     """Decode and resize each image once into a uint8 cache (datasets' cache), augment and normalise a batch
     at a time as tensors (image_cache.py); false: decode and transform every image every step with timm's
-    PIL transforms; null: the cache wherever it applies (a timm backbone, no color_jitter / auto_augment,
-    not streamed)."""
+    PIL transforms; null: the cache wherever it applies (a timm backbone, no color_jitter / auto_augment)."""
 
     def __post_init__(self) -> None:
         if self.image_cache and self.library != "timm":
@@ -86,7 +85,7 @@ def training_defaults() -> dict[str, Any]:
 def preprocess(splits, processor, spec: TaskSpec):
     """The uint8 image cache with batch-wise transforms (`vision.image_cache`) where it applies, else
     per-image transforms."""
-    if image_cache.wanted(spec, processor, splits):
+    if image_cache.wanted(spec, processor):
         return image_cache.preprocess(splits, processor, spec)
     return images.preprocess(splits, processor, spec)
 
