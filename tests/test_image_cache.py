@@ -159,3 +159,13 @@ def test_augment_without_crop_only_flips_and_a_whole_image_box_is_the_image():
     out = image_cache.augment(x, torch.tensor([[8, 8]] * 6), whole, "bicubic")
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, x.flip(-2).float(), atol=1e-3, rtol=0)
+
+
+def test_mixup_and_cutmix_mix_cached_training_batches(tiny_resnet, image_files, tmp_path):
+    raw = vision_recipe(tiny_resnet, image_files, tmp_path)
+    raw["vision"] |= {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "label_smoothing": 0.1}
+    splits, _, _ = _preprocessed(raw)
+    assert "pixels" in splits["train"].column_names
+    batch = images.collate(splits["train"].__getitems__([0, 1, 2, 3]))
+    assert batch["labels"].shape == (4, 3) and torch.allclose(batch["labels"].sum(-1), torch.ones(4))
+    assert images.collate(splits["test"].__getitems__([0, 1]))["labels"].dtype == torch.long
