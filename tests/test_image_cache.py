@@ -1,7 +1,7 @@
-"""The vision fast path (`vision.image_cache`, tasks/image_cache.py) on tiny timm models built in code:
-the uint8 cache is reused and rebuilt as data and sizes say, its evaluation tensors are the saved
-folder's (pipeline()'s) preprocessing, training batches are augmented as timm's transform would, and a
-recipe that could use it does."""
+"""The vision fast paths on tiny timm models built in code: the uint8 image cache (`vision.image_cache`,
+tasks/image_cache.py) is reused and rebuilt as data and sizes say, its evaluation tensors are the saved
+folder's (pipeline()'s) preprocessing, training batches are augmented as timm's transform would, a
+recipe that could use it does; channels-last (`vision.channels_last`) touches training batches only."""
 
 from types import SimpleNamespace
 
@@ -92,6 +92,7 @@ def test_default_recipe_trains_through_the_cache_with_augmentation(tmp_path, ima
     result = finetune(raw)
     train = result.trainer.train_dataset
     assert {"pixels", "size"} <= set(train.column_names)
+    assert result.trainer.model.channels_last  # vision.channels_last: on by default for timm models
     a, b = (torch.stack([e["pixel_values"] for e in train.__getitems__(list(range(8)))]) for _ in range(2))
     assert a.dtype == torch.float32 and not torch.equal(a, b)  # augmented afresh each time
     assert result.metrics["train"]["train_loss"] > 0
@@ -169,3 +170,19 @@ def test_mixup_and_cutmix_mix_cached_training_batches(tiny_resnet, image_files, 
     batch = images.collate(splits["train"].__getitems__([0, 1, 2, 3]))
     assert batch["labels"].shape == (4, 3) and torch.allclose(batch["labels"].sum(-1), torch.ones(4))
     assert images.collate(splits["test"].__getitems__([0, 1]))["labels"].dtype == torch.long
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_applies_to_training_batches_only(channels_last):
+    from hf_transfer.tasks.image_classification import TimmClassifier
+
+    seen = []
+    conv = torch.nn.Conv2d(3, 4, 3)
+    conv.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    model = TimmClassifier(torch.nn.Sequential(conv, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()), None,
+                           "single_label_classification", channels_last=channels_last)
+    x = torch.rand(2, 3, 8, 8)
+    model.train()(x)
+    model.eval()(x)
+    assert seen == [channels_last, False]  # evaluation keeps the layout pipeline() uses
+    assert conv.weight.is_contiguous()  # the weights (and so checkpoints) keep theirs

@@ -62,6 +62,10 @@ class VisionConfig:
     cutmix_alpha: float = 0.0
     label_smoothing: float = 0.0
     """With mixup / cutmix (timm's Mixup); otherwise use training.label_smoothing_factor."""
+    channels_last: bool = True
+    """timm models: training batches in channels-last memory format (the convolutions then run channels-last,
+    faster on CPU); evaluation batches and the weights keep their layout, so evaluation stays
+    bit-identical to pipeline()'s."""
     image_cache: bool | None = None
     """Decode and resize each image once into a uint8 cache (datasets' cache), augment and normalise a batch
     at a time as tensors (image_cache.py); false: decode and transform every image every step with timm's
@@ -103,15 +107,19 @@ class TimmClassifier(nn.Module):
 
     main_input_name = "pixel_values"
 
-    def __init__(self, model: nn.Module, label_names: list[str] | None, problem_type: str):
+    def __init__(self, model: nn.Module, label_names: list[str] | None, problem_type: str,
+                 channels_last: bool = False):
         super().__init__()
         self.model = model
         self.label_names = label_names
         self.problem_type = problem_type
+        self.channels_last = channels_last
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None):
         from transformers.modeling_outputs import ImageClassifierOutput
 
+        if self.training and self.channels_last:  # vision.channels_last: training batches only
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         logits = self.model(pixel_values)
         loss = None if labels is None else classification_loss(logits, labels, self.problem_type)
         return ImageClassifierOutput(loss=loss, logits=logits)
@@ -152,7 +160,7 @@ def load_model(spec: TaskSpec, label_names: list[str] | None):
         model = _timm_create(spec, spec.model.pretrained, **with_config_overrides(spec.model, kwargs))
         if not spec.model.pretrained or source_cfg.get("num_classes") != num_labels:
             _zero_classifier(model)
-        return TimmClassifier(model, label_names, spec.data.problem_type)
+        return TimmClassifier(model, label_names, spec.data.problem_type, spec.options.channels_last)
     return _load_transformers_model(spec, label_names, num_labels)
 
 
