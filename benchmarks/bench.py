@@ -210,7 +210,7 @@ def main(argv=None) -> dict:
         import bench_media
 
         results["media"] = bench_media.cases(args, peak, work)
-        results |= bench_media.cache_speedups(results["media"])
+        results |= bench_media.defaults_speedups(results["media"])
     if "memory" in args.only:
         import bench_text
 
