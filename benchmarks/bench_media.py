@@ -1,7 +1,12 @@
 """Vision and speech cases: the offline defaults through hf-transfer's build_trainer.
 
-- vision: recipes/efficientnet_lite0_fashion_mnist.yaml (EfficientNet-Lite0, 64 px, images decoded and
-  augmented every step), with 0 dataloader workers and with hf-transfer's default for the machine;
+- vision: recipes/efficientnet_lite0_fashion_mnist.yaml (EfficientNet-Lite0, 80 px): today's path
+  (`vision.image_cache: false`, `vision.channels_last: false`: every image decoded, crop-resized,
+  flipped and normalised by timm's PIL transforms every step, NCHW batches) against the defaults
+  (the uint8 image cache: decoded and resized once, augmented and normalised per batch; channels-last
+  training batches), each with 0 dataloader workers and with hf-transfer's default for the machine,
+  in `--media-repeats` rounds that alternate which path runs first
+  (benchmarks/vision_cache_ab.py separates the two switches, step by step);
 - speech: recipes/whisper_digits.yaml (Whisper tiny.en encoder, 1 s clips, crop + noise every step).
 
 Per case: training samples/s (median of timed windows after warm-up), evaluation samples/s, MFU
@@ -11,6 +16,7 @@ measured matmul peak), peak memory. bf16 cases where the hardware supports bf16.
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 
@@ -66,25 +72,63 @@ def common_overrides(args) -> list[str]:
     return over + (["model.pretrained=false"] if args.random_weights else [])
 
 
+VISION_PATHS = {  # image_cache -> (case name, overrides)
+    False: ("per-image PIL transforms, NCHW (before issue 23)", ["vision.image_cache=false", "vision.channels_last=false"]),
+    True: ("uint8 image cache + channels-last (default)", ["vision.image_cache=true", "vision.channels_last=true"]),
+}
+
+
+def vision_rounds(case, workers: list[int], repeats: int) -> list[dict]:
+    """Today's path and the defaults at each worker count, `repeats` rounds, alternating which path runs
+    first, so a machine whose speed drifts favours neither; each row carries `round`."""
+    rows = []
+    for i in range(1, repeats + 1):
+        for w in workers:
+            for cached in ((False, True) if i % 2 else (True, False)):
+                label, switches = VISION_PATHS[cached]
+                name = f"vision: EfficientNet-Lite0 full, {label}, {w} workers"
+                over = switches + [f"training.dataloader_num_workers={w}"]
+                rows.append(case(name, VISION, over, f"v{int(cached)}w{w}") | {"image_cache": cached, "round": i})
+    return rows
+
+
+def defaults_speedups(rows: list[dict]) -> dict:
+    """Per round and worker count, defaults / today's path training samples/s; their geometric mean."""
+    pairs: dict[tuple[int, int], dict[bool, float]] = {}
+    for r in rows:
+        if "image_cache" in r:
+            pairs.setdefault((r["dataloader_num_workers"], r["round"]), {})[r["image_cache"]] = r["train_samples_per_s"]
+    out = {}
+    for w in sorted({w for w, _ in pairs}):
+        ratios = [d[True] / d[False] for (k, _), d in sorted(pairs.items()) if k == w and len(d) == 2]
+        if ratios:
+            out[f"vision_defaults_speedup_{w}_workers"] = round(statistics.geometric_mean(ratios), 3)
+            out[f"vision_defaults_speedup_{w}_workers_per_round"] = [round(x, 3) for x in ratios]
+    return out
+
+
 def cases(args, peak: dict, out: Path) -> list[dict]:
     from hf_transfer.tasks.data import default_num_workers
 
     over = common_overrides(args)
     workers = default_num_workers()
-    rows = []
+    only = {m.strip() for m in args.media_only.split(",")}
 
     def case(name, recipe, extra, tag, precision="fp32"):
-        rows.append(run_case(name, *build(recipe, over + extra, out / tag), peak, precision))
+        return run_case(name, *build(recipe, over + extra, out / tag), peak, precision)
 
-    case("vision: EfficientNet-Lite0 full, 0 workers", VISION, ["training.dataloader_num_workers=0"], "v0")
-    if workers:
-        case(f"vision: EfficientNet-Lite0 full, {workers} workers (default here)", VISION,
-             [f"training.dataloader_num_workers={workers}"], "v1")
-    case("speech: Whisper tiny.en encoder full, 0 workers", SPEECH, ["training.dataloader_num_workers=0"], "s0")
-    if workers:
-        case(f"speech: Whisper tiny.en encoder full, {workers} workers (default here)", SPEECH,
-             [f"training.dataloader_num_workers={workers}"], "s1")
+    rows = []
+    if "vision" in only:
+        rows += vision_rounds(case, sorted({0, workers}), args.media_repeats)
+    if "speech" in only:
+        rows.append(case("speech: Whisper tiny.en encoder full, 0 workers", SPEECH,
+                         ["training.dataloader_num_workers=0"], "s0"))
+        if workers:
+            rows.append(case(f"speech: Whisper tiny.en encoder full, {workers} workers (default here)", SPEECH,
+                             [f"training.dataloader_num_workers={workers}"], "s1"))
     if bf16_supported():
-        case("vision: EfficientNet-Lite0 full, bf16", VISION, ["training.bf16=true"], "v2", "bf16")
-        case("speech: Whisper tiny.en encoder full, bf16", SPEECH, ["training.bf16=true"], "s2", "bf16")
+        if "vision" in only:
+            rows.append(case("vision: EfficientNet-Lite0 full, bf16", VISION, ["training.bf16=true"], "v2", "bf16"))
+        if "speech" in only:
+            rows.append(case("speech: Whisper tiny.en encoder full, bf16", SPEECH, ["training.bf16=true"], "s2", "bf16"))
     return rows

@@ -53,3 +53,22 @@ def test_module_tensor_mb_counts_tied_weights_once():
     model = torch.nn.Sequential(torch.nn.Embedding(256, 1024), torch.nn.Linear(1024, 256, bias=False))
     model[1].weight = model[0].weight
     assert common.module_tensor_mb(model) == pytest.approx(1.0)
+
+
+def test_vision_rounds_alternate_paths_and_the_cache_speedup_is_per_worker_count():
+    import bench_media
+
+    calls = []
+
+    def case(name, recipe, over, tag):
+        calls.append(tuple(over))
+        return {"case": name, "dataloader_num_workers": int(over[-1].split("=")[1]),
+                "train_samples_per_s": 20.0 if "vision.image_cache=true" in over else 10.0}
+
+    rows = bench_media.vision_rounds(case, [0, 1], 2)
+    assert [(r["round"], r["dataloader_num_workers"], r["image_cache"]) for r in rows] == [
+        (1, 0, False), (1, 0, True), (1, 1, False), (1, 1, True), (2, 0, True), (2, 0, False), (2, 1, True), (2, 1, False)]
+    assert calls[0][:2] == ("vision.image_cache=false", "vision.channels_last=false")  # today's path
+    speedups = bench_media.defaults_speedups(rows)
+    assert speedups["vision_defaults_speedup_0_workers"] == 2.0
+    assert speedups["vision_defaults_speedup_1_workers_per_round"] == [2.0, 2.0]

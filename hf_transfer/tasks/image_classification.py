@@ -27,11 +27,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from hf_transfer.tasks import classification
+from hf_transfer.errors import RecipeError
+from hf_transfer.tasks import classification, image_cache, images
 from hf_transfer.tasks.base import TaskSpec
 from hf_transfer.tasks.classification import classification_loss
 from hf_transfer.tasks.data import default_num_workers
-from hf_transfer.tasks.images import TimmProcessor, collator, data_config, preprocess, stochastic_augmentation
+from hf_transfer.tasks.images import TimmProcessor, collator, data_config, stochastic_augmentation
 from hf_transfer.tasks.inputs import file_inputs
 from hf_transfer.tasks.loaders import load_auto_model, load_auto_processor, load_error, with_config_overrides
 
@@ -61,6 +62,21 @@ class VisionConfig:
     cutmix_alpha: float = 0.0
     label_smoothing: float = 0.0
     """With mixup / cutmix (timm's Mixup); otherwise use training.label_smoothing_factor."""
+    channels_last: bool = True
+    """timm models: training batches in channels-last memory format (the convolutions then run channels-last,
+    faster on CPU); evaluation batches and the weights keep their layout, so evaluation stays
+    bit-identical to pipeline()'s."""
+    image_cache: bool | None = None
+    """Decode and resize each image once into a uint8 cache (datasets' cache), augment and normalise a batch
+    at a time as tensors (image_cache.py); false: decode and transform every image every step with timm's
+    PIL transforms; null: the cache wherever it applies (a timm backbone, no color_jitter / auto_augment)."""
+
+    def __post_init__(self) -> None:
+        if self.image_cache and self.library != "timm":
+            raise RecipeError("vision.image_cache: true needs vision.library timm (set it to null or false)")
+        if self.image_cache and (self.auto_augment or self.color_jitter):
+            raise RecipeError("vision.image_cache: true does not apply with vision.auto_augment / vision.color_jitter "
+                              "(per-image PIL operations); set it to null or false")
 
 
 def training_defaults() -> dict[str, Any]:
@@ -68,6 +84,14 @@ def training_defaults() -> dict[str, Any]:
     transform, so Trainer must not drop columns the model's forward does not name; images are decoded
     and augmented every step, in DataLoader workers sized to the machine."""
     return {"remove_unused_columns": False, "label_names": ["labels"], "dataloader_num_workers": default_num_workers()}
+
+
+def preprocess(splits, processor, spec: TaskSpec):
+    """The uint8 image cache with batch-wise transforms (`vision.image_cache`) where it applies, else
+    per-image transforms."""
+    if image_cache.wanted(spec, processor):
+        return image_cache.preprocess(splits, processor, spec)
+    return images.preprocess(splits, processor, spec)
 
 
 def input_columns(spec: TaskSpec) -> dict[str, str]:
@@ -83,11 +107,13 @@ class TimmClassifier(nn.Module):
 
     main_input_name = "pixel_values"
 
-    def __init__(self, model: nn.Module, label_names: list[str] | None, problem_type: str):
+    def __init__(self, model: nn.Module, label_names: list[str] | None, problem_type: str,
+                 channels_last: bool = False):
         super().__init__()
         self.model = model
         self.label_names = label_names
         self.problem_type = problem_type
+        self.channels_last = channels_last
         self.supports_gradient_checkpointing = _timm_checkpointing(model, True)
         if self.supports_gradient_checkpointing:
             _timm_checkpointing(model, False)  # asked, not switched on: Trainer does that when training wants it
@@ -101,6 +127,8 @@ class TimmClassifier(nn.Module):
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None):
         from transformers.modeling_outputs import ImageClassifierOutput
 
+        if self.training and self.channels_last:  # vision.channels_last: training batches only
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         logits = self.model(pixel_values)
         loss = None if labels is None else classification_loss(logits, labels, self.problem_type)
         return ImageClassifierOutput(loss=loss, logits=logits)
@@ -151,7 +179,7 @@ def load_model(spec: TaskSpec, label_names: list[str] | None):
         model = _timm_create(spec, spec.model.pretrained, **with_config_overrides(spec.model, kwargs))
         if not spec.model.pretrained or source_cfg.get("num_classes") != num_labels:
             _zero_classifier(model)
-        return TimmClassifier(model, label_names, spec.data.problem_type)
+        return TimmClassifier(model, label_names, spec.data.problem_type, spec.options.channels_last)
     return _load_transformers_model(spec, label_names, num_labels)
 
 
