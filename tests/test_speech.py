@@ -20,7 +20,7 @@ from hf_transfer.tasks import audio_classification, resolve
 from hf_transfer.strategies.peft import LoraConfig
 from hf_transfer.tasks.audio import SpeechConfig
 from hf_transfer.strategies import apply_strategy
-from hf_transfer.strategies.anatomy import backbone_of
+from hf_transfer.anatomy import backbone_of
 from tests.tiny import save_tiny_audio_model, speech_recipe, write_audio_data
 
 ROOT = Path(__file__).resolve().parents[1]

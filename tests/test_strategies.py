@@ -6,7 +6,7 @@ from hf_transfer.strategies.freeze import FullConfig, PartialConfig
 from hf_transfer.strategies.peft import LoraConfig
 
 from hf_transfer.strategies import apply_strategy
-from hf_transfer.strategies.anatomy import find_blocks
+from hf_transfer.anatomy import find_blocks
 
 
 def trainable(model):

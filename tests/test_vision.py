@@ -16,7 +16,7 @@ from hf_transfer.tasks import images as vision_data
 from hf_transfer.errors import DataError, RecipeError
 from hf_transfer.recipe.yaml import read_recipe_file
 from hf_transfer.tasks import resolve
-from hf_transfer.strategies.anatomy import find_blocks, head_parameter_names
+from hf_transfer.anatomy import find_blocks, head_parameter_names
 from tests.tiny_vision import CLASSES, pattern, save_tiny_timm, save_tiny_vit, vision_recipe, write_imagefolder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,7 +29,7 @@ from torch import nn
 from hf_transfer.errors import DataError, HfTransferError, ModelError
 from hf_transfer.objectives.losses import dann_lambda, grad_reverse, mmd2
 from hf_transfer.recipe.schema import DomainConfig
-from hf_transfer.strategies.anatomy import head_parameter_names
+from hf_transfer.anatomy import head_parameter_names
 from hf_transfer.tasks.base import TaskSpec
 from hf_transfer.tasks.data import load_raw
 

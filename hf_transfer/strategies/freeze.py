@@ -9,7 +9,7 @@ from typing import Literal
 from torch import nn
 
 from hf_transfer.recipe.typed import INT32_MAX, check_range
-from hf_transfer.strategies.anatomy import (
+from hf_transfer.anatomy import (
     freeze_backbone, freeze_encoder, freeze_first_blocks, keep_frozen_backbone_in_eval,
 )
 from hf_transfer.strategies.base import Strategy

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from hf_transfer.strategies.anatomy import backbone_of, find_blocks, head_parameter_names
+from hf_transfer.anatomy import backbone_of, find_blocks, head_parameter_names
 from hf_transfer.strategies.base import Hooks
 
 

@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 
 from hf_transfer.errors import ModelError, RecipeError
 from hf_transfer.recipe.typed import INT32_MAX, check_range
-from hf_transfer.strategies.anatomy import block_layer_names, head_parameter_names
+from hf_transfer.anatomy import block_layer_names, head_parameter_names
 from hf_transfer.strategies.base import Hooks, Strategy
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from hf_transfer.console import progress
 from hf_transfer.errors import ModelError
 from hf_transfer.inference import run_batches
-from hf_transfer.strategies.anatomy import backbone_of
+from hf_transfer.anatomy import backbone_of
 from hf_transfer.tasks.classification import classification_loss
 from hf_transfer.tasks.token_classification import IGNORE
 

@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 
 from hf_transfer.errors import ModelError, RecipeError
 from hf_transfer.recipe.typed import INT32_MAX, check_range
-from hf_transfer.strategies.anatomy import backbone_of, find_blocks, freeze_backbone
+from hf_transfer.anatomy import backbone_of, find_blocks, freeze_backbone
 from hf_transfer.strategies.base import Hooks, Strategy
 from hf_transfer.strategies.layers import param_groups
 

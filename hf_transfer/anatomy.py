@@ -42,6 +42,27 @@ def backbone_of(model: nn.Module) -> nn.Module:
     return _hf_base(model) or _timm_model(model) or _inner_hf_model(model) or model
 
 
+def slot_of(root: nn.Module, module: nn.Module) -> tuple[nn.Module, str]:
+    """(parent, attribute) under which `root` holds `module`: setattr(parent, attribute, other) puts
+    another module in its place."""
+    for parent in root.modules():
+        for name, child in parent.named_children():
+            if child is module:
+                return parent, name
+    raise ModelError(f"{module.__class__.__name__} is not a part of {root.__class__.__name__}")
+
+
+def classifier_slot(backbone: nn.Module) -> tuple[nn.Module, str] | None:
+    """Where a backbone that holds its own classifier keeps it (timm: `get_classifier()`, the last layer
+    of its forward); None for a backbone without one (transformers: the head sits beside `base_model`)."""
+    if not _is_timm(backbone):
+        return None
+    head = backbone.get_classifier()
+    if not isinstance(head, nn.Module):  # e.g. distilled ViTs: two classifiers
+        raise ModelError(f"{backbone.__class__.__name__} has no single classifier to tell apart from its body")
+    return slot_of(backbone, head)
+
+
 def _timm_blocks(model: nn.Module) -> nn.ModuleList:
     """timm's own ordered grouping (the one its layer-wise LR decay uses): stem, blocks..., head.
 
