@@ -336,9 +336,10 @@ def _check_multitask(recipe: Recipe) -> None:
     tasks = recipe.tasks
     if not tasks:
         raise RecipeError("tasks: list at least one task")
-    if recipe.task not in multitask.TASKS:
-        modalities = " or ".join(sorted({TASKS[t].modality for t in multitask.TASKS}))
-        raise RecipeError(f"tasks: multi-task runs on model.modality {modalities} only, not {recipe.model.modality!r}")
+    task = TASKS[recipe.task]
+    if not task.multitask:
+        allowed = ", ".join(name for name, t in TASKS.items() if t.multitask)
+        raise RecipeError(f"tasks: multi-task runs on task {allowed}, not {recipe.task!r}")
     if STRATEGIES[recipe.finetune.strategy].peft:  # PEFT wraps one model with one head
         allowed = [name for name, s in STRATEGIES.items() if not s.peft]
         raise RecipeError(f"tasks: multi-task runs with finetune.strategy {', '.join(allowed)}, "
@@ -347,6 +348,9 @@ def _check_multitask(recipe: Recipe) -> None:
                        ("domain", recipe.domain), ("data.class_weights", recipe.data.class_weights)):
         if value:
             raise RecipeError(f"tasks: not available with {key} (yet)")
+    for key in ("mixup_alpha", "cutmix_alpha"):  # soft labels of one task
+        if getattr(recipe.options, key, 0):
+            raise RecipeError(f"{task.section}.{key}: not available with tasks (mixup mixes one task's labels)")
     defaults = {"label_column": "label", "problem_type": "single_label_classification", "label_names": None}
     for key, default in defaults.items():
         if getattr(recipe.data, key) != default:
@@ -364,6 +368,9 @@ def _check_multitask(recipe: Recipe) -> None:
                 raise RecipeError(f"{where}.{key}: must be >= 1, got {getattr(t, key)}")
         if t.label_names and (t.min_count or t.top_k):
             raise RecipeError(f"{where}.label_names: give label_names or min_count / top_k, not both")
+        if t.problem_type not in task.problem_types:
+            raise RecipeError(f"{where}.problem_type: task {recipe.task} takes {', '.join(task.problem_types)}, "
+                              f"not {t.problem_type!r}")
         if t.problem_type == "regression" and (t.label_names or t.min_count or t.top_k):
             raise RecipeError(f"{where}.problem_type: regression takes no label_names, min_count or top_k")
     if not any(t.weight > 0 for t in tasks):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_transfer import finetune
+from hf_transfer.outputs.multitask import load_multitask
 from hf_transfer.tasks import multitask
 from hf_transfer.validate import load_recipe
 from hf_transfer.errors import RecipeError
@@ -63,7 +64,7 @@ def test_each_task_folder_reloads_with_pipeline_and_predicts_as_the_multitask_mo
 
 
 def test_saved_multitask_model_rebuilds_with_one_shared_backbone(mt_run):
-    rebuilt = multitask.load_multitask(mt_run.output_dir)
+    rebuilt = load_multitask(mt_run.output_dir)
     tok = mt_run.trainer.processing_class
     batch = tok(SENTENCES, return_tensors="pt", padding=True)
     with torch.no_grad():
@@ -146,10 +147,11 @@ def test_schema_errors_name_the_key(change, message, tiny_bert, mt_files, tmp_pa
         load_recipe(raw)
 
 
-def test_other_modalities_are_refused_in_one_line(tiny_bert, mt_files, tmp_path):
+def test_tasks_without_multitask_are_refused_in_one_line(tiny_bert, mt_files, tmp_path):
     raw = multitask_recipe(tiny_bert, mt_files, tmp_path)
-    raw["model"]["modality"] = "vision"
-    with pytest.raises(RecipeError, match=r"^tasks: multi-task runs on model.modality text only, not 'vision'$"):
+    raw["task"] = "token-classification"
+    with pytest.raises(RecipeError, match=r"^tasks: multi-task runs on task text-classification, image-classification, "
+                                          r"audio-classification, not 'token-classification'$"):
         load_recipe(raw)
 
 

@@ -223,3 +223,34 @@ def multitask_recipe(model_dir: Path, files: dict[str, str], out: Path) -> dict:
         {"name": "topic", "label_column": "topic", "weight": 0.5, "min_count": 2},
     ]
     return recipe
+
+
+def write_multitask_audio(folder: Path, n_train: int = 16, n_test: int = 8, rate: int = 8000, seed: int = 0) -> dict:
+    """Tones with two labels: `label` (the pitch, low / high) and `level` (loud or quiet: the amplitude;
+    blank on every 4th row); returns {split: csv of relative paths}."""
+    import soundfile as sf
+
+    rng = random.Random(seed)
+    (folder / "wav").mkdir(parents=True, exist_ok=True)
+    names = sorted(TONES)
+    files = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows = []
+        for i in range(n):
+            label, loud = names[i % 2], (i // 2) % 2 == 0
+            rel = f"wav/{split}_{i}.wav"
+            sf.write(folder / rel, tone(rng, label, rate) * (1.0 if loud else 0.2), rate)
+            rows.append((rel, label, "" if i % 4 == 3 else "loud" if loud else "quiet"))
+        files[split] = str(folder / f"{split}.csv")
+        with open(files[split], "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows([("path", "label", "level"), *rows])
+    return files
+
+
+def multitask_speech_recipe(model_dir: Path, files: dict[str, str], out: Path) -> dict:
+    """speech_recipe with two tasks: pitch (label) and level (weight 0.5)."""
+    recipe = speech_recipe(model_dir, files, out)
+    del recipe["data"]["label_column"]
+    recipe["tasks"] = [{"name": "pitch", "label_column": "label"},
+                       {"name": "level", "label_column": "level", "weight": 0.5}]
+    return recipe

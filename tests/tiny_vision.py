@@ -80,3 +80,34 @@ def vision_recipe(model_dir: Path, files: dict[str, str], out: Path, library: st
             "disable_tqdm": True,
         },
     }
+
+
+def write_multitask_images(folder: Path, n_train: int = 24, n_test: int = 12, seed: int = 0) -> dict[str, str]:
+    """Parquet splits with two labels per image: `pattern` (the stripes) and `colour` (grey or colour;
+    blank on every 5th row); returns data_files."""
+    import datasets
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    features = datasets.Features({"image": datasets.Image(), "pattern": datasets.Value("string"),
+                                  "colour": datasets.Value("string")})
+    files = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows = {"image": [], "pattern": [], "colour": []}
+        for i in range(n):
+            kind, grey = CLASSES[i % 3], (i // 3) % 2 == 0
+            rows["image"].append(pattern(kind, rng, grey=grey))
+            rows["pattern"].append(kind)
+            rows["colour"].append("" if i % 5 == 4 else "grey" if grey else "colour")
+        files[split] = str(folder / f"{split}.parquet")
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(files[split])
+    return files
+
+
+def multitask_vision_recipe(model_dir: Path, files: dict[str, str], out: Path, library: str = "timm") -> dict:
+    """vision_recipe on the parquet images with two tasks: pattern and colour (weight 0.5)."""
+    recipe = vision_recipe(model_dir, files, out, library=library)
+    recipe["data"]["path"] = "parquet"
+    recipe["tasks"] = [{"name": "pattern", "label_column": "pattern"},
+                       {"name": "colour", "label_column": "colour", "weight": 0.5}]
+    return recipe

@@ -42,6 +42,12 @@ class Labeler:
     """Integer column of the encoded splits that stratified splits keep balanced (None: not stratified)."""
 
 
+def save_pretrained(model, processor, spec: TaskSpec, folder) -> None:
+    """A Hugging Face folder: the model's and the processor's `save_pretrained`."""
+    model.save_pretrained(str(folder))
+    processor.save_pretrained(str(folder))
+
+
 def _none(*_: Any) -> None:
     return None
 
@@ -90,6 +96,12 @@ class Task:
     """Metric key -> (model-index type, display name, args): what the card reports."""
     save: Callable[[Any, TaskSpec, Any], bool]
     """(trainer, spec, folder) -> True when the task wrote the folder itself (e.g. timm's format)."""
+    save_folder: Callable[[Any, Any, TaskSpec, Any], None] = save_pretrained
+    """(trained model, processor, spec, folder) -> one model's folder as pipeline() loads it (multi-task:
+    each task's folder); default: the model's and the processor's save_pretrained."""
+    multitask: bool = False
+    """The task runs with the recipe's `tasks:` (one head per label column on a shared backbone:
+    tasks/multitask.py)."""
     baselines: dict[str, Callable[[TaskSpec, Any, Any], dict]] = field(default_factory=dict)
     """`compare` entries that train nothing: name -> (spec, loaded splits, TrainingArguments) -> {split: metrics},
     and optionally `predictions`: {split: (predictions, label ids)} for the report's intervals."""

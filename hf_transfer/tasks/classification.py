@@ -395,6 +395,6 @@ def task(**fields: Any) -> Task:
     shared = dict(
         labeler=labeler, compute_metrics=compute_metrics, best_metric=best_metric, metric_names=METRIC_NAMES,
         baselines={"majority": majority}, save=NO_SAVE, diagnose=diagnose, details=details, resampled=resampled,
-        objectives=("class_weights", "distill", "domain"),
+        objectives=("class_weights", "distill", "domain"), multitask=True,
     )
     return Task(**{**shared, **fields})

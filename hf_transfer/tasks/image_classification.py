@@ -29,7 +29,7 @@ from torch import nn
 
 from hf_transfer.errors import RecipeError
 from hf_transfer.tasks import classification, image_cache, images
-from hf_transfer.tasks.base import TaskSpec
+from hf_transfer.tasks.base import TaskSpec, save_pretrained
 from hf_transfer.tasks.classification import classification_loss
 from hf_transfer.tasks.data import default_num_workers
 from hf_transfer.tasks.images import TimmProcessor, collator, data_config, stochastic_augmentation
@@ -248,27 +248,36 @@ def _resize_processor(proc, size: int) -> None:
 
 
 def save(trainer, spec: TaskSpec, out: Path) -> bool:
-    """timm models: write timm's Hub folder (LoRA merged in) that transformers loads too. False: let the
-    default save run."""
+    """timm models: write timm's Hub folder (save_folder) on the main process. False: let the default
+    save run."""
     if spec.options.library != "timm":
         return False
-    if not trainer.is_world_process_zero():
-        return True
+    if trainer.is_world_process_zero():
+        save_folder(trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class, spec, out)
+    return True
+
+
+def save_folder(model, processor, spec: TaskSpec, out: Path) -> None:
+    """One trained model's folder: timm's Hub format (LoRA merged in) that transformers loads too, or
+    (transformers models) the model's and processor's save_pretrained."""
+    if spec.options.library != "timm":
+        save_pretrained(model, processor, spec, out)
+        return
     from timm.models import save_for_hf
 
-    model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "peft_config"):  # merge a copy: the trained model stays usable in memory
         model = copy.deepcopy(model).merge_and_unload()
     label_names = model.label_names
+    # the head's class count: a multi-task backbone holds each task's classifier in turn (tasks/multitask.py)
+    model.model.num_classes = len(label_names) if label_names else 1
     save_for_hf(
         model.model,
         str(out),
         model_config={"label_names": label_names} if label_names else None,
         safe_serialization=True,
-        data_config=data_config(trainer.processing_class),
+        data_config=data_config(processor),
     )
     write_timm_wrapper_config(out, spec.data.problem_type)
-    return True
 
 
 def write_timm_wrapper_config(folder: Path, problem_type: str) -> None:
@@ -307,6 +316,7 @@ TASK = classification.task(
     load_model=load_model,
     loss=loss,
     save=save,
+    save_folder=save_folder,
     pipeline_task="image-classification",
     auto_class="AutoModelForImageClassification",
     processor_arg="image_processor",

@@ -2,12 +2,16 @@
 
 Each task gets the model the single-task run would load (its own head, labels and problem type);
 their backbones are replaced by one shared backbone that runs once per batch (`SharedPass`). The
-`labels` column holds one value per task (NaN where a row has no label for that task: that row is
-left out of the task's loss and metrics). Metrics are prefixed with the task's name
-(eval_sentiment_accuracy). The output folder holds the multi-task checkpoint (model.safetensors)
-and one ordinary Hugging Face folder per task (<output_dir>/<task>), which
-`transformers.pipeline` loads with that task's label names; `load_multitask` rebuilds the whole
-model from them. Text only for now: vision and speech preprocessing carry a single label.
+backbone is found by `anatomy.backbone_of`, so every classification task shares the same way: text
+(BERT's `bert`), vision (a timm model without its classifier, or a transformers model's `vit` /
+`convnext` ...), speech (`wav2vec2`, `hubert`, Whisper's encoder). The `labels` column holds one
+value per task (NaN where a row has no label for that task: that row is left out of the task's loss
+and metrics); the task's preprocessing (augmentation, the image cache, audio crops) carries it as it
+carries one label. Metrics are prefixed with the task's name (eval_sentiment_accuracy). The output
+folder holds the multi-task checkpoint (model.safetensors) and one folder per task
+(<output_dir>/<task>), written as the single-task run writes its folder (`save_folder`: a Hugging
+Face folder, timm's format for timm), which `transformers.pipeline` loads with that task's label
+names; `reload` (outputs/multitask.py: `load_multitask(out)`) rebuilds the whole model from them.
 
 `specialise(task, tasks, metric)` turns the single-task record into the multi-task one (labels, model,
 metrics, saving); the recipe rules of `tasks:` are checked with the rest of the recipe (validate.py).
@@ -28,17 +32,14 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
-from hf_transfer.errors import DataError
-from hf_transfer.recipe.schema import TaskConfig
-from hf_transfer.recipe.typed import check_value
-from hf_transfer.recipe.yaml import read_recipe_file
-from hf_transfer.tasks.base import NO_DETAILS, Labeler, Task, TaskSpec
+from hf_transfer.errors import DataError, ModelError
+from hf_transfer.anatomy import backbone_of, classifier_slot, slot_of
+from hf_transfer.tasks.base import NO_DETAILS, NO_LOSS, Labeler, Task, TaskSpec
 from hf_transfer.tasks.classification import score
 
 log = logging.getLogger(__name__)
 
 OTHER = "other"
-TASKS = ("text-classification",)  # the single-task records whose model has a `base_model` to share
 
 
 def default_metric(task) -> str:
@@ -154,20 +155,39 @@ class MultiTaskOutput(ModelOutput):
     logits: tuple[torch.Tensor, ...] | None = None
 
 
+@dataclass
+class _Slot:
+    """Where a task's model holds its backbone (`setattr(parent, name, ...)`), and the classifier that
+    backbone held itself (timm: the body's last layer), else None."""
+
+    parent: nn.Module
+    name: str
+    classifier: nn.Module | None
+
+
 class MultiTaskModel(nn.Module):
-    """`backbone` (shared) + `heads` (each task's own model, its backbone a SharedPass)."""
+    """`backbone` (shared) + `heads` (each task's own model, its backbone a SharedPass).
+
+    The backbone is the part of a task's model that `anatomy.backbone_of` finds (transformers:
+    `base_model`, or the one inner model, e.g. Whisper's encoder; timm: the timm model). A backbone
+    that holds its own classifier (timm) shares everything but it: the shared one ends in an identity
+    (it gives the pooled features), each task's model runs SharedPass then its own classifier."""
 
     def __init__(self, models: dict[str, nn.Module], tasks):
         super().__init__()
         first = next(iter(models.values()))
-        self.prefix = first.base_model_prefix
-        self.backbone = getattr(first, self.prefix)
+        self.backbone = backbone_of(first)
+        if self.backbone is first:
+            raise ModelError(f"tasks: no backbone to share found in {first.__class__.__name__}")
+        self._slots = {name: _slot(model) for name, model in models.items()}
+        self._classifier = classifier_slot(self.backbone)  # (parent, name) in the shared backbone, or None
         self._pass: dict = {}
-        for model in models.values():
-            setattr(model, self.prefix, SharedPass(self.backbone, self._pass))
         self.heads = nn.ModuleDict(models)
+        for name in models:
+            self.detach_task_model(name)
         self.tasks = list(tasks)
-        self.config = first.config  # what Trainer reads (e.g. keys_to_ignore_at_inference)
+        if hasattr(first, "config"):
+            self.config = first.config  # what Trainer reads (e.g. keys_to_ignore_at_inference)
         self.main_input_name = first.main_input_name
         self.accepts_loss_kwargs = False  # the loss is a mean over the batch (see distributed.declare_mean_loss)
 
@@ -175,9 +195,8 @@ class MultiTaskModel(nn.Module):
     def base_model(self) -> nn.Module:  # strategies.backbone_of: what `partial` / `staged` freeze
         return self.backbone
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None):
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        inputs = {k: v for k, v in inputs.items() if v is not None}
+    def forward(self, labels=None, **inputs):
+        """`inputs`: the model inputs of the task's collator (input_ids, pixel_values, input_values, ...)."""
         self._pass.clear()
         try:
             logits = tuple(self.heads[t.name](**inputs).logits for t in self.tasks)
@@ -187,13 +206,28 @@ class MultiTaskModel(nn.Module):
         return MultiTaskOutput(loss=loss, logits=logits)
 
     def task_model(self, name: str) -> nn.Module:
-        """Task `name`'s model with the real backbone back in place (share it, do not train it apart)."""
-        model = self.heads[name]
-        setattr(model, self.prefix, self.backbone)
-        return model
+        """Task `name`'s model with the real backbone (and its classifier) back in place (share it, do not
+        train it apart; detach_task_model undoes it)."""
+        slot = self._slots[name]
+        if slot.classifier is not None:
+            setattr(*self._classifier, slot.classifier)
+        setattr(slot.parent, slot.name, self.backbone)
+        return self.heads[name]
 
     def detach_task_model(self, name: str) -> None:
-        setattr(self.heads[name], self.prefix, SharedPass(self.backbone, self._pass))
+        slot = self._slots[name]
+        shared: nn.Module = SharedPass(self.backbone, self._pass)
+        if slot.classifier is not None:
+            setattr(*self._classifier, nn.Identity())
+            shared = nn.Sequential(shared, slot.classifier)
+        setattr(slot.parent, slot.name, shared)
+
+
+def _slot(model: nn.Module) -> _Slot:
+    backbone = backbone_of(model)
+    parent, name = slot_of(model, backbone)
+    inner = classifier_slot(backbone)
+    return _Slot(parent, name, None if inner is None else getattr(*inner))
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
@@ -210,22 +244,30 @@ def weighted_loss(logits: tuple[torch.Tensor, ...], labels: torch.Tensor, tasks)
     return sum(t.weight * task_loss(lg, labels[:, i], t.problem_type) for i, (t, lg) in enumerate(zip(tasks, logits)))
 
 
+def task_spec(spec: TaskSpec, task) -> TaskSpec:
+    """The single-task spec of one task: its problem type."""
+    return replace(spec, data=replace(spec.data, problem_type=task.problem_type))
+
+
 def load_model(single: Task, spec: TaskSpec, tasks, label_names: dict[str, list[str] | None]) -> MultiTaskModel:
     """Each task's single-task model (the single-task record's load_model with its labels), one backbone shared."""
-    models = {}
-    for t in tasks:
-        task_spec = replace(spec, data=replace(spec.data, problem_type=t.problem_type))
-        models[t.name] = single.load_model(task_spec, label_names[t.name])
+    models = {t.name: single.load_model(task_spec(spec, t), label_names[t.name]) for t in tasks}
     return MultiTaskModel(models, tasks)
 
 
-def load_multitask(out: str | Path) -> MultiTaskModel:
-    """The trained multi-task model, rebuilt from the task folders of a finished run."""
-    from transformers import AutoModelForSequenceClassification
+def reload(single: Task, spec: TaskSpec, tasks, out: str | Path) -> MultiTaskModel:
+    """The trained multi-task model, rebuilt from the task folders of a finished run: each folder loaded
+    by the single-task record's load_model, with the label names its config holds."""
+    from transformers import AutoConfig
 
-    raw = read_recipe_file(Path(out) / "recipe.yaml")
-    tasks = check_value(raw.get("tasks"), list[TaskConfig], "tasks")
-    models = {t.name: AutoModelForSequenceClassification.from_pretrained(Path(out) / t.name) for t in tasks}
+    models = {}
+    for t in tasks:
+        folder = Path(out) / t.name
+        id2label = AutoConfig.from_pretrained(folder).id2label
+        names = None if t.problem_type == "regression" else [id2label[i] for i in sorted(id2label)]
+        one = task_spec(spec, t)
+        one = replace(one, model=replace(spec.model, name_or_path=str(folder), pretrained=True))
+        models[t.name] = single.load_model(one, names)
     return MultiTaskModel(models, tasks).eval()
 
 
@@ -250,18 +292,18 @@ def compute_metrics_fn(tasks):
     return compute
 
 
-def save(trainer, tasks, out: Path) -> bool:
-    """The multi-task checkpoint (model.safetensors, by Trainer) and one Hugging Face folder per task."""
+def save(single: Task, trainer, spec: TaskSpec, tasks, out: Path) -> bool:
+    """The multi-task checkpoint (model.safetensors, by Trainer) and one folder per task, each written as
+    the single-task record writes a model's folder (save_folder)."""
     trainer.save_model(str(out))
     if not trainer.is_world_process_zero():
         return True
     model = trainer.model
     for t in tasks:
         try:
-            model.task_model(t.name).save_pretrained(str(out / t.name))
+            single.save_folder(model.task_model(t.name), trainer.processing_class, task_spec(spec, t), out / t.name)
         finally:
             model.detach_task_model(t.name)
-        trainer.processing_class.save_pretrained(str(out / t.name))
     return True
 
 
@@ -278,7 +320,10 @@ def specialise(single: Task, tasks, metric: str | None) -> Task:
         load_model=lambda spec, names: load_model(single, spec, tasks, names),
         compute_metrics=lambda spec: compute_metrics_fn(tasks),
         best_metric=lambda spec: best,
-        save=lambda trainer, spec, out: save(trainer, tasks, out),
+        loss=NO_LOSS,  # the multi-task model's own: Σ weight · task loss
+        save=lambda trainer, spec, out: save(single, trainer, spec, tasks, out),
+        # MultiTaskModel.forward takes **inputs: Trainer cannot read the input names from its signature
+        training_defaults=lambda: {**single.training_defaults(), "remove_unused_columns": False},
         baselines={},
         details=NO_DETAILS,
         verify_inputs=None,
