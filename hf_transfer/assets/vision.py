@@ -12,6 +12,9 @@
   parquet files with an `image` column (28x28 grey PNG) and a `label` ClassLabel: `train` 5,000
   images (500 a class) and `validation` 1,000 (100 a class) drawn from the 60,000 training images,
   `test` the official 10,000.
+- `fashion-mnist-categories/`: the same three splits with a second label derived from the first,
+  `category` (a ClassLabel: top, trouser_or_dress, footwear, bag; FASHION_CATEGORIES): a second task
+  for multi-task recipes (`tasks:`).
 - `fashion-mnist-shifted/`: the same three splits, each image colour-inverted (255 - x) with Gaussian
   pixel noise (std 40, fixed seed) added: a target domain for domain adaptation (`domain:`).
 """
@@ -171,6 +174,40 @@ def prepare_fashion_mnist(dest: Path) -> Path:
         "Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017), MIT licence, from Debian's dataset-fashion-mnist.\n"
         "train: 500 images a class, validation: 100 a class (both from the 60,000 training images,\n"
         f"seed {SEED}); test: the official 10,000 test images.\n",
+        encoding="utf-8",
+    )
+    tmp.rename(dest)
+    return dest
+
+
+# coarse category of each Fashion-MNIST class (derived from the class, not labelled by anyone)
+FASHION_CATEGORIES = {
+    "top": ["T-shirt/top", "Pullover", "Coat", "Shirt"],
+    "trouser_or_dress": ["Trouser", "Dress"],
+    "footwear": ["Sandal", "Sneaker", "Ankle boot"],
+    "bag": ["Bag"],
+}
+
+
+def prepare_fashion_mnist_categories(dest: Path, source: Path | None = None) -> Path:
+    """Fashion-MNIST (`source`, default: the `fashion-mnist` folder next to `dest`, built if missing) with
+    a column `category` derived from `label` (FASHION_CATEGORIES)."""
+    import datasets
+
+    source = source or dest.parent / "fashion-mnist"
+    if not source.is_dir():
+        prepare_fashion_mnist(source)
+    names = list(FASHION_CATEGORIES)
+    of_class = {FASHION_LABELS.index(c): names.index(k) for k, classes in FASHION_CATEGORIES.items() for c in classes}
+    tmp = fresh(dest)
+    for split in ("train", "validation", "test"):
+        ds = datasets.Dataset.from_parquet(str(source / f"{split}.parquet"))
+        ds = ds.add_column("category", [of_class[y] for y in ds["label"]])
+        ds = ds.cast_column("category", datasets.ClassLabel(names=names))
+        ds.to_parquet(str(tmp / f"{split}.parquet"))
+    (tmp / "SOURCE.txt").write_text(
+        f"Fashion-MNIST ({source}) with a second label `category`, derived from the class label `label`:\n"
+        + "".join(f"  {k}: {', '.join(v)}\n" for k, v in FASHION_CATEGORIES.items()),
         encoding="utf-8",
     )
     tmp.rename(dest)
