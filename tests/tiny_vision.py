@@ -7,6 +7,7 @@ from pathlib import Path
 
 CLASSES = ["horizontal", "plain", "vertical"]
 SIZE = 32
+PATTERN_ORDER = ["vertical", "plain", "horizontal"]  # a ClassLabel's own order
 
 
 def save_tiny_timm(folder: Path, arch: str = "test_resnet", seed: int = 0, **kwargs) -> Path:
@@ -83,13 +84,14 @@ def vision_recipe(model_dir: Path, files: dict[str, str], out: Path, library: st
 
 
 def write_multitask_images(folder: Path, n_train: int = 24, n_test: int = 12, seed: int = 0) -> dict[str, str]:
-    """Parquet splits with two labels per image: `pattern` (the stripes) and `colour` (grey or colour;
-    blank on every 5th row); returns data_files."""
+    """Parquet splits with two labels per image: `pattern` (the stripes; a ClassLabel named in
+    PATTERN_ORDER, not alphabetically) and `colour` (grey or colour, strings; blank on every 5th row);
+    returns data_files."""
     import datasets
 
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    features = datasets.Features({"image": datasets.Image(), "pattern": datasets.Value("string"),
+    features = datasets.Features({"image": datasets.Image(), "pattern": datasets.ClassLabel(names=PATTERN_ORDER),
                                   "colour": datasets.Value("string")})
     files = {}
     for split, n in (("train", n_train), ("test", n_test)):
@@ -97,7 +99,7 @@ def write_multitask_images(folder: Path, n_train: int = 24, n_test: int = 12, se
         for i in range(n):
             kind, grey = CLASSES[i % 3], (i // 3) % 2 == 0
             rows["image"].append(pattern(kind, rng, grey=grey))
-            rows["pattern"].append(kind)
+            rows["pattern"].append(PATTERN_ORDER.index(kind))
             rows["colour"].append("" if i % 5 == 4 else "grey" if grey else "colour")
         files[split] = str(folder / f"{split}.parquet")
         datasets.Dataset.from_dict(rows, features=features).to_parquet(files[split])

@@ -47,7 +47,7 @@ def label_columns(cfg: DataConfig) -> list[str]:
     return cfg.label_column if isinstance(cfg.label_column, list) else [cfg.label_column]
 
 
-def _class_names(feature) -> list[str] | None:
+def class_names(feature) -> list[str] | None:
     """The names of a ClassLabel column (or of a list of ClassLabels), else None."""
     return getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
 
@@ -73,14 +73,14 @@ def _infer_label_names(train, cfg: DataConfig) -> list[str] | None:
     if cfg.problem_type == "multi_label_classification" and len(columns) > 1:
         return cfg.label_names or columns
     if is_stream(train):  # a stream cannot be scanned for its labels
-        names = cfg.label_names or _class_names((train.features or {}).get(columns[0]))
+        names = cfg.label_names or class_names((train.features or {}).get(columns[0]))
         if not names:
             raise DataError(
                 f"data.label_names: required with data.streaming (a stream cannot be scanned for its labels) "
                 f"unless column {columns[0]!r} is a ClassLabel"
             )
         return [str(n) for n in names]
-    names = [str(n) for n in cfg.label_names] if cfg.label_names else _class_names(train.features[columns[0]])
+    names = [str(n) for n in cfg.label_names] if cfg.label_names else class_names(train.features[columns[0]])
     values = train[columns[0]]
     if cfg.problem_type == "multi_label_classification":
         values = [v for row in values for v in _split_values(row, cfg, cfg.train_split)]
@@ -163,7 +163,7 @@ def labeler(spec: TaskSpec) -> Labeler:
 
 
 def encode_labels(ds, cfg: DataConfig, label_names, split: str):
-    ids = _class_names((ds.features or {}).get(label_columns(cfg)[0])) is not None  # ClassLabel: values are class ids
+    ids = class_names((ds.features or {}).get(label_columns(cfg)[0])) is not None  # ClassLabel: values are class ids
     encode = encoder(cfg, label_names, split, ids=ids)
     if is_stream(ds):  # labelled lazily, row by row, as training reads it
         drop = [c for c in label_columns(cfg) if c != "labels"]  # a `labels` column is overwritten

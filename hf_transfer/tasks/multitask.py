@@ -35,7 +35,7 @@ from transformers.utils import ModelOutput
 from hf_transfer.errors import DataError, ModelError
 from hf_transfer.anatomy import backbone_of, classifier_slot, slot_of
 from hf_transfer.tasks.base import NO_DETAILS, NO_LOSS, Labeler, Task, TaskSpec
-from hf_transfer.tasks.classification import score
+from hf_transfer.tasks.classification import class_names, score
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,24 @@ def _missing(value: Any) -> bool:
     return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
-def _task_names(values: list, task) -> list[str] | None:
-    """A task's label names from its training values (kept classes, plus `other` when rare ones map there)."""
+def _values(ds, column: str) -> list:
+    """A label column's values; a ClassLabel's ids as their names (-1, no label: None)."""
+    values = ds[column]
+    classes = class_names((ds.features or {}).get(column))
+    return [classes[v] if isinstance(v, int) and v >= 0 else None for v in values] if classes else values
+
+
+def _task_names(train, task) -> list[str] | None:
+    """A task's label names: its label_names, else the column's ClassLabel names, else the training values
+    (kept classes, plus `other` when rare ones map there)."""
     if task.problem_type == "regression":
         return None
     if task.label_names:
         return [str(n) for n in task.label_names]
-    counts = Counter(str(v) for v in values if not _missing(v))
+    classes = class_names((train.features or {}).get(task.label_column))
+    if classes and not (task.min_count or task.top_k):
+        return [str(n) for n in classes]
+    counts = Counter(str(v) for v in _values(train, task.label_column) if not _missing(v))
     if not counts:
         raise DataError(f"tasks.{task.name}: column {task.label_column!r} has no labels in the training split")
     kept = sorted(counts)
@@ -113,11 +124,12 @@ def labeler(tasks) -> Labeler:
     first = next((i for i, t in enumerate(tasks) if t.problem_type != "regression"), None)
 
     def names(train) -> dict[str, list[str] | None]:
-        return {t.name: _task_names(train[t.label_column], t) for t in tasks}
+        return {t.name: _task_names(train, t) for t in tasks}
 
     def encode(ds, label_names, split):
-        encoders = [(t.label_column, _encoder(t, label_names[t.name], split)) for t in tasks]
-        labels = [[enc(ex[col]) for col, enc in encoders] for ex in ds.select_columns(columns)]
+        values = {col: _values(ds, col) for col in columns}  # never decodes audio / images
+        encoded = [list(map(_encoder(t, label_names[t.name], split), values[t.label_column])) for t in tasks]
+        labels = [list(row) for row in zip(*encoded)]
         drop = [c for c in [*columns, "labels", "stratum"] if c in ds.column_names]
         ds = ds.remove_columns(drop).add_column("labels", labels)
         if first is None:
