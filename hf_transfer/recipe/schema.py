@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from hf_transfer.errors import RecipeError
 from hf_transfer.recipe.typed import INT32_MAX, check_range
@@ -119,6 +119,8 @@ class DistillConfig:
     temperature: float = 2.0
     cache_logits: bool | None = None
     """Compute the teacher's logits once (training inputs must be deterministic); null: whenever possible."""
+    unlabelled: UnlabelledConfig | None = None
+    """Extra inputs the teacher labels: they join training and count only in the distillation term."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -128,22 +130,38 @@ class DistillConfig:
 
 
 @dataclass
-class DomainTargetConfig:
-    """Unlabelled target-domain data, read like the `data` section (same input and label columns)."""
+class ExtraData:
+    """Extra inputs read like the `data` section (same input columns); their labels, if any, are never
+    trained on. `KEY` is the section's key path in errors."""
 
+    KEY: ClassVar[str] = "data"
     path: str
     """Hub dataset id, or a loader name (csv, json, parquet, imagefolder) used with `data_files`."""
     name: str | None = None
     data_files: dict[str, str] | None = None
     split: str = "train"
-    """Split trained on (its labels, if any, are never used in training)."""
-    eval_split: str | None = None
-    """Labelled split evaluated after training (metrics `target`); default: `split`, when it has labels."""
+    """Split trained on."""
     max_samples: int | None = None
-    """At most this many examples of each target split."""
+    """At most this many examples of each split read."""
 
     def __post_init__(self) -> None:
-        check_range(self.max_samples, "domain.target.max_samples", low=1, high=INT32_MAX)
+        check_range(self.max_samples, f"{self.KEY}.max_samples", low=1, high=INT32_MAX)
+
+
+@dataclass
+class UnlabelledConfig(ExtraData):
+    """`distill.unlabelled`: inputs the teacher labels (unlabelled transfer data)."""
+
+    KEY: ClassVar[str] = "distill.unlabelled"
+
+
+@dataclass
+class DomainTargetConfig(ExtraData):
+    """Unlabelled target-domain data (`domain.target`)."""
+
+    KEY: ClassVar[str] = "domain.target"
+    eval_split: str | None = None
+    """Labelled split evaluated after training (metrics `target`); default: `split`, when it has labels."""
 
 
 @dataclass
