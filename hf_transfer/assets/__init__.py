@@ -25,6 +25,7 @@ ASSETS = {
     "mobilenetv2": vision.prepare_mobilenetv2,
     "fashion-mnist": vision.prepare_fashion_mnist,
     "fashion-mnist-shifted": vision.prepare_fashion_mnist_shifted,
+    "fashion-mnist-unlabelled": vision.prepare_fashion_mnist_unlabelled,
     "whisper-tiny-en": speech.prepare_whisper_tiny_en,
     "spoken-digits": speech.prepare_spoken_digits,
     "wnut16": ner.prepare_wnut16,

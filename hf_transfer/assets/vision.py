@@ -12,6 +12,8 @@
   parquet files with an `image` column (28x28 grey PNG) and a `label` ClassLabel: `train` 5,000
   images (500 a class) and `validation` 1,000 (100 a class) drawn from the 60,000 training images,
   `test` the official 10,000.
+- `fashion-mnist-unlabelled/`: `train` 20,000 more of the 60,000 training images (none in `fashion-mnist/`'s
+  train or validation), an `image` column and no label: unlabelled transfer data (`distill.unlabelled`).
 - `fashion-mnist-shifted/`: the same three splits, each image colour-inverted (255 - x) with Gaussian
   pixel noise (std 40, fixed seed) added: a target domain for domain adaptation (`domain:`).
 """
@@ -140,9 +142,8 @@ def _fashion_split(images, labels, index, path: Path) -> None:
     datasets.Dataset.from_dict(rows, features=features).to_parquet(str(path))
 
 
-def prepare_fashion_mnist(dest: Path) -> Path:
-    import numpy as np
-
+def _fashion_files() -> dict[tuple[str, str], Path]:
+    """Debian's four Fashion-MNIST IDX files, checked to exist."""
     files = {
         (split, kind): FASHION_DIR / f"{split}-{kind}-ubyte.gz"
         for split in ("train", "t10k")
@@ -153,9 +154,13 @@ def prepare_fashion_mnist(dest: Path) -> Path:
         raise HfTransferError(
             f"assets: {missing[0]} not found; install Debian's package: apt-get install dataset-fashion-mnist"
         )
-    train_x, train_y = _read_idx(files["train", "images-idx3"]), _read_idx(files["train", "labels-idx1"])
-    test_x, test_y = _read_idx(files["t10k", "images-idx3"]), _read_idx(files["t10k", "labels-idx1"])
-    rng = np.random.default_rng(SEED)
+    return files
+
+
+def _fashion_picks(train_y, rng) -> dict[str, list[int]]:
+    """The training images of each split of `fashion-mnist/` (FASHION_SIZES a class, drawn with `rng`)."""
+    import numpy as np
+
     picked = {split: [] for split in FASHION_SIZES}
     for label in range(len(FASHION_LABELS)):
         order = rng.permutation(np.flatnonzero(train_y == label))
@@ -163,6 +168,17 @@ def prepare_fashion_mnist(dest: Path) -> Path:
         for split, n in FASHION_SIZES.items():
             picked[split].extend(order[start : start + n].tolist())
             start += n
+    return picked
+
+
+def prepare_fashion_mnist(dest: Path) -> Path:
+    import numpy as np
+
+    files = _fashion_files()
+    train_x, train_y = _read_idx(files["train", "images-idx3"]), _read_idx(files["train", "labels-idx1"])
+    test_x, test_y = _read_idx(files["t10k", "images-idx3"]), _read_idx(files["t10k", "labels-idx1"])
+    rng = np.random.default_rng(SEED)
+    picked = _fashion_picks(train_y, rng)
     tmp = fresh(dest)
     for split, index in picked.items():
         _fashion_split(train_x, train_y, rng.permutation(index), tmp / f"{split}.parquet")
@@ -171,6 +187,36 @@ def prepare_fashion_mnist(dest: Path) -> Path:
         "Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017), MIT licence, from Debian's dataset-fashion-mnist.\n"
         "train: 500 images a class, validation: 100 a class (both from the 60,000 training images,\n"
         f"seed {SEED}); test: the official 10,000 test images.\n",
+        encoding="utf-8",
+    )
+    tmp.rename(dest)
+    return dest
+
+
+UNLABELLED_SIZE = 20_000
+
+
+def prepare_fashion_mnist_unlabelled(dest: Path) -> Path:
+    """`train.parquet`: UNLABELLED_SIZE Fashion-MNIST training images that `fashion-mnist/`'s train and
+    validation splits do not hold (test is the separate official file), with an `image` column only:
+    unlabelled transfer data for distillation (`distill.unlabelled`)."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    files = _fashion_files()
+    train_x, train_y = _read_idx(files["train", "images-idx3"]), _read_idx(files["train", "labels-idx1"])
+    used = {i for index in _fashion_picks(train_y, np.random.default_rng(SEED)).values() for i in index}
+    rest = np.array([i for i in range(len(train_y)) if i not in used], dtype=np.int64)
+    index = np.random.default_rng(SEED + 1).permutation(rest)[:UNLABELLED_SIZE]
+    tmp = fresh(dest)
+    rows = {"image": [Image.fromarray(train_x[i], mode="L") for i in index]}
+    datasets.Dataset.from_dict(rows, features=datasets.Features({"image": datasets.Image()})).to_parquet(
+        str(tmp / "train.parquet"))
+    (tmp / "SOURCE.txt").write_text(
+        "Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017), MIT licence, from Debian's dataset-fashion-mnist.\n"
+        f"train: {len(index):,} of the 60,000 training images, none of them in fashion-mnist/'s train or\n"
+        f"validation splits (seed {SEED + 1}), without labels: unlabelled transfer data for distillation.\n",
         encoding="utf-8",
     )
     tmp.rename(dest)
