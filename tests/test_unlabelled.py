@@ -206,3 +206,33 @@ def test_unlabelled_one_line_errors(tiny_bert, sentiment_files, text_teacher, ti
                          "unlabelled": {"path": "imagefolder", "data_files": {"train": images["test"]}}}
     with pytest.raises(RecipeError, match="^distill.unlabelled: not available with mixup / cutmix"):
         finetune(vision)
+
+
+def test_seeds_and_labels_only_comparison_combine_with_unlabelled(tiny_bert, sentiment_files, text_teacher, tmp_path):
+    """The distillation recipes' shape: seeds x (distilled, labels_only) into one report with intervals."""
+    out = tmp_path / "o"
+    recipe = _text_recipe(tiny_bert, sentiment_files, text_teacher, out, sentiment_files["test"])
+    recipe |= {"seeds": [1, 2], "compare": [{"labels_only": {"distill": None}}]}
+    result = finetune(recipe)
+    for seed in (1, 2):
+        assert json.loads((out / f"seed-{seed}/metrics.json").read_text())["unlabelled_examples"] == 10
+        alone = json.loads((out / f"seed-{seed}/compare/labels_only/metrics.json").read_text())
+        assert "unlabelled_examples" not in alone
+    runs = {r["name"]: r for r in result.report["runs"]}
+    assert list(runs) == ["main", "labels_only"] and runs["labels_only"]["vs_main"]["verdict"] is not None
+    assert runs["main"]["interval"]["seeds"] == 2
+
+
+def test_resume_continues_a_run_with_unlabelled_rows(tiny_bert, sentiment_files, text_teacher, tmp_path):
+    recipe = _text_recipe(tiny_bert, sentiment_files, text_teacher, tmp_path / "out", sentiment_files["test"])
+    recipe["training"] |= {"max_steps": 3, "save_steps": 2, "eval_steps": 2}
+    whole = finetune(recipe).metrics
+    checkpoint = tmp_path / "out" / "checkpoints" / "checkpoint-3"
+    assert checkpoint.is_dir()
+    import shutil
+
+    shutil.rmtree(checkpoint)  # as if stopped after step 2: --resume continues from checkpoint-2
+    (tmp_path / "out" / "metrics.json").unlink()
+    resumed = finetune(recipe, resume=True).metrics
+    assert resumed["unlabelled_examples"] == 10 and resumed["train"]["epoch"] == whole["train"]["epoch"]
+    assert resumed["test"]["test_accuracy"] == pytest.approx(whole["test"]["test_accuracy"])
