@@ -197,6 +197,9 @@ def _search_trainer(search: Search, run_one):
         def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
             run_one(search, self, trial)
 
+        def __reduce__(self):  # Ray ships the search and builds this Trainer again in the worker: the state
+            return _search_trainer, (search, run_one)  # of an accelerator that has run may not pickle
+
     from transformers import TrainingArguments
 
     args = TrainingArguments(output_dir=str(search.folder / CHECKPOINTS), report_to="none", use_cpu=search.args.use_cpu)
