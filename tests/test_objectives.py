@@ -203,7 +203,7 @@ def test_domain_target_errors_name_the_key(tiny_bert, sentiment_files, tmp_path)
     with pytest.raises(DataError, match="domain.target.data_files.test: file not found"):
         finetune(recipe)
     recipe["domain"]["target"] = {"path": "csv", "data_files": {"test": sentiment_files["test"]}}
-    with pytest.raises(DataError, match="domain.target.split: split 'train' not in the target dataset"):
+    with pytest.raises(DataError, match="domain.target.split: split 'train' not in the domain.target dataset"):
         finetune(recipe)
 
 

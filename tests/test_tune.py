@@ -105,3 +105,106 @@ def test_tune_without_a_tune_section_is_one_line(tiny_bert, sentiment_files, tmp
     assert main(["tune", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "hf-transfer: error: tune: the recipe has no tune section (name tune.space: the keys to search)"
+
+
+# --------------------------------------------------------------------------- tune.backend: ray
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ([8, 16, None], ("choice", ([8, 16, None],))),
+    ({"low": 1e-4, "high": 1e-2, "log": True}, ("loguniform", (1e-4, 1e-2))),
+    ({"low": 0.0, "high": 0.1}, ("uniform", (0.0, 0.1))),
+    ({"low": 1, "high": 4}, ("randint", (1, 5))),  # Ray's upper bound is exclusive, ours inclusive
+    ({"low": 2, "high": 64, "log": True}, ("lograndint", (2, 65))),
+    ({"low": 3, "high": 12, "step": 4}, ("choice", ([3, 7, 11],))),  # Optuna's grid, from low
+    ({"low": 0.1, "high": 0.4, "step": 0.1}, ("choice", ([0.1, 0.2, 0.3, 0.4],))),
+])
+def test_each_space_entry_maps_to_the_ray_sampler_of_the_same_points(spec, expected):
+    from hf_transfer.runs.raytune import domain
+
+    assert domain(spec) == expected
+
+
+def test_ray_trials_sample_every_key_and_use_only_their_strategy_options():
+    from hf_transfer.runs.tune import sampled_params
+
+    config = {"training.learning_rate": 1e-3, "finetune.r": 4, "finetune.strategy": "full"}
+    assert sampled_params(config, "full") == {"finetune.strategy": "full", "training.learning_rate": 1e-3}
+    assert sampled_params(config | {"finetune.strategy": "lora"}, "full") == {
+        "finetune.strategy": "lora", "training.learning_rate": 1e-3, "finetune.r": 4}
+    assert sampled_params({"finetune.r": 4}, "lora") == {"finetune.r": 4}  # the recipe's own strategy
+
+
+@pytest.mark.parametrize("tune, message", [
+    ({"backend": "hyperopt"}, "tune.backend: expected one of 'optuna', 'ray', got 'hyperopt'"),
+    ({"ray_address": "auto"}, "tune.ray_address: only with tune.backend: ray (the backend is 'optuna')"),
+    ({"resources_per_trial": {"cpu": 1}}, "tune.resources_per_trial: only with tune.backend: ray"),
+    ({"backend": "ray", "ray_address": "head node"}, "tune.ray_address: expected auto, host:port or ray://host:port"),
+    ({"backend": "ray", "resources_per_trial": {"tpu": 1}}, "tune.resources_per_trial.tpu: unknown resource"),
+    ({"backend": "ray", "resources_per_trial": {"cpu": 0}}, "tune.resources_per_trial.cpu: must be > 0, got 0"),
+    ({"backend": "ray", "resources_per_trial": {"gpu": -1}}, "tune.resources_per_trial.gpu: must be >= 0, got -1"),
+])
+def test_ray_keys_are_validated(tiny_bert, sentiment_files, tmp_path, tune, message):
+    from hf_transfer.validate import load_recipe
+
+    with pytest.raises(RecipeError, match=message.replace(".", r"\.").replace("(", r"\(").replace(")", r"\)")):
+        load_recipe(_recipe(tiny_bert, sentiment_files, tmp_path, **tune))
+
+
+def test_ray_addresses_accepted(tiny_bert, sentiment_files, tmp_path):
+    from hf_transfer.validate import load_recipe
+
+    for address in ("auto", "10.0.0.1:6379", "ray://head-node:10001"):
+        recipe = load_recipe(_recipe(tiny_bert, sentiment_files, tmp_path, backend="ray", ray_address=address,
+                                     resources_per_trial={"cpu": 2, "gpu": 0.5}))
+        assert recipe.tune.ray_address == address and recipe.tune.resources_per_trial == {"cpu": 2.0, "gpu": 0.5}
+
+
+def test_ray_backend_without_ray_is_one_line(tiny_bert, sentiment_files, tmp_path, capsys):
+    try:
+        import ray.tune  # noqa: F401
+        pytest.skip("ray is installed here")
+    except ImportError:
+        pass
+    from hf_transfer.cli import main
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(_recipe(tiny_bert, sentiment_files, tmp_path, backend="ray")))
+    assert main(["tune", str(path), "--output-dir", str(tmp_path / "tune")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "hf-transfer: error: tune.backend: ray needs Ray Tune (pip install 'hf-transfer[ray]')"
+    assert not (tmp_path / "tune" / "trials").exists()  # nothing trained
+
+
+@pytest.mark.slow  # `make test-slow` installs the ray extra
+def test_ray_two_trials_write_the_same_files_as_optuna(tiny_bert, sentiment_files, tmp_path, capsys):
+    pytest.importorskip("ray.tune")
+    from hf_transfer.cli import main
+    from hf_transfer.validate import load_recipe
+
+    space = {"learning_rate": {"low": 1e-3, "high": 3e-2, "log": True}, "finetune.strategy": ["full", "lora"],
+             "finetune.r": [2, 4], "per_device_train_batch_size": [4, 8]}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(_recipe(tiny_bert, sentiment_files, tmp_path, space, n_trials=2, seed=3,
+                                           backend="ray", resources_per_trial={"cpu": 1})))
+    out = tmp_path / "tune"
+    assert main(["tune", str(path), "--output-dir", str(out), "--train-best"]) == 0
+    report = json.loads((out / "tune.json").read_text())
+    assert report["backend"] == "ray" and (out / "ray").is_dir()  # Ray Tune's own experiment folder
+    assert [t["number"] for t in report["trials"]] == [0, 1]
+    assert {t["state"] for t in report["trials"]} <= {"complete", "pruned"}  # ASHA may stop the second
+    done = [t for t in report["trials"] if t["state"] == "complete"]
+    assert done and all(t["value"] is not None and t["curve"] and t["seconds"] > 0 for t in report["trials"])
+    for t in report["trials"]:  # a sampled strategy option is kept only where the trial's strategy has it
+        assert ("finetune.r" in t["params"]) == (t["params"]["finetune.strategy"] == "lora")
+        assert 1e-3 <= t["params"]["training.learning_rate"] <= 3e-2
+    assert report["best"]["value"] == max(t["value"] for t in done)
+    assert (out / "tune.png").stat().st_size > 0 and "| trial |" in (out / "tune.md").read_text()
+    assert not list((out / "trials").rglob("*.safetensors"))  # trials keep no weights
+
+    best = load_recipe(str(out / "best.yaml"))
+    params = report["best"]["params"]
+    assert best.tune is None and best.finetune.strategy == params["finetune.strategy"]
+    assert best.training["learning_rate"] == pytest.approx(params["training.learning_rate"])
+    assert (out / "best" / "metrics.json").is_file()
+    assert "validation" in report["best_run"] and "its recipe" in capsys.readouterr().out

@@ -26,6 +26,7 @@ ASSETS = {
     "fashion-mnist": vision.prepare_fashion_mnist,
     "fashion-mnist-shifted": vision.prepare_fashion_mnist_shifted,
     "fashion-mnist-categories": vision.prepare_fashion_mnist_categories,
+    "fashion-mnist-unlabelled": vision.prepare_fashion_mnist_unlabelled,
     "whisper-tiny-en": speech.prepare_whisper_tiny_en,
     "spoken-digits": speech.prepare_spoken_digits,
     "spoken-digits-sex": speech.prepare_spoken_digits_sex,

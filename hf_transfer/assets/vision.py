@@ -15,6 +15,8 @@
 - `fashion-mnist-categories/`: the same three splits with a second label derived from the first,
   `category` (a ClassLabel: top, trouser_or_dress, footwear, bag; FASHION_CATEGORIES): a second task
   for multi-task recipes (`tasks:`).
+- `fashion-mnist-unlabelled/`: `train` 20,000 more of the 60,000 training images (none in `fashion-mnist/`'s
+  train or validation), an `image` column and no label: unlabelled transfer data (`distill.unlabelled`).
 - `fashion-mnist-shifted/`: the same three splits, each image colour-inverted (255 - x) with Gaussian
   pixel noise (std 40, fixed seed) added: a target domain for domain adaptation (`domain:`).
 """
@@ -143,9 +145,8 @@ def _fashion_split(images, labels, index, path: Path) -> None:
     datasets.Dataset.from_dict(rows, features=features).to_parquet(str(path))
 
 
-def prepare_fashion_mnist(dest: Path) -> Path:
-    import numpy as np
-
+def _fashion_files() -> dict[tuple[str, str], Path]:
+    """Debian's four Fashion-MNIST IDX files, checked to exist."""
     files = {
         (split, kind): FASHION_DIR / f"{split}-{kind}-ubyte.gz"
         for split in ("train", "t10k")
@@ -156,9 +157,13 @@ def prepare_fashion_mnist(dest: Path) -> Path:
         raise HfTransferError(
             f"assets: {missing[0]} not found; install Debian's package: apt-get install dataset-fashion-mnist"
         )
-    train_x, train_y = _read_idx(files["train", "images-idx3"]), _read_idx(files["train", "labels-idx1"])
-    test_x, test_y = _read_idx(files["t10k", "images-idx3"]), _read_idx(files["t10k", "labels-idx1"])
-    rng = np.random.default_rng(SEED)
+    return files
+
+
+def _fashion_picks(train_y, rng) -> dict[str, list[int]]:
+    """The training images of each split of `fashion-mnist/` (FASHION_SIZES a class, drawn with `rng`)."""
+    import numpy as np
+
     picked = {split: [] for split in FASHION_SIZES}
     for label in range(len(FASHION_LABELS)):
         order = rng.permutation(np.flatnonzero(train_y == label))
@@ -166,6 +171,17 @@ def prepare_fashion_mnist(dest: Path) -> Path:
         for split, n in FASHION_SIZES.items():
             picked[split].extend(order[start : start + n].tolist())
             start += n
+    return picked
+
+
+def prepare_fashion_mnist(dest: Path) -> Path:
+    import numpy as np
+
+    files = _fashion_files()
+    train_x, train_y = _read_idx(files["train", "images-idx3"]), _read_idx(files["train", "labels-idx1"])
+    test_x, test_y = _read_idx(files["t10k", "images-idx3"]), _read_idx(files["t10k", "labels-idx1"])
+    rng = np.random.default_rng(SEED)
+    picked = _fashion_picks(train_y, rng)
     tmp = fresh(dest)
     for split, index in picked.items():
         _fashion_split(train_x, train_y, rng.permutation(index), tmp / f"{split}.parquet")
@@ -208,6 +224,36 @@ def prepare_fashion_mnist_categories(dest: Path, source: Path | None = None) -> 
     (tmp / "SOURCE.txt").write_text(
         f"Fashion-MNIST ({source}) with a second label `category`, derived from the class label `label`:\n"
         + "".join(f"  {k}: {', '.join(v)}\n" for k, v in FASHION_CATEGORIES.items()),
+        encoding="utf-8",
+    )
+    tmp.rename(dest)
+    return dest
+
+
+UNLABELLED_SIZE = 20_000
+
+
+def prepare_fashion_mnist_unlabelled(dest: Path) -> Path:
+    """`train.parquet`: UNLABELLED_SIZE Fashion-MNIST training images that `fashion-mnist/`'s train and
+    validation splits do not hold (test is the separate official file), with an `image` column only:
+    unlabelled transfer data for distillation (`distill.unlabelled`)."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    files = _fashion_files()
+    train_x, train_y = _read_idx(files["train", "images-idx3"]), _read_idx(files["train", "labels-idx1"])
+    used = {i for index in _fashion_picks(train_y, np.random.default_rng(SEED)).values() for i in index}
+    rest = np.array([i for i in range(len(train_y)) if i not in used], dtype=np.int64)
+    index = np.random.default_rng(SEED + 1).permutation(rest)[:UNLABELLED_SIZE]
+    tmp = fresh(dest)
+    rows = {"image": [Image.fromarray(train_x[i], mode="L") for i in index]}
+    datasets.Dataset.from_dict(rows, features=datasets.Features({"image": datasets.Image()})).to_parquet(
+        str(tmp / "train.parquet"))
+    (tmp / "SOURCE.txt").write_text(
+        "Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017), MIT licence, from Debian's dataset-fashion-mnist.\n"
+        f"train: {len(index):,} of the 60,000 training images, none of them in fashion-mnist/'s train or\n"
+        f"validation splits (seed {SEED + 1}), without labels: unlabelled transfer data for distillation.\n",
         encoding="utf-8",
     )
     tmp.rename(dest)

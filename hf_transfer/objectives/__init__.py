@@ -17,10 +17,12 @@ def attach(recipe, task, spec, model, processor, loaded, splits, collator, hooks
     labels = loaded.splits["train"].select_columns(["labels"])["labels"] if recipe.data.class_weights else []
     weights = resolve_class_weights(recipe.data.class_weights, labels, loaded.label_names or [])
     if recipe.distill is not None:  # first: it scales the task loss by alpha
-        splits = distill.attach(recipe.distill, task, spec, loaded, splits, hooks, args)
+        splits = distill.attach(recipe.distill, task, spec, processor, loaded, splits, hooks, args)
     if recipe.domain is not None:
         splits = domain.attach(recipe.domain, task, spec, model, processor, collator, loaded.label_names, splits,
                                hooks, args)
     if weights is not None:
         loss = task_loss_function(recipe.data.problem_type, loss, weights)
+    if recipe.distill is not None and recipe.distill.unlabelled is not None:  # unlabelled rows: KL term only
+        loss = distill.labelled_only(loss, args.label_smoothing_factor)
     return splits, distill.with_columns(collator, hooks.batch_columns), loss

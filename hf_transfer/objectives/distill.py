@@ -10,6 +10,13 @@ When the training inputs are deterministic (text; vision and speech without rand
 the teacher's logits are computed once, batched under no_grad with the evaluation preprocessing of
 the teacher's own processor, and travel with each training example (`teacher_logits`). Otherwise
 the teacher runs on each (augmented) training batch, so it must read the student's inputs.
+
+`distill.unlabelled`: extra inputs (read like `data`, through tasks.data.load_extra; any labels
+dropped) preprocessed as the training split is, appended to it with the label UNLABELLED (-100), and
+labelled by the teacher (cached or per batch, as above). Batches mix both kinds of rows. The task loss
+becomes `labelled_only`: the mean (class-weighted mean) over the batch's labelled rows, 0 when it has
+none; the KL term stays the mean over all the batch's rows. So per batch of B rows, L of them labelled:
+loss = alpha * (1/L) sum_labelled CE + (1 - alpha) * T^2 * (1/B) sum_all KL.
 """
 
 from __future__ import annotations
@@ -22,17 +29,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from hf_transfer.console import progress
 from hf_transfer.errors import ModelError, RecipeError
 from hf_transfer.inference import run_batches
 from hf_transfer.objectives.losses import distillation_loss
-from hf_transfer.recipe.schema import DistillConfig
+from hf_transfer.recipe.schema import DistillConfig, UnlabelledConfig
 from hf_transfer.tasks.base import TaskSpec
+from hf_transfer.tasks.data import load_extra
 
 log = logging.getLogger(__name__)
 
 TEACHER_COLUMN = "teacher_logits"
+UNLABELLED = -100  # the label of a `distill.unlabelled` row: only the distillation term sees it
 
 
 def teacher_spec(spec: TaskSpec, name_or_path: str) -> TaskSpec:
@@ -117,8 +127,38 @@ class WithColumn(torch.utils.data.Dataset):
         return {**self.dataset[i], self.name: self.values[i]}
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:  # one batched transform call
-        rows = self.dataset.__getitems__(indices)
+        rows = _rows(self.dataset, indices)
         return [{**row, self.name: self.values[i]} for row, i in zip(rows, indices)]
+
+
+class Joined(torch.utils.data.Dataset):
+    """The rows of `first`, then those of `second` (each keeps its own transforms)."""
+
+    def __init__(self, first, second):
+        self.first, self.second = first, second
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.second)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        n = len(self.first)
+        if not 0 <= i < len(self):
+            raise IndexError(i)  # ends `for row in dataset` (Trainer's lengths for group_by_length)
+        return self.first[i] if i < n else self.second[i - n]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:  # each part's batched transform once
+        n = len(self.first)
+        low, high = [i for i in indices if i < n], [i - n for i in indices if i >= n]
+        rows = iter(_rows(self.first, low)), iter(_rows(self.second, high))
+        return [next(rows[i >= n]) for i in indices]
+
+
+def _rows(dataset, indices: list[int]) -> list[dict[str, Any]]:
+    if not indices:
+        return []
+    if hasattr(dataset, "__getitems__"):
+        return dataset.__getitems__(indices)
+    return [dataset[i] for i in indices]
 
 
 def with_columns(collator, names: list[str]):
@@ -148,15 +188,60 @@ def _cached_logits(source: str, task, spec: TaskSpec, teacher, raw_train, args) 
     return logits
 
 
-def attach(cfg: DistillConfig, task, spec: TaskSpec, loaded, splits, hooks, args):
-    """Add the distillation term to `hooks`; returns the splits (train carrying cached logits)."""
+def load_unlabelled(cfg: UnlabelledConfig, task, spec: TaskSpec):
+    """The raw `distill.unlabelled` split: the data section's input columns only, every label UNLABELLED."""
+    columns = task.input_columns(spec)
+    ds = load_extra(cfg, spec.data, columns, cfg.split)
+    return ds.select_columns(list(columns.values())).add_column("labels", [UNLABELLED] * len(ds))
+
+
+def labelled_only(task_loss, label_smoothing: float = 0.0):
+    """Trainer's `compute_loss_func` on the labelled rows of a batch (label != UNLABELLED): `task_loss`
+    (class weights; None: cross-entropy, with training.label_smoothing_factor as Trainer applies it),
+    their mean; zero, still in the graph, for a batch without a labelled row."""
+    def compute(outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"]
+        keep = labels != UNLABELLED
+        if not bool(keep.any()):
+            return logits.sum() * 0.0
+        if task_loss is not None:
+            return task_loss({"logits": logits[keep]}, labels[keep])
+        return F.cross_entropy(logits[keep].float(), labels[keep], label_smoothing=label_smoothing)
+
+    return compute
+
+
+def _add_unlabelled(cfg: UnlabelledConfig, task, spec: TaskSpec, processor, splits, hooks):
+    """(raw unlabelled split, splits whose train has the preprocessed unlabelled rows appended)."""
+    from datasets import DatasetDict
+
+    if task.loss(spec) is not None:  # a single-label task's own loss: vision's soft labels (mixup / cutmix)
+        raise RecipeError("distill.unlabelled: not available with mixup / cutmix (vision.mixup_alpha, "
+                          "vision.cutmix_alpha): the mixed labels would blend in unlabelled rows")
+    raw = load_unlabelled(cfg, task, spec)
+    seen = task.preprocess(DatasetDict({"train": raw}), processor, spec)["train"]  # as the training split
+    labelled = len(splits["train"])
+    hooks.metrics["unlabelled_examples"] = len(raw)
+    log.info("distill.unlabelled: %d unlabelled inputs joined the %d labelled training examples "
+             "(they count in the distillation term only)", len(raw), labelled)
+    splits["train"] = Joined(splits["train"], seen)
+    return raw, splits
+
+
+def attach(cfg: DistillConfig, task, spec: TaskSpec, processor, loaded, splits, hooks, args):
+    """Add the distillation term to `hooks`; returns the splits (train carrying cached logits, and the
+    unlabelled rows of `distill.unlabelled`)."""
     teacher = load_teacher(cfg.teacher, task, spec, loaded.label_names)
     stochastic = task.stochastic(spec)
     cache = (not stochastic) if cfg.cache_logits is None else cfg.cache_logits
     if cache and stochastic:
         raise RecipeError("distill.cache_logits: the training inputs are augmented randomly; set it to false or null")
+    raw = [loaded.splits["train"]]
+    if cfg.unlabelled is not None:
+        unlabelled, splits = _add_unlabelled(cfg.unlabelled, task, spec, processor, splits, hooks)
+        raw.append(unlabelled)
     if cache:
-        logits = _cached_logits(cfg.teacher, task, spec, teacher, loaded.splits["train"], args)
+        logits = torch.cat([_cached_logits(cfg.teacher, task, spec, teacher, part, args) for part in raw])
         splits["train"] = WithColumn(splits["train"], TEACHER_COLUMN, logits)
         hooks.batch_columns.append(TEACHER_COLUMN)
         del teacher
@@ -168,7 +253,7 @@ def attach(cfg: DistillConfig, task, spec: TaskSpec, loaded, splits, hooks, args
         def teacher_logits(inputs, columns):
             device = next(iter(inputs.values())).device
             teacher.to(device)  # moved with the student (a no-op after the first batch)
-            return teacher(**inputs).logits
+            return teacher(**{k: v for k, v in inputs.items() if k != "labels"}).logits
 
     def objective(trainer, loss, model, inputs, outputs, columns):
         logits = outputs["logits"]

@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hf_transfer.errors import DataError, HfTransferError, ModelError
+from hf_transfer.errors import DataError, ModelError
 from hf_transfer.objectives.losses import dann_lambda, grad_reverse, mmd2
 from hf_transfer.recipe.schema import DomainConfig
 from hf_transfer.anatomy import head_parameter_names
 from hf_transfer.tasks.base import TaskSpec
-from hf_transfer.tasks.data import load_raw
+from hf_transfer.tasks.data import load_extra
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +60,9 @@ class FeatureCapture:
         self.features = args[0].flatten(1)
 
 
-def _target_split(raw, cfg: DomainConfig, task, spec: TaskSpec, label_names, split: str, key: str):
+def _target_split(cfg: DomainConfig, data, task, spec: TaskSpec, label_names, split: str, key: str):
     """(one target split with a `labels` column, whether its labels are real)."""
-    if split not in raw:
-        raise DataError(f"domain.target.{key}: split {split!r} not in the target dataset (has: {', '.join(raw)})")
-    ds = raw[split]
-    for name, col in task.input_columns(spec).items():
-        if col not in ds.column_names:
-            raise DataError(f"domain.target: column {col!r} ({name}) not in the target split {split!r}")
-    if cfg.target.max_samples:
-        ds = ds.select(range(min(cfg.target.max_samples, len(ds))))
-    if len(ds) == 0:
-        raise DataError(f"domain.target.{key}: split {split!r} is empty")
+    ds = load_extra(cfg.target, data, task.input_columns(spec), split, key)
     labeler = task.labeler(spec)
     if all(col in ds.column_names for _, col in labeler.columns):
         return labeler.encode(ds, label_names, split), True
@@ -81,15 +72,10 @@ def _target_split(raw, cfg: DomainConfig, task, spec: TaskSpec, label_names, spl
 def load_target(cfg: DomainConfig, task, spec: TaskSpec, label_names):
     """(target split to adapt to, labelled target split to evaluate or None)."""
     t = cfg.target
-    data = dataclasses.replace(spec.data, path=t.path, name=t.name, data_files=t.data_files, class_weights=None)
-    try:
-        raw = load_raw(data)
-    except HfTransferError as err:
-        raise DataError(str(err).replace("data.", "domain.target.", 1)) from None
-    train, labelled = _target_split(raw, cfg, task, spec, label_names, t.split, "split")
+    train, labelled = _target_split(cfg, spec.data, task, spec, label_names, t.split, "split")
     if t.eval_split is None:
         return train, train if labelled else None
-    evaluate, labelled = _target_split(raw, cfg, task, spec, label_names, t.eval_split, "eval_split")
+    evaluate, labelled = _target_split(cfg, spec.data, task, spec, label_names, t.eval_split, "eval_split")
     if not labelled:
         raise DataError(f"domain.target.eval_split: split {t.eval_split!r} has no label column to evaluate")
     return train, evaluate

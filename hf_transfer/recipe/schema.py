@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from hf_transfer.errors import RecipeError
 from hf_transfer.recipe.typed import INT32_MAX, check_range
@@ -119,6 +119,8 @@ class DistillConfig:
     temperature: float = 2.0
     cache_logits: bool | None = None
     """Compute the teacher's logits once (training inputs must be deterministic); null: whenever possible."""
+    unlabelled: UnlabelledConfig | None = None
+    """Extra inputs the teacher labels: they join training and count only in the distillation term."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -128,22 +130,38 @@ class DistillConfig:
 
 
 @dataclass
-class DomainTargetConfig:
-    """Unlabelled target-domain data, read like the `data` section (same input and label columns)."""
+class ExtraData:
+    """Extra inputs read like the `data` section (same input columns); their labels, if any, are never
+    trained on. `KEY` is the section's key path in errors."""
 
+    KEY: ClassVar[str] = "data"
     path: str
     """Hub dataset id, or a loader name (csv, json, parquet, imagefolder) used with `data_files`."""
     name: str | None = None
     data_files: dict[str, str] | None = None
     split: str = "train"
-    """Split trained on (its labels, if any, are never used in training)."""
-    eval_split: str | None = None
-    """Labelled split evaluated after training (metrics `target`); default: `split`, when it has labels."""
+    """Split trained on."""
     max_samples: int | None = None
-    """At most this many examples of each target split."""
+    """At most this many examples of each split read."""
 
     def __post_init__(self) -> None:
-        check_range(self.max_samples, "domain.target.max_samples", low=1, high=INT32_MAX)
+        check_range(self.max_samples, f"{self.KEY}.max_samples", low=1, high=INT32_MAX)
+
+
+@dataclass
+class UnlabelledConfig(ExtraData):
+    """`distill.unlabelled`: inputs the teacher labels (unlabelled transfer data)."""
+
+    KEY: ClassVar[str] = "distill.unlabelled"
+
+
+@dataclass
+class DomainTargetConfig(ExtraData):
+    """Unlabelled target-domain data (`domain.target`)."""
+
+    KEY: ClassVar[str] = "domain.target"
+    eval_split: str | None = None
+    """Labelled split evaluated after training (metrics `target`); default: `split`, when it has labels."""
 
 
 @dataclass
@@ -276,25 +294,36 @@ class RankConfig:
 
 @dataclass
 class TuneConfig:
-    """The `tune:` section: `hf-transfer tune` searches hyper-parameters with Optuna (runs/tune.py).
-    Each `space` entry is validated at its bounds or choices as the recipe key it names."""
+    """The `tune:` section: `hf-transfer tune` searches hyper-parameters with Optuna or Ray Tune
+    (runs/tune.py). Each `space` entry is validated at its bounds or choices as the recipe key it names."""
 
     space: dict[str, Any]
     """Recipe key -> a list of choices, or a range {low, high, log: false, step: null} (integers when
     low and high are). A key without a section is a training key (`learning_rate` = training.learning_rate);
     `finetune.strategy` and the options of the strategies searched (`finetune.r`) may be searched too."""
+    backend: Literal["optuna", "ray"] = "optuna"
+    """optuna: trials one after another in this process (TPE sampler). ray: Ray Tune (random search),
+    trials in parallel on a Ray cluster: this machine's cores, or the machines of `ray_address`."""
     n_trials: int = 10
     timeout: float | None = None
-    """Time budget in seconds: no trial starts after it (a running trial finishes)."""
+    """Time budget in seconds: optuna starts no trial after it (a running trial finishes); ray stops
+    the running trials too (they count as pruned)."""
     pruner: Literal["median", "none"] = "median"
     """median: stop a trial whose validation metric after an epoch is worse than the median of the
-    earlier trials after that epoch (Optuna's MedianPruner, from the third trial on)."""
+    earlier trials after that epoch (optuna: MedianPruner from the third trial on; ray: ASHA with
+    reduction factor 2, at epochs 1, 2, 4, 8, ...)."""
     seed: int = 0
-    """Seed of the sampler (TPE); each trial trains with the recipe's training.seed."""
+    """Seed of the sampler (optuna: TPE; ray: the random search); each trial trains with training.seed."""
     output_dir: str | None = None
     """Where tune.json, tune.md, tune.png, best.yaml and the trials go; default: training.output_dir + `-tune`."""
     train_best: bool = False
     """Train best.yaml after the search (also `hf-transfer tune --train-best`)."""
+    ray_address: str | None = None
+    """ray: the cluster to join (`auto`: the one `ray start` runs here; `host:port`; `ray://host:port`);
+    default: a one-machine Ray started for the search and stopped after it."""
+    resources_per_trial: dict[str, float] | None = None
+    """ray: what one trial holds, {cpu: 1, gpu: 0} (default: 1 CPU, and 1 GPU where Trainer sees one)."""
+    _address = re.compile(r"auto|(ray://)?[\w.-]+:\d{1,5}")  # a head node's GCS port, or ray:// and its client port
 
     def __post_init__(self) -> None:
         check_range(self.n_trials, "tune.n_trials", low=1, high=INT32_MAX)
@@ -302,6 +331,15 @@ class TuneConfig:
         check_range(self.seed, "tune.seed", low=0, high=2**32 - 1)
         if not self.space:
             raise RecipeError("tune.space: name at least one recipe key to search")
+        for key in ("ray_address", "resources_per_trial"):
+            if getattr(self, key) is not None and self.backend != "ray":
+                raise RecipeError(f"tune.{key}: only with tune.backend: ray (the backend is {self.backend!r})")
+        if self.ray_address is not None and not self._address.fullmatch(self.ray_address):
+            raise RecipeError(f"tune.ray_address: expected auto, host:port or ray://host:port, got {self.ray_address!r}")
+        for name, count in (self.resources_per_trial or {}).items():
+            if name not in ("cpu", "gpu"):
+                raise RecipeError(f"tune.resources_per_trial.{name}: unknown resource (allowed: cpu, gpu)")
+            check_range(count, f"tune.resources_per_trial.{name}", low=0, low_open=name == "cpu")
 
 
 @dataclass

@@ -63,6 +63,9 @@ def check_value(value: Any, tp: Any, path: str) -> Any:
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
+        sections = [a for a in args if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and len(sections) == 1:  # an optional section: its own errors, by key
+            return build(sections[0], value, path)
         for arg in sorted(args, key=lambda a: a is str):  # try str last: it accepts little
             try:
                 return check_value(value, arg, path)

@@ -1,13 +1,16 @@
 """`hf-transfer tune`: hyper-parameter search over the recipe's `tune.space`, through transformers'
-`Trainer.hyperparameter_search` with the Optuna backend.
+`Trainer.hyperparameter_search` with the Optuna backend (default) or Ray Tune's (`tune.backend: ray`,
+runs/raytune.py: trials in parallel on one machine or a cluster).
 
-`hyperparameter_search` drives the study (TPE sampler seeded by `tune.seed`, `n_trials`, the `timeout`
+`hyperparameter_search` drives the study (the sampler seeded by `tune.seed`, `n_trials`, the `timeout`
 budget, the pruner, the direction of the validation metric) and calls `train(trial=...)` on the Trainer it
 belongs to once per trial. Here that Trainer (`SearchTrainer`) runs each trial as a whole hf-transfer run
 of the trial's recipe (`build_trainer`: data, task, strategy, hooks, objectives), because a trial may change
 what Trainer's own per-trial setup cannot: the strategy (a LoRA wrapper, staged unfreezing callbacks, the
 cached-feature probe), its options and the batch-dependent parts. So the best recipe reproduces its trial
-exactly. After every epoch the trial's validation metric goes to Optuna, which may prune it.
+exactly. After every epoch the trial's validation metric goes to the backend, which may stop it. The
+backends differ only in how trials are proposed and stopped: the trial's run, its row and the outputs are
+the same code.
 
 Written to the output folder: tune.json and tune.md (every trial: parameters, state, value, seconds,
 per-epoch curve), tune.png (the trials) and best.yaml, the best trial's recipe, runnable as it is
@@ -29,29 +32,33 @@ from hf_transfer.errors import DependencyError, RecipeError, TrainingError
 from hf_transfer.folder import CHECKPOINTS
 from hf_transfer.recipe.schema import Recipe
 from hf_transfer.recipe.yaml import dump_yaml
-from hf_transfer.runs import run
+from hf_transfer.runs import raytune, run
 from hf_transfer.strategies import STRATEGIES
 from hf_transfer.train import build_trainer, output_dir
 from hf_transfer.trainer import training_arguments
-from hf_transfer.validate import load_recipe, tune_variant
+from hf_transfer.validate import integer_range, load_recipe, tune_variant
 
 log = logging.getLogger(__name__)
 
 
+def _applies(key: str, strategy: str) -> bool:
+    """Whether a space key is used by a trial of `strategy` (a strategy option only where it has it)."""
+    options = {f.name for f in dataclasses.fields(STRATEGIES[strategy].options)}
+    return key != "finetune.strategy" and (not key.startswith("finetune.") or key.removeprefix("finetune.") in options)
+
+
 def suggest(trial, space: dict[str, Any], base_strategy: str) -> dict[str, Any]:
-    """The trial's parameters (dotted recipe keys): the strategy first, then only the options it has."""
+    """Optuna: the trial's parameters (dotted recipe keys): the strategy first, then only the options it has."""
     params: dict[str, Any] = {}
     if "finetune.strategy" in space:
         params["finetune.strategy"] = trial.suggest_categorical("finetune.strategy", space["finetune.strategy"])
     strategy = params.get("finetune.strategy", base_strategy)
-    options = {f.name for f in dataclasses.fields(STRATEGIES[strategy].options)}
     for key, spec in space.items():
-        if key == "finetune.strategy" or (key.startswith("finetune.") and key.removeprefix("finetune.") not in options):
+        if not _applies(key, strategy):
             continue
         if isinstance(spec, list):
             params[key] = trial.suggest_categorical(key, spec)
-        elif all(isinstance(spec.get(k), int) and not isinstance(spec.get(k), bool) for k in ("low", "high")) \
-                and isinstance(spec.get("step") or 1, int):
+        elif integer_range(spec):
             params[key] = trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step") or 1,
                                             log=bool(spec.get("log")))
         else:
@@ -60,34 +67,47 @@ def suggest(trial, space: dict[str, Any], base_strategy: str) -> dict[str, Any]:
     return params
 
 
+def sampled_params(config: dict[str, Any], base_strategy: str) -> dict[str, Any]:
+    """Ray: the parameters a trial uses out of its sampled config (every key is sampled in every trial; a
+    strategy option that the trial's strategy lacks is ignored), in the order Optuna's `suggest` gives."""
+    strategy = config.get("finetune.strategy", base_strategy)
+    head = {"finetune.strategy": strategy} if "finetune.strategy" in config else {}
+    return head | {k: v for k, v in config.items() if _applies(k, strategy)}
+
+
 def _metric(args) -> tuple[str, str]:
-    """(eval metric key, optuna direction) from the base recipe's TrainingArguments."""
+    """(eval metric key, direction) from the base recipe's TrainingArguments."""
     name = args.metric_for_best_model or "loss"
     key = name if name.startswith("eval_") else f"eval_{name}"
     greater = args.greater_is_better if args.greater_is_better is not None else not name.endswith("loss")
     return key, "maximize" if greater else "minimize"
 
 
-def _reporter(trial, key: str):
-    """A TrainerCallback sending each evaluation's metric to the trial, by epoch; pruned trials stop here."""
-    import optuna
+class Pruned(Exception):
+    """The backend stopped the trial after an evaluation."""
+
+
+def _reporter(report, key: str, row: dict[str, Any], start: float):
+    """A TrainerCallback that updates the trial's row after each evaluation (value, curve, seconds) and
+    hands it to the backend's `report(value, step, row)`; True from it stops the trial (Pruned)."""
     from transformers import TrainerCallback
 
     class Report(TrainerCallback):
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             if metrics and key in metrics:
-                trial.report(float(metrics[key]), int(round(state.epoch or 0)) or state.global_step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
+                row.update(value=float(metrics[key]), curve=_curve(state.log_history, key),
+                           seconds=round(time.perf_counter() - start, 1))
+                if report(row["value"], int(round(state.epoch or 0)) or state.global_step, row):
+                    raise Pruned()
 
     return Report()
 
 
-def _curve(trainer, key: str) -> list[list[float]]:
+def _curve(log_history: list[dict[str, Any]], key: str) -> list[list[float]]:
     """(epoch, validation metric) per evaluation during training (the final evaluate of the kept checkpoint
     repeats the last epoch: left out)."""
     curve: dict[float, float] = {}
-    for e in trainer.state.log_history:
+    for e in log_history:
         if key in e and "epoch" in e:
             curve.setdefault(e["epoch"], e[key])
     return [[epoch, value] for epoch, value in curve.items()]
@@ -97,72 +117,144 @@ class Search:
     """One search: the base recipe, where trials go, and the rows of the trials so far."""
 
     def __init__(self, recipe: Recipe, folder: Path):
-        self.raw, self.folder, self.cfg = recipe.to_dict(), folder, recipe.tune
+        self.raw, self.folder, self.cfg = recipe.to_dict(), folder.resolve(), recipe.tune
+        self.cwd = str(Path.cwd())  # a Ray trial runs where the recipe's relative paths hold
         self.base_strategy = recipe.finetune.strategy
         self.args = training_arguments(recipe, folder)
         self.key, self.direction = _metric(self.args)
+        self.evaluates = self.args.eval_strategy != "no"  # trials report during training (pruning can act)
         self.rows: list[dict[str, Any]] = []
 
-    def hp_space(self, trial) -> dict[str, Any]:
-        return suggest(trial, self.cfg.space, self.base_strategy)
+    def trial_params(self, config: dict[str, Any]) -> dict[str, Any]:
+        return sampled_params(config, self.base_strategy)
 
     def trial_recipe(self, params: dict[str, Any], out: Path) -> dict[str, Any]:
         raw = tune_variant(self.raw, params)
         raw["training"]["output_dir"] = str(out)
         return raw
 
-    def run_trial(self, outer, trial) -> None:
-        """Train the trial's recipe; set `outer.objective` (read by hyperparameter_search)."""
-        import optuna
-
-        params = self.hp_space(trial)
-        out = self.folder / "trials" / f"trial-{trial.number}"
-        row: dict[str, Any] = {"number": trial.number, "params": params, "state": "running", "value": None}
+    def run_trial(self, number: int, params: dict[str, Any], report) -> dict[str, Any]:
+        """Train the trial's recipe, handing each evaluation to `report` (see `_reporter`); its row, complete
+        or failed (e.g. a non-finite loss). Pruned propagates, with the row marked pruned."""
+        out = self.folder / "trials" / f"trial-{number}"
+        row: dict[str, Any] = {"number": number, "params": params, "state": "running", "value": None}
         self.rows.append(row)
-        log.info("tune: trial %d: %s", trial.number, params)
+        log.info("tune: trial %d: %s", number, params)
         start, trainer = time.perf_counter(), None
         try:
             trainer, splits = build_trainer(load_recipe(self.trial_recipe(params, out)), out)
-            reporter = _reporter(trial, self.key)
+            reporter = _reporter(report, self.key, row, start)
             trainer.add_callback(reporter)
             trainer.train()
             trainer.remove_callback(reporter)
-            metrics = trainer.evaluate(splits["validation"])  # the kept (best) checkpoint's metric
-            outer.objective = row["value"] = float(metrics[self.key])
+            row["value"] = float(trainer.evaluate(splits["validation"])[self.key])  # the kept (best) checkpoint's
             row["state"] = "complete"
-        except optuna.TrialPruned:
-            row["state"] = "pruned"
+        except Pruned:
+            row["state"] = "pruned"  # its value: the last one reported
             raise
-        except TrainingError as err:  # e.g. a non-finite loss: the trial fails, the search goes on
+        except TrainingError as err:  # the trial fails, the search goes on
             row["state"], row["error"] = "failed", str(err)
-            raise
         finally:
             row["seconds"] = round(time.perf_counter() - start, 1)
             if trainer is not None:
-                row["curve"] = _curve(trainer, self.key)
-                if row["value"] is None and row["curve"]:
-                    row["value"] = row["curve"][-1][1]  # a pruned trial: its last reported value
+                row["curve"] = _curve(trainer.state.log_history, self.key)
             del trainer
             gc.collect()
             shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # trials keep no weights
+        return row
 
     def best_recipe(self, params: dict[str, Any]) -> dict[str, Any]:
         return self.trial_recipe(params, self.folder / "best")
 
 
-def _search_trainer(search: Search):
+def _optuna_trial(search: Search, outer, trial) -> None:
+    """One Optuna trial: sample, run, hand the outcome to the study (pruned, failed or its value)."""
+    import optuna
+
+    def report(value: float, step: int, row: dict[str, Any]) -> bool:
+        trial.report(value, step)
+        return trial.should_prune()
+
+    try:
+        row = search.run_trial(trial.number, suggest(trial, search.cfg.space, search.base_strategy), report)
+    except Pruned:
+        raise optuna.TrialPruned() from None
+    if row["state"] == "failed":
+        raise TrainingError(row["error"])
+    outer.objective = row["value"]
+
+
+def _ray_trial(search: Search, outer, config: dict[str, Any]) -> None:
+    raytune.run_trial(search, outer, config, search.trial_params(config))
+
+
+def _search_trainer(search: Search, run_one):
     """The Trainer hyperparameter_search drives: `train(trial=...)` runs one trial (see the module doc)."""
     from torch import nn
     from transformers import Trainer
 
     class SearchTrainer(Trainer):
         def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
-            search.run_trial(self, trial)
+            run_one(search, self, trial)
+
+        def __reduce__(self):  # Ray ships the search and builds this Trainer again in the worker: the state
+            return _search_trainer, (search, run_one)  # of an accelerator that has run may not pickle
 
     from transformers import TrainingArguments
 
     args = TrainingArguments(output_dir=str(search.folder / CHECKPOINTS), report_to="none", use_cpu=search.args.use_cpu)
-    return SearchTrainer(model_init=lambda: nn.Linear(1, 1), args=args)  # each trial builds its own model
+    trainer = SearchTrainer(model_init=lambda: nn.Linear(1, 1), args=args)  # each trial builds its own model
+    # transformers refuses Ray's stopping schedulers for a Trainer that does not evaluate; this one never trains
+    # or evaluates itself, its trials do as their recipes say (with no evaluation, runs/raytune.py stops none)
+    trainer.args.eval_strategy, trainer.args.do_eval = search.args.eval_strategy, search.args.do_eval
+    return trainer
+
+
+def _search_optuna(search: Search) -> None:
+    try:
+        import optuna
+    except ImportError:
+        raise DependencyError("tune: needs Optuna (pip install 'hf-transfer[tune]')") from None
+    cfg = search.cfg
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if cfg.pruner == "median" else optuna.pruners.NopPruner()
+    _search_trainer(search, _optuna_trial).hyperparameter_search(
+        hp_space=lambda trial: suggest(trial, cfg.space, search.base_strategy),
+        compute_objective=lambda metrics: metrics[search.key], n_trials=cfg.n_trials, direction=search.direction,
+        backend="optuna", timeout=cfg.timeout, catch=(TrainingError,),
+        sampler=optuna.samplers.TPESampler(seed=cfg.seed), pruner=pruner,
+    )
+
+
+def _search_ray(search: Search) -> None:
+    started = raytune.start(search.cfg.ray_address)
+    collect = raytune.collector()
+    try:
+        _search_trainer(search, _ray_trial).hyperparameter_search(
+            hp_space=lambda _: raytune.search_space(search.cfg.space),
+            compute_objective=lambda metrics: metrics[search.key], n_trials=search.cfg.n_trials,
+            direction=search.direction, backend="ray",
+            **raytune.run_kwargs(search.cfg, search.direction, search.folder, collect, search.evaluates),
+        )
+    finally:
+        search.rows[:] = raytune.rows(collect.trials.values(), search)
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+BACKENDS = {"optuna": _search_optuna, "ray": _search_ray}
+"""tune.backend -> the function running the search; it leaves one row per trial in `search.rows`."""
+
+
+def best(rows: list[dict[str, Any]], direction: str) -> dict[str, Any]:
+    """The best complete trial (the first of equals, as Optuna picks it)."""
+    done = [r for r in rows if r["state"] == "complete"]
+    if not done:
+        states = ", ".join(f"trial {r['number']} {r['state']}" for r in rows)
+        raise TrainingError(f"tune: no trial completed ({states or 'none ran'})")
+    pick = max if direction == "maximize" else min
+    return pick(done, key=lambda r: r["value"])
 
 
 def settings(recipe: Recipe, n_trials: int | None = None, timeout: float | None = None,
@@ -179,30 +271,24 @@ def settings(recipe: Recipe, n_trials: int | None = None, timeout: float | None 
 def tune(recipe: Recipe, n_trials: int | None = None, timeout: float | None = None, out: str | None = None,
          train_best: bool | None = None) -> dict[str, Any]:
     """Run the search; write tune.json, tune.md, tune.png and best.yaml; optionally train best.yaml."""
-    try:
-        import optuna
-    except ImportError:
-        raise DependencyError("tune: needs Optuna (pip install 'hf-transfer[tune]')") from None
     recipe, folder = settings(recipe, n_trials, timeout, out)
     cfg = recipe.tune
     search = Search(recipe, folder)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if cfg.pruner == "median" else optuna.pruners.NopPruner()
-    start, trainer = time.perf_counter(), _search_trainer(search)
+    start = time.perf_counter()
     try:
-        best = trainer.hyperparameter_search(
-            hp_space=search.hp_space, compute_objective=lambda metrics: metrics[search.key], n_trials=cfg.n_trials,
-            direction=search.direction, backend="optuna", timeout=cfg.timeout, catch=(TrainingError,),
-            sampler=optuna.samplers.TPESampler(seed=cfg.seed), pruner=pruner,
-        )
-    except ValueError as err:  # optuna: no completed trial to pick
-        states = ", ".join(f"trial {r['number']} {r['state']}" for r in search.rows)
-        raise TrainingError(f"tune: no trial completed ({states or 'none ran'}): {err}") from None
-    best_row = next(r for r in search.rows if str(r["number"]) == best.run_id)
+        BACKENDS[cfg.backend](search)
+    except (ValueError, AttributeError):  # no completed trial for optuna / transformers' Ray path to pick
+        if not search.rows or any(r["state"] == "complete" for r in search.rows):
+            raise
+    for left in (search.folder / "trials").glob(f"*/{CHECKPOINTS}"):  # of trials Ray stopped (on this machine)
+        shutil.rmtree(left, ignore_errors=True)
+    best_row = best(search.rows, search.direction)
     best_raw = search.best_recipe(best_row["params"])
     load_recipe(best_raw)  # what is written runs as it is
-    report = {"metric": search.key, "direction": search.direction, "n_trials": cfg.n_trials, "timeout": cfg.timeout,
-              "seed": cfg.seed, "pruner": cfg.pruner, "seconds": round(time.perf_counter() - start, 1),
-              "best": {"number": best_row["number"], "value": best.objective, "params": best_row["params"]},
+    report = {"backend": cfg.backend, "metric": search.key, "direction": search.direction, "n_trials": cfg.n_trials,
+              "timeout": cfg.timeout, "seed": cfg.seed, "pruner": cfg.pruner,
+              "seconds": round(time.perf_counter() - start, 1),
+              "best": {"number": best_row["number"], "value": best_row["value"], "params": best_row["params"]},
               "best_recipe": str(folder / "best.yaml"), "trials": search.rows}
     write(report, best_raw, folder)
     if cfg.train_best if train_best is None else train_best:
@@ -237,7 +323,8 @@ def write(report: dict[str, Any], best_raw: dict[str, Any], folder: Path) -> Non
     (folder / "tune.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     best = report["best"]
     head = (f"# Hyper-parameter search\n\n{len(report['trials'])} trials in {report['seconds']:.0f} s "
-            f"({report['direction']} {report['metric']}, pruner {report['pruner']}, sampler seed {report['seed']}). "
+            f"({report['backend']}: {report['direction']} {report['metric']}, pruner {report['pruner']}, "
+            f"sampler seed {report['seed']}). "
             f"Best: trial {best['number']}, {best['value']:.4f}; its recipe: best.yaml.\n\n")
     (folder / "tune.md").write_text(head + table(report) + "\n\n![trials](tune.png)\n", encoding="utf-8")
     comment = (f"# The best trial ({best['number']}) of `hf-transfer tune`: {report['metric']} {best['value']:.4f}.\n"

@@ -51,6 +51,8 @@ class Hooks:
     extra_modules: list[nn.Module] = field(default_factory=list)
     """Trained with the model (one more optimizer group) but not part of it, so never saved (DANN's
     domain classifier)."""
+    metrics: dict = field(default_factory=dict)
+    """Counts an objective adds to metrics.json (e.g. `unlabelled_examples`)."""
 
 
 def _numel(p) -> int:  # DeepSpeed ZeRO-3 leaves an empty local shard; ds_numel is the full size

@@ -15,14 +15,15 @@ import csv
 import glob
 import logging
 import os
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
 
 import numpy as np
 
-from hf_transfer.errors import DataError
-from hf_transfer.recipe.schema import STREAM_EVAL_SAMPLES, DataConfig
+from hf_transfer.errors import DataError, HfTransferError
+from hf_transfer.recipe.schema import STREAM_EVAL_SAMPLES, DataConfig, ExtraData
 from hf_transfer.tasks.base import Labeler
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,28 @@ def load_raw(cfg: DataConfig):
         if isinstance(err, (ValueError, ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError)):
             raise DataError(f"data.path: cannot load dataset {cfg.path!r}: {_first_line(err)}") from None
         raise DataError(f"data: cannot read dataset {cfg.path!r} ({_cause(err)})") from None
+
+
+def load_extra(extra: ExtraData, data: DataConfig, columns: dict[str, str], split: str, key: str = "split"):
+    """One split of an extra dataset (`domain.target`, `distill.unlabelled`) read like `data` (its reader,
+    its input `columns`: recipe key -> column), cut to `extra.max_samples`; errors name `extra.KEY`."""
+    cfg = dataclasses.replace(data, path=extra.path, name=extra.name, data_files=extra.data_files,
+                              class_weights=None, streaming=False)
+    try:
+        raw = load_raw(cfg)
+    except HfTransferError as err:
+        raise DataError(str(err).replace("data.", f"{extra.KEY}.", 1)) from None
+    if split not in raw:
+        raise DataError(f"{extra.KEY}.{key}: split {split!r} not in the {extra.KEY} dataset (has: {', '.join(raw)})")
+    ds = raw[split]
+    for name, col in columns.items():
+        if col not in ds.column_names:
+            raise DataError(f"{extra.KEY}: column {col!r} ({name}) not in the split {split!r}")
+    if extra.max_samples:
+        ds = ds.select(range(min(extra.max_samples, len(ds))))
+    if len(ds) == 0:
+        raise DataError(f"{extra.KEY}.{key}: split {split!r} is empty")
+    return ds
 
 
 def _raise_for_file(cfg: DataConfig) -> None:
