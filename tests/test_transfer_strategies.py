@@ -325,7 +325,7 @@ def test_transfer_report(tiny_bert, sentiment_files, tmp_path, monkeypatch):
         verdict = "gain" if low > 0 else "negative transfer" if high < 0 else "no significant difference"
         assert runs[name]["verdict"] == verdict and runs[name]["negative_transfer"] == (verdict == "negative transfer")
         assert runs[name]["interval"]["low"] <= runs[name]["test"] <= runs[name]["interval"]["high"]
-        assert len(runs[name]["curve"]) == 1 and runs[name]["train_seconds"] > 0
+        assert len(runs[name]["curve"]) == 1 and runs[name]["train_seconds"] > 0, (name, runs[name]["train_seconds"], runs[name]["cached_features"])
     assert (out / "compare/scratch/metrics.json").is_file()
     md = (out / "report.md").read_text()
     assert "| scratch | scratch |" in md and "| majority | majority |" in md
