@@ -330,11 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += extra  # overrides after a flag (`... --resume training.seed=1`) are overrides too
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from hf_transfer.distributed import log_level
+    from hf_transfer.distributed import log_level, release_process_group
 
     logging.basicConfig(level=log_level(), format=LOG_FORMAT)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        release_process_group()
+        return code
     except HfTransferError as err:
         if args.debug:
             raise

@@ -28,6 +28,21 @@ def launcher_rank() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
+def release_process_group() -> None:
+    """Destroy the default process group once a launched run has finished.
+
+    The Trainer never destroys it; left to interpreter shutdown, gloo's worker threads are torn down
+    after Python is gone and the process can abort (SIGABRT, "terminate called without an active
+    exception") after a run that succeeded, so the launcher reports a failure. Called on success only:
+    a rank that failed cannot take part in an orderly shutdown.
+    """
+    import sys
+
+    dist = sys.modules.get("torch.distributed")  # never import torch for a command that did not
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def log_level() -> int:
     """INFO on the main process, WARNING on the others (one copy of each log line)."""
     return logging.INFO if launcher_rank() == 0 else logging.WARNING

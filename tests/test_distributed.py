@@ -232,6 +232,27 @@ def test_resume_under_a_launcher(config, device, tiny_bert_no_dropout, data_55, 
         assert len(merged(["good great drug", "awful pain"])) == 2
 
 
+def test_a_finished_command_destroys_the_process_group_and_a_failed_one_leaves_it(tmp_path, capsys):
+    """Left to interpreter shutdown, gloo's threads can abort a launched process that succeeded (SIGABRT,
+    'terminate called without an active exception': the ZeRO-3 resume test failed so in CI once); a failed
+    rank must not take part in an orderly shutdown."""
+    import torch.distributed as dist
+
+    from hf_transfer.cli import main
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        assert main(["validate", str(tmp_path / "missing.yaml")]) == 2  # refused: the group stays
+        assert dist.is_initialized()
+        assert main(["recipes"]) == 0
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert "missing.yaml" in capsys.readouterr().err
+
+
 def test_missing_deepspeed_is_one_line(monkeypatch, tiny_bert, sentiment_files, tmp_path, capsys):
     from hf_transfer.cli import main
 
