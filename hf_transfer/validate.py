@@ -259,7 +259,8 @@ def _build_objectives(raw: dict[str, Any], finetune, task) -> dict[str, Any]:
     problem = (raw.get("data") or {}).get("problem_type", "single_label_classification")
     if out["distill"] is not None and problem != "single_label_classification":
         raise RecipeError(f"distill: needs data.problem_type single_label_classification, got {problem!r}")
-    if out["domain"] is not None and STRATEGIES[finetune.strategy].head_only(finetune):
+    adapting = out["domain"] is not None and out["domain"].method != "none"  # none: the source-only control
+    if adapting and STRATEGIES[finetune.strategy].head_only(finetune):
         raise RecipeError("domain: the backbone is frozen (finetune.freeze: backbone), so its features cannot adapt")
     if any(out.values()) and getattr(finetune, "cache_features", None):
         raise RecipeError("finetune.cache_features: not available with distill or domain (they need the backbone's forward)")

@@ -227,3 +227,60 @@ def test_config_overrides_may_not_replace_what_the_data_sets(tiny_bert, sentimen
     recipe["model"]["config_overrides"] = {"num_labels": 3}
     with pytest.raises(RecipeError, match="model.config_overrides.num_labels: set by hf-transfer from the data"):
         finetune(recipe)
+
+
+def test_domain_controls_and_the_report_s_target_table(tiny_resnet, images, tmp_path):
+    """`target_bn` changes only batch-norm statistics, exactly as MMD at weight 0 does; `none` trains as
+    without `domain` and still evaluates the target; the transfer report tabulates every run's target
+    metric with its interval and its paired difference from the main run."""
+    import yaml
+
+    from hf_transfer.outputs import report as report_files
+
+    target = {"path": "imagefolder", "data_files": {"test": images["test"]}, "split": "test"}
+
+    def trained(out, domain):
+        recipe = vision_recipe(tiny_resnet, images, tmp_path / out)
+        recipe["domain"] = domain
+        return finetune(recipe), load_file(tmp_path / out / "model.safetensors")
+
+    bn, bn_weights = trained("bn", {"method": "target_bn", "target": target})
+    mmd0, mmd0_weights = trained("mmd0", {"method": "mmd", "weight": 0.0, "target": target})
+    plain, plain_weights = trained("plain", None)
+    none, none_weights = trained("none", {"method": "none", "target": target})
+    assert bn_weights.keys() == mmd0_weights.keys() == plain_weights.keys()
+    for key, value in bn_weights.items():
+        assert torch.allclose(value.float(), mmd0_weights[key].float(), atol=1e-6), key
+        assert torch.equal(none_weights[key], plain_weights[key]), key
+    stats = [k for k in bn_weights if k.endswith("running_mean")]
+    assert stats and any(not torch.allclose(bn_weights[k], plain_weights[k]) for k in stats)  # the target's
+    assert bn.metrics["target"]["target_samples"] == none.metrics["target"]["target_samples"] == 12
+    assert "target" not in plain.metrics
+
+    recipe = vision_recipe(tiny_resnet, images, tmp_path / "report")
+    recipe["domain"] = {"method": "mmd", "target": target}
+    recipe["compare"] = [{"source_only": {"domain.method": "none"}}, {"target_bn": {"domain.method": "target_bn"}},
+                         "majority"]
+    finetune(recipe)
+    report = report_files.read(tmp_path / "report")
+    rows = {r["name"]: r for r in report["runs"]}
+    assert rows["source_only"]["target"] == pytest.approx(rows["source_only"]["target_interval"]["mean"])
+    assert rows["main"]["target_vs_main"] is None and rows["target_bn"]["target_vs_main"]["verdict"]
+    assert rows["majority"]["target"] is None and rows["majority"]["target_interval"] is None
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| run | target accuracy | vs main |" in text
+    assert f"| source_only | {rows['source_only']['target_interval']['mean']:.4f} ± " in text
+    assert yaml.safe_load((tmp_path / "report" / "compare" / "source_only" / "recipe.yaml").read_text())[
+        "domain"]["method"] == "none"
+
+
+def test_domain_none_needs_target_labels(tiny_bert, sentiment_files, tmp_path):
+    import pandas as pd
+
+    unlabelled = tmp_path / "unlabelled.csv"
+    pd.read_csv(sentiment_files["test"]).drop(columns=["label"]).to_csv(unlabelled, index=False)
+    recipe = text_recipe(tiny_bert, sentiment_files, tmp_path / "out")
+    recipe["domain"] = {"method": "none", "target": {"path": "csv", "data_files": {"test": str(unlabelled)},
+                                                     "split": "test"}}
+    with pytest.raises(DataError, match="domain.method: none only evaluates the labelled target split"):
+        finetune(recipe)

@@ -12,6 +12,11 @@ captured by a forward pre-hook. Added to the task loss, times `domain.weight`:
 - `mmd`: multi-kernel Gaussian MMD^2 between source and target features (bandwidths: the median
   pairwise squared distance times `domain.kernel_multipliers`).
 
+Two controls separate what the adaptation loss buys: `target_bn` runs the target batches through the
+model in training mode (batch-norm running statistics see the target domain) and adds nothing to the
+loss; `none` trains on the source alone. Both evaluate the labelled target split like the others, so a
+recipe's `compare` puts all of them in one transfer report (its target-domain table).
+
 A labelled target split (`domain.target.eval_split`, or the adaptation split when it has the label
 column) is evaluated after training (metrics `target`).
 """
@@ -110,7 +115,12 @@ class DomainLoss:
     def __call__(self, trainer, loss, model, inputs, outputs, columns):
         source = self.capture.features  # captured during the Trainer's forward just before
         batch = next(self.batches)
-        model(**{k: v.to(source.device) for k, v in batch.items() if k != "labels"})
+        inputs = {k: v.to(source.device) for k, v in batch.items() if k != "labels"}
+        if self.method == "target_bn":  # the forward updates batch-norm statistics; nothing to differentiate
+            with torch.no_grad():
+                model(**inputs)
+            return loss
+        model(**inputs)
         target = self.capture.features
         if self.method == "mmd":
             term = mmd2(source, target, self.multipliers)
@@ -126,12 +136,19 @@ def attach(cfg: DomainConfig, task, spec: TaskSpec, model, processor, collator, 
     """Add the domain objective to `hooks`; returns the splits (+ `target` when it has labels)."""
     from datasets import DatasetDict
 
-    if args.world_size > 1:
+    if args.world_size > 1 and cfg.method != "none":
         raise ModelError("domain: domain adaptation runs in one process (the target forward and the domain "
                          "classifier are outside DDP)")
     target, evaluate = load_target(cfg, task, spec, label_names)
+    if cfg.method == "none" and evaluate is None:
+        raise DataError("domain.method: none only evaluates the labelled target split, and "
+                        "domain.target has no labels (set domain.target.eval_split to a labelled split)")
     parts = {"train": target} | ({"target": evaluate} if evaluate is not None else {})
-    prepared = task.preprocess(DatasetDict(parts), processor, spec)
+    prepared = task.preprocess(DatasetDict(parts), processor, spec)  # as a training split: some tasks need one
+    if cfg.method == "none":
+        splits["target"] = prepared["target"]
+        log.info("domain: none (source only), evaluated on %d labelled target examples", len(evaluate))
+        return splits
     layer = head_layer(model)
     classifier = None
     if cfg.method == "dann":

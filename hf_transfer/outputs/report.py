@@ -56,6 +56,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         )
     lines += ["", _headline(report)]
     lines += _all_metrics(report)
+    lines += _target_table(report)
     collapsed = [r["name"] for r in report["runs"] if r.get("collapsed")]
     if collapsed:
         lines += ["", f"**Collapsed** ({', '.join(collapsed)}): one class predicted for almost every example; "
@@ -98,6 +99,21 @@ def _headline(report: dict[str, Any]) -> str:
     if report["verdict"] == "negative transfer":
         return f"**Negative transfer**: the pretrained run is worse than scratch ({span})."
     return f"No significant difference between the main run and scratch ({span}: the interval contains 0)."
+
+
+def _target_table(report: dict[str, Any]) -> list[str]:
+    """Domain adaptation runs: the metric on the labelled target split, the one the adaptation is for."""
+    runs, metric, unit = report["runs"], report["metric"], report["gain_unit"]
+    if all(r.get("target") is None for r in runs):
+        return []
+    lines = ["", f"Target domain (the labelled `domain.target` split; {metric}, mean ± "
+                 f"{report['confidence']:.0%} interval; vs main paired on the same target examples):", "",
+             f"| run | target {metric} | vs main |", "|---|---|---|"]
+    for r in runs:
+        found = r.get("target_interval")
+        value = _pm(found["mean"], found["half_width"]) if found else _fmt(r.get("target"))
+        lines.append(f"| {r['name']} | {value} | {_versus(r.get('target_vs_main'), unit)} |")
+    return lines
 
 
 def _all_metrics(report: dict[str, Any]) -> list[str]:

@@ -168,8 +168,10 @@ class DomainTargetConfig(ExtraData):
 class DomainConfig:
     """The `domain:` section: domain adaptation towards unlabelled target data."""
 
-    method: Literal["dann", "mmd"]
-    """dann: domain classifier through a gradient reversal layer; mmd: multi-kernel Gaussian MMD."""
+    method: Literal["dann", "mmd", "target_bn", "none"]
+    """dann: domain classifier through a gradient reversal layer; mmd: multi-kernel Gaussian MMD; the two
+    controls: target_bn (target batches through the model, so batch-norm statistics see the target, no
+    loss) and none (source-only training; the labelled target split is still evaluated)."""
     target: DomainTargetConfig
     weight: float = 1.0
     """Weight of the domain loss added to the task loss."""

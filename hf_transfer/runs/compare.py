@@ -47,6 +47,7 @@ def _row(name: str, kind: str, recipe, result, metric: str) -> dict[str, Any]:
         "pretrained": recipe.model.pretrained,
         "validation": m["validation"].get(f"eval_{metric}"),
         "test": m.get("test", {}).get(f"test_{metric}"),
+        "target": m.get("target", {}).get(f"target_{metric}"),  # domain adaptation's labelled target split
         "train_seconds": round(m["train"]["train_runtime"] + features.get("seconds", 0.0), 3),
         "cached_features": bool(features),
         "trainable_parameters": m["trainable_parameters"],
@@ -61,7 +62,7 @@ def _baseline_row(name: str, metrics: dict[str, dict[str, float]], metric: str, 
     return {
         "name": name, "kind": name, "strategy": None, "pretrained": False,
         "validation": metrics["validation"].get(f"eval_{metric}"),
-        "test": metrics.get("test", {}).get(f"test_{metric}"),
+        "test": metrics.get("test", {}).get(f"test_{metric}"), "target": None,
         "train_seconds": 0.0, "cached_features": False, "trainable_parameters": 0,
         "output_dir": None, "curve": [], "collapsed": False, "predictions": predictions,
     }
@@ -131,6 +132,8 @@ def build_report(per_seed: list[list[dict[str, Any]]], seeds: list[int], task, s
         r["gain_interval"] = None if to_scratch is None else [_units(to_scratch[k], greater) for k in ("low", "high")]
         r["verdict"] = intervals.verdict(to_scratch, "gain", "negative transfer")
         r["negative_transfer"] = r["verdict"] == "negative transfer"
+    if any(r.get("target") is not None for r in rows):
+        _target_columns(rows, by_name, scorer, metric, greater)
     return {
         "metric": metric,
         "split": split,
@@ -142,6 +145,19 @@ def build_report(per_seed: list[list[dict[str, Any]]], seeds: list[int], task, s
         "verdict": main["verdict"],
         "runs": rows,
     }
+
+
+def _target_columns(rows, by_name, scorer, metric: str, greater: bool) -> None:
+    """Domain adaptation: every run's metric on the labelled target split (`domain.target`, or the
+    source-only variant's own target evaluation) with its interval, and its difference from the main
+    run paired on the same target examples: what the adaptation changes where it is meant to."""
+    scored = {name: _scored(runs, "target", scorer) for name, runs in by_name.items()}
+    main = rows[0]
+    for r in rows:
+        found = scored[r["name"]]
+        r["target_interval"] = _interval(found, metric)
+        to_main = _paired(found, scored[main["name"]], metric, greater) if r is not main else None
+        r["target_vs_main"] = None if to_main is None else {**to_main, "verdict": intervals.verdict(to_main)}
 
 
 def _metric_function(task, spec):
@@ -189,7 +205,7 @@ def _paired(found, reference, key: str, greater: bool) -> dict[str, float] | Non
 
 
 def _mean(runs: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in runs]
+    values = [r.get(key) for r in runs]  # rows written before a key existed (--resume) lack it
     return None if any(v is None for v in values) else float(np.mean(values))
 
 
@@ -215,11 +231,12 @@ def _merge(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
         **{k: first[k] for k in ("name", "kind", "strategy", "pretrained", "cached_features", "trainable_parameters")},
         "validation": _mean(runs, "validation"),
         "test": _mean(runs, "test"),
+        "target": _mean(runs, "target"),
         "train_seconds": round(float(np.mean([r["train_seconds"] for r in runs])), 3),
         "output_dir": first["output_dir"],
         "curve": sorted((e, float(np.mean(v))) for e, v in curves.items()),
         "collapsed": any(r["collapsed"] for r in runs),
         "predictions": first.get("predictions"),
-        "per_seed": [{"seed": seed, **{k: r.get(k) for k in ("validation", "test", "output_dir", "collapsed", "predictions")}}
+        "per_seed": [{"seed": seed, **{k: r.get(k) for k in ("validation", "test", "target", "output_dir", "collapsed", "predictions")}}
                      for seed, r in zip(seeds, runs)],
     }
