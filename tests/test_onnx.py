@@ -196,3 +196,38 @@ def test_speech_runs_export_and_predict_the_same(family, tones, tmp_path):
         assert axes["input_values"] == ["batch_size", "sequence_length"]
         assert ("attention_mask" in axes) == (family == "hubert")  # its feature extractor returns one
     same_predictions(out, result.dest, _wav_paths(tmp_path), atol=0.05 if family == "whisper" else 1e-4)
+
+
+def test_evaluate_and_serve_run_an_onnx_folder_as_predict_does(finished_run, sentiment_files, tmp_path):
+    """`evaluate` scores an export folder through onnxruntime (fp32: the PyTorch run's metrics) and `serve`
+    answers from it what `predict` prints for it (int8 when present)."""
+    from fastapi.testclient import TestClient
+
+    from hf_transfer.outputs.evaluate import evaluate
+    from hf_transfer.outputs.onnx_model import OnnxModel
+    from hf_transfer.outputs.serve import create_app, load
+
+    run_dir, _ = finished_run
+    dest = tmp_path / "onnx"
+    assert main(["export", str(run_dir), str(dest), "--quantize", "int8", "--max-drop", "50"]) == 0
+    fp32 = tmp_path / "fp32"
+    fp32.mkdir()
+    for path in dest.iterdir():
+        if path.name != INT8:
+            (fp32 / path.name).write_bytes(path.read_bytes())
+    test = sentiment_files["test"]
+    expected = evaluate(run_dir, [test])[test]["metrics"]
+    got = evaluate(fp32, [test])[test]["metrics"]
+    assert got.keys() == expected.keys() and got == pytest.approx(expected, abs=1e-4)
+
+    served = load(dest)
+    assert isinstance(served.pipe.model, OnnxModel)  # int8: the answers below are predict's on the int8 model
+    _, rows = predict(dest, TEXTS, top_k=2)
+    with TestClient(create_app(served, max_batch_size=4, batch_timeout_ms=5)) as client:
+        answer = client.post("/predict?top_k=2", json={"inputs": TEXTS}).json()["predictions"]
+    assert [[r["label"] for r in row] for row in answer] == [[r["label"] for r in row] for row in rows]
+    np.testing.assert_allclose([[r["score"] for r in row] for row in answer],
+                               [[r["score"] for r in row] for row in rows], atol=1e-5)
+    (fp32 / "recipe.yaml").unlink()
+    with pytest.raises(HfTransferError, match="an ONNX folder without recipe.yaml"):
+        evaluate(fp32, [test])

@@ -4,8 +4,9 @@ Each DATA is one file (csv, json / jsonl, parquet, conll) or a folder (imagefold
 audiofolder for audio runs: one sub-folder per class), scored on its own. Its columns are the ones the
 run's recipe names (text / image / audio column, label column). Labels are matched by name against the
 saved model's labels (`config.json`), so new data may hold fewer classes or number them its own way; a
-label the model does not know ends in one line naming it. The folder loads exactly as `predict` and
-`verify` load it (hubuser.load_pipeline, a Hub user's path), the inputs go through the pipeline as in
+label the model does not know ends in one line naming it. The folder loads exactly as `predict` loads it
+(hubuser.load_pipeline, a Hub user's path; onnxruntime for an `hf-transfer export` folder, which keeps the
+run's recipe.yaml), the inputs go through the pipeline as in
 `verify`, and the scores are the task record's own metrics (`compute_metrics`, or `score_texts` on the
 pipeline's transcripts for speech recognition) plus its per-class details (`details`): the same figures
 as the run's metrics.json.
@@ -22,8 +23,9 @@ from hf_transfer.errors import HfTransferError
 from hf_transfer.folder import RECIPE, require_finished
 from hf_transfer.arguments import as_paths, require_count
 from hf_transfer.outputs.hubuser import (
-    FolderError, as_input, load_config, load_pipeline, logits, transcripts, word_logits,
+    FolderError, as_input, load_config, logits, transcripts, word_logits,
 )
+from hf_transfer.outputs.onnx_model import load_any_pipeline, onnx_file
 from hf_transfer.outputs.verify import hub_user_task, label_array, word_label_array
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks.data import load_raw, read_audio_folder, require_columns
@@ -103,7 +105,10 @@ def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None
     if batch_size is not None:
         require_count("evaluate", "batch_size", batch_size)
     data = as_paths("evaluate", data, "data files")
-    require_finished(out, HfTransferError, why=" (evaluate reads its recipe.yaml and model)")
+    if onnx_file(out) is None:
+        require_finished(out, HfTransferError, why=" (evaluate reads its recipe.yaml and model)")
+    elif not (out / RECIPE).is_file():  # an ONNX folder: `hf-transfer export` copies the run's recipe
+        raise HfTransferError(f"evaluate: {out}: an ONNX folder without recipe.yaml (export it from a finished run)")
     recipe = load_recipe(out / RECIPE)
     task, spec = resolve(recipe)
     if task.verify_inputs is None:
@@ -116,7 +121,7 @@ def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None
     label_names = None if spec.data.problem_type == "regression" else [id2label[i] for i in sorted(id2label)]
     splits = {item: _split(recipe, task, spec, Path(item), label_names) for item in data}
     try:
-        pipe = load_pipeline(out, hub_task, device)
+        pipe = load_any_pipeline(out, hub_task, device)
     except FolderError as err:
         raise HfTransferError(f"evaluate: {err}") from None
     batch = batch_size or int(recipe.training.get("per_device_eval_batch_size", 8))

@@ -18,7 +18,7 @@ import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_transfer.errors import DependencyError
-from hf_transfer.outputs.hubuser import FolderError, load_config, load_processor
+from hf_transfer.outputs.hubuser import FolderError, load_config, load_pipeline, load_processor
 
 FP32, INT8 = "model.onnx", "model_quantized.onnx"
 ONNX_FILES = (INT8, FP32)
@@ -126,3 +126,11 @@ def load_onnx_pipeline(folder: str | Path, task: dict, file: str | None = None, 
                   for arg in task.get("processors") or [task["processor"]]}
     with _quiet_class_check():
         return pipeline(task["pipeline"], model=model, device="cpu", **processors)
+
+
+def load_any_pipeline(folder: str | Path, task: dict, device: str | None = None):
+    """The pipeline `predict`, `evaluate` and `serve` run on a folder: onnxruntime for an `hf-transfer
+    export` folder (its int8 model when present), PyTorch for any other."""
+    if onnx_file(folder):
+        return load_onnx_pipeline(folder, task, device=device)
+    return load_pipeline(folder, task, device)

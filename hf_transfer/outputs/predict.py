@@ -14,8 +14,8 @@ from typing import Any
 from hf_transfer.console import progress
 from hf_transfer.errors import HfTransferError
 from hf_transfer.arguments import as_paths, require_count
-from hf_transfer.outputs.hubuser import FolderError, each, load_pipeline, read_json, task_of
-from hf_transfer.outputs.onnx_model import load_onnx_pipeline, onnx_file
+from hf_transfer.outputs.hubuser import FolderError, each, read_json, task_of
+from hf_transfer.outputs.onnx_model import load_any_pipeline
 from hf_transfer.outputs.verify import hub_user_task
 from hf_transfer.validate import load_recipe
 from hf_transfer.tasks import TASKS, resolve
@@ -47,8 +47,7 @@ def predict(out_dir: str | Path, inputs: list[str], top_k: int = 1, batch_size: 
         items = task.read_inputs(inputs)
         if not items:
             raise HfTransferError("predict: no inputs")
-        load = load_onnx_pipeline if onnx_file(out) else load_pipeline  # an `hf-transfer export` folder: onnxruntime
-        pipe = load(out, hub_user_task(task), device=device)
+        pipe = load_any_pipeline(out, hub_user_task(task), device=device)  # an export folder: onnxruntime
     except FolderError as err:
         raise HfTransferError(f"predict: {err}") from None
     with progress(len(items), "predict") as bar:

@@ -1,6 +1,7 @@
 """`hf-transfer serve OUTPUT_DIR`: an HTTP inference server (FastAPI on uvicorn) for a saved run.
 
-The folder loads as `predict` loads it (full model or PEFT adapter, any task), and every answer is
+The folder loads as `predict` loads it (full model or PEFT adapter, any task; an `hf-transfer export`
+folder through onnxruntime), and every answer is
 what `predict` would print for the same input: `predict.run` makes the pipeline call. Concurrent
 requests are gathered by one worker into a single pipeline call (up to `max_batch_size` inputs, waiting
 at most `batch_timeout_ms` for more); the model runs in a thread, one call at a time.
@@ -29,7 +30,8 @@ from typing import Any
 from hf_transfer.errors import DependencyError, HfTransferError
 from hf_transfer.arguments import is_port, require_count, require_tolerance
 from hf_transfer.outputs.batcher import Batcher, RequestError, one_line
-from hf_transfer.outputs.hubuser import FolderError, load_pipeline
+from hf_transfer.outputs.hubuser import FolderError
+from hf_transfer.outputs.onnx_model import load_any_pipeline
 from hf_transfer.outputs.predict import run, task_of_folder
 from hf_transfer.outputs.verify import hub_user_task
 from hf_transfer.tasks.inputs import decode_audio
@@ -82,7 +84,7 @@ def load(out: str | Path, device: str | None = None) -> Served:
     folder = Path(out)
     try:
         task, spec = task_of_folder(folder)
-        return Served(folder, task, spec, load_pipeline(folder, hub_user_task(task), device))
+        return Served(folder, task, spec, load_any_pipeline(folder, hub_user_task(task), device))
     except FolderError as err:
         raise HfTransferError(f"serve: {err}") from None
 
