@@ -5,7 +5,8 @@ section from its record's `options` (hf_transfer.tasks.TASKS), the `finetune` se
 strategy's (hf_transfer.strategies.STRATEGIES); `training` is checked against
 `transformers.TrainingArguments`'s own fields. Then the rules that span sections: the task and the
 modality, multi-task, cross-validation, learning curves, objectives, and each `compare` variant validated
-as a recipe of its own. Every error names the key path and fits on one line.
+as a recipe of its own; the `tune` section's search space through search_space.py. Every error names the
+key path and fits on one line.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from hf_transfer.errors import RecipeError
 from hf_transfer.recipe import variants
 from hf_transfer.recipe.schema import (
     CurveConfig, CVConfig, DataConfig, DistillConfig, DomainConfig, HubConfig, ModelConfig, RankConfig, Recipe,
-    TaskConfig, TuneConfig,
+    TaskConfig,
 )
 from hf_transfer.recipe.typed import INT32_MAX, build, check_range, check_value
 from hf_transfer.recipe.yaml import apply_override, dump_yaml, parse_override, read_recipe_file
+from hf_transfer.search_space import build_tune
 from hf_transfer.strategies import STRATEGIES
 from hf_transfer.tasks import DEFAULT_TASKS, TASKS, multitask
 from hf_transfer.tasks.base import arguments_class
@@ -235,7 +237,7 @@ def validate(raw: Any) -> Recipe:
         cv=None if raw.get("cv") is None else build(CVConfig, raw["cv"], "cv"),
         curve=None if raw.get("curve") is None else build(CurveConfig, raw["curve"], "curve"),
         rank=None if raw.get("rank") is None else build(RankConfig, raw["rank"], "rank"),
-        tune=_build_tune(raw),
+        tune=build_tune(raw, validate),
         sections=sections,
     )
     _check_multitask(recipe)
@@ -422,97 +424,6 @@ def _check_streaming(recipe: Recipe, task) -> None:
         if used:
             raise RecipeError(f"{key.split(':')[0]}: not available with data.streaming (it needs the whole "
                               "training split; set data.streaming: false)")
-
-
-# --------------------------------------------------------------------------- tune: the search space
-
-SEARCH_ONLY = ("tune", "rank")  # sections a trial's recipe does not carry
-
-
-def _space_key(key: str) -> str:
-    """`learning_rate` -> `training.learning_rate`; dotted keys stay."""
-    return key if "." in key else f"training.{key}"
-
-
-def _strategy_fields(name: str) -> set[str] | None:
-    return {f.name for f in dataclasses.fields(STRATEGIES[name].options)} if name in STRATEGIES else None
-
-
-def tune_variant(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """The recipe of one trial: `raw` (without its tune and rank sections) with `params` (dotted keys)
-    applied. A searched `finetune.strategy` keeps only the recipe's finetune options that it has, and a
-    searched option applies only when the trial's strategy has it."""
-    out = copy.deepcopy({k: v for k, v in raw.items() if k not in SEARCH_ONLY})
-    finetune = dict(out.get("finetune") or {})
-    strategy = params.get("finetune.strategy", finetune.get("strategy", "full"))
-    fields = _strategy_fields(strategy)
-    if fields is not None and strategy != finetune.get("strategy", "full"):
-        finetune = {k: v for k, v in finetune.items() if k in fields}
-    finetune["strategy"] = strategy
-    out["finetune"] = finetune
-    for key, value in params.items():
-        option = key.removeprefix("finetune.")
-        if key.startswith("finetune.") and fields is not None and option not in fields:
-            continue  # an option of another searched strategy
-        apply_override(out, key, value)
-    return out
-
-
-def integer_range(spec: dict[str, Any]) -> bool:
-    """A `tune.space` range of integers: both bounds (and a step, if any) are integers."""
-    return all(isinstance(spec.get(k), int) and not isinstance(spec.get(k), bool) for k in ("low", "high")) \
-        and isinstance(spec.get("step") or 1, int)
-
-
-def _space_points(key: str, value: Any) -> list[Any]:
-    """The values of one space entry to validate: its choices, or a range's bounds (checked here)."""
-    where = f"tune.space.{key}"
-    if isinstance(value, list):
-        if not value:
-            raise RecipeError(f"{where}: list at least one choice")
-        if not all(v is None or isinstance(v, (bool, int, float, str)) for v in value):
-            raise RecipeError(f"{where}: choices are numbers, strings, booleans or null, got {value!r}")
-        return value
-    if not isinstance(value, dict) or not {"low", "high"} <= value.keys() or not value.keys() <= {"low", "high", "log", "step"}:
-        raise RecipeError(f"{where}: expected a list of choices or a range {{low, high, log, step}}, got {value!r}")
-    low, high = (check_value(value[k], float, f"{where}.{k}") for k in ("low", "high"))
-    if not low < high:
-        raise RecipeError(f"{where}: low must be below high, got {value['low']!r} and {value['high']!r}")
-    if check_value(value.get("log", False), bool, f"{where}.log") and low <= 0:
-        raise RecipeError(f"{where}.low: a log range needs low > 0, got {value['low']!r}")
-    step = check_value(value.get("step"), float | None, f"{where}.step")
-    check_range(step, f"{where}.step", low=0, low_open=True)
-    if value.get("log") and step is not None:
-        raise RecipeError(f"{where}.step: not available with log: true")
-    return [value["low"], value["high"]]
-
-
-def _build_tune(raw: dict[str, Any]) -> TuneConfig | None:
-    """The `tune` section; every choice and both bounds of every range validated as the key they set."""
-    if raw.get("tune") is None:
-        return None
-    tune = build(TuneConfig, raw["tune"], "tune")
-    tune.space = {_space_key(k): v for k, v in tune.space.items()}
-    base = (raw.get("finetune") or {}).get("strategy", "full")
-    strategies = tune.space.get("finetune.strategy", [base])
-    for key in sorted(tune.space, key=lambda k: k != "finetune.strategy"):  # strategies first: options need them
-        for point in _space_points(key, tune.space[key]):
-            _check_point(raw, key, point, strategies)
-    return tune
-
-
-def _check_point(raw: dict[str, Any], key: str, value: Any, strategies: list[Any]) -> None:
-    option = key.removeprefix("finetune.")
-    owners = [s for s in strategies if key == "finetune.strategy" or not key.startswith("finetune.")
-              or option in (_strategy_fields(s) or set())]
-    if not owners:
-        raise RecipeError(f"tune.space.{key}: not an option of strategy {', '.join(map(repr, strategies))}")
-    for strategy in owners if key.startswith("finetune.") and key != "finetune.strategy" else [None]:
-        params = {key: value} if strategy is None else {"finetune.strategy": strategy, key: value}
-        try:
-            validate(tune_variant(raw, params))
-        except RecipeError as err:
-            raise RecipeError(f"tune.space.{key}: {err}") from None
 
 
 # --------------------------------------------------------------------------- loading

@@ -25,7 +25,7 @@ LAYERS = [
     ["hf_transfer.outputs"],
     ["hf_transfer.train"],
     ["hf_transfer.trainer", "hf_transfer.objectives"],
-    ["hf_transfer.validate"],
+    ["hf_transfer.validate", "hf_transfer.search_space"],
     ["hf_transfer.strategies"],
     ["hf_transfer.tasks"],
     ["hf_transfer.recipe", "hf_transfer.folder", "hf_transfer.distributed", "hf_transfer.inference", "hf_transfer.anatomy",

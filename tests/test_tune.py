@@ -54,7 +54,7 @@ def test_a_strategy_option_is_searched_only_with_its_strategy():
     import optuna
 
     from hf_transfer.runs.tune import suggest
-    from hf_transfer.validate import tune_variant
+    from hf_transfer.search_space import tune_variant
 
     space = {"finetune.strategy": ["full", "lora"], "finetune.r": [2, 4], "training.learning_rate": [1e-3]}
     full = suggest(optuna.trial.FixedTrial({"finetune.strategy": "full", "training.learning_rate": 1e-3}), space, "full")

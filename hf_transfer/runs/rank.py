@@ -31,7 +31,8 @@ from hf_transfer.selection import scores
 from hf_transfer.strategies import probe
 from hf_transfer.tasks import resolve
 from hf_transfer.train import load_splits, output_dir
-from hf_transfer.validate import SEARCH_ONLY, load_recipe
+from hf_transfer.search_space import SEARCH_ONLY
+from hf_transfer.validate import load_recipe
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.errors import DependencyError
-from hf_transfer.validate import integer_range
+from hf_transfer.search_space import integer_range
 
 ASHA_MAX_T = 2**16  # above any trial's count of evaluations: ASHA never stops a trial for reaching it
 

@@ -36,7 +36,8 @@ from hf_transfer.runs import raytune, run
 from hf_transfer.strategies import STRATEGIES
 from hf_transfer.train import build_trainer, output_dir
 from hf_transfer.trainer import training_arguments
-from hf_transfer.validate import integer_range, load_recipe, tune_variant
+from hf_transfer.search_space import integer_range, tune_variant
+from hf_transfer.validate import load_recipe
 
 log = logging.getLogger(__name__)
 
