@@ -85,6 +85,7 @@ def test_distill_text_caches_the_teacher_logits_and_cuts_the_student(
 
     result = finetune(recipe)
     assert json.loads((tmp_path / "out" / "config.json").read_text())["num_hidden_layers"] == 1
+    assert f"- Distilled from: `{text_teacher}` (alpha 0.3, temperature 2.0)" in (tmp_path / "out" / "README.md").read_text()
     assert result.metrics["test"]["test_samples"] == 16
 
 
@@ -256,6 +257,11 @@ def test_domain_controls_and_the_report_s_target_table(tiny_resnet, images, tmp_
     assert stats and any(not torch.allclose(bn_weights[k], plain_weights[k]) for k in stats)  # the target's
     assert bn.metrics["target"]["target_samples"] == none.metrics["target"]["target_samples"] == 12
     assert "target" not in plain.metrics
+    card = (tmp_path / "bn" / "README.md").read_text()
+    assert "- Domain adaptation: target_bn (target batches through batch-norm, no adaptation loss), target " \
+           "`imagefolder`" in card
+    assert f"| target domain | {bn.metrics['target']['target_accuracy']:.4f} |" in card
+    assert "Domain adaptation" not in (tmp_path / "plain" / "README.md").read_text()
 
     recipe = vision_recipe(tiny_resnet, images, tmp_path / "report")
     recipe["domain"] = {"method": "mmd", "target": target}

@@ -149,6 +149,8 @@ def test_vision_augmented_runs_the_teacher_per_batch_on_unlabelled_rows(tiny_res
 
     result = finetune(recipe)
     assert result.metrics["unlabelled_examples"] == 12 and result.metrics["train"]["train_loss"] > 0
+    card = (result.output_dir / "README.md").read_text()
+    assert "- Unlabelled inputs labelled by the teacher: `" in card and "(12 examples)" in card
 
 
 def test_vision_without_augmentation_caches_the_unlabelled_logits(tiny_resnet, images, vision_teacher, tmp_path):

@@ -234,6 +234,7 @@ def _training_section(recipe: Recipe, metrics: dict[str, Any], base: str | None)
         + f", test `{d.test_split}`",
         f"- Strategy: `{ft.strategy}` ({options})",
     ]
+    lines += _objective_lines(recipe, metrics)
     if metrics.get("trainable_parameters") and metrics.get("total_parameters"):
         t, n = metrics["trainable_parameters"], metrics["total_parameters"]
         lines.append(f"- Trainable parameters: {t:,} of {n:,} ({100 * t / n:.2f}%)")
@@ -251,6 +252,32 @@ def _training_section(recipe: Recipe, metrics: dict[str, Any], base: str | None)
     return "## Training\n\n" + "\n".join(lines) + f"\n\nHyper-parameters (the recipe's `training` section):\n\n| key | value |\n|---|---|\n{table}"
 
 
+def _extra_data(extra) -> str:
+    files = f", files {', '.join(Path(v).name for v in extra.data_files.values())}" if extra.data_files else ""
+    cap = f", at most {extra.max_samples:,} rows" if extra.max_samples else ""
+    return f"`{extra.path}`{files}, split `{extra.split}`{cap}"
+
+
+def _objective_lines(recipe: Recipe, metrics: dict[str, Any]) -> list[str]:
+    """What the recipe added to the task loss: the teacher it was distilled from, the domain it adapted to."""
+    lines = []
+    if recipe.distill is not None:
+        k = recipe.distill
+        lines.append(f"- Distilled from: `{k.teacher}` (alpha {k.alpha}, temperature {k.temperature})")
+        if k.unlabelled is not None:
+            count = metrics.get("unlabelled_examples")
+            lines.append(f"- Unlabelled inputs labelled by the teacher: {_extra_data(k.unlabelled)}"
+                         + (f" ({count:,} examples)" if count else ""))
+    if recipe.domain is not None:
+        m = recipe.domain
+        how = {"none": "none (source-only training; the target is only evaluated)",
+               "target_bn": "target_bn (target batches through batch-norm, no adaptation loss)"}
+        lines.append(f"- Domain adaptation: {how.get(m.method, f'`{m.method}`, weight {m.weight}')}, "
+                     f"target {_extra_data(m.target)}" + (f", evaluated on split `{m.target.eval_split}`"
+                                                          if m.target.eval_split else ""))
+    return lines
+
+
 def _carved(d) -> bool:
     """Whether the validation split was carved from train (known for local files)."""
     return not d.validation_split or bool(d.data_files and d.validation_split not in d.data_files)
@@ -262,10 +289,11 @@ def _evaluation_section(metrics: dict[str, Any], task: Task) -> str:
         return ""
     head = "| split | " + " | ".join(task.metric_names[n][1] for n in names) + " |"
     rows = []
-    for role, prefix in SPLIT_PREFIX.items():
+    for role, prefix in (SPLIT_PREFIX | {"target": "target"}).items():  # target: domain.target's labelled split
         if metrics.get(role):
             vals = [metrics[role].get(f"{prefix}_{n}") for n in names]
-            rows.append(f"| {role} | " + " | ".join("" if v is None else f"{v:.4f}" for v in vals) + " |")
+            name = "target domain" if role == "target" else role
+            rows.append(f"| {name} | " + " | ".join("" if v is None else f"{v:.4f}" for v in vals) + " |")
     sep = "|---" * (len(names) + 1) + "|"
     return "## Evaluation\n\n" + "\n".join([head, sep, *rows])
 
