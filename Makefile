@@ -12,7 +12,7 @@ FASHION_MNIST = /usr/share/datasets/fashion-mnist
 
 .PHONY: install install-dev system-deps browser-deps assets assets-speech assets-vision assets-asr assets-backbones \
 	assets-mpnet assets-ner assets-demo-ner demo demo-speech demo-vision demo-ner demo-asr \
-	report bench-probe bench test test-slow test-gpu clean
+	report curve-text curve-vision bench-probe bench test test-slow test-gpu clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -154,6 +154,21 @@ report: assets
 	$(OFFLINE) $(VENV)/bin/hf-transfer finetune recipes/minilm_drugreview_compare.yaml \
 		'seeds=$(REPORT_SEEDS)' $(REPORT_ARGS) --overwrite
 	@cat outputs/minilm-drugreview-compare/report.md
+
+# Learning curves of the text and the vision default: pretrained (the recipe) vs scratch vs a linear probe
+# (and the majority class) on 5%, 10%, 25%, 50% and all of the training split, once per seed (REPORT_SEEDS);
+# no round-trip check per run (verify=false). CURVE_ARGS: more overrides.
+CURVE_COMPARE = [scratch, majority, {linear_probe: {training.learning_rate: 5e-3, training.num_train_epochs: 20}}]
+CURVE_ARGS ?=
+curve-text: assets
+	$(OFFLINE) $(VENV)/bin/hf-transfer finetune recipes/minilm_drugreview.yaml 'curve={}' 'compare=$(CURVE_COMPARE)' \
+		'seeds=$(REPORT_SEEDS)' verify=false training.output_dir=outputs/curve-text $(CURVE_ARGS) --overwrite
+	@cat outputs/curve-text/curve.md
+curve-vision: assets-vision
+	$(OFFLINE) $(VENV)/bin/hf-transfer finetune recipes/efficientnet_lite0_fashion_mnist.yaml 'curve={}' \
+		'compare=$(CURVE_COMPARE)' 'seeds=$(REPORT_SEEDS)' verify=false training.output_dir=outputs/curve-vision \
+		$(CURVE_ARGS) --overwrite
+	@cat outputs/curve-vision/curve.md
 
 # Cached-feature linear probe vs the same probe through the frozen backbone (per-epoch time, accuracy).
 bench-probe: assets

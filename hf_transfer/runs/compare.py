@@ -148,9 +148,9 @@ def build_report(per_seed: list[list[dict[str, Any]]], seeds: list[int], task, s
 
 
 def _target_columns(rows, by_name, scorer, metric: str, greater: bool) -> None:
-    """Domain adaptation: every run's metric on the labelled target split (`domain.target`, or the
-    source-only variant's own target evaluation) with its interval, and its difference from the main
-    run paired on the same target examples: what the adaptation changes where it is meant to."""
+    """Domain adaptation: every run's metric on the labelled target split (each run whose recipe keeps a
+    `domain` section, the `none` and `target_bn` controls included) with its interval, and its difference
+    from the main run paired on the same target examples: what the adaptation changes where it is meant to."""
     scored = {name: _scored(runs, "target", scorer) for name, runs in by_name.items()}
     main = rows[0]
     for r in rows:
