@@ -208,3 +208,34 @@ def test_ray_two_trials_write_the_same_files_as_optuna(tiny_bert, sentiment_file
     assert best.training["learning_rate"] == pytest.approx(params["training.learning_rate"])
     assert (out / "best" / "metrics.json").is_file()
     assert "validation" in report["best_run"] and "its recipe" in capsys.readouterr().out
+
+
+def test_the_pruner_waits_half_the_fewest_epochs_before_it_stops_a_trial(tiny_bert, sentiment_files, tmp_path):
+    """Measured on the drug reviews: the default recipe predicts the majority class on validation after
+    epochs 1 and 2 at every seed and learns from epoch 3, so a pruner acting at epoch 1 stopped trials
+    with the default's own settings."""
+    import importlib.util
+
+    import optuna
+
+    from hf_transfer.runs import raytune, tune
+    from hf_transfer.search_space import pruner_warmup
+    from hf_transfer.validate import load_recipe
+
+    def warmup(**tune_section):
+        recipe = load_recipe(_recipe(tiny_bert, sentiment_files, tmp_path, **tune_section))
+        return pruner_warmup(recipe.tune, recipe.to_dict())
+
+    assert warmup(space={"num_train_epochs": {"low": 3, "high": 6}}) == 2
+    assert warmup(space={"num_train_epochs": [5, 4, 8]}) == 2
+    assert warmup(space={"learning_rate": [1e-3]}) == 2  # the recipe names no epochs: Trainer's 3
+    assert warmup(space={"num_train_epochs": {"low": 3, "high": 6}}, pruner_warmup=0) == 0
+    with pytest.raises(RecipeError, match="tune.pruner_warmup"):
+        warmup(space={"learning_rate": [1e-3]}, pruner_warmup=-1)
+
+    recipe = load_recipe(_recipe(tiny_bert, sentiment_files, tmp_path, space={"num_train_epochs": {"low": 4, "high": 6}}))
+    pruner = tune.optuna_pruner(optuna, tune.Search(recipe, tmp_path / "search"))
+    assert isinstance(pruner, optuna.pruners.MedianPruner) and pruner._n_warmup_steps == 2  # stops from epoch 3
+    if importlib.util.find_spec("ray") is not None:  # the slow tier installs the ray extra
+        kwargs = raytune.run_kwargs(recipe.tune, "maximize", tmp_path, None, True, 2)
+        assert min(milestone for milestone, _ in kwargs["scheduler"]._brackets[0]._rungs) == 3  # first rung: epoch 3

@@ -313,7 +313,11 @@ class TuneConfig:
     pruner: Literal["median", "none"] = "median"
     """median: stop a trial whose validation metric after an epoch is worse than the median of the
     earlier trials after that epoch (optuna: MedianPruner from the third trial on; ray: ASHA with
-    reduction factor 2, at epochs 1, 2, 4, 8, ...)."""
+    reduction factor 2, at epochs w + 1, 2(w + 1), 4(w + 1), ... for a warm-up of w epochs)."""
+    pruner_warmup: int | None = None
+    """Epochs every trial trains before the pruner may stop it; null: half the fewest epochs a trial
+    can train (rounded up). On small data a good run can sit at the majority class for its first
+    epochs, exactly like a bad one."""
     seed: int = 0
     """Seed of the sampler (optuna: TPE; ray: the random search); each trial trains with training.seed."""
     output_dir: str | None = None
@@ -331,6 +335,7 @@ class TuneConfig:
         check_range(self.n_trials, "tune.n_trials", low=1, high=INT32_MAX)
         check_range(self.timeout, "tune.timeout", low=0, low_open=True)
         check_range(self.seed, "tune.seed", low=0, high=2**32 - 1)
+        check_range(self.pruner_warmup, "tune.pruner_warmup", low=0, high=INT32_MAX)
         if not self.space:
             raise RecipeError("tune.space: name at least one recipe key to search")
         for key in ("ray_address", "resources_per_trial"):

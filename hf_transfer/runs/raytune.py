@@ -7,7 +7,8 @@ calls its `train(trial=config)`. Proposing: a seeded random search (`BasicVarian
 space as Ray search-space objects (`search_space`). Every key is sampled in every trial; a strategy option
 (`finetune.r`) that the trial's strategy lacks is sampled and ignored (`trial_params`), so a trial's
 recorded parameters are the ones it used. Stopping: `pruner: median` is ASHA with reduction factor 2 (a
-trial reaching epoch 1, 2, 4, 8, ... worse than the median of the trials that reached it before stops);
+trial reaching epoch g, 2g, 4g, ... worse than the median of the trials that reached it before stops; g is
+one more than `tune.pruner_warmup`'s epochs);
 ASHA only ever stops, where Ray's MedianStoppingRule may pause a trial, which for a function trainable
 without checkpoints means training it again from the start. The `timeout` is Ray's time budget.
 
@@ -66,14 +67,15 @@ def start(address: str | None) -> bool:
     return True
 
 
-def run_kwargs(cfg, direction: str, folder: Path, collect, evaluates: bool) -> dict[str, Any]:
+def run_kwargs(cfg, direction: str, folder: Path, collect, evaluates: bool, warmup: int = 0) -> dict[str, Any]:
     """`hyperparameter_search`'s Ray arguments: search algorithm, scheduler (none where the trials do not
-    evaluate during training: nothing to stop them on), budget, resources, storage, the trial collector."""
+    evaluate during training: nothing to stop them on; ASHA's first rung after `warmup` epochs), budget,
+    resources, storage, the trial collector."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     scheduler = FIFOScheduler() if cfg.pruner == "none" or not evaluates else ASHAScheduler(
-        time_attr="epoch", metric="objective", mode=direction[:3], max_t=ASHA_MAX_T, grace_period=1,
+        time_attr="epoch", metric="objective", mode=direction[:3], max_t=ASHA_MAX_T, grace_period=warmup + 1,
         reduction_factor=2)
     kwargs = {"search_alg": BasicVariantGenerator(random_state=cfg.seed), "scheduler": scheduler,
               "time_budget_s": cfg.timeout, "raise_on_failed_trial": False, "verbose": 1,

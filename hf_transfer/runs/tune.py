@@ -36,7 +36,7 @@ from hf_transfer.runs import raytune, run
 from hf_transfer.strategies import STRATEGIES
 from hf_transfer.train import build_trainer, output_dir
 from hf_transfer.trainer import training_arguments
-from hf_transfer.search_space import integer_range, tune_variant
+from hf_transfer.search_space import integer_range, pruner_warmup, tune_variant
 from hf_transfer.validate import load_recipe
 
 log = logging.getLogger(__name__)
@@ -211,13 +211,21 @@ def _search_trainer(search: Search, run_one):
     return trainer
 
 
+def optuna_pruner(optuna, search: Search):
+    """MedianPruner from the third trial on, once a trial has trained `pruner_warmup` epochs (the steps
+    reported are epochs: no stop before epoch warmup + 1); NopPruner for `pruner: none`."""
+    if search.cfg.pruner != "median":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=pruner_warmup(search.cfg, search.raw))
+
+
 def _search_optuna(search: Search) -> None:
     try:
         import optuna
     except ImportError:
         raise DependencyError("tune: needs Optuna (pip install 'hf-transfer[tune]')") from None
     cfg = search.cfg
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if cfg.pruner == "median" else optuna.pruners.NopPruner()
+    pruner = optuna_pruner(optuna, search)
     _search_trainer(search, _optuna_trial).hyperparameter_search(
         hp_space=lambda trial: suggest(trial, cfg.space, search.base_strategy),
         compute_objective=lambda metrics: metrics[search.key], n_trials=cfg.n_trials, direction=search.direction,
@@ -234,7 +242,8 @@ def _search_ray(search: Search) -> None:
             hp_space=lambda _: raytune.search_space(search.cfg.space),
             compute_objective=lambda metrics: metrics[search.key], n_trials=search.cfg.n_trials,
             direction=search.direction, backend="ray",
-            **raytune.run_kwargs(search.cfg, search.direction, search.folder, collect, search.evaluates),
+            **raytune.run_kwargs(search.cfg, search.direction, search.folder, collect, search.evaluates,
+                                 pruner_warmup(search.cfg, search.raw)),
         )
     finally:
         search.rows[:] = raytune.rows(collect.trials.values(), search)
