@@ -122,8 +122,7 @@ def build_report(per_seed: list[list[dict[str, Any]]], seeds: list[int], task, s
         keys = sorted(found[0][1]) if found else []
         r["intervals"] = {k: _interval(found, k) for k in keys if k in task.metric_names or k == metric}
         r["interval"] = r["intervals"].get(metric)
-        to_main = _paired(found, scored["main"], metric, greater) if r is not main else None
-        r["vs_main"] = None if to_main is None else {**to_main, "verdict": intervals.verdict(to_main)}
+        r["vs_main"] = None if r is main else _versus_main(found, scored[main["name"]], metric, greater)
         transfer = r["kind"] in ("pretrained", "linear_probe") and scratch is not None
         to_scratch = _paired(found, scored[scratch["name"]], metric, greater) if transfer else None
         r["vs_scratch"] = to_scratch
@@ -156,8 +155,7 @@ def _target_columns(rows, by_name, scorer, metric: str, greater: bool) -> None:
     for r in rows:
         found = scored[r["name"]]
         r["target_interval"] = _interval(found, metric)
-        to_main = _paired(found, scored[main["name"]], metric, greater) if r is not main else None
-        r["target_vs_main"] = None if to_main is None else {**to_main, "verdict": intervals.verdict(to_main)}
+        r["target_vs_main"] = None if r is main else _versus_main(found, scored[main["name"]], metric, greater)
 
 
 def _metric_function(task, spec):
@@ -202,6 +200,12 @@ def _paired(found, reference, key: str, greater: bool) -> dict[str, float] | Non
     sign = 1.0 if greater else -1.0
     diffs = [sign * (va[key] - vb[key]) for (_, va), (_, vb) in zip(found, reference)]
     return intervals.interval([d[0] for d in diffs], [d[1:] for d in diffs])
+
+
+def _versus_main(found, main, key: str, greater: bool) -> dict[str, float | str] | None:
+    """A run minus the main run, paired, with its verdict (better / worse / no significant difference)."""
+    diff = _paired(found, main, key, greater)
+    return None if diff is None else {**diff, "verdict": intervals.verdict(diff)}
 
 
 def _mean(runs: list[dict[str, Any]], key: str) -> float | None:
