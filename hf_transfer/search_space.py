@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from typing import Any, Callable
 
 from hf_transfer.errors import RecipeError
@@ -108,19 +107,3 @@ def _check_point(raw: dict[str, Any], key: str, value: Any, strategies: list[Any
             validate(tune_variant(raw, params))
         except RecipeError as err:
             raise RecipeError(f"tune.space.{key}: {err}") from None
-
-
-def pruner_warmup(tune: TuneConfig, raw: dict[str, Any]) -> int:
-    """Epochs a trial trains before the pruner may stop it: `tune.pruner_warmup`, or half the fewest
-    epochs a trial can train, rounded up (the searched `num_train_epochs`' lowest value, else the recipe's;
-    Trainer's default 3 without either)."""
-    if tune.pruner_warmup is not None:
-        return tune.pruner_warmup
-    searched = tune.space.get("training.num_train_epochs")
-    if isinstance(searched, dict):
-        fewest = searched["low"]
-    elif isinstance(searched, list):
-        fewest = min(v for v in searched if v is not None) if any(v is not None for v in searched) else 3
-    else:
-        fewest = (raw.get("training") or {}).get("num_train_epochs", 3)
-    return math.ceil(float(fewest) / 2)

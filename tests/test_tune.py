@@ -219,12 +219,11 @@ def test_the_pruner_waits_half_the_fewest_epochs_before_it_stops_a_trial(tiny_be
     import optuna
 
     from hf_transfer.runs import raytune, tune
-    from hf_transfer.search_space import pruner_warmup
     from hf_transfer.validate import load_recipe
 
     def warmup(**tune_section):
         recipe = load_recipe(_recipe(tiny_bert, sentiment_files, tmp_path, **tune_section))
-        return pruner_warmup(recipe.tune, recipe.to_dict())
+        return tune.Search(recipe, tmp_path / "search").pruner_warmup()
 
     assert warmup(space={"num_train_epochs": {"low": 3, "high": 6}}) == 2
     assert warmup(space={"num_train_epochs": [5, 4, 8]}) == 2

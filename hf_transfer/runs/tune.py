@@ -23,6 +23,7 @@ import dataclasses
 import gc
 import json
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ from hf_transfer.runs import raytune, run
 from hf_transfer.strategies import STRATEGIES
 from hf_transfer.train import build_trainer, output_dir
 from hf_transfer.trainer import training_arguments
-from hf_transfer.search_space import integer_range, pruner_warmup, tune_variant
+from hf_transfer.search_space import integer_range, tune_variant
 from hf_transfer.validate import load_recipe
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,17 @@ class Search:
         self.key, self.direction = _metric(self.args)
         self.evaluates = self.args.eval_strategy != "no"  # trials report during training (pruning can act)
         self.rows: list[dict[str, Any]] = []
+
+    def pruner_warmup(self) -> int:
+        """Epochs a trial trains before the pruner may stop it: `tune.pruner_warmup`, or half the fewest
+        epochs a trial can train, rounded up (the searched `num_train_epochs`' lowest value, else the
+        recipe's as TrainingArguments resolves it)."""
+        if self.cfg.pruner_warmup is not None:
+            return self.cfg.pruner_warmup
+        searched = self.cfg.space.get("training.num_train_epochs")
+        choices = [searched["low"]] if isinstance(searched, dict) else [v for v in searched or [] if v is not None]
+        fewest = min(choices) if choices else self.args.num_train_epochs
+        return math.ceil(float(fewest) / 2)
 
     def trial_params(self, config: dict[str, Any]) -> dict[str, Any]:
         return sampled_params(config, self.base_strategy)
@@ -216,7 +228,7 @@ def optuna_pruner(optuna, search: Search):
     reported are epochs: no stop before epoch warmup + 1); NopPruner for `pruner: none`."""
     if search.cfg.pruner != "median":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=pruner_warmup(search.cfg, search.raw))
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=search.pruner_warmup())
 
 
 def _search_optuna(search: Search) -> None:
@@ -243,7 +255,7 @@ def _search_ray(search: Search) -> None:
             compute_objective=lambda metrics: metrics[search.key], n_trials=search.cfg.n_trials,
             direction=search.direction, backend="ray",
             **raytune.run_kwargs(search.cfg, search.direction, search.folder, collect, search.evaluates,
-                                 pruner_warmup(search.cfg, search.raw)),
+                                 search.pruner_warmup()),
         )
     finally:
         search.rows[:] = raytune.rows(collect.trials.values(), search)
