@@ -143,12 +143,12 @@ def attach(cfg: DomainConfig, task, spec: TaskSpec, model, processor, collator, 
     if cfg.method == "none" and evaluate is None:
         raise DataError("domain.method: none only evaluates the labelled target split, and "
                         "domain.target has no labels (set domain.target.eval_split to a labelled split)")
-    parts = {"train": target} | ({"target": evaluate} if evaluate is not None else {})
-    prepared = task.preprocess(DatasetDict(parts), processor, spec)  # as a training split: some tasks need one
-    if cfg.method == "none":
-        splits["target"] = prepared["target"]
+    if cfg.method == "none":  # nothing to adapt to: only the labelled split is prepared
+        splits["target"] = task.preprocess(DatasetDict({"target": evaluate}), processor, spec)["target"]
         log.info("domain: none (source only), evaluated on %d labelled target examples", len(evaluate))
         return splits
+    parts = {"train": target} | ({"target": evaluate} if evaluate is not None else {})
+    prepared = task.preprocess(DatasetDict(parts), processor, spec)
     layer = head_layer(model)
     classifier = None
     if cfg.method == "dann":

@@ -184,7 +184,7 @@ def preprocess(splits, processor: TimmProcessor, spec: TaskSpec):
     cfg, vision = processor.data_config, spec.options
     shape = tuple(cfg["input_size"])
     mode = MODES[cfg.get("interpolation", "bilinear")]
-    mix = mixer(spec, splits["train"])
+    mix = mixer(spec, splits)
 
     def train(batch: dict[str, list]) -> dict[str, Any]:
         sizes = torch.tensor(batch["size"]) if vision.random_resized_crop else None

@@ -96,10 +96,11 @@ def eval_transform(processor) -> Callable[[list], list]:
     return lambda images: list(processor(images=images, return_tensors="pt")["pixel_values"])
 
 
-def mixer(spec: TaskSpec, train):
-    """timm's Mixup (mixup and / or cutmix) for training batches, or None when both are off."""
+def mixer(spec: TaskSpec, splits):
+    """timm's Mixup (mixup and / or cutmix) for the `train` split's batches, or None when both are off or
+    there is no training split (splits prepared for evaluation only)."""
     v = spec.options
-    if v.mixup_alpha <= 0 and v.cutmix_alpha <= 0:
+    if (v.mixup_alpha <= 0 and v.cutmix_alpha <= 0) or "train" not in splits:
         return None
     if spec.data.problem_type != "single_label_classification":
         raise RecipeError("vision.mixup_alpha: mixup / cutmix need data.problem_type single_label_classification")
@@ -107,7 +108,7 @@ def mixer(spec: TaskSpec, train):
 
     return Mixup(
         mixup_alpha=v.mixup_alpha, cutmix_alpha=v.cutmix_alpha,
-        label_smoothing=v.label_smoothing, num_classes=_num_labels(train),
+        label_smoothing=v.label_smoothing, num_classes=_num_labels(splits["train"]),
     )
 
 
@@ -182,7 +183,7 @@ def preprocess(splits, processor, spec: TaskSpec):
     column = spec.options.image_column
     evaluate = eval_transform(processor)
     augment = train_transform(data_config(processor), spec.options)
-    mix = mixer(spec, splits["train"])
+    mix = mixer(spec, splits)
 
     def train(batch: dict[str, list]) -> dict[str, list]:
         out = {"pixel_values": [augment(_rgb(im, column)) for im in batch[column]], "labels": batch["labels"]}
