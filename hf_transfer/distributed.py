@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -36,8 +37,6 @@ def release_process_group() -> None:
     exception") after a run that succeeded, so the launcher reports a failure. Called on success only:
     a rank that failed cannot take part in an orderly shutdown.
     """
-    import sys
-
     dist = sys.modules.get("torch.distributed")  # never import torch for a command that did not
     if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
