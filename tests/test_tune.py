@@ -68,6 +68,31 @@ def test_a_strategy_option_is_searched_only_with_its_strategy():
     assert "tune" not in tune_variant(raw, {})
 
 
+RECIPE_FIRST = {"finetune.strategy": "full", "training.learning_rate": 1e-2, "training.per_device_train_batch_size": 8}
+"""tests.tiny.text_recipe's values of the 2-trial searches' keys (finetune.r: not an option of full)."""
+
+
+def test_the_first_trial_is_the_recipe_where_the_space_holds_its_values(tiny_bert, sentiment_files, tmp_path):
+    from hf_transfer.runs import tune
+    from hf_transfer.validate import load_recipe
+
+    def first(space, **finetune):
+        raw = _recipe(tiny_bert, sentiment_files, tmp_path, space)
+        raw["finetune"] |= finetune
+        return tune.Search(load_recipe(raw), tmp_path / "search").recipe_params()
+
+    space = {"learning_rate": {"low": 1e-3, "high": 3e-2, "log": True}, "weight_decay": {"low": 0.0, "high": 0.1},
+             "per_device_train_batch_size": {"low": 4, "high": 16, "step": 4}, "finetune.strategy": ["full", "lora"],
+             "finetune.r": [2, 4]}
+    # weight decay: the recipe names none, TrainingArguments' 0.0; r: not an option of full
+    assert first(space) == {"training.learning_rate": 1e-2, "training.weight_decay": 0.0,
+                            "training.per_device_train_batch_size": 8, "finetune.strategy": "full"}
+    # outside the space: 1e-2 above the range, batch 8 not one of the choices, r 8 (LoRA's default) not 2 or 4
+    assert first({"learning_rate": {"low": 1e-4, "high": 1e-3}, "per_device_train_batch_size": [4, 16],
+                  "finetune.r": [2, 4], "finetune.alpha": [16, 32]}, strategy="lora") == {"finetune.alpha": 16}
+    assert first({"per_device_train_batch_size": {"low": 2, "high": 12, "step": 4}}) == {}  # 8 is off the steps
+
+
 def test_two_trials_write_every_file_and_a_best_recipe_that_runs(tiny_bert, sentiment_files, tmp_path, capsys):
     from hf_transfer.cli import main
     from hf_transfer.validate import load_recipe
@@ -80,6 +105,8 @@ def test_two_trials_write_every_file_and_a_best_recipe_that_runs(tiny_bert, sent
     assert main(["tune", str(path), "--output-dir", str(out), "--train-best"]) == 0
     report = json.loads((out / "tune.json").read_text())
     assert [t["number"] for t in report["trials"]] == [0, 1]
+    assert report["trials"][0]["params"] == RECIPE_FIRST  # the recipe's own values come first
+    assert report["trials"][1]["params"] != RECIPE_FIRST
     assert all(t["state"] == "complete" and t["value"] is not None and t["curve"] for t in report["trials"])
     assert report["metric"] == "eval_accuracy" and report["direction"] == "maximize"
     assert report["best"]["value"] == max(t["value"] for t in report["trials"])
@@ -192,6 +219,7 @@ def test_ray_two_trials_write_the_same_files_as_optuna(tiny_bert, sentiment_file
     report = json.loads((out / "tune.json").read_text())
     assert report["backend"] == "ray" and (out / "ray").is_dir()  # Ray Tune's own experiment folder
     assert [t["number"] for t in report["trials"]] == [0, 1]
+    assert report["trials"][0]["params"] == RECIPE_FIRST
     assert {t["state"] for t in report["trials"]} <= {"complete", "pruned"}  # ASHA may stop the second
     done = [t for t in report["trials"] if t["state"] == "complete"]
     assert done and all(t["value"] is not None and t["curve"] and t["seconds"] > 0 for t in report["trials"])

@@ -320,6 +320,10 @@ class TuneConfig:
     epochs, exactly like a bad one."""
     seed: int = 0
     """Seed of the sampler (optuna: TPE; ray: the random search); each trial trains with training.seed."""
+    recipe_first: bool = True
+    """The first trial runs the recipe's own values of the searched keys (those the space holds; the
+    others are sampled), so the search starts from the recipe and its best is never a trial that did
+    worse on validation than the recipe as written."""
     output_dir: str | None = None
     """Where tune.json, tune.md, tune.png, best.yaml and the trials go; default: training.output_dir + `-tune`."""
     train_best: bool = False

@@ -67,17 +67,18 @@ def start(address: str | None) -> bool:
     return True
 
 
-def run_kwargs(cfg, direction: str, folder: Path, collect, evaluates: bool, warmup: int = 0) -> dict[str, Any]:
-    """`hyperparameter_search`'s Ray arguments: search algorithm, scheduler (none where the trials do not
-    evaluate during training: nothing to stop them on; ASHA's first rung after `warmup` epochs), budget,
-    resources, storage, the trial collector."""
+def run_kwargs(cfg, direction: str, folder: Path, collect, evaluates: bool, warmup: int = 0,
+               first: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`hyperparameter_search`'s Ray arguments: search algorithm (its first trial with the `first` values,
+    the other keys sampled), scheduler (none where the trials do not evaluate during training: nothing to
+    stop them on; ASHA's first rung after `warmup` epochs), budget, resources, storage, the trial collector."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     scheduler = FIFOScheduler() if cfg.pruner == "none" or not evaluates else ASHAScheduler(
         time_attr="epoch", metric="objective", mode=direction[:3], max_t=ASHA_MAX_T, grace_period=warmup + 1,
         reduction_factor=2)
-    kwargs = {"search_alg": BasicVariantGenerator(random_state=cfg.seed), "scheduler": scheduler,
+    kwargs = {"search_alg": BasicVariantGenerator(random_state=cfg.seed, points_to_evaluate=[first] if first else None), "scheduler": scheduler,
               "time_budget_s": cfg.timeout, "raise_on_failed_trial": False, "verbose": 1,
               "storage_path": str(folder.resolve()), "name": "ray"}
     kwargs["callbacks"] = [collect]

@@ -115,13 +115,30 @@ def _curve(log_history: list[dict[str, Any]], key: str) -> list[list[float]]:
     return [[epoch, value] for epoch, value in curve.items()]
 
 
+_MISSING = object()
+
+
+def _same(value: Any, choice: Any) -> bool:
+    return isinstance(value, bool) == isinstance(choice, bool) and value == choice
+
+
+def _in_space(value: Any, spec: Any) -> bool:
+    """Whether `value` is one of a list's choices, or inside a range (on its integers or steps)."""
+    if isinstance(spec, list):
+        return any(_same(value, choice) for choice in spec)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not spec["low"] <= value <= spec["high"]:
+        return False
+    step = spec.get("step") or (1 if integer_range(spec) else None)
+    return step is None or math.isclose((value - spec["low"]) / step, round((value - spec["low"]) / step))
+
+
 class Search:
     """One search: the base recipe, where trials go, and the rows of the trials so far."""
 
     def __init__(self, recipe: Recipe, folder: Path):
         self.raw, self.folder, self.cfg = recipe.to_dict(), folder.resolve(), recipe.tune
         self.cwd = str(Path.cwd())  # a Ray trial runs where the recipe's relative paths hold
-        self.base_strategy = recipe.finetune.strategy
+        self.base_strategy, self.finetune = recipe.finetune.strategy, recipe.finetune
         self.args = training_arguments(recipe, folder)
         self.key, self.direction = _metric(self.args)
         self.evaluates = self.args.eval_strategy != "no"  # trials report during training (pruning can act)
@@ -137,6 +154,22 @@ class Search:
         choices = [searched["low"]] if isinstance(searched, dict) else [v for v in searched or [] if v is not None]
         fewest = min(choices) if choices else self.args.num_train_epochs
         return math.ceil(float(fewest) / 2)
+
+    def recipe_params(self) -> dict[str, Any]:
+        """The recipe's own values of the searched keys that the space holds (the first trial's with
+        `tune.recipe_first`): a training key the recipe leaves out has TrainingArguments' value, a strategy
+        option its default; a value outside its range or choices is left to the sampler."""
+        params: dict[str, Any] = {}
+        for key, spec in self.cfg.space.items():
+            if not _applies(key, self.base_strategy) and key != "finetune.strategy":
+                continue
+            section, _, name = key.partition(".")
+            value = (self.raw.get(section) or {}).get(name, _MISSING) if "." not in name else _MISSING
+            if value is _MISSING:
+                value = getattr({"training": self.args, "finetune": self.finetune}.get(section), name, _MISSING)
+            if value is not _MISSING and _in_space(value, spec):
+                params[key] = value
+        return params
 
     def trial_params(self, config: dict[str, Any]) -> dict[str, Any]:
         return sampled_params(config, self.base_strategy)
@@ -238,11 +271,18 @@ def _search_optuna(search: Search) -> None:
         raise DependencyError("tune: needs Optuna (pip install 'hf-transfer[tune]')") from None
     cfg = search.cfg
     pruner = optuna_pruner(optuna, search)
+    # hyperparameter_search creates the study; it loads this one, holding the recipe's own trial first
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="hf-transfer-tune", direction=search.direction)
+    first = search.recipe_params() if cfg.recipe_first else {}
+    if first:
+        study.enqueue_trial(first)
     _search_trainer(search, _optuna_trial).hyperparameter_search(
         hp_space=lambda trial: suggest(trial, cfg.space, search.base_strategy),
         compute_objective=lambda metrics: metrics[search.key], n_trials=cfg.n_trials, direction=search.direction,
         backend="optuna", timeout=cfg.timeout, catch=(TrainingError,),
         sampler=optuna.samplers.TPESampler(seed=cfg.seed), pruner=pruner,
+        storage=storage, study_name="hf-transfer-tune", load_if_exists=True,
     )
 
 
@@ -255,7 +295,7 @@ def _search_ray(search: Search) -> None:
             compute_objective=lambda metrics: metrics[search.key], n_trials=search.cfg.n_trials,
             direction=search.direction, backend="ray",
             **raytune.run_kwargs(search.cfg, search.direction, search.folder, collect, search.evaluates,
-                                 search.pruner_warmup()),
+                                 search.pruner_warmup(), search.recipe_params() if search.cfg.recipe_first else {}),
         )
     finally:
         search.rows[:] = raytune.rows(collect.trials.values(), search)
