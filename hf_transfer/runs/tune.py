@@ -168,7 +168,7 @@ class Search:
             if value is _MISSING:
                 value = getattr({"training": self.args, "finetune": self.finetune}.get(section), name, _MISSING)
             if value is not _MISSING and _in_space(value, spec):
-                params[key] = value
+                params[key] = int(value) if isinstance(spec, dict) and integer_range(spec) else value
         return params
 
     def trial_params(self, config: dict[str, Any]) -> dict[str, Any]:
