@@ -4,6 +4,7 @@ built from the transcripts), built in code: labels, vocabulary, WER / CER, strat
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +49,14 @@ def test_whisper_labels_lose_the_decoder_start_token_and_pad_with_minus_100(kit,
     assert tuple(batch["input_features"].shape) == (2, 80, 200)
 
 
-def test_ctc_vocabulary_is_built_from_the_training_transcripts(kit, tmp_path):
+def test_ctc_vocabulary_is_built_from_the_training_transcripts(kit, tmp_path, monkeypatch):
     assert transcripts.characters(["ab c", "ca"]) == ["[PAD]", "[UNK]", "|", "a", "b", "c"]
     spec = spec_of(asr_recipe(kit["ctc"], kit["files"], tmp_path / "o"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    asr._PROCESSORS.clear()
     tok = asr.load_processor(spec).tokenizer
+    assert not list((tmp_path / "tmp").iterdir())  # the vocabulary file it was read from is gone
     assert set(tok.get_vocab()) == {"[PAD]", "[UNK]", "|", "e", "g", "h", "i", "l", "n", "o", "t", "w"}
     ids = tok("hello tone").input_ids
     assert tok.convert_ids_to_tokens(ids) == list("hello") + ["|"] + list("tone")

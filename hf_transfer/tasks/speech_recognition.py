@@ -19,9 +19,7 @@ naming the split and row, or dropped and counted with `speech.bad_rows: skip`.
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -144,7 +142,7 @@ def load_processor(spec: TaskSpec):
     else:
         if tok is None or not hasattr(tok, "word_delimiter_token"):
             vocabulary = transcripts.characters(_training_transcripts(spec))
-            tok = transcripts.ctc_tokenizer(vocabulary, Path(tempfile.mkdtemp(prefix="hf-transfer-vocab-")))
+            tok = transcripts.ctc_tokenizer(vocabulary)
             log.info("CTC vocabulary of %d characters built from the training transcripts", len(vocabulary))
         # transformers' pipeline always passes the attention mask to CTC models: training and evaluation do too
         fe = audio.rebuilt(fe, return_attention_mask=True) if not fe.return_attention_mask else fe

@@ -10,6 +10,7 @@ computation, tasks/metrics.py): corpus rates, all errors over all reference word
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -57,15 +58,16 @@ def characters(texts: list[str]) -> list[str]:
     return [PAD, UNK, WORD_DELIMITER, *chars]
 
 
-def ctc_tokenizer(vocabulary: list[str], folder: Path):
-    """A Wav2Vec2CTCTokenizer over `vocabulary` (written to folder/vocab.json)."""
+def ctc_tokenizer(vocabulary: list[str]):
+    """A Wav2Vec2CTCTokenizer over `vocabulary` (it reads its vocab.json once, from a temporary folder
+    removed right after; save_pretrained writes the vocabulary from memory)."""
     from transformers import Wav2Vec2CTCTokenizer
 
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "vocab.json"
-    path.write_text(json.dumps({c: i for i, c in enumerate(vocabulary)}, ensure_ascii=False), encoding="utf-8")
-    return Wav2Vec2CTCTokenizer(str(path), unk_token=UNK, pad_token=PAD, word_delimiter_token=WORD_DELIMITER,
-                                bos_token=None, eos_token=None)
+    with tempfile.TemporaryDirectory(prefix="hf-transfer-vocab-") as folder:
+        path = Path(folder) / "vocab.json"
+        path.write_text(json.dumps({c: i for i, c in enumerate(vocabulary)}, ensure_ascii=False), encoding="utf-8")
+        return Wav2Vec2CTCTokenizer(str(path), unk_token=UNK, pad_token=PAD, word_delimiter_token=WORD_DELIMITER,
+                                    bos_token=None, eos_token=None)
 
 
 def unknown_characters(text: str, vocabulary: set[str]) -> list[str]:
