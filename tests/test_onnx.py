@@ -126,13 +126,50 @@ def test_a_token_classifier_without_recipe_is_checked_on_dummy_inputs(tmp_path):
            [[(e["entity_group"], e["start"]) for e in row] for row in torch_rows]
 
 
-def test_a_speech_recognizer_is_refused(finished_run, tmp_path, monkeypatch):
-    from hf_transfer.outputs import export as exporting
-    from hf_transfer.tasks import TASKS
+@pytest.fixture(scope="module")
+def asr_kit(tmp_path_factory):
+    from tests.tiny_asr import save_tiny_ctc_body, save_tiny_whisper_asr, write_transcribed_tones
 
-    monkeypatch.setattr(exporting, "task_of_folder", lambda out: (TASKS["speech-recognition"], None))
-    with pytest.raises(HfTransferError, match="speech-recognition model generates; hf-transfer exports classification"):
-        export(finished_run[0], tmp_path / "onnx")
+    root = tmp_path_factory.mktemp("asr")
+    return {"whisper": save_tiny_whisper_asr(root / "whisper"), "ctc": save_tiny_ctc_body(root / "ctc"),
+            "files": write_transcribed_tones(root / "data")}
+
+
+def test_a_ctc_recogniser_exports_quantizes_and_transcribes_the_same(asr_kit, tmp_path):
+    from tests.tiny_asr import asr_recipe
+
+    out = tmp_path / "ctc"
+    finetune(asr_recipe(asr_kit["ctc"], asr_kit["files"], out))
+    result = export(out, quantize="int8")
+    assert graph_axes(result.dest / FP32)["input_values"] == ["batch_size", "sequence_length"]
+    report = json.loads((result.dest / "export.json").read_text())
+    assert report["check"]["inputs"] == "test-split" and report["check"]["max_abs_diff"] <= 1e-4
+    quant = report["quantization"]
+    assert quant["metric"] == "wer" and {"wer", "cer"} <= set(quant["fp32"]) and {"wer", "cer"} <= set(quant["int8"])
+    assert 0 <= quant["argmax_agreement"] <= 1 and "WER" not in result.summary() and "wer fp32" in result.summary()
+    clips = [str(Path(asr_kit["files"]["test"]).parent / f"wav/test_{i}.wav") for i in range(3)]
+    _, torch_rows = predict(out, clips, batch_size=2)
+    task, spec = task_of_folder(out)
+    fp32 = run(load_onnx_pipeline(result.dest, hub_user_task(task), FP32), task, spec, task.read_inputs(clips),
+               batch_size=2)
+    assert [row[0]["text"] for row in fp32] == [row[0]["text"] for row in torch_rows]  # the same greedy decoding
+    _, int8_rows = predict(result.dest, clips, batch_size=2)  # predict picks the quantized model
+    assert len(int8_rows) == 3 and all(isinstance(row[0]["text"], str) for row in int8_rows)
+    from hf_transfer.outputs.evaluate import evaluate
+
+    test_csv = asr_kit["files"]["test"]  # `evaluate` runs the int8 model too: export's figures, again
+    scored = evaluate(result.dest, [test_csv])[test_csv]["metrics"]
+    assert scored["wer"] == pytest.approx(quant["int8"]["wer"]) and scored["cer"] == pytest.approx(quant["int8"]["cer"])
+
+
+def test_a_sequence_to_sequence_recogniser_is_refused(asr_kit, tmp_path):
+    from tests.tiny_asr import asr_recipe
+
+    out = tmp_path / "whisper"
+    finetune(asr_recipe(asr_kit["whisper"], asr_kit["files"], out))
+    with pytest.raises(HfTransferError, match=r"sequence-to-sequence speech-recognition model \(whisper\) generates"):
+        export(out, tmp_path / "onnx")
+    assert not (tmp_path / "onnx").exists()
 
 
 @pytest.fixture(scope="module")

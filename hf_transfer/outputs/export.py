@@ -14,8 +14,9 @@ first `CHECKED` test inputs of the run (processor-ready dummy inputs when the ru
 their logits may differ by at most `tolerance` (max abs diff, default 1e-4, fp32); with `--quantize` both ONNX
 models score the whole test split and DEST/export.json keeps both metric sets and their argmax agreement
 (int8 losing more than `WARN_DROP` points of the task's headline metric is logged; with `max_drop` it is
-refused). Models that generate (speech recognition) and
-multi-task models are refused.
+refused). A CTC speech recogniser exports its per-frame logits graph (the pipeline decodes them, greedy) and
+its int8 check scores both models' transcripts (WER, CER); models that generate (Whisper) and multi-task
+models are refused.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import torch
 
 from hf_transfer.errors import HfTransferError
 from hf_transfer.folder import RECIPE, has_files, put_in_place, staging_dir
-from hf_transfer.outputs.hubuser import FolderError, as_input, is_adapter, load_pipeline, logits, word_logits
+from hf_transfer.outputs.hubuser import (FolderError, as_input, is_adapter, load_pipeline, logits, transcripts,
+                                        word_logits)
 from hf_transfer.outputs.onnx_model import FP32, INT8, load_onnx_pipeline, onnx_file, onnxruntime
 from hf_transfer.outputs.predict import task_of_folder
 from hf_transfer.outputs.quantize import CALIBRATION, describe, int8, quiet
@@ -110,12 +112,16 @@ def export(out_dir: str | Path, dest: str | Path | None = None, quantize: str | 
     try:
         task, spec = task_of_folder(out)
         hub_task = hub_user_task(task)
-        if hub_task["mode"] == "texts" or task.verify_inputs is None:
-            raise _error(f"{out}: a {task.name} model {'generates' if task.score_texts else 'has no pipeline'}; "
-                         "hf-transfer exports classification models (text, tokens, images, audio) only")
+        if task.verify_inputs is None:
+            raise _error(f"{out}: a {task.name} model has no pipeline; hf-transfer exports classification models "
+                         "(text, tokens, images, audio) and CTC speech recognisers only")
         pipe = load_pipeline(out, hub_task, "cpu")
     except FolderError as err:
         raise _error(str(err)) from None
+    if task.score_texts and not is_ctc(pipe.model):
+        raise _error(f"{out}: a sequence-to-sequence {task.name} model ({pipe.model.config.model_type}) generates "
+                     "its transcript token by token; hf-transfer exports CTC recognisers (one logits graph) and "
+                     "classification models only")
     if is_adapter(out):  # the ONNX graph holds plain weights: the adapter is merged in memory
         pipe.model = pipe.model.merge_and_unload()
     pipe.model.float().eval()
@@ -177,9 +183,33 @@ def _dummy_inputs(task, processor) -> list:
 
 
 def raw_scores(pipe, task, inputs: list, batch_size: int, kwargs: dict):
-    """The pipeline's raw logits: one row per input, or per word (token classification)."""
+    """The pipeline's raw logits: one row per input, per word (token classification) or per audio frame
+    (a CTC recogniser)."""
+    if task.score_texts:
+        return frame_logits(pipe, inputs, batch_size)
     read = word_logits if task.entities else logits
     return read(pipe, inputs, batch_size, **kwargs)
+
+
+def is_ctc(model) -> bool:
+    """A CTC recogniser: one forward pass gives every frame's character logits (no generation)."""
+    return any(name.endswith("ForCTC") for name in [type(model).__name__, *(model.config.architectures or [])])
+
+
+def frame_logits(pipe, inputs: list, batch_size: int) -> np.ndarray:
+    """A CTC model's per-frame logits ([inputs, most frames, vocabulary]; NaN past a batch's frames): the
+    clips batched and padded by the pipeline's feature extractor, as the pipeline prepares one."""
+    fe, rows = pipe.feature_extractor, []
+    for start in range(0, len(inputs), batch_size):
+        waves = [clip["raw"] for clip in inputs[start:start + batch_size]]
+        enc = fe(waves, sampling_rate=fe.sampling_rate, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            rows.extend(pipe.model(**enc).logits.float().numpy())
+    width = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), width, rows[0].shape[-1] if rows else 0), np.nan, dtype=np.float32)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
 
 
 class _Logits(torch.nn.Module):
@@ -267,7 +297,8 @@ def _write(pipe, out: Path, staging: Path, task, hub_task: dict, checked: Checke
         "exporter": f"torch.onnx.export (dynamo), torch {torch.__version__}, opset {OPSET}",
         "onnxruntime": onnxruntime().__version__,
         "dynamic_axes": {**{name: list(AXES[name]) for name in example},
-                         "logits": ["batch_size", "sequence_length"] if task.entities else ["batch_size"]},
+                         "logits": ["batch_size", "sequence_length"] if task.entities else
+                         ["batch_size", "frames"] if task.score_texts else ["batch_size"]},
         "check": {"inputs": checked.source, "compared": len(inputs), "max_abs_diff": diff, "tolerance": tolerance},
     }
 
@@ -291,18 +322,25 @@ def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked,
               "argmax_agreement": agree}
     if checked.split is None:
         return report
-    compute = task.compute_metrics(spec)
-    for name, found in scores.items():
-        labels = word_label_array(checked.split, found) if task.entities else label_array(checked.split)
-        report[name] = compute(EvalPrediction(predictions=found, label_ids=labels))
+    if task.score_texts:  # a recogniser: the pipelines' transcripts against the references (WER, CER)
+        score, references = task.score_texts(spec), list(checked.split["labels"])
+        for name, file in (("fp32", FP32), ("int8", INT8)):
+            hypotheses = transcripts(load_onnx_pipeline(staging, hub_task, file), checked.inputs, batch, **kwargs)
+            report[name] = score(references, hypotheses)
+    else:
+        compute = task.compute_metrics(spec)
+        for name, found in scores.items():
+            labels = word_label_array(checked.split, found) if task.entities else label_array(checked.split)
+            report[name] = compute(EvalPrediction(predictions=found, label_ids=labels))
     metric, greater = task.best_metric(spec)
     metric = metric.removeprefix("eval_")
     drop = 100 * (report["fp32"][metric] - report["int8"][metric]) * (1 if greater else -1)
     report |= {"metric": metric, "drop_points": drop, "max_drop_points": max_drop}
     lost = (f"int8 {metric} is {report['int8'][metric]:.4f} against fp32's {report['fp32'][metric]:.4f} on the "
             f"{checked.source} ({drop:.2f} points lost")
-    if greater and max_drop is not None and drop > max_drop:  # a score out of 1; a regression's error is reported
+    rate = greater or task.score_texts is not None  # a score or an error rate; a regression's error is reported
+    if rate and max_drop is not None and drop > max_drop:
         raise _error(f"{lost}, at most {max_drop:g} allowed); not written")
-    if greater and drop > WARN_DROP:
+    if rate and drop > WARN_DROP:
         log.warning("export: %s)", lost)
     return report

@@ -385,7 +385,10 @@ def word_logits(pipe, inputs: list, batch_size: int, bar=None, **tokenizer_kwarg
 
 
 def transcripts(pipe, inputs: list, batch_size: int, bar=None, **call_kwargs) -> list[str]:
-    """The pipeline's text for every input (speech recognition), batched as the Trainer evaluates."""
+    """The pipeline's text for every input (speech recognition), batched as the Trainer evaluates. The
+    pipeline empties an input dict {raw, sampling_rate} as it reads it: it gets copies, so the inputs can
+    be transcribed again."""
+    inputs = [dict(x) if isinstance(x, dict) else x for x in inputs]
     return [row["text"] for row in each(pipe, inputs, bar, batch_size=batch_size, **call_kwargs)]
 
 

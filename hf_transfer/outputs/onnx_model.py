@@ -4,8 +4,8 @@ An ONNX folder (written by `hf-transfer export`, in optimum's layout) holds `mod
 `model_quantized.onnx` (int8), the model's config.json and its processor files. `OnnxModel` is a torch
 Module that runs an `onnxruntime.InferenceSession` on the tensors the pipeline prepared and answers with
 their logits, so tokenisation, truncation, image and audio preprocessing, softmax / sigmoid, top_k and
-entity grouping are the pipeline's own, exactly as for the PyTorch folder. Only classification heads
-(logits out) run this way: a model that generates (speech recognition) is not exported.
+entity grouping, CTC decoding are the pipeline's own, exactly as for the PyTorch folder. Only graphs with
+logits out run this way (classifiers, CTC recognisers): a model that generates (Whisper) is not exported.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from hf_transfer.errors import DependencyError
 from hf_transfer.outputs.hubuser import FolderError, load_config, load_pipeline, load_processor
 
 FP32, INT8 = "model.onnx", "model_quantized.onnx"
+MAIN_INPUTS = ("input_ids", "pixel_values", "input_features", "input_values")
 ONNX_FILES = (INT8, FP32)
 """The files an ONNX folder may hold, in the order `predict` picks them (the quantized model when present)."""
 
@@ -66,6 +67,9 @@ class OnnxModel(torch.nn.Module):
         super().__init__()
         self.session = sess
         self.input_names = [i.name for i in sess.get_inputs()]
+        # the speech-recognition pipeline feeds a CTC model by it (the graph's inputs come in optimum's order,
+        # attention_mask before input_values)
+        self.main_input_name = next((n for n in MAIN_INPUTS if n in self.input_names), self.input_names[0])
         self.config = config
         self.name_or_path = config.name_or_path
 
@@ -76,7 +80,7 @@ class OnnxModel(torch.nn.Module):
         return False
 
     def forward(self, **inputs) -> SequenceClassifierOutput:
-        missing = [n for n in self.input_names if n not in inputs]
+        missing = [n for n in self.input_names if inputs.get(n) is None]
         if missing:
             raise ValueError(f"the ONNX graph needs {missing}, which the pipeline's processor did not give")
         feed = {n: inputs[n].detach().cpu().numpy() for n in self.input_names}
