@@ -107,6 +107,8 @@ def test_two_trials_write_every_file_and_a_best_recipe_that_runs(tiny_bert, sent
     assert [t["number"] for t in report["trials"]] == [0, 1]
     assert report["trials"][0]["params"] == RECIPE_FIRST  # the recipe's own values come first
     assert report["trials"][1]["params"] != RECIPE_FIRST
+    assert report["recipe_trial"] == 0 and "| 0 (" in (out / "tune.md").read_text()
+    assert "recipe" in (out / "tune.md").read_text().split("| 0 (")[1].split("|")[0]
     assert all(t["state"] == "complete" and t["value"] is not None and t["curve"] for t in report["trials"])
     assert report["metric"] == "eval_accuracy" and report["direction"] == "maximize"
     assert report["best"]["value"] == max(t["value"] for t in report["trials"])
@@ -219,7 +221,7 @@ def test_ray_two_trials_write_the_same_files_as_optuna(tiny_bert, sentiment_file
     report = json.loads((out / "tune.json").read_text())
     assert report["backend"] == "ray" and (out / "ray").is_dir()  # Ray Tune's own experiment folder
     assert [t["number"] for t in report["trials"]] == [0, 1]
-    assert report["trials"][0]["params"] == RECIPE_FIRST
+    assert report["trials"][0]["params"] == RECIPE_FIRST and report["recipe_trial"] == 0
     assert {t["state"] for t in report["trials"]} <= {"complete", "pruned"}  # ASHA may stop the second
     done = [t for t in report["trials"] if t["state"] == "complete"]
     assert done and all(t["value"] is not None and t["curve"] and t["seconds"] > 0 for t in report["trials"])

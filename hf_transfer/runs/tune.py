@@ -345,12 +345,16 @@ def tune(recipe: Recipe, n_trials: int | None = None, timeout: float | None = No
     for left in (search.folder / "trials").glob(f"*/{CHECKPOINTS}"):  # of trials Ray stopped (on this machine)
         shutil.rmtree(left, ignore_errors=True)
     best_row = best(search.rows, search.direction)
+    first = search.recipe_params() if cfg.recipe_first else {}
+    recipe_row = next((r for r in sorted(search.rows, key=lambda r: r["number"])
+                       if first and first.items() <= r["params"].items()), None)
     best_raw = search.best_recipe(best_row["params"])
     load_recipe(best_raw)  # what is written runs as it is
     report = {"backend": cfg.backend, "metric": search.key, "direction": search.direction, "n_trials": cfg.n_trials,
               "timeout": cfg.timeout, "seed": cfg.seed, "pruner": cfg.pruner,
               "seconds": round(time.perf_counter() - start, 1),
               "best": {"number": best_row["number"], "value": best_row["value"], "params": best_row["params"]},
+              "recipe_trial": None if recipe_row is None else recipe_row["number"],
               "best_recipe": str(folder / "best.yaml"), "trials": search.rows}
     write(report, best_raw, folder)
     if cfg.train_best if train_best is None else train_best:
@@ -366,7 +370,9 @@ def table(report: dict[str, Any]) -> str:
     lines = [f"| trial | state | {report['metric']} | seconds | " + " | ".join(keys) + " |",
              "|---" * (4 + len(keys)) + "|"]
     for r in report["trials"]:
-        mark = " (best)" if r["number"] == report["best"]["number"] else ""
+        marks = [m for m, n in (("best", report["best"]["number"]), ("recipe", report.get("recipe_trial")))
+                 if r["number"] == n]
+        mark = f" ({', '.join(marks)})" if marks else ""
         value = "–" if r["value"] is None else f"{r['value']:.4f}"
         cells = [_cell(r["params"].get(k)) for k in keys]
         lines.append(f"| {r['number']}{mark} | {r['state']} | {value} | {r.get('seconds', 0):.0f} | "
@@ -380,6 +386,17 @@ def _cell(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+def _against_recipe(report: dict[str, Any]) -> str:
+    """The recipe's own trial beside the best, in words (empty when the recipe was not a trial)."""
+    row = next((r for r in report["trials"] if r["number"] == report.get("recipe_trial")), None)
+    if row is None:
+        return ""
+    if row["number"] == report["best"]["number"]:
+        return f" The best is the recipe as written (trial {row['number']}): no trial did better on validation."
+    value = "no value" if row["value"] is None else f"{row['value']:.4f}"
+    return f" The recipe as written (trial {row['number']}, {row['state']}): {value}."
+
+
 def write(report: dict[str, Any], best_raw: dict[str, Any], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tune.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -387,7 +404,7 @@ def write(report: dict[str, Any], best_raw: dict[str, Any], folder: Path) -> Non
     head = (f"# Hyper-parameter search\n\n{len(report['trials'])} trials in {report['seconds']:.0f} s "
             f"({report['backend']}: {report['direction']} {report['metric']}, pruner {report['pruner']}, "
             f"sampler seed {report['seed']}). "
-            f"Best: trial {best['number']}, {best['value']:.4f}; its recipe: best.yaml.\n\n")
+            f"Best: trial {best['number']}, {best['value']:.4f}; its recipe: best.yaml.{_against_recipe(report)}\n\n")
     (folder / "tune.md").write_text(head + table(report) + "\n\n![trials](tune.png)\n", encoding="utf-8")
     comment = (f"# The best trial ({best['number']}) of `hf-transfer tune`: {report['metric']} {best['value']:.4f}.\n"
                f"#   hf-transfer finetune {folder / 'best.yaml'}\n")
