@@ -86,13 +86,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from hf_transfer.validate import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    from hf_transfer.runs.tune import table, tune
+    from hf_transfer.runs.tune import against_recipe, table, tune
 
     report = tune(recipe, n_trials=args.n_trials, timeout=args.timeout, out=args.output_dir,
                   train_best=args.train_best or None)
     print(table(report))
     print(f"best: trial {report['best']['number']} ({report['metric']} {report['best']['value']:.4f}); "
-          f"its recipe: {report['best_recipe']}")
+          f"its recipe: {report['best_recipe']}.{against_recipe(report)}")
     if "best_run" in report:
         print(json.dumps(report["best_run"], indent=2))
     return 0

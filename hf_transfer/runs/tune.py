@@ -386,7 +386,7 @@ def _cell(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def _against_recipe(report: dict[str, Any]) -> str:
+def against_recipe(report: dict[str, Any]) -> str:
     """The recipe's own trial beside the best, in words (empty when the recipe was not a trial)."""
     row = next((r for r in report["trials"] if r["number"] == report.get("recipe_trial")), None)
     if row is None:
@@ -404,7 +404,7 @@ def write(report: dict[str, Any], best_raw: dict[str, Any], folder: Path) -> Non
     head = (f"# Hyper-parameter search\n\n{len(report['trials'])} trials in {report['seconds']:.0f} s "
             f"({report['backend']}: {report['direction']} {report['metric']}, pruner {report['pruner']}, "
             f"sampler seed {report['seed']}). "
-            f"Best: trial {best['number']}, {best['value']:.4f}; its recipe: best.yaml.{_against_recipe(report)}\n\n")
+            f"Best: trial {best['number']}, {best['value']:.4f}; its recipe: best.yaml.{against_recipe(report)}\n\n")
     (folder / "tune.md").write_text(head + table(report) + "\n\n![trials](tune.png)\n", encoding="utf-8")
     comment = (f"# The best trial ({best['number']}) of `hf-transfer tune`: {report['metric']} {best['value']:.4f}.\n"
                f"#   hf-transfer finetune {folder / 'best.yaml'}\n")
