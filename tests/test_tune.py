@@ -93,6 +93,19 @@ def test_the_first_trial_is_the_recipe_where_the_space_holds_its_values(tiny_ber
     assert first({"per_device_train_batch_size": {"low": 2, "high": 12, "step": 4}}) == {}  # 8 is off the steps
 
 
+def test_the_summary_says_how_the_best_compares_with_the_recipe():
+    from hf_transfer.runs.tune import against_recipe
+
+    trials = [{"number": 0, "state": "complete", "value": 0.6, "params": {"lr": 1e-4, "epochs": 10}},
+              {"number": 1, "state": "complete", "value": 0.7, "params": {"lr": 3e-4, "epochs": 5}}]
+    report = {"trials": trials, "best": {"number": 1}, "recipe_trial": 0, "recipe_params": {"lr": 1e-4, "epochs": 10}}
+    assert against_recipe(report) == " Trial 0, the recipe as written: complete, 0.6000."
+    report |= {"best": {"number": 0}, "recipe_params": {"lr": 1e-4}}  # the recipe's epochs outside the space
+    assert against_recipe(report) == (" The best is the recipe's own values (epochs sampled: the recipe's lies "
+                                      "outside the space) (trial 0): no trial did better on validation.")
+    assert against_recipe(report | {"recipe_trial": None}) == ""
+
+
 def test_two_trials_write_every_file_and_a_best_recipe_that_runs(tiny_bert, sentiment_files, tmp_path, capsys):
     from hf_transfer.cli import main
     from hf_transfer.validate import load_recipe

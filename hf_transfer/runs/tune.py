@@ -354,7 +354,7 @@ def tune(recipe: Recipe, n_trials: int | None = None, timeout: float | None = No
               "timeout": cfg.timeout, "seed": cfg.seed, "pruner": cfg.pruner,
               "seconds": round(time.perf_counter() - start, 1),
               "best": {"number": best_row["number"], "value": best_row["value"], "params": best_row["params"]},
-              "recipe_trial": None if recipe_row is None else recipe_row["number"],
+              "recipe_trial": None if recipe_row is None else recipe_row["number"], "recipe_params": first,
               "best_recipe": str(folder / "best.yaml"), "trials": search.rows}
     write(report, best_raw, folder)
     if cfg.train_best if train_best is None else train_best:
@@ -391,10 +391,13 @@ def against_recipe(report: dict[str, Any]) -> str:
     row = next((r for r in report["trials"] if r["number"] == report.get("recipe_trial")), None)
     if row is None:
         return ""
+    sampled = sorted(set(row["params"]) - set(report.get("recipe_params") or {}))
+    what = "the recipe as written" if not sampled else \
+        f"the recipe's own values ({', '.join(sampled)} sampled: the recipe's lies outside the space)"
     if row["number"] == report["best"]["number"]:
-        return f" The best is the recipe as written (trial {row['number']}): no trial did better on validation."
+        return f" The best is {what} (trial {row['number']}): no trial did better on validation."
     value = "no value" if row["value"] is None else f"{row['value']:.4f}"
-    return f" The recipe as written (trial {row['number']}, {row['state']}): {value}."
+    return f" Trial {row['number']}, {what}: {row['state']}, {value}."
 
 
 def write(report: dict[str, Any], best_raw: dict[str, Any], folder: Path) -> None:
