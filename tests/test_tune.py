@@ -276,8 +276,18 @@ def test_the_pruner_waits_half_the_fewest_epochs_before_it_stops_a_trial(tiny_be
         warmup(space={"learning_rate": [1e-3]}, pruner_warmup=-1)
 
     recipe = load_recipe(_recipe(tiny_bert, sentiment_files, tmp_path, space={"num_train_epochs": {"low": 4, "high": 6}}))
-    pruner = tune.optuna_pruner(optuna, tune.Search(recipe, tmp_path / "search"))
-    assert isinstance(pruner, optuna.pruners.MedianPruner) and pruner._n_warmup_steps == 2  # stops from epoch 3
+    pruner = tune.optuna_pruner(optuna, tune.Search(recipe, tmp_path / "search"))  # warm-up 2: stops from epoch 3
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for _ in range(2):  # two good trials, then one far worse at every epoch, reported as the trials report
+        good = study.ask()
+        for epoch in (1, 2, 3):
+            good.report(0.9, epoch)
+        study.tell(good, 0.9)
+    bad, stops = study.ask(), []
+    for epoch in (1, 2, 3):
+        bad.report(0.1, epoch)
+        stops.append(bad.should_prune())
+    assert stops == [False, False, True]
     if importlib.util.find_spec("ray") is not None:  # the slow tier installs the ray extra
         kwargs = raytune.run_kwargs(recipe.tune, "maximize", tmp_path, None, True, 2)
         assert min(milestone for milestone, _ in kwargs["scheduler"]._brackets[0]._rungs) == 3  # first rung: epoch 3

@@ -257,11 +257,12 @@ def _search_trainer(search: Search, run_one):
 
 
 def optuna_pruner(optuna, search: Search):
-    """MedianPruner from the third trial on, once a trial has trained `pruner_warmup` epochs (the steps
-    reported are epochs: no stop before epoch warmup + 1); NopPruner for `pruner: none`."""
+    """MedianPruner from the third trial on, once a trial has trained `pruner_warmup` epochs: the steps
+    reported are epochs (1, 2, ...) and Optuna may prune at any step >= n_warmup_steps, so the first step
+    it may stop at is epoch warmup + 1, as Ray's first ASHA rung; NopPruner for `pruner: none`."""
     if search.cfg.pruner != "median":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=search.pruner_warmup())
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=search.pruner_warmup() + 1)
 
 
 def _search_optuna(search: Search) -> None:
