@@ -314,8 +314,8 @@ def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked,
         return [{k: v.numpy() for k, v in b.items()} for b in model_inputs(pipe, task, checked.train, batch, kwargs)]
 
     method = int8(staging / FP32, staging / INT8, calibration)
-    scores = {name: raw_scores(load_onnx_pipeline(staging, hub_task, file), task, checked.inputs, batch, kwargs)
-              for name, file in (("fp32", FP32), ("int8", INT8))}
+    pipes = {name: load_onnx_pipeline(staging, hub_task, file) for name, file in (("fp32", FP32), ("int8", INT8))}
+    scores = {name: raw_scores(p, task, checked.inputs, batch, kwargs) for name, p in pipes.items()}
     kept = ~np.isnan(scores["fp32"]).any(-1)
     agree = float((scores["fp32"].argmax(-1) == scores["int8"].argmax(-1))[kept].mean())
     report = {"method": method, "how": describe(method), "samples": len(checked.inputs), "inputs": checked.source,
@@ -324,9 +324,8 @@ def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked,
         return report
     if task.score_texts:  # a recogniser: the pipelines' transcripts against the references (WER, CER)
         score, references = task.score_texts(spec), list(checked.split["labels"])
-        for name, file in (("fp32", FP32), ("int8", INT8)):
-            hypotheses = transcripts(load_onnx_pipeline(staging, hub_task, file), checked.inputs, batch, **kwargs)
-            report[name] = score(references, hypotheses)
+        for name, p in pipes.items():
+            report[name] = score(references, transcripts(p, checked.inputs, batch, **kwargs))
     else:
         compute = task.compute_metrics(spec)
         for name, found in scores.items():
