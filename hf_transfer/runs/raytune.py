@@ -78,9 +78,9 @@ def run_kwargs(cfg, direction: str, folder: Path, collect, evaluates: bool, warm
     scheduler = FIFOScheduler() if cfg.pruner == "none" or not evaluates else ASHAScheduler(
         time_attr="epoch", metric="objective", mode=direction[:3], max_t=ASHA_MAX_T, grace_period=warmup + 1,
         reduction_factor=2)
-    kwargs = {"search_alg": BasicVariantGenerator(random_state=cfg.seed, points_to_evaluate=[first] if first else None), "scheduler": scheduler,
-              "time_budget_s": cfg.timeout, "raise_on_failed_trial": False, "verbose": 1,
-              "storage_path": str(folder.resolve()), "name": "ray"}
+    search_alg = BasicVariantGenerator(random_state=cfg.seed, points_to_evaluate=[first] if first else None)
+    kwargs = {"search_alg": search_alg, "scheduler": scheduler, "time_budget_s": cfg.timeout,
+              "raise_on_failed_trial": False, "verbose": 1, "storage_path": str(folder.resolve()), "name": "ray"}
     kwargs["callbacks"] = [collect]
     if cfg.resources_per_trial:
         kwargs["resources_per_trial"] = dict(cfg.resources_per_trial)
