@@ -86,7 +86,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from hf_transfer.validate import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    from hf_transfer.runs.tune import against_recipe, table, tune
+    from hf_transfer.runs.tune import tune
+    from hf_transfer.runs.tune_report import against_recipe, table
 
     report = tune(recipe, n_trials=args.n_trials, timeout=args.timeout, out=args.output_dir,
                   train_best=args.train_best or None)

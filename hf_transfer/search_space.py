@@ -3,14 +3,15 @@
 A space maps dotted recipe keys (a bare name means `training.<name>`) to a list of choices or a range
 {low, high, log, step}. Every choice and both bounds of every range are validated as the key they set,
 so a bad space is refused before the first trial; `tune_variant` writes one trial's recipe (a searched
-`finetune.strategy` keeps only the options it has). runs/tune.py (Optuna) and runs/raytune.py (Ray Tune)
-sample from it.
+`finetune.strategy` keeps only the options it has); `in_space` says whether a value lies in an entry (the
+recipe's own values start a search). runs/tune.py (Optuna) and runs/raytune.py (Ray Tune) sample from it.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import Any, Callable
 
 from hf_transfer.errors import RecipeError
@@ -55,6 +56,20 @@ def integer_range(spec: dict[str, Any]) -> bool:
     """A `tune.space` range of integers: both bounds (and a step, if any) are integers."""
     return all(isinstance(spec.get(k), int) and not isinstance(spec.get(k), bool) for k in ("low", "high")) \
         and isinstance(spec.get("step") or 1, int)
+
+
+def _same(value: Any, choice: Any) -> bool:
+    return isinstance(value, bool) == isinstance(choice, bool) and value == choice
+
+
+def in_space(value: Any, spec: Any) -> bool:
+    """Whether `value` is one of a list's choices, or inside a range (on its integers or steps)."""
+    if isinstance(spec, list):
+        return any(_same(value, choice) for choice in spec)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not spec["low"] <= value <= spec["high"]:
+        return False
+    step = spec.get("step") or (1 if integer_range(spec) else None)
+    return step is None or math.isclose((value - spec["low"]) / step, round((value - spec["low"]) / step))
 
 
 def _space_points(key: str, value: Any) -> list[Any]:

@@ -101,7 +101,7 @@ def test_drawing_the_figures_leaves_pyplot_alone(finished_run, tmp_path, monkeyp
     import matplotlib.pyplot as plt
 
     from hf_transfer.outputs.report import plot_curves
-    from hf_transfer.runs.tune import plot
+    from hf_transfer.runs.tune_report import plot
 
     def refuse(*_, **__):
         raise AssertionError("matplotlib.use called")

@@ -94,7 +94,7 @@ def test_the_first_trial_is_the_recipe_where_the_space_holds_its_values(tiny_ber
 
 
 def test_the_summary_says_how_the_best_compares_with_the_recipe():
-    from hf_transfer.runs.tune import against_recipe
+    from hf_transfer.runs.tune_report import against_recipe
 
     trials = [{"number": 0, "state": "complete", "value": 0.6, "params": {"lr": 1e-4, "epochs": 10}},
               {"number": 1, "state": "complete", "value": 0.7, "params": {"lr": 3e-4, "epochs": 5}}]

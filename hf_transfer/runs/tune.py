@@ -12,16 +12,15 @@ exactly. After every epoch the trial's validation metric goes to the backend, wh
 backends differ only in how trials are proposed and stopped: the trial's run, its row and the outputs are
 the same code.
 
-Written to the output folder: tune.json and tune.md (every trial: parameters, state, value, seconds,
-per-epoch curve), tune.png (the trials) and best.yaml, the best trial's recipe, runnable as it is
-(`hf-transfer finetune best.yaml`; `--train-best` runs it right away).
+Written to the output folder (runs/tune_report.py): tune.json and tune.md (every trial: parameters, state,
+value, seconds, per-epoch curve), tune.png (the trials) and best.yaml, the best trial's recipe, runnable as
+it is (`hf-transfer finetune best.yaml`; `--train-best` runs it right away).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import logging
 import math
 import shutil
@@ -32,12 +31,12 @@ from typing import Any
 from hf_transfer.errors import DependencyError, RecipeError, TrainingError
 from hf_transfer.folder import CHECKPOINTS
 from hf_transfer.recipe.schema import Recipe
-from hf_transfer.recipe.yaml import dump_yaml
 from hf_transfer.runs import raytune, run
+from hf_transfer.runs.tune_report import write
 from hf_transfer.strategies import STRATEGIES
 from hf_transfer.train import build_trainer, output_dir
 from hf_transfer.trainer import training_arguments
-from hf_transfer.search_space import integer_range, tune_variant
+from hf_transfer.search_space import in_space, integer_range, tune_variant
 from hf_transfer.validate import load_recipe
 
 log = logging.getLogger(__name__)
@@ -118,20 +117,6 @@ def _curve(log_history: list[dict[str, Any]], key: str) -> list[list[float]]:
 _MISSING = object()
 
 
-def _same(value: Any, choice: Any) -> bool:
-    return isinstance(value, bool) == isinstance(choice, bool) and value == choice
-
-
-def _in_space(value: Any, spec: Any) -> bool:
-    """Whether `value` is one of a list's choices, or inside a range (on its integers or steps)."""
-    if isinstance(spec, list):
-        return any(_same(value, choice) for choice in spec)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not spec["low"] <= value <= spec["high"]:
-        return False
-    step = spec.get("step") or (1 if integer_range(spec) else None)
-    return step is None or math.isclose((value - spec["low"]) / step, round((value - spec["low"]) / step))
-
-
 class Search:
     """One search: the base recipe, where trials go, and the rows of the trials so far."""
 
@@ -143,6 +128,8 @@ class Search:
         self.key, self.direction = _metric(self.args)
         self.evaluates = self.args.eval_strategy != "no"  # trials report during training (pruning can act)
         self.rows: list[dict[str, Any]] = []
+        self.first = self.recipe_params() if self.cfg.recipe_first else {}
+        """The first trial's values (the recipe's own, `tune.recipe_first`); empty: every trial is sampled."""
 
     def pruner_warmup(self) -> int:
         """Epochs a trial trains before the pruner may stop it: `tune.pruner_warmup`, or half the fewest
@@ -167,7 +154,7 @@ class Search:
             value = (self.raw.get(section) or {}).get(name, _MISSING) if "." not in name else _MISSING
             if value is _MISSING:
                 value = getattr({"training": self.args, "finetune": self.finetune}.get(section), name, _MISSING)
-            if value is not _MISSING and _in_space(value, spec):
+            if value is not _MISSING and in_space(value, spec):
                 params[key] = int(value) if isinstance(spec, dict) and integer_range(spec) else value
         return params
 
@@ -275,9 +262,8 @@ def _search_optuna(search: Search) -> None:
     # hyperparameter_search creates the study; it loads this one, holding the recipe's own trial first
     storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage, study_name="hf-transfer-tune", direction=search.direction)
-    first = search.recipe_params() if cfg.recipe_first else {}
-    if first:
-        study.enqueue_trial(first)
+    if search.first:
+        study.enqueue_trial(search.first)
     _search_trainer(search, _optuna_trial).hyperparameter_search(
         hp_space=lambda trial: suggest(trial, cfg.space, search.base_strategy),
         compute_objective=lambda metrics: metrics[search.key], n_trials=cfg.n_trials, direction=search.direction,
@@ -296,7 +282,7 @@ def _search_ray(search: Search) -> None:
             compute_objective=lambda metrics: metrics[search.key], n_trials=search.cfg.n_trials,
             direction=search.direction, backend="ray",
             **raytune.run_kwargs(search.cfg, search.direction, search.folder, collect, search.evaluates,
-                                 search.pruner_warmup(), search.recipe_params() if search.cfg.recipe_first else {}),
+                                 search.pruner_warmup(), search.first),
         )
     finally:
         search.rows[:] = raytune.rows(collect.trials.values(), search)
@@ -346,9 +332,9 @@ def tune(recipe: Recipe, n_trials: int | None = None, timeout: float | None = No
     for left in (search.folder / "trials").glob(f"*/{CHECKPOINTS}"):  # of trials Ray stopped (on this machine)
         shutil.rmtree(left, ignore_errors=True)
     best_row = best(search.rows, search.direction)
-    first = search.recipe_params() if cfg.recipe_first else {}
+    first = search.first
     recipe_row = next((r for r in sorted(search.rows, key=lambda r: r["number"])
-                       if first and first.items() <= r["params"].items()), None)
+                       if first and first.items() <= r["params"].items()), None)  # Ray adds sampled keys
     best_raw = search.best_recipe(best_row["params"])
     load_recipe(best_raw)  # what is written runs as it is
     report = {"backend": cfg.backend, "metric": search.key, "direction": search.direction, "n_trials": cfg.n_trials,
@@ -363,84 +349,3 @@ def tune(recipe: Recipe, n_trials: int | None = None, timeout: float | None = No
                               if k in ("validation", "test")}
         write(report, best_raw, folder)
     return report
-
-
-def table(report: dict[str, Any]) -> str:
-    """The trials as a Markdown table, in trial order; the best one marked."""
-    keys = sorted({k for r in report["trials"] for k in r["params"]})
-    lines = [f"| trial | state | {report['metric']} | seconds | " + " | ".join(keys) + " |",
-             "|---" * (4 + len(keys)) + "|"]
-    for r in report["trials"]:
-        marks = [m for m, n in (("best", report["best"]["number"]), ("recipe", report.get("recipe_trial")))
-                 if r["number"] == n]
-        mark = f" ({', '.join(marks)})" if marks else ""
-        value = "–" if r["value"] is None else f"{r['value']:.4f}"
-        cells = [_cell(r["params"].get(k)) for k in keys]
-        lines.append(f"| {r['number']}{mark} | {r['state']} | {value} | {r.get('seconds', 0):.0f} | "
-                     + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return "–"
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def against_recipe(report: dict[str, Any]) -> str:
-    """The recipe's own trial beside the best, in words (empty when the recipe was not a trial)."""
-    row = next((r for r in report["trials"] if r["number"] == report.get("recipe_trial")), None)
-    if row is None:
-        return ""
-    sampled = sorted(set(row["params"]) - set(report.get("recipe_params") or {}))
-    what = "the recipe as written" if not sampled else \
-        f"the recipe's own values ({', '.join(sampled)} sampled: the recipe's lies outside the space)"
-    if row["number"] == report["best"]["number"]:
-        return f" The best is {what} (trial {row['number']}): no trial did better on validation."
-    value = "no value" if row["value"] is None else f"{row['value']:.4f}"
-    return f" Trial {row['number']}, {what}: {row['state']}, {value}."
-
-
-def write(report: dict[str, Any], best_raw: dict[str, Any], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "tune.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    best = report["best"]
-    head = (f"# Hyper-parameter search\n\n{len(report['trials'])} trials in {report['seconds']:.0f} s "
-            f"({report['backend']}: {report['direction']} {report['metric']}, pruner {report['pruner']}, "
-            f"sampler seed {report['seed']}). "
-            f"Best: trial {best['number']}, {best['value']:.4f}; its recipe: best.yaml.{against_recipe(report)}\n\n")
-    (folder / "tune.md").write_text(head + table(report) + "\n\n![trials](tune.png)\n", encoding="utf-8")
-    comment = (f"# The best trial ({best['number']}) of `hf-transfer tune`: {report['metric']} {best['value']:.4f}.\n"
-               f"#   hf-transfer finetune {folder / 'best.yaml'}\n")
-    (folder / "best.yaml").write_text(comment + dump_yaml(best_raw), encoding="utf-8")
-    plot(report, folder / "tune.png")
-
-
-def plot(report: dict[str, Any], path: Path) -> None:
-    """Left: each trial's value (pruned: its last report) and the best so far; right: per-epoch curves."""
-    from matplotlib.figure import Figure  # not pyplot: a notebook's backend and open figures stay as they are
-
-    fig = Figure(figsize=(10, 4))
-    left, right = fig.subplots(1, 2)
-    pick = max if report["direction"] == "maximize" else min
-    best, xs, ys = None, [], []
-    for r in report["trials"]:
-        if r["value"] is None:
-            continue
-        left.scatter(r["number"], r["value"], marker="o" if r["state"] == "complete" else "x",
-                     color="C0" if r["state"] == "complete" else "C3")
-        if r["state"] == "complete":
-            best = r["value"] if best is None else pick(best, r["value"])
-            xs.append(r["number"])
-            ys.append(best)
-        if r.get("curve"):
-            right.plot(*zip(*r["curve"]), marker=".", alpha=0.7, label=f"trial {r['number']}")
-    left.step(xs, ys, where="post", color="C1", label="best so far")
-    left.set(xlabel="trial", ylabel=report["metric"], title="trials (x: pruned)")
-    left.xaxis.get_major_locator().set_params(integer=True)
-    right.set(xlabel="epoch", ylabel=report["metric"], title="validation per epoch")
-    left.legend(loc="best")
-    if len(report["trials"]) <= 12 and right.lines:
-        right.legend(loc="best", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
