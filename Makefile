@@ -159,6 +159,9 @@ report: assets
 # (and the majority class) on 5%, 10%, 25%, 50% and all of the training split, once per seed (REPORT_SEEDS);
 # no round-trip check per run (verify=false). CURVE_ARGS: more overrides.
 CURVE_COMPARE = [scratch, majority, {linear_probe: {training.learning_rate: 5e-3, training.num_train_epochs: 20}}]
+# vision's probe trains on features of un-augmented images (cached once per split, as the text probe's are)
+CURVE_VISION_COMPARE = [scratch, majority, {linear_probe: {training.learning_rate: 5e-3, training.num_train_epochs: 20, \
+	vision.random_resized_crop: false, vision.hflip: 0.0}}]
 CURVE_ARGS ?=
 curve-text: assets
 	$(OFFLINE) $(VENV)/bin/hf-transfer finetune recipes/minilm_drugreview.yaml 'curve={}' 'compare=$(CURVE_COMPARE)' \
@@ -166,7 +169,7 @@ curve-text: assets
 	@cat outputs/curve-text/curve.md
 curve-vision: assets-vision
 	$(OFFLINE) $(VENV)/bin/hf-transfer finetune recipes/efficientnet_lite0_fashion_mnist.yaml 'curve={}' \
-		'compare=$(CURVE_COMPARE)' 'seeds=$(REPORT_SEEDS)' verify=false training.output_dir=outputs/curve-vision \
+		'compare=$(CURVE_VISION_COMPARE)' 'seeds=$(REPORT_SEEDS)' verify=false training.output_dir=outputs/curve-vision \
 		$(CURVE_ARGS) --overwrite
 	@cat outputs/curve-vision/curve.md
 
