@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from hf_transfer.outputs.export import check_inputs, raw_scores, export  # noqa: E402
-from hf_transfer.outputs.hubuser import load_pipeline  # noqa: E402
+from hf_transfer.outputs.hubuser import load_pipeline, transcripts  # noqa: E402
 from hf_transfer.outputs.onnx_model import FP32, INT8, load_onnx_pipeline  # noqa: E402
 from hf_transfer.outputs.predict import task_of_folder  # noqa: E402
 from hf_transfer.outputs.verify import hub_user_task, label_array  # noqa: E402
@@ -35,10 +35,14 @@ from hf_transfer.validate import load_recipe  # noqa: E402
 
 
 def measure(pipe, task, spec, inputs, labels, batch_size: int, kwargs: dict) -> tuple[float, dict]:
-    """(samples/s, the task's metrics) of one pass over `inputs`."""
+    """(samples/s, the task's metrics) of one pass over `inputs`: the pipeline's logits, or for a speech
+    recogniser its transcripts (WER, CER against the references in `labels`)."""
     from transformers import EvalPrediction
 
     start = time.perf_counter()
+    if task.score_texts:
+        texts = transcripts(pipe, inputs, batch_size, **kwargs)
+        return len(inputs) / (time.perf_counter() - start), task.score_texts(spec)(labels, texts)
     scores = raw_scores(pipe, task, inputs, batch_size, kwargs)
     seconds = time.perf_counter() - start
     metrics = task.compute_metrics(spec)(EvalPrediction(predictions=scores, label_ids=labels))
@@ -73,11 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         if checked.split is None:
             raise SystemExit(f"{run}: its test split cannot be read here; run from the folder training ran in")
         split = checked.split.select(range(min(args.samples or len(checked.split), len(checked.split))))
-        inputs, labels = checked.inputs[:len(split)], label_array(split)
+        inputs = checked.inputs[:len(split)]
+        labels = list(split["labels"]) if task.score_texts else label_array(split)
         kwargs = task.pipeline_kwargs(spec)
         metric = task.best_metric(spec)[0].removeprefix("eval_")
         for pipe in pipes.values():  # warm-up: one batch each
-            raw_scores(pipe, task, inputs[:args.batch_size], args.batch_size, kwargs)
+            measure(pipe, task, spec, inputs[:args.batch_size], labels[:args.batch_size], args.batch_size, kwargs)
         best: dict[str, tuple[float, dict]] = {}
         for _ in range(args.rounds):
             for name, pipe in pipes.items():
@@ -88,9 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{run}: {len(inputs)} {checked.source} inputs, batch {args.batch_size}, {args.threads} threads "
           f"(torch.set_num_threads = ORT intra_op_num_threads), best of {args.rounds} rounds, "
           f"torch {torch.__version__}")
-    print(f"\n| case | samples/s | × PyTorch | test {metric} |\n|---|---|---|---|")
+    extra = [m for m in ("cer",) if m in best["PyTorch pipeline (fp32)"][1] and m != metric]
+    print(f"\n| case | samples/s | × PyTorch | test {' | test '.join([metric, *extra])} |\n|---|---|---|---|"
+          + "---|" * len(extra))
     for name, (rate, metrics) in best.items():
-        print(f"| {name} | {rate:.1f} | {rate / base:.2f} | {metrics[metric]:.4f} |")
+        print(f"| {name} | {rate:.1f} | {rate / base:.2f} | " + " | ".join(f"{metrics[m]:.4f}" for m in [metric, *extra])
+              + " |")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "run": str(run), "inputs": len(inputs), "batch_size": args.batch_size, "threads": args.threads,

@@ -1,5 +1,6 @@
 """`hf-transfer export --format onnx [--quantize int8]` and `predict` on the exported folder: tiny text, token,
-vision (timm, ViT) and speech (Whisper encoder, wav2vec2, HuBERT) models built in code; the refusals."""
+vision (timm, ViT) and speech (Whisper encoder, wav2vec2, HuBERT; Whisper and CTC recognisers) models built in
+code; the refusals."""
 
 import json
 import random
@@ -135,6 +136,25 @@ def asr_kit(tmp_path_factory):
             "files": write_transcribed_tones(root / "data")}
 
 
+def transcribes_as_exported(out: Path, dest: Path, test_csv: str, quant: dict):
+    """The fp32 ONNX pipeline transcribes 3 test clips as the run's PyTorch pipeline does (the same decoding:
+    greedy for CTC, the pipeline's beams for Whisper); `predict` on DEST runs the int8 model, and `evaluate` on
+    DEST reproduces export.json's int8 WER and CER. Returns the fp32 pipeline."""
+    from hf_transfer.outputs.evaluate import evaluate
+
+    clips = [str(Path(test_csv).parent / f"wav/test_{i}.wav") for i in range(3)]
+    _, torch_rows = predict(out, clips, batch_size=2)
+    task, spec = task_of_folder(out)
+    fp32 = load_onnx_pipeline(dest, hub_user_task(task), FP32)
+    onnx_rows = run(fp32, task, spec, task.read_inputs(clips), batch_size=2)
+    assert [row[0]["text"] for row in onnx_rows] == [row[0]["text"] for row in torch_rows]
+    _, int8_rows = predict(dest, clips, batch_size=2)  # predict picks the quantized model
+    assert len(int8_rows) == 3 and all(isinstance(row[0]["text"], str) for row in int8_rows)
+    scored = evaluate(dest, [test_csv])[test_csv]["metrics"]
+    assert scored["wer"] == pytest.approx(quant["int8"]["wer"]) and scored["cer"] == pytest.approx(quant["int8"]["cer"])
+    return fp32
+
+
 def test_a_ctc_recogniser_exports_quantizes_and_transcribes_the_same(asr_kit, tmp_path):
     from tests.tiny_asr import asr_recipe
 
@@ -147,29 +167,60 @@ def test_a_ctc_recogniser_exports_quantizes_and_transcribes_the_same(asr_kit, tm
     quant = report["quantization"]
     assert quant["metric"] == "wer" and {"wer", "cer"} <= set(quant["fp32"]) and {"wer", "cer"} <= set(quant["int8"])
     assert 0 <= quant["argmax_agreement"] <= 1 and "WER" not in result.summary() and "wer fp32" in result.summary()
-    clips = [str(Path(asr_kit["files"]["test"]).parent / f"wav/test_{i}.wav") for i in range(3)]
-    _, torch_rows = predict(out, clips, batch_size=2)
-    task, spec = task_of_folder(out)
-    fp32 = run(load_onnx_pipeline(result.dest, hub_user_task(task), FP32), task, spec, task.read_inputs(clips),
-               batch_size=2)
-    assert [row[0]["text"] for row in fp32] == [row[0]["text"] for row in torch_rows]  # the same greedy decoding
-    _, int8_rows = predict(result.dest, clips, batch_size=2)  # predict picks the quantized model
-    assert len(int8_rows) == 3 and all(isinstance(row[0]["text"], str) for row in int8_rows)
-    from hf_transfer.outputs.evaluate import evaluate
-
-    test_csv = asr_kit["files"]["test"]  # `evaluate` runs the int8 model too: export's figures, again
-    scored = evaluate(result.dest, [test_csv])[test_csv]["metrics"]
-    assert scored["wer"] == pytest.approx(quant["int8"]["wer"]) and scored["cer"] == pytest.approx(quant["int8"]["cer"])
+    transcribes_as_exported(out, result.dest, asr_kit["files"]["test"], quant)
 
 
-def test_a_sequence_to_sequence_recogniser_is_refused(asr_kit, tmp_path):
+def test_a_whisper_recogniser_exports_three_graphs_and_generates_the_same(asr_kit, tmp_path):
+    from hf_transfer.outputs.onnx_seq2seq import DECODER, DECODER_PAST, ENCODER, GRAPHS, quantized
     from tests.tiny_asr import asr_recipe
 
     out = tmp_path / "whisper"
     finetune(asr_recipe(asr_kit["whisper"], asr_kit["files"], out))
-    with pytest.raises(HfTransferError, match=r"sequence-to-sequence speech-recognition model \(whisper\) generates"):
-        export(out, tmp_path / "onnx")
-    assert not (tmp_path / "onnx").exists()
+    result = export(out, quantize="int8")
+    assert {p.name for p in result.dest.glob("*.onnx")} == {*GRAPHS, *map(quantized, GRAPHS)}
+    assert graph_axes(result.dest / ENCODER)["input_features"][0] == "batch_size"
+    assert graph_axes(result.dest / DECODER)["input_ids"] == ["batch_size", "decoder_sequence_length"]
+    past = graph_axes(result.dest / DECODER_PAST)
+    assert past["past_key_values.0.decoder.key"][0::2] == ["batch_size", "past_sequence_length"]
+    assert past["input_ids"] == ["batch_size", "new_tokens"] and "present.0.encoder.key" not in past
+    report = json.loads((result.dest / "export.json").read_text())
+    check = report["check"]
+    assert check["inputs"] == "test-split" and check["compared"] == 6 and check["decoding_steps"] == 8
+    assert check["max_abs_diff"] <= 1e-4 and check["transcripts_equal"] == 1.0
+    quant = report["quantization"]
+    assert quant["metric"] == "wer" and {"wer", "cer"} <= set(quant["int8"]) and 0 <= quant["transcripts_equal"] <= 1
+    assert "8 decoding steps" in result.summary() and "transcripts equal to fp32's" in result.summary()
+    fp32 = transcribes_as_exported(out, result.dest, asr_kit["files"]["test"], quant)
+    assert fp32.model.can_generate() and not any(p.device.type != "meta" for p in fp32.model.parameters())
+
+
+def test_a_whisper_export_off_tolerance_writes_nothing(asr_kit, tmp_path):
+    with pytest.raises(HfTransferError, match=r"decoder's logits differ from PyTorch's by .* 8 steps; tolerance 1e-12"):
+        export(asr_kit["whisper"], tmp_path / "onnx", tolerance=1e-12)
+    assert not (tmp_path / "onnx").exists() and not list(tmp_path.glob("*onnx*"))
+
+
+def test_whisper_graphs_decode_as_pytorch_does_step_by_step(asr_kit, tmp_path):
+    """On the untrained tiny Whisper (distinct logits, no training): the ONNX model fed PyTorch's greedy tokens
+    gives PyTorch's logits at every step, and greedy generate() gives PyTorch's tokens."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    from hf_transfer.outputs.export import decode_in_step
+
+    dest = export(asr_kit["whisper"], tmp_path / "onnx").dest  # a model folder without a run: dummy clips
+    model = WhisperForConditionalGeneration.from_pretrained(asr_kit["whisper"]).eval()
+    onnx_model = load_onnx_pipeline(dest, {"pipeline": "automatic-speech-recognition",
+                                           "processor": "feature_extractor",
+                                           "processors": ["feature_extractor", "tokenizer"]}).model
+    features = torch.randn(3, 80, 2 * model.config.max_source_positions)
+    tokens, want = decode_in_step(model, features)
+    _, got = decode_in_step(onnx_model, features, tokens)
+    assert got.shape == want.shape == (3, 8, model.config.vocab_size)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    for beams in (1, 2):
+        torch.testing.assert_close(onnx_model.generate(features, num_beams=beams, max_new_tokens=6),
+                                   model.generate(features, num_beams=beams, max_new_tokens=6))
 
 
 @pytest.fixture(scope="module")

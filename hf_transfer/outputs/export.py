@@ -36,6 +36,7 @@ from hf_transfer.errors import HfTransferError
 from hf_transfer.folder import RECIPE, has_files, put_in_place, staging_dir
 from hf_transfer.outputs.hubuser import (FolderError, as_input, is_adapter, load_pipeline, logits, transcripts,
                                         word_logits)
+from hf_transfer.outputs import onnx_seq2seq as seq2seq
 from hf_transfer.outputs.onnx_model import FP32, INT8, load_onnx_pipeline, onnx_file, onnxruntime
 from hf_transfer.outputs.predict import task_of_folder
 from hf_transfer.outputs.quantize import CALIBRATION, describe, int8, quiet
@@ -50,6 +51,8 @@ REPORT = "export.json"
 TOLERANCE = 1e-4
 WARN_DROP = 1.0
 CHECKED = 64
+STEPS = 8
+"""Decoding steps the check of a Whisper export compares (the first with the prompt, the others with the cache)."""
 OPSET = 18
 # graph input -> its dynamic axes (optimum's names); other axes keep the traced size (an image's height and
 # width, Whisper's mel frames: the model was built for them)
@@ -81,15 +84,19 @@ class ExportResult:
 
     def summary(self) -> str:
         check = self.report["check"]
+        steps = f", {check['decoding_steps']} decoding steps" if "decoding_steps" in check else ""
         text = (f"export: {self.dest} ({', '.join(self.report['files'])}); ONNX logits within "
-                f"{check['max_abs_diff']:.1e} of PyTorch's on {check['compared']} {check['inputs']} inputs "
+                f"{check['max_abs_diff']:.1e} of PyTorch's on {check['compared']} {check['inputs']} inputs{steps} "
                 f"(tolerance {check['tolerance']:g})")
+        if "transcripts_equal" in check:
+            text += f", transcripts equal to PyTorch's for {check['transcripts_equal']:.0%}"
         quant = self.report.get("quantization")
         if quant:
             m = quant.get("metric")
             scores = f"{m} fp32 {quant['fp32'][m]:.4f}, int8 {quant['int8'][m]:.4f}, " if m else ""
-            text += (f"; {quant['method']} int8: {scores}argmax agreement with fp32 {quant['argmax_agreement']:.4f} "
-                     f"on {quant['samples']} inputs")
+            agree = (f"argmax agreement with fp32 {quant['argmax_agreement']:.4f}" if "argmax_agreement" in quant
+                     else f"transcripts equal to fp32's {quant['transcripts_equal']:.4f}")
+            text += f"; {quant['method']} int8: {scores}{agree} on {quant['samples']} inputs"
         return text
 
 
@@ -118,10 +125,10 @@ def export(out_dir: str | Path, dest: str | Path | None = None, quantize: str | 
         pipe = load_pipeline(out, hub_task, "cpu")
     except FolderError as err:
         raise _error(str(err)) from None
-    if task.score_texts and not is_ctc(pipe.model):
-        raise _error(f"{out}: a sequence-to-sequence {task.name} model ({pipe.model.config.model_type}) generates "
-                     "its transcript token by token; hf-transfer exports CTC recognisers (one logits graph) and "
-                     "classification models only")
+    seq2seq = task.score_texts is not None and not is_ctc(pipe.model)
+    if seq2seq and pipe.model.config.model_type != "whisper":
+        raise _error(f"{out}: a sequence-to-sequence {task.name} model ({pipe.model.config.model_type}): "
+                     "hf-transfer exports Whisper, CTC recognisers and classification models only")
     if is_adapter(out):  # the ONNX graph holds plain weights: the adapter is merged in memory
         pipe.model = pipe.model.merge_and_unload()
     pipe.model.float().eval()
@@ -133,7 +140,8 @@ def export(out_dir: str | Path, dest: str | Path | None = None, quantize: str | 
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        report = _write(pipe, out, staging, task, hub_task, checked, batch, kwargs, tolerance)
+        write = _write_seq2seq if seq2seq else _write
+        report = write(pipe, out, staging, task, hub_task, checked, batch, kwargs, tolerance)
         if quantize:
             report["quantization"] = _quantize(pipe, staging, task, spec, hub_task, checked, batch, kwargs, max_drop)
         report["files"] = sorted(p.name for p in staging.glob("*.onnx"))
@@ -248,16 +256,22 @@ def _example(pipe, task, checked: Checked, kwargs: dict) -> dict[str, torch.Tens
 
 
 def _export_graph(model, example: dict[str, torch.Tensor], path: Path) -> None:
-    """The torch.export-based exporter over `example` (given as the one keyword argument `inputs`: a trailing
-    dict among the positional arguments would be read as keyword arguments)."""
+    """The logits graph over `example` (given as the one keyword argument `inputs`: a trailing dict among the
+    positional arguments would be read as keyword arguments)."""
     dims = {name: torch.export.Dim(name) for name in {a for axes in AXES.values() for a in axes}}
     shapes = {name: {i: dims[a] for i, a in enumerate(AXES[name])} for name in example}
+    _export_module(_Logits(model), (), {"inputs": example}, path, list(example), ["logits"], {"inputs": shapes})
+
+
+def _export_module(module, args: tuple, kwargs: dict, path: Path, input_names: list[str], output_names: list[str],
+                   dynamic_shapes) -> None:
+    """The torch.export-based exporter, one self-contained file; its failure in one line."""
     try:
         with warnings.catch_warnings(), quiet("onnxscript", "onnx_ir", "torch.onnx"):
             warnings.simplefilter("ignore")  # the exporter's own notes on renamed dimensions
-            torch.onnx.export(_Logits(model).eval(), (), str(path), kwargs={"inputs": example},
-                              input_names=list(example), output_names=["logits"], dynamic_shapes={"inputs": shapes},
-                              opset_version=OPSET, dynamo=True, external_data=False, verbose=False)
+            torch.onnx.export(module.eval(), args, str(path), kwargs=kwargs, input_names=input_names,
+                              output_names=output_names, dynamic_shapes=dynamic_shapes, opset_version=OPSET,
+                              dynamo=True, external_data=False, verbose=False)
     except Exception as err:  # noqa: BLE001 - the exporter fails in many types
         text = (str(err).strip().splitlines() or [err.__class__.__name__])[0]
         raise _error(f"torch.onnx.export failed: {text}") from None
@@ -278,11 +292,7 @@ def _write(pipe, out: Path, staging: Path, task, hub_task: dict, checked: Checke
     _eager_attention(pipe.model)
     example = _example(pipe, task, checked, kwargs)
     _export_graph(pipe.model, example, staging / FP32)
-    pipe.model.config.save_pretrained(str(staging))
-    for arg in hub_task["processors"]:
-        getattr(pipe, arg).save_pretrained(str(staging))
-    if (out / RECIPE).is_file():
-        shutil.copy2(out / RECIPE, staging / RECIPE)
+    _save_beside(pipe, out, staging, hub_task)
     try:
         got = raw_scores(load_onnx_pipeline(staging, hub_task, FP32), task, inputs, batch, kwargs)
     except FolderError as err:
@@ -292,15 +302,88 @@ def _write(pipe, out: Path, staging: Path, task, hub_task: dict, checked: Checke
         raise _error(f"the ONNX model's logits differ from PyTorch's by {diff:.2e} (max abs over {len(inputs)} "
                      f"{checked.source} inputs; tolerance {tolerance:g}); not written")
     return {
-        "source": str(out.resolve()),
-        "format": "onnx",
-        "exporter": f"torch.onnx.export (dynamo), torch {torch.__version__}, opset {OPSET}",
-        "onnxruntime": onnxruntime().__version__,
+        **_about(out),
         "dynamic_axes": {**{name: list(AXES[name]) for name in example},
                          "logits": ["batch_size", "sequence_length"] if task.entities else
                          ["batch_size", "frames"] if task.score_texts else ["batch_size"]},
         "check": {"inputs": checked.source, "compared": len(inputs), "max_abs_diff": diff, "tolerance": tolerance},
     }
+
+
+def _save_beside(pipe, out: Path, staging: Path, hub_task: dict) -> None:
+    """What the graph needs beside it: the config, the processors and the run's recipe."""
+    pipe.model.config.save_pretrained(str(staging))
+    for arg in hub_task["processors"]:
+        getattr(pipe, arg).save_pretrained(str(staging))
+    if (out / RECIPE).is_file():
+        shutil.copy2(out / RECIPE, staging / RECIPE)
+
+
+def _about(out: Path) -> dict[str, Any]:
+    return {"source": str(out.resolve()), "format": "onnx",
+            "exporter": f"torch.onnx.export (dynamo), torch {torch.__version__}, opset {OPSET}",
+            "onnxruntime": onnxruntime().__version__}
+
+
+def _write_seq2seq(pipe, out: Path, staging: Path, task, hub_task: dict, checked: Checked, batch: int,
+                   kwargs: dict, tolerance: float) -> dict[str, Any]:
+    """Whisper's three graphs (onnx_seq2seq), its generation config, processors and recipe into `staging`;
+    the check: the first CHECKED clips decoded by PyTorch (as a Hub user's model runs) and by the ONNX graphs
+    in step, PyTorch's greedy token fed to both for STEPS steps, every step's logits compared; then both
+    pipelines' transcripts of those clips."""
+    inputs = checked.inputs[:CHECKED]
+    features = [_features(pipe, inputs[i:i + batch]) for i in range(0, len(inputs), batch)]
+    expected = [decode_in_step(pipe.model, f) for f in features]
+    _eager_attention(pipe.model)
+    for graph in seq2seq.graphs(pipe.model, _features(pipe, (checked.inputs * 2)[:2])):
+        _export_module(graph.module, graph.args, {}, staging / graph.file, graph.input_names, graph.output_names,
+                       graph.dynamic_shapes)
+    _save_beside(pipe, out, staging, hub_task)
+    pipe.model.generation_config.save_pretrained(str(staging))
+    try:
+        onnx = load_onnx_pipeline(staging, hub_task, FP32)
+    except FolderError as err:
+        raise _error(str(err)) from None
+    diff = 0.0
+    for f, (tokens, want) in zip(features, expected):
+        _, got = decode_in_step(onnx.model, f, tokens)
+        diff = max(diff, float((got - want).abs().max()))
+    if not diff <= tolerance:
+        raise _error(f"the ONNX decoder's logits differ from PyTorch's by {diff:.2e} (max abs over {len(inputs)} "
+                     f"{checked.source} clips, {STEPS} steps; tolerance {tolerance:g}); not written")
+    same = np.mean([a == b for a, b in zip(transcripts(pipe, inputs, batch, **kwargs),
+                                           transcripts(onnx, inputs, batch, **kwargs))]) if inputs else 1.0
+    return {
+        **_about(out),
+        "graphs": {g: {"inputs": [i.name for i in onnx.model.sessions[g].get_inputs()],
+                       "outputs": [o.name for o in onnx.model.sessions[g].get_outputs()]} for g in seq2seq.GRAPHS},
+        "check": {"inputs": checked.source, "compared": len(inputs), "decoding_steps": STEPS, "max_abs_diff": diff,
+                  "tolerance": tolerance, "transcripts_equal": float(same)},
+    }
+
+
+def _features(pipe, clips: list) -> torch.Tensor:
+    """The log-mel features the pipeline's feature extractor makes of the clips."""
+    fe = pipe.feature_extractor
+    return fe([c["raw"] for c in clips], sampling_rate=fe.sampling_rate, return_tensors="pt").input_features
+
+
+def decode_in_step(model, features: torch.Tensor, tokens: torch.Tensor | None = None):
+    """(tokens, logits [batch, STEPS, vocabulary]) of `model` decoding `features` with its cache from the
+    decoder's start token: greedy, or fed `tokens` (another model's) to compare the two step by step."""
+    start = model.generation_config.decoder_start_token_id
+    ids = torch.full((features.shape[0], 1), int(start), dtype=torch.long)
+    rows, cache = [], None
+    with torch.no_grad():
+        encoded = model.get_encoder()(features)
+        for step in range(STEPS):
+            out = model(encoder_outputs=encoded, decoder_input_ids=ids[:, -1:] if step else ids, cache=cache,
+                        use_cache=True)
+            cache = out.cache
+            rows.append(out.logits[:, -1].float())
+            following = tokens[:, step + 1:step + 2] if tokens is not None else rows[-1].argmax(-1, keepdim=True)
+            ids = torch.cat([ids, following], dim=1)
+    return ids, torch.stack(rows, dim=1)
 
 
 def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked, batch: int, kwargs: dict,
@@ -313,19 +396,28 @@ def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked,
             return None
         return [{k: v.numpy() for k, v in b.items()} for b in model_inputs(pipe, task, checked.train, batch, kwargs)]
 
-    method = int8(staging / FP32, staging / INT8, calibration)
+    seq = (staging / seq2seq.ENCODER).is_file()
+    if seq:  # Whisper: each of the three graphs, dynamically (transformers)
+        method = {int8(staging / g, staging / seq2seq.quantized(g), lambda: None) for g in seq2seq.GRAPHS}.pop()
+    else:
+        method = int8(staging / FP32, staging / INT8, calibration)
     pipes = {name: load_onnx_pipeline(staging, hub_task, file) for name, file in (("fp32", FP32), ("int8", INT8))}
-    scores = {name: raw_scores(p, task, checked.inputs, batch, kwargs) for name, p in pipes.items()}
-    kept = ~np.isnan(scores["fp32"]).any(-1)
-    agree = float((scores["fp32"].argmax(-1) == scores["int8"].argmax(-1))[kept].mean())
+    texts = ({name: transcripts(p, checked.inputs, batch, **kwargs) for name, p in pipes.items()}
+             if task.score_texts else {})
+    if seq:  # what the two generate: the share of identical transcripts
+        agree = float(np.mean([a == b for a, b in zip(texts["fp32"], texts["int8"])])) if checked.inputs else 1.0
+    else:
+        scores = {name: raw_scores(p, task, checked.inputs, batch, kwargs) for name, p in pipes.items()}
+        kept = ~np.isnan(scores["fp32"]).any(-1)
+        agree = float((scores["fp32"].argmax(-1) == scores["int8"].argmax(-1))[kept].mean())
     report = {"method": method, "how": describe(method), "samples": len(checked.inputs), "inputs": checked.source,
-              "argmax_agreement": agree}
+              "argmax_agreement" if not seq else "transcripts_equal": agree}
     if checked.split is None:
         return report
     if task.score_texts:  # a recogniser: the pipelines' transcripts against the references (WER, CER)
         score, references = task.score_texts(spec), list(checked.split["labels"])
-        for name, p in pipes.items():
-            report[name] = score(references, transcripts(p, checked.inputs, batch, **kwargs))
+        for name in pipes:
+            report[name] = score(references, texts[name])
     else:
         compute = task.compute_metrics(spec)
         for name, found in scores.items():

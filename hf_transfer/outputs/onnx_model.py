@@ -4,8 +4,9 @@ An ONNX folder (written by `hf-transfer export`, in optimum's layout) holds `mod
 `model_quantized.onnx` (int8), the model's config.json and its processor files. `OnnxModel` is a torch
 Module that runs an `onnxruntime.InferenceSession` on the tensors the pipeline prepared and answers with
 their logits, so tokenisation, truncation, image and audio preprocessing, softmax / sigmoid, top_k and
-entity grouping, CTC decoding are the pipeline's own, exactly as for the PyTorch folder. Only graphs with
-logits out run this way (classifiers, CTC recognisers): a model that generates (Whisper) is not exported.
+entity grouping, CTC decoding are the pipeline's own, exactly as for the PyTorch folder. A Whisper folder
+holds three graphs instead (onnx_seq2seq: encoder, first decoder step, decoder step with the cache), which
+`OnnxWhisper` runs under transformers' own `generate()`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_transfer.errors import DependencyError
+from hf_transfer.outputs import onnx_seq2seq as seq2seq
 from hf_transfer.outputs.hubuser import FolderError, load_config, load_pipeline, load_processor
 
 FP32, INT8 = "model.onnx", "model_quantized.onnx"
@@ -27,8 +29,11 @@ ONNX_FILES = (INT8, FP32)
 
 
 def onnx_file(folder: str | Path) -> Path | None:
-    """The model file `predict` runs in an ONNX folder, or None for a folder without one."""
-    return next((Path(folder) / name for name in ONNX_FILES if (Path(folder) / name).is_file()), None)
+    """The model file `predict` runs in an ONNX folder (a Whisper folder's: its encoder), or None for a
+    folder without one."""
+    found = next((Path(folder) / name for name in ONNX_FILES if (Path(folder) / name).is_file()), None)
+    whisper = seq2seq.folder_precisions(folder)
+    return found or (Path(folder) / seq2seq.files(whisper[0])[0] if whisper else None)
 
 
 def onnxruntime():
@@ -91,6 +96,12 @@ class OnnxModel(torch.nn.Module):
 def onnx_model(folder: str | Path, file: str | None = None, threads: int | None = None, spin: bool = True):
     """The folder's ONNX model (`file`, default: the quantized one when present) with its config."""
     folder = Path(folder)
+    whisper = seq2seq.folder_precisions(folder)
+    if whisper and file in (None, FP32, INT8):  # FP32 / INT8 name the precision of the three graphs
+        precision = {None: whisper[0], FP32: "fp32", INT8: "int8"}[file]
+        if precision not in whisper:
+            raise FolderError(f"{folder}: no {' / '.join(seq2seq.files(precision))}")
+        return seq2seq.onnx_whisper(folder, precision, load_config(folder), lambda p: session(p, threads, spin))
     path = folder / file if file else onnx_file(folder)
     if path is None or not path.is_file():
         raise FolderError(f"{folder}: no {file or ' or '.join(ONNX_FILES)}; not an exported ONNX folder")
