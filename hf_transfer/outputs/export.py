@@ -15,8 +15,8 @@ their logits may differ by at most `tolerance` (max abs diff, default 1e-4, fp32
 models score the whole test split and DEST/export.json keeps both metric sets and their argmax agreement
 (int8 losing more than `WARN_DROP` points of the task's headline metric is logged; with `max_drop` it is
 refused). A CTC speech recogniser exports its per-frame logits graph (the pipeline decodes them, greedy) and
-its int8 check scores both models' transcripts (WER, CER); models that generate (Whisper) and multi-task
-models are refused.
+its int8 check scores both models' transcripts (WER, CER). Whisper exports three graphs (onnx_seq2seq), checked
+step by step (`decode_in_step`) and then by both pipelines' transcripts. Multi-task models are refused.
 """
 
 from __future__ import annotations
