@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from hf_transfer.outputs.export import check_inputs, raw_scores, export  # noqa: E402
+from hf_transfer.outputs.export import check_inputs, export  # noqa: E402
+from hf_transfer.outputs.onnx_graph import raw_scores  # noqa: E402
 from hf_transfer.outputs.hubuser import load_pipeline, transcripts  # noqa: E402
 from hf_transfer.outputs.onnx_model import FP32, INT8, load_onnx_pipeline  # noqa: E402
 from hf_transfer.outputs.predict import task_of_folder  # noqa: E402

@@ -206,7 +206,7 @@ def test_whisper_graphs_decode_as_pytorch_does_step_by_step(asr_kit, tmp_path):
     import torch
     from transformers import WhisperForConditionalGeneration
 
-    from hf_transfer.outputs.export import decode_in_step
+    from hf_transfer.outputs.onnx_graph import decode_in_step
 
     dest = export(asr_kit["whisper"], tmp_path / "onnx").dest  # a model folder without a run: dummy clips
     model = WhisperForConditionalGeneration.from_pretrained(asr_kit["whisper"]).eval()

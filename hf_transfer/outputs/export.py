@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +33,14 @@ import torch
 
 from hf_transfer.errors import HfTransferError
 from hf_transfer.folder import RECIPE, has_files, put_in_place, staging_dir
-from hf_transfer.outputs.hubuser import (FolderError, as_input, is_adapter, load_pipeline, logits, transcripts,
-                                        word_logits)
 from hf_transfer.outputs import onnx_seq2seq as seq2seq
+from hf_transfer.outputs.hubuser import FolderError, as_input, is_adapter, load_pipeline, transcripts
+from hf_transfer.outputs.onnx_graph import (AXES, OPSET, STEPS, decode_in_step, eager_attention, example,
+                                            export_error, export_graph, export_module, features, is_ctc,
+                                            model_inputs, raw_scores)
 from hf_transfer.outputs.onnx_model import FP32, INT8, load_onnx_pipeline, onnx_file, onnxruntime
 from hf_transfer.outputs.predict import task_of_folder
-from hf_transfer.outputs.quantize import CALIBRATION, describe, int8, quiet
+from hf_transfer.outputs.quantize import CALIBRATION, describe, int8
 from hf_transfer.outputs.verify import hub_user_task, label_array, word_label_array
 from hf_transfer.train import load_splits
 from hf_transfer.validate import load_recipe
@@ -51,19 +52,6 @@ REPORT = "export.json"
 TOLERANCE = 1e-4
 WARN_DROP = 1.0
 CHECKED = 64
-STEPS = 8
-"""Decoding steps the check of a Whisper export compares (the first with the prompt, the others with the cache)."""
-OPSET = 18
-# graph input -> its dynamic axes (optimum's names); other axes keep the traced size (an image's height and
-# width, Whisper's mel frames: the model was built for them)
-AXES = {
-    "input_ids": ("batch_size", "sequence_length"),
-    "attention_mask": ("batch_size", "sequence_length"),
-    "token_type_ids": ("batch_size", "sequence_length"),
-    "pixel_values": ("batch_size",),
-    "input_features": ("batch_size",),
-    "input_values": ("batch_size", "sequence_length"),
-}
 
 
 @dataclass
@@ -100,34 +88,30 @@ class ExportResult:
         return text
 
 
-def _error(message: str) -> HfTransferError:
-    return HfTransferError(f"export: {message}")
-
-
 def export(out_dir: str | Path, dest: str | Path | None = None, quantize: str | None = None,
            overwrite: bool = False, tolerance: float = TOLERANCE, max_drop: float | None = None) -> ExportResult:
     """Export the folder's model to ONNX in `dest` (default OUTPUT_DIR/onnx) after the round-trip check."""
     out = Path(out_dir)
     if quantize not in (None, "int8"):
-        raise _error(f"--quantize takes int8, got {quantize!r}")
+        raise export_error(f"--quantize takes int8, got {quantize!r}")
     if onnx_file(out) is not None:
-        raise _error(f"{out} is an exported ONNX folder already; export the run folder it came from")
+        raise export_error(f"{out} is an exported ONNX folder already; export the run folder it came from")
     target = Path(dest) if dest is not None else out / DEST
     if target.exists() and (not target.is_dir() or has_files(target)) and not overwrite:
-        raise _error(f"{target} exists; pass --overwrite to replace it")
+        raise export_error(f"{target} exists; pass --overwrite to replace it")
     onnxruntime()  # the extra is installed: say so before anything loads
     try:
         task, spec = task_of_folder(out)
         hub_task = hub_user_task(task)
         if task.verify_inputs is None:
-            raise _error(f"{out}: a {task.name} model has no pipeline; hf-transfer exports classification models "
+            raise export_error(f"{out}: a {task.name} model has no pipeline; hf-transfer exports classification models "
                          "(text, tokens, images, audio) and CTC speech recognisers only")
         pipe = load_pipeline(out, hub_task, "cpu")
     except FolderError as err:
-        raise _error(str(err)) from None
+        raise export_error(str(err)) from None
     seq2seq = task.score_texts is not None and not is_ctc(pipe.model)
     if seq2seq and pipe.model.config.model_type != "whisper":
-        raise _error(f"{out}: a sequence-to-sequence {task.name} model ({pipe.model.config.model_type}): "
+        raise export_error(f"{out}: a sequence-to-sequence {task.name} model ({pipe.model.config.model_type}): "
                      "hf-transfer exports Whisper, CTC recognisers and classification models only")
     if is_adapter(out):  # the ONNX graph holds plain weights: the adapter is merged in memory
         pipe.model = pipe.model.merge_and_unload()
@@ -190,120 +174,26 @@ def _dummy_inputs(task, processor) -> list:
     return [t.split() for t in texts] if task.entities else texts
 
 
-def raw_scores(pipe, task, inputs: list, batch_size: int, kwargs: dict):
-    """The pipeline's raw logits: one row per input, per word (token classification) or per audio frame
-    (a CTC recogniser)."""
-    if task.score_texts:
-        return frame_logits(pipe, inputs, batch_size)
-    read = word_logits if task.entities else logits
-    return read(pipe, inputs, batch_size, **kwargs)
-
-
-def is_ctc(model) -> bool:
-    """A CTC recogniser: one forward pass gives every frame's character logits (no generation)."""
-    return any(name.endswith("ForCTC") for name in [type(model).__name__, *(model.config.architectures or [])])
-
-
-def frame_logits(pipe, inputs: list, batch_size: int) -> np.ndarray:
-    """A CTC model's per-frame logits ([inputs, most frames, vocabulary]; NaN past a batch's frames): the
-    clips batched and padded by the pipeline's feature extractor, as the pipeline prepares one."""
-    fe, rows = pipe.feature_extractor, []
-    for start in range(0, len(inputs), batch_size):
-        waves = [clip["raw"] for clip in inputs[start:start + batch_size]]
-        enc = fe(waves, sampling_rate=fe.sampling_rate, padding=True, return_tensors="pt")
-        with torch.no_grad():
-            rows.extend(pipe.model(**enc).logits.float().numpy())
-    width = max((len(r) for r in rows), default=0)
-    out = np.full((len(rows), width, rows[0].shape[-1] if rows else 0), np.nan, dtype=np.float32)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = r
-    return out
-
-
-class _Logits(torch.nn.Module):
-    """The model's logits from the dict of tensors the pipeline feeds it (the graph's inputs, in order)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(**inputs).logits
-
-
-def model_inputs(pipe, task, inputs: list, batch_size: int, kwargs: dict) -> list[dict[str, torch.Tensor]]:
-    """The tensors the pipeline gives its model, batch by batch (read by a hook on the model's forward)."""
-    seen: list[dict[str, torch.Tensor]] = []
-
-    def keep(module, args, given):
-        seen.append({k: v for k, v in given.items() if isinstance(v, torch.Tensor)})
-
-    handle = pipe.model.register_forward_pre_hook(keep, with_kwargs=True)
-    try:
-        raw_scores(pipe, task, inputs, batch_size, kwargs)
-    finally:
-        handle.remove()
-    return seen
-
-
-def _example(pipe, task, checked: Checked, kwargs: dict) -> dict[str, torch.Tensor]:
-    """What the exporter traces: the tensors the pipeline gives its model for a batch of two inputs."""
-    (seen,) = model_inputs(pipe, task, (checked.inputs * 2)[:2], 2, kwargs)
-    unknown = sorted(set(seen) - set(AXES))
-    if unknown:
-        raise _error(f"the model takes {unknown}, inputs hf-transfer does not know how to export")
-    return {name: seen[name] for name in AXES if name in seen}  # optimum's order
-
-
-def _export_graph(model, example: dict[str, torch.Tensor], path: Path) -> None:
-    """The logits graph over `example` (given as the one keyword argument `inputs`: a trailing dict among the
-    positional arguments would be read as keyword arguments)."""
-    dims = {name: torch.export.Dim(name) for name in {a for axes in AXES.values() for a in axes}}
-    shapes = {name: {i: dims[a] for i, a in enumerate(AXES[name])} for name in example}
-    _export_module(_Logits(model), (), {"inputs": example}, path, list(example), ["logits"], {"inputs": shapes})
-
-
-def _export_module(module, args: tuple, kwargs: dict, path: Path, input_names: list[str], output_names: list[str],
-                   dynamic_shapes) -> None:
-    """The torch.export-based exporter, one self-contained file; its failure in one line."""
-    try:
-        with warnings.catch_warnings(), quiet("onnxscript", "onnx_ir", "torch.onnx"):
-            warnings.simplefilter("ignore")  # the exporter's own notes on renamed dimensions
-            torch.onnx.export(module.eval(), args, str(path), kwargs=kwargs, input_names=input_names,
-                              output_names=output_names, dynamic_shapes=dynamic_shapes, opset_version=OPSET,
-                              dynamo=True, external_data=False, verbose=False)
-    except Exception as err:  # noqa: BLE001 - the exporter fails in many types
-        text = (str(err).strip().splitlines() or [err.__class__.__name__])[0]
-        raise _error(f"torch.onnx.export failed: {text}") from None
-
-
-def _eager_attention(model) -> None:
-    """Plain matmul-softmax attention for the export: onnxruntime's optimizer fuses its graph (SDPA's, with
-    its extra masking steps, it does not), which makes the int8 model about twice as fast on a CPU."""
-    if getattr(model.config, "_attn_implementation", "eager") not in (None, "eager"):
-        model.set_attn_implementation("eager")
-
-
 def _write(pipe, out: Path, staging: Path, task, hub_task: dict, checked: Checked, batch: int, kwargs: dict,
            tolerance: float) -> dict[str, Any]:
     """model.onnx, config, processors and recipe into `staging`; the fp32 check's figures."""
     inputs = checked.inputs[:CHECKED]
     expected = raw_scores(pipe, task, inputs, batch, kwargs)  # the model as a Hub user's pipeline runs it
-    _eager_attention(pipe.model)
-    example = _example(pipe, task, checked, kwargs)
-    _export_graph(pipe.model, example, staging / FP32)
+    eager_attention(pipe.model)
+    traced = example(pipe, task, checked.inputs, kwargs)
+    export_graph(pipe.model, traced, staging / FP32)
     _save_beside(pipe, out, staging, hub_task)
     try:
         got = raw_scores(load_onnx_pipeline(staging, hub_task, FP32), task, inputs, batch, kwargs)
     except FolderError as err:
-        raise _error(str(err)) from None
+        raise export_error(str(err)) from None
     diff = float(np.nanmax(np.abs(got - expected))) if expected.size else 0.0
     if not diff <= tolerance:
-        raise _error(f"the ONNX model's logits differ from PyTorch's by {diff:.2e} (max abs over {len(inputs)} "
+        raise export_error(f"the ONNX model's logits differ from PyTorch's by {diff:.2e} (max abs over {len(inputs)} "
                      f"{checked.source} inputs; tolerance {tolerance:g}); not written")
     return {
         **_about(out),
-        "dynamic_axes": {**{name: list(AXES[name]) for name in example},
+        "dynamic_axes": {**{name: list(AXES[name]) for name in traced},
                          "logits": ["batch_size", "sequence_length"] if task.entities else
                          ["batch_size", "frames"] if task.score_texts else ["batch_size"]},
         "check": {"inputs": checked.source, "compared": len(inputs), "max_abs_diff": diff, "tolerance": tolerance},
@@ -332,24 +222,24 @@ def _write_seq2seq(pipe, out: Path, staging: Path, task, hub_task: dict, checked
     in step, PyTorch's greedy token fed to both for STEPS steps, every step's logits compared; then both
     pipelines' transcripts of those clips."""
     inputs = checked.inputs[:CHECKED]
-    features = [_features(pipe, inputs[i:i + batch]) for i in range(0, len(inputs), batch)]
-    expected = [decode_in_step(pipe.model, f) for f in features]
-    _eager_attention(pipe.model)
-    for graph in seq2seq.graphs(pipe.model, _features(pipe, (checked.inputs * 2)[:2])):
-        _export_module(graph.module, graph.args, {}, staging / graph.file, graph.input_names, graph.output_names,
+    batches = [features(pipe, inputs[i:i + batch]) for i in range(0, len(inputs), batch)]
+    expected = [decode_in_step(pipe.model, f) for f in batches]
+    eager_attention(pipe.model)
+    for graph in seq2seq.graphs(pipe.model, features(pipe, (checked.inputs * 2)[:2])):
+        export_module(graph.module, graph.args, {}, staging / graph.file, graph.input_names, graph.output_names,
                        graph.dynamic_shapes)
     _save_beside(pipe, out, staging, hub_task)
     pipe.model.generation_config.save_pretrained(str(staging))
     try:
         onnx = load_onnx_pipeline(staging, hub_task, FP32)
     except FolderError as err:
-        raise _error(str(err)) from None
+        raise export_error(str(err)) from None
     diff = 0.0
-    for f, (tokens, want) in zip(features, expected):
+    for f, (tokens, want) in zip(batches, expected):
         _, got = decode_in_step(onnx.model, f, tokens)
         diff = max(diff, float((got - want).abs().max()))
     if not diff <= tolerance:
-        raise _error(f"the ONNX decoder's logits differ from PyTorch's by {diff:.2e} (max abs over {len(inputs)} "
+        raise export_error(f"the ONNX decoder's logits differ from PyTorch's by {diff:.2e} (max abs over {len(inputs)} "
                      f"{checked.source} clips, {STEPS} steps; tolerance {tolerance:g}); not written")
     same = np.mean([a == b for a, b in zip(transcripts(pipe, inputs, batch, **kwargs),
                                            transcripts(onnx, inputs, batch, **kwargs))]) if inputs else 1.0
@@ -360,30 +250,6 @@ def _write_seq2seq(pipe, out: Path, staging: Path, task, hub_task: dict, checked
         "check": {"inputs": checked.source, "compared": len(inputs), "decoding_steps": STEPS, "max_abs_diff": diff,
                   "tolerance": tolerance, "transcripts_equal": float(same)},
     }
-
-
-def _features(pipe, clips: list) -> torch.Tensor:
-    """The log-mel features the pipeline's feature extractor makes of the clips."""
-    fe = pipe.feature_extractor
-    return fe([c["raw"] for c in clips], sampling_rate=fe.sampling_rate, return_tensors="pt").input_features
-
-
-def decode_in_step(model, features: torch.Tensor, tokens: torch.Tensor | None = None):
-    """(tokens, logits [batch, STEPS, vocabulary]) of `model` decoding `features` with its cache from the
-    decoder's start token: greedy, or fed `tokens` (another model's) to compare the two step by step."""
-    start = model.generation_config.decoder_start_token_id
-    ids = torch.full((features.shape[0], 1), int(start), dtype=torch.long)
-    rows, cache = [], None
-    with torch.no_grad():
-        encoded = model.get_encoder()(features)
-        for step in range(STEPS):
-            out = model(encoder_outputs=encoded, decoder_input_ids=ids[:, -1:] if step else ids, cache=cache,
-                        use_cache=True)
-            cache = out.cache
-            rows.append(out.logits[:, -1].float())
-            following = tokens[:, step + 1:step + 2] if tokens is not None else rows[-1].argmax(-1, keepdim=True)
-            ids = torch.cat([ids, following], dim=1)
-    return ids, torch.stack(rows, dim=1)
 
 
 def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked, batch: int, kwargs: dict,
@@ -431,7 +297,7 @@ def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked,
             f"{checked.source} ({drop:.2f} points lost")
     rate = greater or task.score_texts is not None  # a score or an error rate; a regression's error is reported
     if rate and max_drop is not None and drop > max_drop:
-        raise _error(f"{lost}, at most {max_drop:g} allowed); not written")
+        raise export_error(f"{lost}, at most {max_drop:g} allowed); not written")
     if rate and drop > WARN_DROP:
         log.warning("export: %s)", lost)
     return report
