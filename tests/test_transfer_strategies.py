@@ -292,6 +292,33 @@ def test_cached_probe_is_the_default_and_matches_the_probe_through_the_backbone(
     assert again.metrics["cached_features"]["cache_hits"] == 3  # train, validation, test from disk
 
 
+def test_a_timm_probe_caches_its_pooled_features_and_trains_as_through_the_backbone(tmp_path, monkeypatch):
+    """A timm backbone holds its classifier: the probe caches the pooled features it reads (the backbone in
+    eval mode, no augmentation) and trains that Linear as the run through the backbone does."""
+    from tests.tiny_vision import save_tiny_timm, vision_recipe, write_imagefolder
+
+    monkeypatch.setenv("HF_TRANSFER_CACHE", str(tmp_path / "cache"))
+    model, files = save_tiny_timm(tmp_path / "resnet"), write_imagefolder(tmp_path / "images", n_train=12)
+    runs = {}
+    for name, cache in (("cached", None), ("through", False)):
+        recipe = vision_recipe(model, files, tmp_path / name, strategy="partial", freeze="backbone",
+                               cache_features=cache)
+        recipe["vision"] |= {"random_resized_crop": False, "hflip": 0.0}
+        recipe["training"] |= {"max_steps": 4, "eval_steps": 4, "save_steps": 4, "per_device_train_batch_size": 4}
+        runs[name] = finetune(recipe)
+    cached, through = runs["cached"].metrics, runs["through"].metrics
+    assert cached["cached_features"]["cache_hits"] == 0 and "cached_features" not in through
+    a, b = load_file(tmp_path / "cached/model.safetensors"), load_file(tmp_path / "through/model.safetensors")
+    assert a.keys() == b.keys()
+    changed = [k for k in a if not torch.equal(a[k], load_file(model / "model.safetensors").get(k, a[k] + 1))]
+    assert changed and all(k.startswith("fc.") for k in changed)  # only the classifier trained
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    assert cached["test"]["test_loss"] == pytest.approx(through["test"]["test_loss"], abs=1e-5)
+    recipe["training"]["output_dir"], recipe["finetune"]["cache_features"] = str(tmp_path / "again"), None
+    assert finetune(recipe).metrics["cached_features"]["cache_hits"] == 3  # another seed's head, same features
+
+
 def test_cached_probe_refused_when_the_backbone_is_not_frozen(tiny_bert, sentiment_files, tmp_path):
     recipe = text_recipe(tiny_bert, sentiment_files, tmp_path / "o", strategy="partial", freeze=1,
                          cache_features=True)

@@ -33,7 +33,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from hf_transfer.console import progress
 from hf_transfer.errors import ModelError
 from hf_transfer.inference import run_batches
-from hf_transfer.anatomy import backbone_of
+from hf_transfer.anatomy import backbone_of, classifier_slot
 from hf_transfer.tasks.classification import classification_loss
 from hf_transfer.tasks.token_classification import IGNORE
 
@@ -45,10 +45,15 @@ def cache_dir() -> Path:
 
 
 def probe_head(model: nn.Module) -> nn.Sequential | None:
-    """The head as a Sequential of the model's own modules, when it is dropouts + one Linear."""
+    """The head as a Sequential of the model's own modules, when it is dropouts + one Linear; for a timm
+    backbone, which holds its classifier, that classifier when it is one Linear (the frozen backbone runs in
+    eval mode, so timm's own head dropout is off and the pooled features are the classifier's whole input)."""
     backbone = backbone_of(model)
     if backbone is model:
         return None
+    timm_head = _timm_classifier(backbone)
+    if timm_head is not None:
+        return nn.Sequential(timm_head) if isinstance(timm_head, nn.Linear) else None
     children = [m for m in model.children() if m is not backbone]
     linears = [m for m in children if isinstance(m, nn.Linear)]
     if len(linears) != 1 or not all(isinstance(m, (nn.Linear, nn.Dropout, nn.Identity)) for m in children):
@@ -79,12 +84,21 @@ def wanted(cfg, task, stochastic: bool, model) -> bool:
     return not reasons
 
 
+def _timm_classifier(backbone: nn.Module) -> nn.Module | None:
+    """A timm backbone's classifier module; None for other backbones (or a timm one with several)."""
+    try:
+        slot = classifier_slot(backbone)
+    except ModelError:
+        return None
+    return None if slot is None else getattr(*slot)
+
+
 class CachedHead(nn.Module):
     """The model's head applied to cached features, with the model's loss for its problem type."""
 
-    def __init__(self, head: nn.Sequential, config):
+    def __init__(self, head: nn.Sequential, problem_type: str | None, num_labels: int):
         super().__init__()
-        self.head, self.problem_type, self.num_labels = head, config.problem_type, config.num_labels
+        self.head, self.problem_type, self.num_labels = head, problem_type, num_labels
 
     def forward(self, features, labels=None, length=None):  # length: for group_by_length only
         logits = self.head(features)
@@ -92,9 +106,14 @@ class CachedHead(nn.Module):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-def _weights_hash(module: nn.Module) -> str:
+def _weights_hash(module: nn.Module, head: nn.Module | None = None) -> str:
+    """The module's weights, the head's left out (a timm backbone holds its classifier, which each seed
+    initialises anew and the features do not depend on)."""
+    skip = {id(t) for t in head.state_dict(keep_vars=True).values()} if head is not None else set()
     h = hashlib.sha256()
-    for name, t in module.state_dict().items():
+    for name, t in module.state_dict(keep_vars=True).items():
+        if id(t) in skip:
+            continue
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-dim too
     return h.hexdigest()
@@ -194,7 +213,8 @@ def prepare(model, splits, collator, args, per_token: bool = False):
     """(CachedHead to train, feature splits, info for metrics.json, the feature splits' collator);
     `per_token`: the labels are per token (the task's `entities`), and so are the features."""
     start = time.perf_counter()
-    head, weights = probe_head(model), _weights_hash(backbone_of(model))
+    head = probe_head(model)
+    weights = _weights_hash(backbone_of(model), head)
     out, info = {}, {"seconds": time.perf_counter() - start, "cache_hits": 0, "splits": len(splits)}
     with progress(sum(len(s) for s in splits.values()), "cached features", disable=args.disable_tqdm) as bar:
         for role, split in splits.items():
@@ -207,4 +227,7 @@ def prepare(model, splits, collator, args, per_token: bool = False):
              info["seconds"], info["cache_hits"], len(splits))
     linear = next(m for m in head if isinstance(m, nn.Linear))
     batches = token_batches(linear.in_features) if per_token else default_data_collator
-    return CachedHead(head, model.config), type(splits)(out), info, batches
+    config = getattr(model, "config", None)  # a timm model (TimmClassifier) keeps them as attributes
+    problem_type = getattr(config, "problem_type", None) if config is not None else model.problem_type
+    num_labels = config.num_labels if config is not None else linear.out_features
+    return CachedHead(head, problem_type, num_labels), type(splits)(out), info, batches

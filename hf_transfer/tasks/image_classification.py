@@ -252,8 +252,9 @@ def save(trainer, spec: TaskSpec, out: Path) -> bool:
     save run."""
     if spec.options.library != "timm":
         return False
-    if trainer.is_world_process_zero():
-        save_folder(trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class, spec, out)
+    if trainer.is_world_process_zero():  # a probe on cached features trains the head; the model is export_model
+        model = getattr(trainer, "export_model", None) or trainer.accelerator.unwrap_model(trainer.model)
+        save_folder(model, trainer.processing_class, spec, out)
     return True
 
 
