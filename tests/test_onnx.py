@@ -223,6 +223,27 @@ def test_whisper_graphs_decode_as_pytorch_does_step_by_step(asr_kit, tmp_path):
                                    model.generate(features, num_beams=beams, max_new_tokens=6))
 
 
+def test_a_multilingual_whisper_detects_the_language_through_the_graphs(tmp_path):
+    """No language given: generate() asks the decoder for the language token first (a one-token prompt
+    through decoder_model.onnx), then transcribes; the ONNX model picks PyTorch's tokens."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    from tests.tiny_asr import save_tiny_whisper_asr
+
+    folder = save_tiny_whisper_asr(tmp_path / "multi", seed=1, multilingual=True)
+    dest = export(folder, tmp_path / "onnx").dest
+    model = WhisperForConditionalGeneration.from_pretrained(folder).eval()
+    onnx_model = load_onnx_pipeline(dest, {"pipeline": "automatic-speech-recognition",
+                                           "processor": "feature_extractor",
+                                           "processors": ["feature_extractor", "tokenizer"]}).model
+    features = torch.randn(2, 80, 2 * model.config.max_source_positions)
+    detected = onnx_model.detect_language(input_features=features)
+    torch.testing.assert_close(detected, model.detect_language(input_features=features))
+    assert set(detected.tolist()) <= set(model.generation_config.lang_to_id.values())
+    torch.testing.assert_close(onnx_model.generate(features, max_new_tokens=4), model.generate(features, max_new_tokens=4))
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     return write_imagefolder(tmp_path_factory.mktemp("images"), n_train=6, n_test=3)
