@@ -20,6 +20,7 @@ cross-attention weights) are not available.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,9 @@ def graphs(model, features: torch.Tensor) -> list[Graph]:
 # --------------------------------------------------------------------------- runtime
 
 
+@functools.cache
 def whisper_class():
+    """OnnxWhisper, defined once on first use (it subclasses a transformers model class)."""
     from transformers import WhisperForConditionalGeneration
     from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
