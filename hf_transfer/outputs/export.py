@@ -40,7 +40,7 @@ from hf_transfer.outputs.onnx_graph import (AXES, OPSET, STEPS, decode_in_step, 
                                             model_inputs, raw_scores)
 from hf_transfer.outputs.onnx_model import FP32, INT8, load_onnx_pipeline, onnx_file, onnxruntime
 from hf_transfer.outputs.predict import task_of_folder
-from hf_transfer.outputs.quantize import CALIBRATION, describe, int8
+from hf_transfer.outputs.quantize import CALIBRATION, describe, dynamic, int8
 from hf_transfer.outputs.verify import hub_user_task, label_array, word_label_array
 from hf_transfer.train import load_splits
 from hf_transfer.validate import load_recipe
@@ -104,15 +104,15 @@ def export(out_dir: str | Path, dest: str | Path | None = None, quantize: str | 
         task, spec = task_of_folder(out)
         hub_task = hub_user_task(task)
         if task.verify_inputs is None:
-            raise export_error(f"{out}: a {task.name} model has no pipeline; hf-transfer exports classification models "
-                         "(text, tokens, images, audio) and CTC speech recognisers only")
+            raise export_error(f"{out}: a {task.name} model has no pipeline; hf-transfer exports classification "
+                               "models (text, tokens, images, audio) and speech recognisers (CTC, Whisper) only")
         pipe = load_pipeline(out, hub_task, "cpu")
     except FolderError as err:
         raise export_error(str(err)) from None
-    seq2seq = task.score_texts is not None and not is_ctc(pipe.model)
-    if seq2seq and pipe.model.config.model_type != "whisper":
+    generates = task.score_texts is not None and not is_ctc(pipe.model)  # a sequence-to-sequence recogniser
+    if generates and pipe.model.config.model_type != "whisper":
         raise export_error(f"{out}: a sequence-to-sequence {task.name} model ({pipe.model.config.model_type}): "
-                     "hf-transfer exports Whisper, CTC recognisers and classification models only")
+                           "hf-transfer exports Whisper, CTC recognisers and classification models only")
     if is_adapter(out):  # the ONNX graph holds plain weights: the adapter is merged in memory
         pipe.model = pipe.model.merge_and_unload()
     pipe.model.float().eval()
@@ -124,10 +124,11 @@ def export(out_dir: str | Path, dest: str | Path | None = None, quantize: str | 
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        write = _write_seq2seq if seq2seq else _write
+        write = _write_seq2seq if generates else _write
         report = write(pipe, out, staging, task, hub_task, checked, batch, kwargs, tolerance)
         if quantize:
-            report["quantization"] = _quantize(pipe, staging, task, spec, hub_task, checked, batch, kwargs, max_drop)
+            report["quantization"] = _quantize(pipe, staging, task, spec, hub_task, checked, batch, kwargs, max_drop,
+                                               generates)
         report["files"] = sorted(p.name for p in staging.glob("*.onnx"))
         (staging / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     except BaseException:
@@ -189,8 +190,8 @@ def _write(pipe, out: Path, staging: Path, task, hub_task: dict, checked: Checke
         raise export_error(str(err)) from None
     diff = float(np.nanmax(np.abs(got - expected))) if expected.size else 0.0
     if not diff <= tolerance:
-        raise export_error(f"the ONNX model's logits differ from PyTorch's by {diff:.2e} (max abs over {len(inputs)} "
-                     f"{checked.source} inputs; tolerance {tolerance:g}); not written")
+        raise export_error(f"the ONNX model's logits differ from PyTorch's by {diff:.2e} (max abs over "
+                           f"{len(inputs)} {checked.source} inputs; tolerance {tolerance:g}); not written")
     return {
         **_about(out),
         "dynamic_axes": {**{name: list(AXES[name]) for name in traced},
@@ -227,7 +228,7 @@ def _write_seq2seq(pipe, out: Path, staging: Path, task, hub_task: dict, checked
     eager_attention(pipe.model)
     for graph in seq2seq.graphs(pipe.model, features(pipe, (checked.inputs * 2)[:2])):
         export_module(graph.module, graph.args, {}, staging / graph.file, graph.input_names, graph.output_names,
-                       graph.dynamic_shapes)
+                      graph.dynamic_shapes)
     _save_beside(pipe, out, staging, hub_task)
     pipe.model.generation_config.save_pretrained(str(staging))
     try:
@@ -239,8 +240,9 @@ def _write_seq2seq(pipe, out: Path, staging: Path, task, hub_task: dict, checked
         _, got = decode_in_step(onnx.model, f, tokens)
         diff = max(diff, float((got - want).abs().max()))
     if not diff <= tolerance:
-        raise export_error(f"the ONNX decoder's logits differ from PyTorch's by {diff:.2e} (max abs over {len(inputs)} "
-                     f"{checked.source} clips, {STEPS} steps; tolerance {tolerance:g}); not written")
+        raise export_error(f"the ONNX decoder's logits differ from PyTorch's by {diff:.2e} (max abs over "
+                           f"{len(inputs)} {checked.source} clips, {STEPS} steps; tolerance {tolerance:g}); "
+                           "not written")
     same = np.mean([a == b for a, b in zip(transcripts(pipe, inputs, batch, **kwargs),
                                            transcripts(onnx, inputs, batch, **kwargs))]) if inputs else 1.0
     return {
@@ -253,8 +255,9 @@ def _write_seq2seq(pipe, out: Path, staging: Path, task, hub_task: dict, checked
 
 
 def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked, batch: int, kwargs: dict,
-              max_drop: float | None) -> dict[str, Any]:
-    """model_quantized.onnx and its figures beside fp32's on all the check inputs."""
+              max_drop: float | None, generates: bool) -> dict[str, Any]:
+    """model_quantized.onnx (Whisper, `generates`: each of its three graphs quantized) and its figures beside
+    fp32's on all the check inputs."""
     from transformers import EvalPrediction
 
     def calibration():  # the model's inputs for the training sample, batch by batch
@@ -262,22 +265,23 @@ def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked,
             return None
         return [{k: v.numpy() for k, v in b.items()} for b in model_inputs(pipe, task, checked.train, batch, kwargs)]
 
-    seq = (staging / seq2seq.ENCODER).is_file()
-    if seq:  # Whisper: each of the three graphs, dynamically (transformers)
-        method = {int8(staging / g, staging / seq2seq.quantized(g), lambda: None) for g in seq2seq.GRAPHS}.pop()
+    if generates:  # Whisper's graphs are transformers: dynamic quantization, no calibration
+        method = "dynamic"
+        for g in seq2seq.GRAPHS:
+            dynamic(staging / g, staging / seq2seq.quantized(g))
     else:
         method = int8(staging / FP32, staging / INT8, calibration)
     pipes = {name: load_onnx_pipeline(staging, hub_task, file) for name, file in (("fp32", FP32), ("int8", INT8))}
     texts = ({name: transcripts(p, checked.inputs, batch, **kwargs) for name, p in pipes.items()}
              if task.score_texts else {})
-    if seq:  # what the two generate: the share of identical transcripts
+    if generates:  # what the two generate: the share of identical transcripts
         agree = float(np.mean([a == b for a, b in zip(texts["fp32"], texts["int8"])])) if checked.inputs else 1.0
     else:
         scores = {name: raw_scores(p, task, checked.inputs, batch, kwargs) for name, p in pipes.items()}
         kept = ~np.isnan(scores["fp32"]).any(-1)
         agree = float((scores["fp32"].argmax(-1) == scores["int8"].argmax(-1))[kept].mean())
     report = {"method": method, "how": describe(method), "samples": len(checked.inputs), "inputs": checked.source,
-              "argmax_agreement" if not seq else "transcripts_equal": agree}
+              "transcripts_equal" if generates else "argmax_agreement": agree}
     if checked.split is None:
         return report
     if task.score_texts:  # a recogniser: the pipelines' transcripts against the references (WER, CER)

@@ -129,7 +129,8 @@ class Graph:
 
 def graphs(model, features: torch.Tensor) -> list[Graph]:
     """The three graphs of a WhisperForConditionalGeneration, traced on `features` (a batch of two clips'
-    input_features, as the pipeline prepares them): the prompt is three tokens, then two new ones (a size-1 axis would be traced as fixed)."""
+    input_features, as the pipeline prepares them): the prompt is three tokens, then two new ones (a size-1
+    axis would be traced as fixed)."""
     from torch.export import Dim
 
     layers = model.config.decoder_layers

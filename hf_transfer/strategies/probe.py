@@ -227,7 +227,6 @@ def prepare(model, splits, collator, args, per_token: bool = False):
              info["seconds"], info["cache_hits"], len(splits))
     linear = next(m for m in head if isinstance(m, nn.Linear))
     batches = token_batches(linear.in_features) if per_token else default_data_collator
-    config = getattr(model, "config", None)  # a timm model (TimmClassifier) keeps them as attributes
-    problem_type = getattr(config, "problem_type", None) if config is not None else model.problem_type
-    num_labels = config.num_labels if config is not None else linear.out_features
-    return CachedHead(head, problem_type, num_labels), type(splits)(out), info, batches
+    # a transformers model keeps its problem type in its config, a timm one (TimmClassifier) as an attribute
+    problem_type = model.config.problem_type if hasattr(model, "config") else model.problem_type
+    return CachedHead(head, problem_type, linear.out_features), type(splits)(out), info, batches
