@@ -8,8 +8,9 @@ hf-transfer's build_trainer + Trainer.train, AdamW, LoRA r 8 on query / value):
   Cases: full fine-tuning and LoRA as hf-transfer runs them (PEFT strategies fix glibc's mmap threshold
   at 1 MiB when training begins, trainer.ReturnFreedMemory; full fine-tuning keeps glibc's dynamic one),
   `full_mmap` (full fine-tuning with that callback added), `lora_glibc` (LoRA without it),
-  LoRA + `training.activation_checkpointing`, and `lora_glibc_trim` (glibc's threshold, `malloc_trim(0)`
-  after every optimizer step). `--cases` picks.
+  LoRA + `training.activation_checkpointing`, `lora_glibc_trim` (glibc's threshold, `malloc_trim(0)`
+  after every optimizer step), and `lora_dropout_0` / `lora_dropout_0.1` (LoRA at either dropout, whatever
+  the default). `--cases` picks.
 - `ab`: step time only, in one process: LoRA steps plain, checkpointed and with the 1 MiB threshold
   alternated (the order rotating each round) on the same batch, so a machine whose load drifts favours
   none; the per-round ratio to the plain step, median. "plain" fixes the threshold at 32 MiB, glibc's
@@ -74,6 +75,8 @@ CASES = {  # name: (overrides, allocator: None = hf-transfer's default, "glibc":
     "lora_glibc": (["finetune.strategy=lora"], "glibc"),
     "lora_checkpointed": (["finetune.strategy=lora", "training.activation_checkpointing=true"], None),
     "lora_glibc_trim": (["finetune.strategy=lora"], "trim"),
+    "lora_dropout_0": (["finetune.strategy=lora", "finetune.dropout=0"], None),
+    "lora_dropout_0.1": (["finetune.strategy=lora", "finetune.dropout=0.1"], None),
 }
 KEYS = ("libraries_mb", "peak_rss_mb", "peak_anon_mb", "step_s", "step_cpu_s")
 

@@ -68,6 +68,19 @@ def test_lora_trains_adapters_and_head(model):
     assert any("classifier" in n for n in names)
 
 
+def test_lora_dropout_defaults_to_pefts_and_a_recipe_value_reaches_every_adapter(model):
+    """PEFT's own default (0: no dropout module, no dropped copy of each adapted input kept for the backward)."""
+    import peft
+
+    assert LoraConfig().dropout == peft.LoraConfig().lora_dropout == 0.0
+    default = apply_strategy(model, LoraConfig(r=4))
+    assert {type(m) for name, m in default.named_modules() if name.endswith("lora_dropout.default")} == {nn.Identity}
+    dropped = apply_strategy(AutoModelForSequenceClassification.from_pretrained(model.name_or_path, num_labels=2),
+                             LoraConfig(r=4, dropout=0.1))
+    rates = {m.p for name, m in dropped.named_modules() if name.endswith("lora_dropout.default")}
+    assert rates == {0.1}
+
+
 def test_lora_falls_back_to_block_linears_for_unknown_architectures(model):
     model.config.model_type = "somethingnew"
     peft_model = apply_strategy(model, LoraConfig(r=2))
