@@ -28,7 +28,9 @@ def bf16_supported() -> bool:
     """bf16 autocast that runs at hardware speed: CUDA with bf16, or a CPU with AVX512-BF16 / AMX."""
     if CUDA:
         return torch.cuda.is_bf16_supported()
-    return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")  # names torch reports
+    # get_cpu_capability() names the vector ISA torch's own kernels use (at most "AVX512"), never these two
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def device_name() -> str:

@@ -9,7 +9,9 @@ cases. Here one Trainer per variant (VARIANTS: the recipe with `vision.image_cac
 in turn (the order reversed every other round), each step being the Trainer's own: the next batch
 from its DataLoader (`--workers` DataLoader workers), `training_step`, optimizer step. Reported per
 worker count: the median over rounds of each variant's samples/s and of its per-round ratio to the
-first variant, and the 1-minute load average before and after.
+first variant, and the 1-minute load average before and after. Besides the two switches, VARIANTS holds
+what else was tried on the defaults: bf16 autocast, batch 64, and `training.torch_compile` (the model compiled
+as Trainer would, the compilation in the warm-up steps).
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ VARIANTS = {
     "cache": ["vision.image_cache=true", "vision.channels_last=false"],
     "per-image+channels-last": ["vision.image_cache=false", "vision.channels_last=true"],
     "cache+channels-last": ["vision.image_cache=true", "vision.channels_last=true"],  # the default
+    "cache+channels-last+bf16": ["vision.image_cache=true", "vision.channels_last=true", "training.bf16=true"],
+    "cache+channels-last+batch-64": ["vision.image_cache=true", "vision.channels_last=true",
+                                     "training.per_device_train_batch_size=64"],
+    "cache+channels-last+compile": ["vision.image_cache=true", "vision.channels_last=true",
+                                    "training.torch_compile=true"],
 }
 
 
@@ -45,6 +52,10 @@ def stepper(overrides: list[str], workers: int, out: Path):
     trainer.create_optimizer_and_scheduler(num_training_steps=1000)
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(), which this loop stands in for
     model, batches = trainer.model, iter(trainer.get_train_dataloader())
+    if trainer.args.torch_compile:  # what Trainer.train() would do through accelerate (TorchInductor)
+        import torch
+
+        model = torch.compile(model)
 
     def steps(n: int) -> float:
         start = time.perf_counter()
