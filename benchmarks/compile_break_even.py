@@ -104,6 +104,7 @@ def compare(eager: dict, compiled: dict, peak: float | None) -> dict:
     saving = (1 - ratio) * statistics.fmean(te)
     extra = compiled["train_wall_s"] - eager["train_wall_s"]
     fixed = extra + saving * len(te)
+
     def mfu(run):  # median over the steps that compiled nothing, of model FLOP/s over the GEMM peak
         rates = [f / t for i, (f, t) in enumerate(zip(run["step_flops"], run["step_times"])) if i not in compiling]
         return round(statistics.median(rates) / (peak * 1e9), 3) if peak and rates else None
@@ -134,28 +135,28 @@ def main() -> None:
     from common import gemm_peak_gflops
 
     peak = round(gemm_peak_gflops(), 1)  # fp32, this process's threads: MFU's denominator
-    if args.long:
-        import bench_text
+    with tempfile.TemporaryDirectory(prefix="long-reviews-") as long_dir:
+        if args.long:
+            import bench_text
 
-        data = ROOT / "assets/drugreview"
-        files = bench_text.long_reviews({s: str(data / f"{s}.csv") for s in ("train", "test")},
-                                        Path(tempfile.mkdtemp(prefix="long-reviews-")))
-        args.overrides += [f"data.data_files.{s}={f}" for s, f in files.items()]
-    results = []
+            data = ROOT / "assets/drugreview"
+            files = bench_text.long_reviews({s: str(data / f"{s}.csv") for s in ("train", "test")}, Path(long_dir))
+            args.overrides += [f"data.data_files.{s}={f}" for s, f in files.items()]
+        rounds(args, peak)
+    print(json.dumps({"load_1min_before": round(load, 2), "load_1min_after": round(os.getloadavg()[0], 2)}))
+
+
+def rounds(args, peak: float) -> None:
+    """Each round's eager and compiled runs (and the warm-cache rerun), one JSON line per comparison."""
     for i in range(args.rounds):
         with tempfile.TemporaryDirectory() as cache:
             pair = {}
             for compiled in ((False, True) if i % 2 == 0 else (True, False)):
                 pair[compiled] = run(args.recipe, args.overrides, compiled, cache if compiled else None, args.static)
-            row = {"round": i + 1, "cache": "empty", **compare(pair[False], pair[True], peak)}
-            results.append(row)
-            print(json.dumps(row), flush=True)
+            print(json.dumps({"round": i + 1, "cache": "empty", **compare(pair[False], pair[True], peak)}), flush=True)
             if args.warm_cache:
                 warm = run(args.recipe, args.overrides, True, cache, args.static)
-                row = {"round": i + 1, "cache": "warm", **compare(pair[False], warm, peak)}
-                results.append(row)
-                print(json.dumps(row), flush=True)
-    print(json.dumps({"load_1min_before": round(load, 2), "load_1min_after": round(os.getloadavg()[0], 2)}))
+                print(json.dumps({"round": i + 1, "cache": "warm", **compare(pair[False], warm, peak)}), flush=True)
 
 
 if __name__ == "__main__":
