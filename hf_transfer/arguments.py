@@ -75,6 +75,8 @@ count_type = _argparse_type(int, is_count, "an integer", f"an integer from 1 to 
                             "--top-k, --batch-size, ...: an integer from 1 to INT_MAX.")
 tolerance_type = _argparse_type(float, is_tolerance, "a number", "a finite number >= 0",
                                 "--tolerance, --timeout, ...: a finite number >= 0.")
+ratio_type = _argparse_type(float, lambda v: v >= 1, "a number", "a number >= 1 (inf: none)",
+                            "--outlier-ratio: a number >= 1, or inf.")
 
 
 def port_type(text: str) -> int:

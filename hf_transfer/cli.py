@@ -14,7 +14,7 @@ from typing import Callable
 
 from hf_transfer import __version__
 from hf_transfer.console import LOG_FORMAT
-from hf_transfer.arguments import count_type, port_type, tolerance_type
+from hf_transfer.arguments import count_type, port_type, ratio_type, tolerance_type
 from hf_transfer.errors import HfTransferError
 
 
@@ -178,7 +178,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from hf_transfer.outputs.export import export
 
     print(export(args.output_dir, args.dest, quantize=args.quantize, overwrite=args.overwrite,
-                 tolerance=args.tolerance, max_drop=args.max_drop).summary())
+                 tolerance=args.tolerance, max_drop=args.max_drop, outlier_ratio=args.outlier_ratio).summary())
     return 0
 
 
@@ -244,6 +244,9 @@ def _add_folder_commands(sub) -> None:
     p.add_argument("--max-drop", type=tolerance_type,
                    help="refuse an int8 model that loses more points of the headline test metric than this "
                         "(default: write it; a loss over 1 point is logged)")
+    p.add_argument("--outlier-ratio", type=ratio_type,
+                   help="dynamic int8: multiply in fp32 the input channels whose peak on training inputs exceeds "
+                        "this many times the 99th percentile of their tensor's channels (default 3; inf: none)")
 
 
 def _add_shipped_commands(sub) -> None:

@@ -56,6 +56,8 @@ def test_text_run_exports_checks_quantizes_and_predicts_the_same(finished_run, t
     quant = report["quantization"]
     assert quant["method"] == "dynamic" and quant["samples"] == 16 and quant["metric"] == "accuracy"
     assert quant["drop_points"] <= 50 == quant["max_drop_points"] and 0 <= quant["argmax_agreement"] <= 1
+    # the outlier split is calibrated on a sample of the run's training texts
+    assert quant["outliers"]["calibration_inputs"] > 0 and quant["outliers"]["products"] >= 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert quant["fp32"]["accuracy"] == pytest.approx(metrics["test"]["test_accuracy"])
 

@@ -40,7 +40,7 @@ from hf_transfer.outputs.onnx_graph import (AXES, OPSET, STEPS, decode_in_step, 
                                             model_inputs, raw_scores)
 from hf_transfer.outputs.onnx_model import FP32, INT8, load_onnx_pipeline, onnx_file, onnxruntime
 from hf_transfer.outputs.predict import task_of_folder
-from hf_transfer.outputs.quantize import CALIBRATION, describe, dynamic, int8
+from hf_transfer.outputs.quantize import CALIBRATION, OUTLIER_RATIO, describe, dynamic, int8
 from hf_transfer.outputs.verify import hub_user_task, label_array, word_label_array
 from hf_transfer.train import load_splits
 from hf_transfer.validate import load_recipe
@@ -84,12 +84,15 @@ class ExportResult:
             scores = f"{m} fp32 {quant['fp32'][m]:.4f}, int8 {quant['int8'][m]:.4f}, " if m else ""
             agree = (f"argmax agreement with fp32 {quant['argmax_agreement']:.4f}" if "argmax_agreement" in quant
                      else f"transcripts equal to fp32's {quant['transcripts_equal']:.4f}")
-            text += f"; {quant['method']} int8: {scores}{agree} on {quant['samples']} inputs"
+            split = (f" ({quant['outliers']['channels']} outlier channels in fp32)"
+                     if quant.get("outliers", {}).get("channels") else "")
+            text += f"; {quant['method']} int8{split}: {scores}{agree} on {quant['samples']} inputs"
         return text
 
 
 def export(out_dir: str | Path, dest: str | Path | None = None, quantize: str | None = None,
-           overwrite: bool = False, tolerance: float = TOLERANCE, max_drop: float | None = None) -> ExportResult:
+           overwrite: bool = False, tolerance: float = TOLERANCE, max_drop: float | None = None,
+           outlier_ratio: float | None = None) -> ExportResult:
     """Export the folder's model to ONNX in `dest` (default OUTPUT_DIR/onnx) after the round-trip check."""
     out = Path(out_dir)
     if quantize not in (None, "int8"):
@@ -128,7 +131,7 @@ def export(out_dir: str | Path, dest: str | Path | None = None, quantize: str | 
         report = write(pipe, out, staging, task, hub_task, checked, batch, kwargs, tolerance)
         if quantize:
             report["quantization"] = _quantize(pipe, staging, task, spec, hub_task, checked, batch, kwargs, max_drop,
-                                               generates)
+                                               generates, OUTLIER_RATIO if outlier_ratio is None else outlier_ratio)
         report["files"] = sorted(p.name for p in staging.glob("*.onnx"))
         (staging / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     except BaseException:
@@ -255,7 +258,7 @@ def _write_seq2seq(pipe, out: Path, staging: Path, task, hub_task: dict, checked
 
 
 def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked, batch: int, kwargs: dict,
-              max_drop: float | None, generates: bool) -> dict[str, Any]:
+              max_drop: float | None, generates: bool, outlier_ratio: float) -> dict[str, Any]:
     """model_quantized.onnx (Whisper, `generates`: each of its three graphs quantized) and its figures beside
     fp32's on all the check inputs."""
     from transformers import EvalPrediction
@@ -266,11 +269,11 @@ def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked,
         return [{k: v.numpy() for k, v in b.items()} for b in model_inputs(pipe, task, checked.train, batch, kwargs)]
 
     if generates:  # Whisper's graphs are transformers: dynamic quantization, no calibration
-        method = "dynamic"
+        method, outliers = "dynamic", None
         for g in seq2seq.GRAPHS:
             dynamic(staging / g, staging / seq2seq.quantized(g))
     else:
-        method = int8(staging / FP32, staging / INT8, calibration)
+        method, outliers = int8(staging / FP32, staging / INT8, calibration, outlier_ratio)
     pipes = {name: load_onnx_pipeline(staging, hub_task, file) for name, file in (("fp32", FP32), ("int8", INT8))}
     texts = ({name: transcripts(p, checked.inputs, batch, **kwargs) for name, p in pipes.items()}
              if task.score_texts else {})
@@ -280,7 +283,8 @@ def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked,
         scores = {name: raw_scores(p, task, checked.inputs, batch, kwargs) for name, p in pipes.items()}
         kept = ~np.isnan(scores["fp32"]).any(-1)
         agree = float((scores["fp32"].argmax(-1) == scores["int8"].argmax(-1))[kept].mean())
-    report = {"method": method, "how": describe(method), "samples": len(checked.inputs), "inputs": checked.source,
+    report = {"method": method, "how": describe(method, outliers), **({"outliers": outliers} if outliers else {}),
+              "samples": len(checked.inputs), "inputs": checked.source,
               "transcripts_equal" if generates else "argmax_agreement": agree}
     if checked.split is None:
         return report
