@@ -11,12 +11,15 @@ keeps each case's best round (the CPU may be shared) and its test metric.
         [--batch-size 16] [--threads 2] [--rounds 3] [--samples N] [--json out.json]
 
 Without --onnx the run is exported (`--quantize int8`) into a temporary folder first, never into the run folder.
+`--plain-int8` adds a fourth case: the fp32 graph quantized dynamically without the outlier split
+(outputs/quantize.py), to weigh what the split costs and gives.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -31,6 +34,7 @@ from hf_transfer.outputs.onnx_graph import raw_scores  # noqa: E402
 from hf_transfer.outputs.hubuser import load_pipeline, transcripts  # noqa: E402
 from hf_transfer.outputs.onnx_model import FP32, INT8, load_onnx_pipeline  # noqa: E402
 from hf_transfer.outputs.predict import task_of_folder  # noqa: E402
+from hf_transfer.outputs.quantize import dynamic  # noqa: E402
 from hf_transfer.outputs.verify import hub_user_task, label_array  # noqa: E402
 from hf_transfer.validate import load_recipe  # noqa: E402
 
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--samples", type=int, help="the first N test inputs only")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--plain-int8", action="store_true",
+                        help="also the fp32 graph quantized dynamically without the outlier split")
     args = parser.parse_args(argv)
 
     run = Path(args.run)
@@ -73,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             "ONNX Runtime fp32": load_onnx_pipeline(onnx_dir, hub_task, FP32, threads=args.threads),
             "ONNX Runtime int8": load_onnx_pipeline(onnx_dir, hub_task, INT8, threads=args.threads),
         }
+        if args.plain_int8:
+            plain = Path(tmp) / "plain"
+            shutil.copytree(onnx_dir, plain, ignore=shutil.ignore_patterns("*.onnx"))
+            shutil.copy(onnx_dir / FP32, plain / FP32)
+            dynamic(plain / FP32, plain / INT8)
+            pipes["ONNX Runtime int8, no outlier split"] = load_onnx_pipeline(plain, hub_task, INT8, threads=args.threads)
         checked = check_inputs(load_recipe(run / "recipe.yaml"), task, spec,
                                getattr(pipes["PyTorch pipeline (fp32)"], hub_task["processor"]))
         if checked.split is None:
