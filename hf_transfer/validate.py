@@ -106,6 +106,9 @@ def _check_training(data: Any, task) -> dict[str, Any]:
             raise RecipeError(
                 f"training.{key}: never put tokens in a recipe; set HF_TOKEN or run `hf auth login`"
             )
+        if key == "bf16" and value == "auto":  # resolved when training starts (trainer.resolve_bf16)
+            out[key] = value
+            continue
         out[key] = check_value(value, hints.get(key, Any), f"training.{key}")
         _check_choice(out[key], hints.get(key, Any), f"training.{key}")
         if key in TRAINING_RANGES and isinstance(out[key], (int, float)) and not isinstance(out[key], bool):

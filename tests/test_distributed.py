@@ -444,3 +444,46 @@ def test_the_launchers_mixed_precision_reaches_training_arguments(launcher, trai
     else:
         monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
     assert launcher_precision(training) == expected
+
+
+@pytest.mark.parametrize("native, launcher, training, expected", [
+    (True, None, {"bf16": "auto"}, {"bf16": True}),
+    (False, None, {"bf16": "auto"}, {"bf16": False}),
+    (True, "fp16", {"bf16": "auto"}, {}),                          # the launcher's precision wins
+    (True, None, {"bf16": "auto", "fp16": True}, {"fp16": True}),  # so does the recipe's fp16
+    (True, None, {"bf16": False}, {"bf16": False}),                # an explicit choice is kept
+])
+def test_bf16_auto_follows_the_hardware(native, launcher, training, expected, monkeypatch):
+    from hf_transfer import trainer
+
+    monkeypatch.setattr(trainer, "native_bf16", lambda: native)
+    if launcher is None:
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    else:
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
+    assert trainer.resolve_bf16(training) == expected
+
+
+def test_native_bf16_asks_torch_about_this_cpu(monkeypatch):
+    import torch
+
+    from hf_transfer import trainer
+
+    monkeypatch.setattr(trainer, "_has_accelerator", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for avx512_bf16, amx, expected in ((False, False, False), (True, False, True), (False, True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert trainer.native_bf16() is expected
+
+
+def test_bf16_takes_auto_or_a_boolean(tmp_path):
+    from hf_transfer.errors import RecipeError
+    from hf_transfer.validate import load_recipe
+
+    recipe = (ROOT / "recipes/minilm_drugreview.yaml").read_text()
+    assert load_recipe(ROOT / "recipes/minilm_drugreview.yaml").training["bf16"] == "auto"
+    path = tmp_path / "r.yaml"
+    path.write_text(recipe.replace("bf16: auto", "bf16: maybe"))
+    with pytest.raises(RecipeError, match="training.bf16"):
+        load_recipe(path)
