@@ -25,12 +25,11 @@ DEVICE = "cuda" if CUDA else "cpu"
 
 
 def bf16_supported() -> bool:
-    """bf16 autocast that runs at hardware speed: CUDA with bf16, or a CPU with AVX512-BF16 / AMX."""
-    if CUDA:
-        return torch.cuda.is_bf16_supported()
-    # get_cpu_capability() names the vector ISA torch's own kernels use (at most "AVX512"), never these two
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    """bf16 autocast that runs at hardware speed: CUDA with bf16, or a CPU with AVX512-BF16 / AMX (the test
+    `training.bf16: auto` makes)."""
+    from hf_transfer.trainer import native_bf16
+
+    return native_bf16()
 
 
 def device_name() -> str:

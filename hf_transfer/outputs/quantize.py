@@ -233,8 +233,10 @@ def int8(fp32: Path, int8_path: Path, calibration: Callable[[], list[dict[str, n
     """Quantize `fp32` into `int8_path`; returns the method and, for a dynamic one, its outlier split.
     `calibration()` gives the model's input batches from the training split (None when the run's data cannot be
     read: plain dynamic quantization then)."""
-    method, batches = method_for(fp32), calibration()
+    method = method_for(fp32)
+    # the training inputs are read only for what uses them: a static quantization or an outlier split
+    batches = calibration() if method == "static" or outlier_ratio != float("inf") else None
     if method == "static" and batches:
         static(fp32, int8_path, batches)
         return method, None
-    return "dynamic", dynamic(fp32, int8_path, batches if outlier_ratio != float("inf") else None, outlier_ratio)
+    return "dynamic", dynamic(fp32, int8_path, batches, outlier_ratio)
