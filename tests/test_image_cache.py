@@ -3,6 +3,7 @@ tasks/image_cache.py) is reused and rebuilt as data and sizes say, its evaluatio
 folder's (pipeline()'s) preprocessing, training batches are augmented as timm's transform would, a
 recipe that could use it does; channels-last (`vision.channels_last`) touches training batches only."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -186,3 +187,64 @@ def test_channels_last_applies_to_training_batches_only(channels_last):
     model.eval()(x)
     assert seen == [channels_last, False]  # evaluation keeps the layout pipeline() uses
     assert conv.weight.is_contiguous()  # the weights (and so checkpoints) keep theirs
+
+
+# --------------------------------------------------------------------------- vision.train_image_size
+
+
+@pytest.mark.parametrize("cache, until, small", [(True, 0.5, 2), (False, 1.0, 4)])
+def test_train_image_size_resizes_the_first_part_of_training_only(tiny_resnet, image_files, tmp_path, monkeypatch,
+                                                                  cache, until, small):
+    """Progressive resizing: training batches reach the backbone at train_image_size for the first `until` of
+    the steps (both image paths), then at image_size; evaluation, the saved data config and pipeline() keep
+    image_size."""
+    from hf_transfer.tasks.image_classification import TimmClassifier
+
+    seen = []  # (training?, height) of each batch the timm backbone receives
+    forward = TimmClassifier.forward
+
+    def spy(self, pixel_values, labels=None):
+        hook = self.model.register_forward_pre_hook(lambda m, a: seen.append((m.training, a[0].shape[-1])))
+        try:
+            return forward(self, pixel_values, labels)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(TimmClassifier, "forward", spy)
+    raw = vision_recipe(tiny_resnet, image_files, tmp_path / "out")
+    raw["vision"] |= {"train_image_size": 24, "train_image_size_until": until, "image_cache": cache}
+    raw["training"] |= {"max_steps": 4, "eval_steps": 4, "save_steps": 4}
+    result = finetune(raw)
+    training = [h for t, h in seen if t]
+    assert training == [24] * small + [32] * (4 - small)
+    assert {h for t, h in seen if not t} == {32}
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    assert result.trainer.model.train_crop is None  # after training: image_size again
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train_image_size", 0, r"^vision.train_image_size: must be >= 1, got 0$"),
+    ("train_image_size_until", 0, r"^vision.train_image_size_until: must be in \(0, 1\], got 0.0$"),
+    ("train_image_size_until", 1.5, r"^vision.train_image_size_until: must be in \(0, 1\], got 1.5$"),
+    ("image_size", 0, r"^vision.image_size: must be >= 1, got 0$"),
+    ("image_size", -3, r"^vision.image_size: must be >= 1, got -3$"),
+])
+def test_sizes_out_of_range_are_refused_naming_the_key(tiny_resnet, image_files, tmp_path, key, value, message):
+    raw = vision_recipe(tiny_resnet, image_files, tmp_path)
+    raw["vision"][key] = value
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(raw)
+
+
+def test_train_image_size_is_refused_where_the_model_takes_one_size(tiny_vit, image_files, tmp_path):
+    raw = vision_recipe(tiny_vit, image_files, tmp_path / "a", library="transformers")
+    raw["vision"]["train_image_size"] = 24
+    with pytest.raises(RecipeError, match=r"^vision.train_image_size needs vision.library timm"):
+        load_recipe(raw)
+    vit = save_tiny_timm(tmp_path / "timm-vit", "vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1,
+                         embed_dim=32, num_heads=2)
+    raw = vision_recipe(vit, image_files, tmp_path / "b")
+    raw["vision"]["train_image_size"] = 24
+    with pytest.raises(RecipeError, match=r"^vision.train_image_size: .* takes one fixed input size"):
+        finetune(raw)

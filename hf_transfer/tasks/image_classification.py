@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from hf_transfer.errors import RecipeError
+from hf_transfer.recipe.typed import INT32_MAX, check_range
 from hf_transfer.tasks import classification, image_cache, images
 from hf_transfer.tasks.base import TaskSpec, save_pretrained
 from hf_transfer.tasks.classification import classification_loss
@@ -47,6 +48,14 @@ class VisionConfig:
     image_column: str = "image"
     image_size: int | None = None
     """Square input size in pixels; default: the backbone's own (timm data config / image processor)."""
+    train_image_size: int | None = None
+    """timm: progressive resizing (fast.ai, FFCV, EfficientNetV2): training batches are resized to this size
+    for the first `train_image_size_until` of the training steps, then trained at image_size. A smaller size
+    trains faster; evaluation, the saved data config and pipeline() keep image_size. Not for models with a
+    fixed input size (ViT)."""
+    train_image_size_until: float = 1.0
+    """Share of the training steps at train_image_size, in (0, 1]; 1.0: the whole run (timm's `input_size`
+    against `test_input_size`)."""
     crop_pct: float | None = None
     """Evaluation centre crop (timm): resize to image_size / crop_pct, then crop; 1.0 keeps the whole image."""
     random_resized_crop: bool = True
@@ -72,6 +81,12 @@ class VisionConfig:
     PIL transforms; null: the cache wherever it applies (a timm backbone, no color_jitter / auto_augment)."""
 
     def __post_init__(self) -> None:
+        check_range(self.image_size, "vision.image_size", low=1, high=INT32_MAX)
+        check_range(self.train_image_size, "vision.train_image_size", low=1, high=INT32_MAX)
+        check_range(self.train_image_size_until, "vision.train_image_size_until", low=0, low_open=True, high=1)
+        if self.train_image_size and self.library != "timm":
+            raise RecipeError("vision.train_image_size needs vision.library timm (a transformers image model "
+                              "may not take another size)")
         if self.image_cache and self.library != "timm":
             raise RecipeError("vision.image_cache: true needs vision.library timm (set it to null or false)")
         if self.image_cache and (self.auto_augment or self.color_jitter):
@@ -118,6 +133,7 @@ class TimmClassifier(nn.Module):
         if self.supports_gradient_checkpointing:
             _timm_checkpointing(model, False)  # asked, not switched on: Trainer does that when training wants it
         self.is_activation_checkpointing = False
+        self.train_crop: int | None = None  # set by ProgressiveResize while training batches are resized
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers=1, offload=False):
         """Trainer's `training.activation_checkpointing`: timm's own checkpointing of the blocks
@@ -127,11 +143,22 @@ class TimmClassifier(nn.Module):
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None):
         from transformers.modeling_outputs import ImageClassifierOutput
 
+        if self.training and self.train_crop and self.train_crop != pixel_values.shape[-1]:
+            pixel_values = nn.functional.interpolate(pixel_values, size=(self.train_crop, self.train_crop),
+                                                     mode="bilinear", antialias=True)  # vision.train_image_size
         if self.training and self.channels_last:  # vision.channels_last: training batches only
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         logits = self.model(pixel_values)
         loss = None if labels is None else classification_loss(logits, labels, self.problem_type)
         return ImageClassifierOutput(loss=loss, logits=logits)
+
+
+def callbacks(spec: TaskSpec, model) -> list:
+    """ProgressiveResize when the recipe sets vision.train_image_size."""
+    from hf_transfer.tasks.progressive import ProgressiveResize  # transformers' Trainer side: imported on use
+
+    v = spec.options
+    return [ProgressiveResize(v.train_image_size, v.train_image_size_until)] if v.train_image_size else []
 
 
 def _timm_checkpointing(model: nn.Module, enable: bool) -> bool:
@@ -174,6 +201,9 @@ def load_model(spec: TaskSpec, label_names: list[str] | None):
     if spec.options.library == "timm":
         kwargs: dict[str, Any] = {"num_classes": num_labels}
         size, source_cfg = spec.options.image_size, _timm_pretrained_cfg(spec)
+        if spec.options.train_image_size and source_cfg.get("fixed_input_size"):
+            raise RecipeError(f"vision.train_image_size: {spec.model.name_or_path} takes one fixed input size; "
+                              "remove train_image_size (or set it to image_size)")
         if size and source_cfg.get("fixed_input_size"):
             kwargs["img_size"] = size  # e.g. ViT: position embeddings are resampled to the new grid
         model = _timm_create(spec, spec.model.pretrained, **with_config_overrides(spec.model, kwargs))
@@ -316,6 +346,7 @@ TASK = classification.task(
     training_defaults=training_defaults,
     load_model=load_model,
     loss=loss,
+    callbacks=callbacks,
     save=save,
     save_folder=save_folder,
     pipeline_task="image-classification",
