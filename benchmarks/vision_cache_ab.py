@@ -57,7 +57,7 @@ def stepper(overrides: list[str], workers: int, out: Path):
     trainer.create_optimizer_and_scheduler(num_training_steps=1000)
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(), which this loop stands in for
     model, batches = trainer.model, iter(trainer.get_train_dataloader())
-    if recipe.sections["vision"].train_image_size:  # no Trainer.train() here to run ProgressiveResize: its first phase
+    if recipe.sections["vision"].train_image_size:  # no Trainer.train() here to run the schedule: its first phase
         model.train_crop = recipe.sections["vision"].train_image_size
     if trainer.args.torch_compile:  # what Trainer.train() would do through accelerate (TorchInductor)
         import torch

@@ -29,7 +29,7 @@ from torch import nn
 
 from hf_transfer.errors import RecipeError
 from hf_transfer.recipe.typed import INT32_MAX, check_range
-from hf_transfer.tasks import classification, image_cache, images
+from hf_transfer.tasks import classification, image_cache, images, progressive
 from hf_transfer.tasks.base import TaskSpec, save_pretrained
 from hf_transfer.tasks.classification import classification_loss
 from hf_transfer.tasks.data import default_num_workers
@@ -133,7 +133,7 @@ class TimmClassifier(nn.Module):
         if self.supports_gradient_checkpointing:
             _timm_checkpointing(model, False)  # asked, not switched on: Trainer does that when training wants it
         self.is_activation_checkpointing = False
-        self.train_crop: int | None = None  # set by ProgressiveResize while training batches are resized
+        self.train_crop: int | None = None  # set by progressive resizing's callback while batches are resized
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers=1, offload=False):
         """Trainer's `training.activation_checkpointing`: timm's own checkpointing of the blocks
@@ -154,11 +154,9 @@ class TimmClassifier(nn.Module):
 
 
 def callbacks(spec: TaskSpec, model) -> list:
-    """ProgressiveResize when the recipe sets vision.train_image_size."""
-    from hf_transfer.tasks.progressive import ProgressiveResize  # transformers' Trainer side: imported on use
-
+    """Progressive resizing's schedule (progressive.py) when the recipe sets vision.train_image_size."""
     v = spec.options
-    return [ProgressiveResize(v.train_image_size, v.train_image_size_until)] if v.train_image_size else []
+    return [progressive.callback(v.train_image_size, v.train_image_size_until)] if v.train_image_size else []
 
 
 def _timm_checkpointing(model: nn.Module, enable: bool) -> bool:

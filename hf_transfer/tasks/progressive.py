@@ -8,33 +8,37 @@ from __future__ import annotations
 import logging
 import math
 
-from transformers.trainer_callback import TrainerCallback
-
 log = logging.getLogger(__name__)
 
 
-class ProgressiveResize(TrainerCallback):
-    """`vision.train_image_size`: before each optimizer step, every module of the model with a `train_crop`
-    (TimmClassifier) is told to resize its training batches (antialiased bilinear, after augmentation at
-    image_size) to `size` while the step is in the first `until` of the run's steps, and None after."""
+def set_crop(model, crop: int | None) -> None:
+    """Every module of `model` that takes a training crop size (TimmClassifier.train_crop) gets `crop`."""
+    for module in model.modules():
+        if hasattr(module, "train_crop"):
+            module.train_crop = crop
 
-    def __init__(self, size: int, until: float):
-        self.size, self.until = size, until
 
-    def _set(self, model, step: int, max_steps: int) -> None:
-        crop = self.size if step < self.until * max_steps else None
-        for module in model.modules():
-            if hasattr(module, "train_crop"):
-                module.train_crop = crop
+def callback(size: int, until: float):
+    """A TrainerCallback that, before each optimizer step, sets the models' training batches to `size` pixels
+    while the step is in the first `until` of the run's steps, and back to the input size (None) after and
+    when training ends. transformers' Trainer side is imported here, when a run uses it: at the top of the
+    module it would add seconds to every command that reads a recipe."""
+    from transformers.trainer_callback import TrainerCallback
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        low = min(state.max_steps, math.ceil(self.until * state.max_steps))
-        log.info("vision.train_image_size: training batches at %d px for %s, then at the input size", self.size,
-                 f"all {low} steps" if low == state.max_steps else f"the first {low} of the {state.max_steps} steps")
-        self._set(model, state.global_step, state.max_steps)
+    def crop(step: int, max_steps: int) -> int | None:
+        return size if step < until * max_steps else None
 
-    def on_step_begin(self, args, state, control, model=None, **kwargs):
-        self._set(model, state.global_step, state.max_steps)
+    class ProgressiveResize(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            low = min(state.max_steps, math.ceil(until * state.max_steps))
+            log.info("vision.train_image_size: training batches at %d px for %s, then at the input size", size,
+                     f"all {low} steps" if low == state.max_steps else f"the first {low} of the {state.max_steps} steps")
+            set_crop(model, crop(state.global_step, state.max_steps))
 
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        self._set(model, state.max_steps, state.max_steps)  # a model trained further starts at image_size
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            set_crop(model, crop(state.global_step, state.max_steps))
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            set_crop(model, None)  # a model trained further, or evaluated in train mode, starts at image_size
+
+    return ProgressiveResize()
