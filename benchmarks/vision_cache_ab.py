@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hf_transfer.tasks.progressive import set_crop  # noqa: E402
 from hf_transfer.train import build_trainer  # noqa: E402
 from hf_transfer.validate import load_recipe  # noqa: E402
 
@@ -58,7 +59,7 @@ def stepper(overrides: list[str], workers: int, out: Path):
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(), which this loop stands in for
     model, batches = trainer.model, iter(trainer.get_train_dataloader())
     if recipe.sections["vision"].train_image_size:  # no Trainer.train() here to run the schedule: its first phase
-        model.train_crop = recipe.sections["vision"].train_image_size
+        set_crop(model, recipe.sections["vision"].train_image_size)
     if trainer.args.torch_compile:  # what Trainer.train() would do through accelerate (TorchInductor)
         import torch
 

@@ -99,8 +99,8 @@ class Task:
     save_folder: Callable[[Any, Any, TaskSpec, Any], None] = save_pretrained
     """(trained model, processor, spec, folder) -> one model's folder as pipeline() loads it (multi-task:
     each task's folder); default: the model's and the processor's save_pretrained."""
-    callbacks: Callable[[TaskSpec, Any], list] = lambda spec, model: []
-    """(spec, model) -> TrainerCallbacks the task's options ask for (e.g. vision.train_image_size)."""
+    callbacks: Callable[[TaskSpec], list] = lambda spec: []
+    """spec -> TrainerCallbacks the task's options ask for (e.g. vision.train_image_size)."""
     multitask: bool = False
     """The task runs with the recipe's `tasks:` (one head per label column on a shared backbone:
     tasks/multitask.py)."""

@@ -153,7 +153,7 @@ class TimmClassifier(nn.Module):
         return ImageClassifierOutput(loss=loss, logits=logits)
 
 
-def callbacks(spec: TaskSpec, model) -> list:
+def callbacks(spec: TaskSpec) -> list:
     """Progressive resizing's schedule (progressive.py) when the recipe sets vision.train_image_size."""
     v = spec.options
     return [progressive.callback(v.train_image_size, v.train_image_size_until)] if v.train_image_size else []
@@ -199,9 +199,6 @@ def load_model(spec: TaskSpec, label_names: list[str] | None):
     if spec.options.library == "timm":
         kwargs: dict[str, Any] = {"num_classes": num_labels}
         size, source_cfg = spec.options.image_size, _timm_pretrained_cfg(spec)
-        if spec.options.train_image_size and source_cfg.get("fixed_input_size"):
-            raise RecipeError(f"vision.train_image_size: {spec.model.name_or_path} takes one fixed input size; "
-                              "remove train_image_size (or set it to image_size)")
         if size and source_cfg.get("fixed_input_size"):
             kwargs["img_size"] = size  # e.g. ViT: position embeddings are resampled to the new grid
         model = _timm_create(spec, spec.model.pretrained, **with_config_overrides(spec.model, kwargs))
@@ -249,11 +246,15 @@ def load_processor(spec: TaskSpec):
         from timm.data import resolve_data_config
 
         args: dict[str, Any] = {}
+        source_cfg = _timm_pretrained_cfg(spec)
+        if vision.train_image_size and source_cfg.get("fixed_input_size"):  # checked before any image is read
+            raise RecipeError(f"vision.train_image_size: {spec.model.name_or_path} takes one fixed input size; "
+                              "remove train_image_size (or set it to image_size)")
         if vision.image_size:
             args["input_size"] = (3, vision.image_size, vision.image_size)
         if vision.crop_pct:
             args["crop_pct"] = vision.crop_pct
-        return TimmProcessor(resolve_data_config(args, pretrained_cfg=_timm_pretrained_cfg(spec)))
+        return TimmProcessor(resolve_data_config(args, pretrained_cfg=source_cfg))
     from transformers import AutoImageProcessor
 
     proc = load_auto_processor(AutoImageProcessor, spec.model, "an image processor")

@@ -33,7 +33,6 @@ def callback(size: int, until: float):
             low = min(state.max_steps, math.ceil(until * state.max_steps))
             log.info("vision.train_image_size: training batches at %d px for %s, then at the input size", size,
                      f"all {low} steps" if low == state.max_steps else f"the first {low} of the {state.max_steps} steps")
-            set_crop(model, crop(state.global_step, state.max_steps))
 
         def on_step_begin(self, args, state, control, model=None, **kwargs):
             set_crop(model, crop(state.global_step, state.max_steps))
