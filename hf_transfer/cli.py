@@ -334,13 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += extra  # overrides after a flag (`... --resume training.seed=1`) are overrides too
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from hf_transfer.distributed import log_level, release_process_group
+    from hf_transfer.distributed import end_process, log_level, report_crashes
 
     logging.basicConfig(level=log_level(), format=LOG_FORMAT)
+    report_crashes()
     try:
-        code = COMMANDS[args.command](args)
-        release_process_group()
-        return code
+        return end_process(COMMANDS[args.command](args))
     except HfTransferError as err:
         if args.debug:
             raise

@@ -8,10 +8,13 @@ DeepSpeed is one clear line, sharded (ZeRO-3) saves are checked for empty tensor
 
 from __future__ import annotations
 
+import atexit
+import faulthandler
 import importlib.util
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -29,17 +32,38 @@ def launcher_rank() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
-def release_process_group() -> None:
-    """Destroy the default process group once a launched run has finished.
+def report_crashes() -> None:
+    """A launched process that dies in native code (a signal, an abort) prints every thread's Python
+    stack first, so a failed launch says where each rank was."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        faulthandler.enable()
 
-    The Trainer never destroys it; left to interpreter shutdown, gloo's worker threads are torn down
-    after Python is gone and the process can abort (SIGABRT, "terminate called without an active
-    exception") after a run that succeeded, so the launcher reports a failure. Called on success only:
-    a rank that failed cannot take part in an orderly shutdown.
+
+def end_process(code: int) -> int:
+    """How a command that finished (`code`) ends its process: under a launcher with several processes,
+    without the interpreter's final teardown.
+
+    The process groups outlive `destroy_process_group()`: DDP's reducer and DeepSpeed's engine,
+    optimizer and parameters still hold them, and gloo's worker and transport threads keep running
+    (seen in `/proc/self/task`). They are torn down during interpreter shutdown: the stage where, twice
+    in CI's ZeRO-3 tests, a rank that had finished and saved aborted (SIGABRT, "terminate called without
+    an active exception") and the launcher reported the run as failed. So once the command has finished,
+    a launched process runs its exit handlers, flushes its output and leaves with `os._exit(code)`, as
+    multiprocessing's children do. It goes the ordinary way when a non-daemon thread still runs
+    (os._exit would cut it off), and in a one-process group, which is destroyed first. Called on success
+    only: a rank that failed cannot take part in an orderly shutdown.
     """
     dist = sys.modules.get("torch.distributed")  # never import torch for a command that did not
-    if dist is not None and dist.is_available() and dist.is_initialized():
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return code
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if dist.get_world_size() == 1 or others:
         dist.destroy_process_group()
+        return code
+    atexit._run_exitfuncs()  # what Python would run at exit: logging's flush, weakref finalizers, ...
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def log_level() -> int:
