@@ -128,10 +128,11 @@ def export(out_dir: str | Path, dest: str | Path | None = None, quantize: str | 
     staging.mkdir(parents=True)
     try:
         write = _write_seq2seq if generates else _write
-        report = write(pipe, out, staging, task, hub_task, checked, batch, kwargs, tolerance)
+        report, fp32 = write(pipe, out, staging, task, hub_task, checked, batch, kwargs, tolerance)
         if quantize:
-            report["quantization"] = _quantize(pipe, staging, task, spec, hub_task, checked, batch, kwargs, max_drop,
-                                               generates, OUTLIER_RATIO if outlier_ratio is None else outlier_ratio)
+            report["quantization"] = _quantize(pipe, fp32, staging, task, spec, hub_task, checked, batch, kwargs,
+                                               max_drop, generates,
+                                               OUTLIER_RATIO if outlier_ratio is None else outlier_ratio)
         report["files"] = sorted(p.name for p in staging.glob("*.onnx"))
         (staging / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     except BaseException:
@@ -179,8 +180,9 @@ def _dummy_inputs(task, processor) -> list:
 
 
 def _write(pipe, out: Path, staging: Path, task, hub_task: dict, checked: Checked, batch: int, kwargs: dict,
-           tolerance: float) -> dict[str, Any]:
-    """model.onnx, config, processors and recipe into `staging`; the fp32 check's figures."""
+           tolerance: float) -> tuple[dict[str, Any], Any]:
+    """model.onnx, config, processors and recipe into `staging`; the fp32 check's figures and the ONNX
+    pipeline it ran (the quantization check compares int8 against it)."""
     inputs = checked.inputs[:CHECKED]
     expected = raw_scores(pipe, task, inputs, batch, kwargs)  # the model as a Hub user's pipeline runs it
     eager_attention(pipe.model)
@@ -188,9 +190,10 @@ def _write(pipe, out: Path, staging: Path, task, hub_task: dict, checked: Checke
     export_graph(pipe.model, traced, staging / FP32)
     _save_beside(pipe, out, staging, hub_task)
     try:
-        got = raw_scores(load_onnx_pipeline(staging, hub_task, FP32), task, inputs, batch, kwargs)
+        onnx = load_onnx_pipeline(staging, hub_task, FP32)
     except FolderError as err:
         raise export_error(str(err)) from None
+    got = raw_scores(onnx, task, inputs, batch, kwargs)
     diff = float(np.nanmax(np.abs(got - expected))) if expected.size else 0.0
     if not diff <= tolerance:
         raise export_error(f"the ONNX model's logits differ from PyTorch's by {diff:.2e} (max abs over "
@@ -201,7 +204,7 @@ def _write(pipe, out: Path, staging: Path, task, hub_task: dict, checked: Checke
                          "logits": ["batch_size", "sequence_length"] if task.entities else
                          ["batch_size", "frames"] if task.score_texts else ["batch_size"]},
         "check": {"inputs": checked.source, "compared": len(inputs), "max_abs_diff": diff, "tolerance": tolerance},
-    }
+    }, onnx
 
 
 def _save_beside(pipe, out: Path, staging: Path, hub_task: dict) -> None:
@@ -220,7 +223,7 @@ def _about(out: Path) -> dict[str, Any]:
 
 
 def _write_seq2seq(pipe, out: Path, staging: Path, task, hub_task: dict, checked: Checked, batch: int,
-                   kwargs: dict, tolerance: float) -> dict[str, Any]:
+                   kwargs: dict, tolerance: float) -> tuple[dict[str, Any], Any]:
     """Whisper's three graphs (onnx_seq2seq), its generation config, processors and recipe into `staging`;
     the check: the first CHECKED clips decoded by PyTorch (as a Hub user's model runs) and by the ONNX graphs
     in step, PyTorch's greedy token fed to both for STEPS steps, every step's logits compared; then both
@@ -254,13 +257,13 @@ def _write_seq2seq(pipe, out: Path, staging: Path, task, hub_task: dict, checked
                        "outputs": [o.name for o in onnx.model.sessions[g].get_outputs()]} for g in seq2seq.GRAPHS},
         "check": {"inputs": checked.source, "compared": len(inputs), "decoding_steps": STEPS, "max_abs_diff": diff,
                   "tolerance": tolerance, "transcripts_equal": float(same)},
-    }
+    }, onnx
 
 
-def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked, batch: int, kwargs: dict,
+def _quantize(pipe, fp32, staging: Path, task, spec, hub_task: dict, checked: Checked, batch: int, kwargs: dict,
               max_drop: float | None, generates: bool, outlier_ratio: float) -> dict[str, Any]:
     """model_quantized.onnx (Whisper, `generates`: each of its three graphs quantized) and its figures beside
-    fp32's on all the check inputs."""
+    those of `fp32`, the checked ONNX pipeline, on all the check inputs."""
     from transformers import EvalPrediction
 
     def calibration():  # the model's inputs for the training sample, batch by batch
@@ -274,7 +277,7 @@ def _quantize(pipe, staging: Path, task, spec, hub_task: dict, checked: Checked,
             dynamic(staging / g, staging / seq2seq.quantized(g))
     else:
         method, outliers = int8(staging / FP32, staging / INT8, calibration, outlier_ratio)
-    pipes = {name: load_onnx_pipeline(staging, hub_task, file) for name, file in (("fp32", FP32), ("int8", INT8))}
+    pipes = {"fp32": fp32, "int8": load_onnx_pipeline(staging, hub_task, INT8)}
     texts = ({name: transcripts(p, checked.inputs, batch, **kwargs) for name, p in pipes.items()}
              if task.score_texts else {})
     if generates:  # what the two generate: the share of identical transcripts
