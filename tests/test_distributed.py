@@ -484,7 +484,7 @@ def test_gradient_accumulation_matches_the_larger_batch(tiny_bert_no_dropout, da
 def test_the_launchers_mixed_precision_reaches_training_arguments(launcher, training, expected, monkeypatch):
     # DeepSpeed configs with `mixed_precision: bf16` enable bf16 in DeepSpeed; Trainer refuses a
     # TrainingArguments with bf16=False beside it (seen on a GPU with deepspeed_zero2/3.yaml).
-    from hf_transfer.trainer import launcher_precision
+    from hf_transfer.precision import launcher_precision
 
     if launcher is None:
         monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
@@ -501,27 +501,27 @@ def test_the_launchers_mixed_precision_reaches_training_arguments(launcher, trai
     (True, None, {"bf16": False}, {"bf16": False}),                # an explicit choice is kept
 ])
 def test_bf16_auto_follows_the_hardware(native, launcher, training, expected, monkeypatch):
-    from hf_transfer import trainer
+    from hf_transfer import precision
 
-    monkeypatch.setattr(trainer, "native_bf16", lambda: native)
+    monkeypatch.setattr(precision, "native_bf16", lambda: native)
     if launcher is None:
         monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     else:
         monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
-    assert trainer.resolve_bf16(training) == expected
+    assert precision.resolve_bf16(training) == expected
 
 
 def test_native_bf16_asks_torch_about_this_cpu(monkeypatch):
     import torch
 
-    from hf_transfer import trainer
+    from hf_transfer import precision
 
-    monkeypatch.setattr(trainer, "_has_accelerator", lambda: False)
+    monkeypatch.setattr(precision, "has_accelerator", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for avx512_bf16, amx, expected in ((False, False, False), (True, False, True), (False, True, True)):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
-        assert trainer.native_bf16() is expected
+        assert precision.native_bf16() is expected
 
 
 def test_bf16_takes_auto_or_a_boolean(tmp_path):

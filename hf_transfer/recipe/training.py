@@ -1,6 +1,6 @@
 """The `training` section: checked against `transformers.TrainingArguments`' own fields (or the task's
 subclass of it), not re-modelled. Types and enum choices come from the class's hints, ranges from
-TRAINING_RANGES; tokens are refused, `bf16: auto` is kept for trainer.resolve_bf16, and every
+TRAINING_RANGES; tokens are refused, `bf16: auto` is kept for precision.resolve_bf16, and every
 `report_to` integration must be one transformers knows and is installed here. Also the recipe's
 `early_stopping_patience`, which needs the evaluation and the metric that `training` sets.
 """
@@ -60,7 +60,7 @@ def check_training(data: Any, arguments: type) -> dict[str, Any]:
             raise RecipeError(
                 f"training.{key}: never put tokens in a recipe; set HF_TOKEN or run `hf auth login`"
             )
-        if key == "bf16" and value == "auto":  # resolved when training starts (trainer.resolve_bf16)
+        if key == "bf16" and value == "auto":  # resolved when training starts (precision.resolve_bf16)
             out[key] = value
             continue
         out[key] = check_value(value, hints.get(key, Any), f"training.{key}")
