@@ -29,8 +29,8 @@ LAYERS = [
     ["hf_transfer.strategies"],
     ["hf_transfer.tasks"],
     ["hf_transfer.recipe", "hf_transfer.folder", "hf_transfer.distributed", "hf_transfer.precision",
-     "hf_transfer.inference", "hf_transfer.anatomy", "hf_transfer.assets", "hf_transfer.shipped", "hf_transfer.selection", "hf_transfer.console",
-     "hf_transfer.arguments"],
+     "hf_transfer.inference", "hf_transfer.anatomy", "hf_transfer.assets", "hf_transfer.shipped",
+     "hf_transfer.selection", "hf_transfer.console", "hf_transfer.arguments"],
     ["hf_transfer.errors"],
 ]
 
