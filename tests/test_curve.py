@@ -16,7 +16,7 @@ from hf_transfer.cli import main
 from hf_transfer.errors import OutputError, RecipeError
 from hf_transfer.folder import lock_path, staging_dir
 from hf_transfer.runs.curve import examples_needed
-from hf_transfer.tasks.data import share, subset_indices, too_small
+from hf_transfer.tasks.subsets import share, subset_indices, too_small
 from hf_transfer.validate import load_recipe
 from tests.test_lost_work import _failing_in, snapshot
 from tests.tiny import text_recipe

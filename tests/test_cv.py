@@ -10,7 +10,7 @@ import pytest
 
 from hf_transfer import finetune
 from hf_transfer.runs import cv
-from hf_transfer.tasks.data import fold_indices
+from hf_transfer.tasks.subsets import fold_indices
 from hf_transfer.validate import load_recipe
 from hf_transfer.errors import OutputError, RecipeError
 from hf_transfer.train import load_splits

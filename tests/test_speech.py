@@ -264,7 +264,7 @@ def test_an_audio_folder_trains_and_evaluates_without_torchcodec(tiny_audio, aud
     """data.path audiofolder (one sub-folder per class) is read with soundfile, not datasets' torchcodec
     decoder; `evaluate` on the test folder reproduces metrics.json; a folder without audio is one line."""
     from hf_transfer.outputs.evaluate import evaluate
-    from hf_transfer.tasks.data import read_audio_folder
+    from hf_transfer.tasks.readers import read_audio_folder
 
     files = _as_class_folders(audio_files, tmp_path / "clips")
     ds = read_audio_folder(files["test"], "data.data_files.test")

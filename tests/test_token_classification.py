@@ -17,7 +17,7 @@ from hf_transfer.validate import load_recipe, validate
 from hf_transfer.recipe.yaml import parse_yaml
 from hf_transfer.tasks import TASKS, resolve
 from hf_transfer.tasks import token_classification as tc
-from hf_transfer.tasks.data import read_conll
+from hf_transfer.tasks.readers import read_conll
 from hf_transfer.train import load_splits
 from tests.tiny import FILLER, NEGATIVE, POSITIVE, SPECIALS
 

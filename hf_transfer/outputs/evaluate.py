@@ -28,7 +28,8 @@ from hf_transfer.outputs.hubuser import (
 from hf_transfer.outputs.onnx_model import load_any_pipeline, onnx_file
 from hf_transfer.outputs.verify import hub_user_task, label_array, word_label_array
 from hf_transfer.tasks import resolve
-from hf_transfer.tasks.data import load_raw, read_audio_folder, require_columns
+from hf_transfer.tasks.data import load_raw, require_columns
+from hf_transfer.tasks.readers import read_audio_folder
 from hf_transfer.validate import load_recipe
 
 # file suffix -> datasets loader (a folder: the modality's folder loader)

@@ -2,7 +2,7 @@
 labelled data is scarce.
 
 Each fraction f trains the recipe, with its `compare` runs and its `seeds`, on a share of the training
-split (tasks/data.py `select_share`): per class the first round(f * n_c) rows, at least one, in an order
+split (tasks/subsets.py `select_share`): per class the first round(f * n_c) rows, at least one, in an order
 drawn with the run's training.seed, so the subsets are nested (the 5% rows lie among the 10% rows) and
 stratified, and each seed draws others. Validation and test are the same at every point. Point f is
 written into <output_dir>/fraction-<f>: the folder the recipe with `curve.fraction: f` writes (its
@@ -32,7 +32,7 @@ from hf_transfer.runs.compare import run_compare
 from hf_transfer.runs.seeds import run_seeds
 from hf_transfer.runs.single import run_single
 from hf_transfer.tasks import resolve
-from hf_transfer.tasks.data import share, too_small
+from hf_transfer.tasks.subsets import share, too_small
 from hf_transfer.train import FinetuneResult, load_splits, output_dir
 from hf_transfer.trainer import training_arguments
 from hf_transfer.validate import load_recipe

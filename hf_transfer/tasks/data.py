@@ -4,7 +4,7 @@ The result is a `DatasetDict` with `train`, `validation` and (when present) `tes
 `labels` column made by the task's `Labeler` (classification: int, list of floats or float), plus the
 label names. A validation split absent from the dataset is carved from train (stratified when the
 labeler says how); a cross-validation fold (`cv.fold`) replaces it; a learning-curve point (`curve.fraction`)
-keeps a nested, stratified share of the training rows (`curve_subset`). The task's `preprocess` then
+keeps a nested, stratified share of the training rows (both chosen in subsets.py). The task's `preprocess` then
 turns the input columns into model inputs. With `data.streaming` the training split is an
 `IterableDataset` read lazily (and the result a plain dict of splits): see `_load_stream`.
 """
@@ -17,14 +17,13 @@ import logging
 import os
 import dataclasses
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Callable
 
-import numpy as np
 
 from hf_transfer.errors import DataError, HfTransferError
 from hf_transfer.recipe.schema import STREAM_EVAL_SAMPLES, DataConfig, ExtraData
 from hf_transfer.tasks.base import Labeler
+from hf_transfer.tasks.readers import read_audio_folder, read_conll
 
 log = logging.getLogger(__name__)
 
@@ -167,78 +166,6 @@ def _check_csv_header(split: str, pattern: str) -> None:
             raise DataError(f"data.data_files.{split}: column {twice[0]!r} appears twice in the header of {file}")
 
 
-def read_conll(path: str):
-    """A CoNLL file as a Dataset of `tokens` and `ner_tags` (string lists): one `token<TAB>tag` or
-    `token tag` per line (more columns: the first is the token, the last the tag), a blank line between
-    sentences, `-DOCSTART-` lines skipped."""
-    import datasets
-
-    sentences: list[tuple[list[str], list[str]]] = []
-    words: list[str] = []
-    tags: list[str] = []
-    with open(glob.glob(path)[0], encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.startswith("-DOCSTART-"):
-                if words:
-                    sentences.append((words, tags))
-                words, tags = [], []
-                continue
-            fields = line.split("\t") if "\t" in line else line.split()
-            if len(fields) < 2 or not fields[0] or not fields[-1].strip():
-                raise DataError(f"{path}:{number}: expected `token<TAB>tag`, got {line!r}")
-            words.append(fields[0])
-            tags.append(fields[-1].strip())
-    if words:
-        sentences.append((words, tags))
-    if not sentences:
-        raise DataError(f"{path}: no sentences (expected `token<TAB>tag` lines, a blank line between sentences)")
-    return datasets.Dataset.from_dict({"tokens": [w for w, _ in sentences], "ner_tags": [t for _, t in sentences]})
-
-
-# what soundfile (libsndfile) decodes; hf-transfer reads audio without FFmpeg
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
-
-
-def read_audio_folder(pattern: str, where: str):
-    """datasets' `audiofolder` layout without its torchcodec (FFmpeg) dependency: every audio file the
-    glob matches becomes a row, column `audio` (the file's path, decoded later with soundfile) and
-    column `label` (the name of the folder holding it: `<root>/<class>/<clip>.wav`). A `metadata.csv` beside
-    the files (column `file_name`, relative to the csv, and any others, e.g. a transcript) adds its columns."""
-    import datasets
-
-    files = sorted(os.path.abspath(f) for f in glob.glob(pattern, recursive=True)
-                   if os.path.isfile(f) and os.path.splitext(f)[1].lower() in AUDIO_SUFFIXES)
-    if not files:
-        raise DataError(f"{where}: no audio files ({', '.join(AUDIO_SUFFIXES)}) match {pattern}")
-    columns: dict[str, list] = {"audio": files, "label": [os.path.basename(os.path.dirname(f)) for f in files]}
-    extra = _folder_metadata(files, where)
-    if extra:
-        names = sorted({k for row in extra.values() for k in row})
-        missing = [f for f in files if f not in extra]
-        if missing:
-            raise DataError(f"{where}: {missing[0]} has no row in metadata.csv (column file_name)")
-        columns |= {name: [extra[f].get(name) for f in files] for name in names}
-    return datasets.Dataset.from_dict(columns)
-
-
-def _folder_metadata(files: list[str], where: str) -> dict[str, dict[str, str]]:
-    """Rows of the metadata.csv files in the matched files' folders and their parents, by absolute path."""
-    rows: dict[str, dict[str, str]] = {}
-    folders = {os.path.dirname(f) for f in files}
-    folders |= {os.path.dirname(d) for d in folders}
-    for folder in sorted(folders):
-        path = os.path.join(folder, "metadata.csv")
-        if not os.path.isfile(path):
-            continue
-        with open(path, encoding="utf-8", newline="") as fh:
-            for number, row in enumerate(csv.DictReader(fh), 2):
-                if not row.get("file_name"):
-                    raise DataError(f"{where}: {path}:{number}: no file_name")
-                rows[os.path.abspath(os.path.join(folder, row.pop("file_name")))] = row
-    return rows
-
-
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else err.__class__.__name__
@@ -369,92 +296,3 @@ def _carve_validation(train, cfg: DataConfig, seed: int, column: str | None):
     parts = train.train_test_split(test_size=n_val, seed=seed, stratify_by_column=stratify)
     log.info("carved a validation split of %d rows from %d training rows", n_val, len(train))
     return parts["train"], parts["test"]
-
-
-# --------------------------------------------------------------------------- cross-validation folds
-
-
-def fold_indices(n: int, strata: list[int] | None, folds: int, seed: int) -> list[np.ndarray]:
-    """Held-out row indices of each fold: disjoint, together all n rows, class-balanced when
-    `strata` (a class per row) is given."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    if n < folds:
-        raise DataError(f"cv.folds: {folds} folds need at least {folds} training rows, the split has {n}")
-    x = np.zeros(n)
-    if strata is not None:
-        try:  # scikit-learn warns when a class has fewer rows than folds, and refuses when all do
-            return [held for _, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, strata)]
-        except ValueError as err:
-            log.warning("cv: folds not stratified (%s)", str(err).splitlines()[0])
-    return [held for _, held in KFold(folds, shuffle=True, random_state=seed).split(x)]
-
-
-def select_fold(train, stratify: str | None, folds: int, seed: int, index: int):
-    """(training part, held-out fold `index`) of the encoded training split."""
-    strata = list(train[stratify]) if stratify else None
-    held = fold_indices(len(train), strata, folds, seed)[index]
-    rest = np.setdiff1d(np.arange(len(train)), held)
-    log.info("cv: fold %d of %d: %d training rows, %d held out", index, folds, len(rest), len(held))
-    return train.select(rest), train.select(np.sort(held))
-
-
-def fold_of(cv):
-    """The `fold` argument of load_data for a one-fold recipe (`cv.fold` set); None otherwise."""
-    if cv is None or cv.fold is None:
-        return None
-    return partial(select_fold, folds=cv.folds, seed=cv.seed, index=cv.fold)
-
-
-# --------------------------------------------------------------------------- learning-curve subsets
-
-
-def share(count: int, fraction: float) -> int:
-    """Rows of a class (or of an unstratified split) kept at `fraction`: the nearest whole number, at
-    least one. Never smaller at a larger fraction, so the subsets nest."""
-    return min(count, max(1, int(np.floor(fraction * count + 0.5))))
-
-
-def curve_groups(strata: list[int] | None, n: int, seed: int) -> dict[Any, np.ndarray]:
-    """{class: its row indices in the order the curve draws them at `seed`} (one group `None` without strata)."""
-    rng = np.random.default_rng(seed)
-    if strata is None:
-        return {None: rng.permutation(n)}
-    strata = np.asarray(strata)
-    return {c.item(): rng.permutation(np.flatnonzero(strata == c)) for c in np.unique(strata)}
-
-
-def subset_indices(strata: list[int] | None, n: int, fraction: float, seed: int) -> np.ndarray:
-    """The training rows of the learning-curve point at `fraction` (sorted): the first share(n_c, fraction)
-    rows of every class in the seed's order. A smaller fraction's rows are among a larger one's (nested);
-    every class keeps its share, and at least one row (stratified); another seed draws other rows."""
-    groups = curve_groups(strata, n, seed).values()
-    return np.sort(np.concatenate([g[: share(len(g), fraction)] for g in groups]))
-
-
-def too_small(strata: list[int] | None, fraction: float) -> list[Any]:
-    """Classes that `fraction` of their rows would leave without a row (each keeps one)."""
-    if strata is None:
-        return []
-    values, counts = np.unique(np.asarray(strata), return_counts=True)
-    return [v.item() for v, c in zip(values, counts) if np.floor(fraction * c + 0.5) < 1]
-
-
-def select_share(train, stratify: str | None, fraction: float, seed: int):
-    """The encoded training split cut to the learning-curve point at `fraction` (seeded by `seed`)."""
-    strata = list(train[stratify]) if stratify else None
-    rows = subset_indices(strata, len(train), fraction, seed)
-    missing = too_small(strata, fraction)
-    if missing:
-        log.warning("curve: %g of the training split leaves classes %s without an example; each keeps one",
-                    fraction, ", ".join(map(str, missing)))
-    log.info("curve: training on %d of %d rows (fraction %g%s, seed %d)", len(rows), len(train), fraction,
-             ", stratified by label" if strata is not None else "", seed)
-    return train.select(rows)
-
-
-def subset_of(curve, seed: int):
-    """The `subset` argument of load_data for a learning-curve point (`curve.fraction` set); None otherwise."""
-    if curve is None or curve.fraction is None:
-        return None
-    return partial(select_share, fraction=curve.fraction, seed=seed)
