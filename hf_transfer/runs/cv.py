@@ -2,7 +2,7 @@
 
 The training split is cut into k folds with scikit-learn's StratifiedKFold (KFold for regression,
 multi-label, token classification (whole sentences, not stratified by tag), or classes too small to
-stratify: tasks/data.py, the task's `Labeler.stratify`). Fold i trains the ordinary pipeline on the other
+stratify: tasks/subsets.py, the task's `Labeler.stratify`). Fold i trains the ordinary pipeline on the other
 k-1 folds with fold i as its validation split, into <output_dir>/fold-<i>; a test split, if any, is
 evaluated by every fold. Each fold's recipe.yaml says `cv.fold: i`, so the fold reproduces (and
 verifies) on its own. Then cv.json and cv.md hold every fold's metrics and their mean ± std

@@ -2,7 +2,7 @@
 
 Data: a column of word lists and a column of tag lists (`token_classification.tokens_column` /
 `tags_column`): Hub datasets such as conll2003 or wnut_17 as they are (tags a `Sequence(ClassLabel)`:
-its names), or CoNLL files (`data.path: conll`, tasks/data.py's reader). Tag names: `data.label_names`,
+its names), or CoNLL files (`data.path: conll`, tasks/readers.py). Tag names: `data.label_names`,
 else the ClassLabel names, else the sorted tags of the training split. BIO tags are checked: an `I-X`
 that follows neither `B-X` nor `I-X` is repaired to `B-X` (counted) or refused (`bio: refuse`).
 
