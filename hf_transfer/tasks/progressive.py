@@ -25,17 +25,17 @@ def callback(size: int, until: float):
     module it would add seconds to every command that reads a recipe."""
     from transformers.trainer_callback import TrainerCallback
 
-    def crop(step: int, max_steps: int) -> int | None:
-        return size if step < until * max_steps else None
+    def first_steps(max_steps: int) -> int:  # how many of the run's steps train at `size`
+        return min(max_steps, math.ceil(until * max_steps))
 
     class ProgressiveResize(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kwargs):
-            low = min(state.max_steps, math.ceil(until * state.max_steps))
+            low = first_steps(state.max_steps)
             log.info("vision.train_image_size: training batches at %d px for %s, then at the input size", size,
                      f"all {low} steps" if low == state.max_steps else f"the first {low} of the {state.max_steps} steps")
 
         def on_step_begin(self, args, state, control, model=None, **kwargs):
-            set_crop(model, crop(state.global_step, state.max_steps))
+            set_crop(model, size if state.global_step < first_steps(state.max_steps) else None)
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
             set_crop(model, None)  # a model trained further, or evaluated in train mode, starts at image_size
