@@ -370,3 +370,21 @@ def test_compare_errors_name_the_run(compare, message):
     raw = {"model": {"name_or_path": "m"}, "data": {"path": "csv"}, "compare": compare}
     with pytest.raises(RecipeError, match=message):
         load_recipe(raw)
+
+
+@pytest.mark.parametrize("finetune_section", [
+    {"strategy": "partial", "freeze": 3}, {"strategy": "lora", "r": 4}, {"strategy": "full", "l2sp": 0.01},
+])
+def test_scratch_trains_every_weight_whatever_the_main_runs_strategy(finetune_section):
+    """Frozen or adapted random weights are no baseline: `scratch` is the recipe from random initialisation
+    under strategy full; overrides the user gives it still win."""
+    from hf_transfer.recipe import variants
+
+    raw = {"model": {"name_or_path": "m"}, "data": {"path": "csv"}, "finetune": finetune_section,
+           "training": {"output_dir": "out"}}
+    [(name, overrides)] = variants.entries(["scratch"], ())
+    scratch = load_recipe(variants.variant_raw(raw, name, overrides))
+    assert not scratch.model.pretrained and scratch.finetune.strategy == "full" and scratch.finetune.l2sp == 0.0
+    [(_, mine)] = variants.entries([{"scratch": {"finetune.strategy": "lora", "finetune.r": 2}}], ())
+    assert load_recipe(variants.variant_raw(raw, name, mine)).finetune.strategy == "lora"
+    assert load_recipe(raw).finetune.strategy == finetune_section["strategy"]  # the main run keeps its own

@@ -1,9 +1,11 @@
 """The runs of a transfer report (recipe `compare`): names, overrides and the recipe of each.
 
-Built-in runs that train: `scratch` (same recipe, `model.pretrained: false`) and `linear_probe`
-(`finetune: {strategy: partial, freeze: backbone}`); a task adds runs that train nothing (its record's
-`baselines`, e.g. `majority`). An entry `{name: {dotted.key: value, ...}}` adds overrides — to a
-built-in, or to the recipe for a new variant (setting `finetune.strategy` starts that section afresh).
+Built-in runs that train: `scratch` (the same recipe from random initialisation, `model.pretrained: false`,
+with every weight trained, `finetune: {strategy: full}`: frozen or adapted random weights are no baseline)
+and `linear_probe` (`finetune: {strategy: partial, freeze: backbone}`); a task adds runs that train
+nothing (its record's `baselines`, e.g. `majority`). An entry `{name: {dotted.key: value, ...}}` adds
+overrides — to a built-in, or to the recipe for a new variant (setting `finetune.strategy` starts that
+section afresh).
 Each variant trains into `<output_dir>/compare/<name>`.
 """
 
@@ -21,7 +23,7 @@ PLAIN_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 """A run's name is a folder name under <output_dir>/compare: no separators, no `..`."""
 
 BUILTIN: dict[str, dict[str, Any]] = {
-    "scratch": {"model.pretrained": False},
+    "scratch": {"model.pretrained": False, "finetune.strategy": "full"},
     "linear_probe": {"finetune.strategy": "partial", "finetune.freeze": "backbone"},
 }
 
