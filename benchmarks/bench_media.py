@@ -1,14 +1,12 @@
 """Vision and speech cases: the offline defaults through hf-transfer's build_trainer.
 
 - vision: recipes/efficientnet_lite0_fashion_mnist.yaml (EfficientNet-Lite0, 80 px): today's path
-  (`vision.image_cache: false`, `vision.channels_last: false`: every image decoded, crop-resized,
-  flipped and normalised by timm's PIL transforms every step, NCHW batches) against the defaults
-  (the uint8 image cache: decoded and resized once, augmented and normalised per batch; channels-last
-  training batches), both at 80 px every step (the recipe's progressive resizing, 64 px batches for the
-  first 80 % of the steps, is measured over whole runs: BENCHMARKS.md), each with 0 dataloader workers
-  and with hf-transfer's default for the machine,
-  in `--media-repeats` rounds that alternate which path runs first
-  (benchmarks/vision_cache_ab.py separates the two switches, step by step);
+  (every layer trained, `vision.image_cache: false`, `vision.channels_last: false`: every image decoded,
+  crop-resized, flipped and normalised by timm's PIL transforms every step, NCHW batches) against the
+  defaults (the uint8 image cache: decoded and resized once, augmented and normalised per batch;
+  channels-last training batches; the stem and the first 2 stages frozen), each with 0 dataloader
+  workers and with hf-transfer's default for the machine, in `--media-repeats` rounds that alternate
+  which path runs first (benchmarks/vision_cache_ab.py separates the switches, step by step);
 - speech: recipes/whisper_digits.yaml (Whisper tiny.en encoder, 1 s clips, crop + noise every step).
 
 Per case: training samples/s (median of timed windows after warm-up), evaluation samples/s, MFU
@@ -74,13 +72,10 @@ def common_overrides(args) -> list[str]:
     return over + (["model.pretrained=false"] if args.random_weights else [])
 
 
-FULL_SIZE = "vision.train_image_size=null"  # every step at 80 px: the recipe's progressive resizing is a whole-run
-# schedule (64 px for 80 % of the steps), which a median of windows would report as the 64 px speed alone
-VISION_PATHS = {  # image_cache -> (case name, overrides)
-    False: ("per-image PIL transforms, NCHW (before issue 23)",
-            ["vision.image_cache=false", "vision.channels_last=false", FULL_SIZE]),
-    True: ("uint8 image cache + channels-last (default)", ["vision.image_cache=true", "vision.channels_last=true",
-                                                           FULL_SIZE]),
+VISION_PATHS = {  # the defaults? -> (case name, overrides)
+    False: ("every layer, per-image PIL transforms, NCHW (before issue 23)",
+            ["finetune={strategy: full}", "vision.image_cache=false", "vision.channels_last=false"]),
+    True: ("uint8 image cache + channels-last, first 2 stages frozen (defaults)", []),
 }
 
 
@@ -90,11 +85,11 @@ def vision_rounds(case, workers: list[int], repeats: int) -> list[dict]:
     rows = []
     for i in range(1, repeats + 1):
         for w in workers:
-            for cached in ((False, True) if i % 2 else (True, False)):
-                label, switches = VISION_PATHS[cached]
-                name = f"vision: EfficientNet-Lite0 full, {label}, {w} workers"
+            for defaults in ((False, True) if i % 2 else (True, False)):
+                label, switches = VISION_PATHS[defaults]
+                name = f"vision: EfficientNet-Lite0, {label}, {w} workers"
                 over = switches + [f"training.dataloader_num_workers={w}"]
-                rows.append(case(name, VISION, over, f"v{int(cached)}w{w}") | {"image_cache": cached, "round": i})
+                rows.append(case(name, VISION, over, f"v{int(defaults)}w{w}") | {"defaults": defaults, "round": i})
     return rows
 
 
@@ -102,8 +97,8 @@ def defaults_speedups(rows: list[dict]) -> dict:
     """Per round and worker count, defaults / today's path training samples/s; their geometric mean."""
     pairs: dict[tuple[int, int], dict[bool, float]] = {}
     for r in rows:
-        if "image_cache" in r:
-            pairs.setdefault((r["dataloader_num_workers"], r["round"]), {})[r["image_cache"]] = r["train_samples_per_s"]
+        if "defaults" in r:
+            pairs.setdefault((r["dataloader_num_workers"], r["round"]), {})[r["defaults"]] = r["train_samples_per_s"]
     out = {}
     for w in sorted({w for w, _ in pairs}):
         ratios = [d[True] / d[False] for (k, _), d in sorted(pairs.items()) if k == w and len(d) == 2]
@@ -134,7 +129,7 @@ def cases(args, peak: dict, out: Path) -> list[dict]:
                              [f"training.dataloader_num_workers={workers}"], "s1"))
     if bf16_supported():
         if "vision" in only:
-            rows.append(case("vision: EfficientNet-Lite0 full, bf16", VISION, ["training.bf16=true"], "v2", "bf16"))
+            rows.append(case("vision: EfficientNet-Lite0 (defaults), bf16", VISION, ["training.bf16=true"], "v2", "bf16"))
         if "speech" in only:
             rows.append(case("speech: Whisper tiny.en encoder full, bf16", SPEECH, ["training.bf16=true"], "s2", "bf16"))
     return rows

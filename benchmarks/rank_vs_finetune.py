@@ -39,7 +39,7 @@ SETTINGS = {
         # all 5,000 training images (500 for 2 epochs, 32 steps, left every candidate below its linear probe
         # and ordered them by noise), 2,000 validation / test images, 64 px
         "data": ["data.max_eval_samples=2000", "vision.image_size=64"],
-        "finetune": ["training.num_train_epochs=2"],
+        "finetune": ["training.num_train_epochs=2", "finetune={strategy: full}"],  # every layer, as measured (README)
         "sample": 1000,
     },
 }

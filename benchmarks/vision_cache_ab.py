@@ -1,7 +1,7 @@
 """The vision default's training throughput, today's path vs the fast paths, interleaved step by step.
 
     python benchmarks/vision_cache_ab.py [--workers 0 1] [--rounds 6] [--window 5]
-                                         [--variants per-image cache cache+channels-last]
+                                         [--variants per-image cache+channels-last defaults]
 
 On a machine shared with other jobs, case-by-case runs (bench.py's media section) drift by 2x between
 cases. Here one Trainer per variant (VARIANTS: the recipe with `vision.image_cache` and
@@ -9,11 +9,12 @@ cases. Here one Trainer per variant (VARIANTS: the recipe with `vision.image_cac
 in turn (the order reversed every other round), each step being the Trainer's own: the next batch
 from its DataLoader (`--workers` DataLoader workers), `training_step`, optimizer step. Reported per
 worker count: the median over rounds of each variant's samples/s and of its per-round ratio to the
-first variant, and the 1-minute load average before and after. Besides the two switches, VARIANTS holds
-what else was tried on them: the 64 px phase of progressive resizing (`vision.train_image_size`: every
-timed step at 64 px, as the first 80 % of the default's steps are), bf16 autocast, batch 64,
-and `training.torch_compile` (the model compiled as Trainer would, the compilation in the warm-up steps).
-Every other variant trains on 80 px crops, whatever the recipe sets.
+first variant, and the 1-minute load average before and after. Besides the two switches (every layer
+trained, as before the recipe froze its first stages), VARIANTS holds what else was tried on them: the
+64 px phase of progressive resizing (`vision.train_image_size`: every timed step at 64 px), bf16
+autocast, batch 64, `training.torch_compile` (the model compiled as Trainer would, the compilation in
+the warm-up steps), the stem and the first N stages frozen (`finetune.freeze: N`), and `defaults`: the
+recipe as it ships. Every other variant trains on 80 px crops.
 """
 
 from __future__ import annotations
@@ -35,18 +36,28 @@ from hf_transfer.validate import load_recipe  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes/efficientnet_lite0_fashion_mnist.yaml"
 FULL = "vision.train_image_size=null"  # training crops at vision.image_size (80 px), whatever the recipe sets
+
+
+def every_layer(*switches: str) -> list[str]:
+    """The recipe with every layer trained (strategy full, as before the default froze its first stages)."""
+    return ["finetune={strategy: full}", FULL, *switches]
+
+
+CACHE_CL = ("vision.image_cache=true", "vision.channels_last=true")
 VARIANTS = {
-    "per-image": ["vision.image_cache=false", "vision.channels_last=false", FULL],  # before issue 23
-    "cache": ["vision.image_cache=true", "vision.channels_last=false", FULL],
-    "per-image+channels-last": ["vision.image_cache=false", "vision.channels_last=true", FULL],
-    "cache+channels-last": ["vision.image_cache=true", "vision.channels_last=true", FULL],
-    "cache+channels-last+64px": ["vision.image_cache=true", "vision.channels_last=true",
-                                 "vision.train_image_size=64"],  # progressive resizing's 64 px phase
-    "cache+channels-last+bf16": ["vision.image_cache=true", "vision.channels_last=true", FULL, "training.bf16=true"],
-    "cache+channels-last+batch-64": ["vision.image_cache=true", "vision.channels_last=true", FULL,
-                                     "training.per_device_train_batch_size=64"],
-    "cache+channels-last+compile": ["vision.image_cache=true", "vision.channels_last=true", FULL,
-                                    "training.torch_compile=true"],
+    "per-image": every_layer("vision.image_cache=false", "vision.channels_last=false"),  # before issue 23
+    "cache": every_layer("vision.image_cache=true", "vision.channels_last=false"),
+    "per-image+channels-last": every_layer("vision.image_cache=false", "vision.channels_last=true"),
+    "cache+channels-last": every_layer(*CACHE_CL),
+    "cache+channels-last+64px": every_layer(*CACHE_CL, "vision.train_image_size=64"),  # (the later override wins)
+    # progressive resizing's 64 px phase
+    "cache+channels-last+bf16": every_layer(*CACHE_CL, "training.bf16=true"),
+    "cache+channels-last+batch-64": every_layer(*CACHE_CL, "training.per_device_train_batch_size=64"),
+    "cache+channels-last+compile": every_layer(*CACHE_CL, "training.torch_compile=true"),
+    # the stem and the first N stages frozen (finetune.freeze: N): no backward through the high-resolution layers
+    **{f"cache+channels-last+freeze-{n}": ["finetune.strategy=partial", f"finetune.freeze={n}", FULL, *CACHE_CL]
+       for n in (1, 2, 3)},
+    "defaults": [FULL],  # the recipe as it ships (today: image cache, channels-last, freeze 2)
 }
 
 
@@ -101,7 +112,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--window", type=int, default=5, help="training steps per variant per round")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
-                        default=["per-image", "cache", "cache+channels-last"], help="the first is the baseline")
+                        default=["per-image", "cache+channels-last", "defaults"], help="the first is the baseline")
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="hf-transfer-vision-ab-") as tmp:

@@ -55,7 +55,7 @@ def test_module_tensor_mb_counts_tied_weights_once():
     assert common.module_tensor_mb(model) == pytest.approx(1.0)
 
 
-def test_vision_rounds_alternate_paths_and_the_cache_speedup_is_per_worker_count():
+def test_vision_rounds_alternate_paths_and_the_defaults_speedup_is_per_worker_count():
     import bench_media
 
     calls = []
@@ -63,12 +63,13 @@ def test_vision_rounds_alternate_paths_and_the_cache_speedup_is_per_worker_count
     def case(name, recipe, over, tag):
         calls.append(tuple(over))
         return {"case": name, "dataloader_num_workers": int(over[-1].split("=")[1]),
-                "train_samples_per_s": 20.0 if "vision.image_cache=true" in over else 10.0}
+                "train_samples_per_s": 10.0 if "vision.image_cache=false" in over else 20.0}
 
     rows = bench_media.vision_rounds(case, [0, 1], 2)
-    assert [(r["round"], r["dataloader_num_workers"], r["image_cache"]) for r in rows] == [
+    assert [(r["round"], r["dataloader_num_workers"], r["defaults"]) for r in rows] == [
         (1, 0, False), (1, 0, True), (1, 1, False), (1, 1, True), (2, 0, True), (2, 0, False), (2, 1, True), (2, 1, False)]
-    assert calls[0][:2] == ("vision.image_cache=false", "vision.channels_last=false")  # today's path
+    assert calls[0][:3] == ("finetune={strategy: full}", "vision.image_cache=false", "vision.channels_last=false")
+    assert calls[1] == ("training.dataloader_num_workers=0",)  # the defaults: the recipe as it ships
     speedups = bench_media.defaults_speedups(rows)
     assert speedups["vision_defaults_speedup_0_workers"] == 2.0
     assert speedups["vision_defaults_speedup_1_workers_per_round"] == [2.0, 2.0]

@@ -454,7 +454,15 @@ def test_vit_lora_recipe_runs_on_a_tiny_stand_in(tiny_vit, images, tmp_path):
 def test_efficientnet_default_recipe_runs_on_a_tiny_stand_in(tmp_path, images):
     effnet = save_tiny_timm(tmp_path / "tiny-effnet", "test_efficientnet")
     result = finetune(stand_in("efficientnet_lite0_fashion_mnist.yaml", effnet, images, tmp_path / "out"))
-    assert result.metrics["trainable_parameters"] == result.metrics["total_parameters"]
+    params = dict(result.trainer.model.named_parameters())
+    frozen = {n.removeprefix("model.") for n, p in params.items() if not p.requires_grad}
+    assert {".".join(n.split(".")[:2 if n.startswith("blocks.") else 1]) for n in frozen} == {
+        "conv_stem", "bn1", "blocks.0", "blocks.1"}  # finetune.freeze: 2, the stem too
+    before = load_file(effnet / "model.safetensors")
+    after = load_file(tmp_path / "out" / "model.safetensors")
+    assert all(torch.equal(after[n], before[n]) for n in frozen)
+    trained = [n.removeprefix("model.") for n in params if n.startswith("model.blocks.2.")]
+    assert any(not torch.equal(after[n], before[n]) for n in trained)  # the third stage on trains
 
 
 def test_activation_checkpointing_on_a_timm_lora_run_uses_timms_own_and_trains_the_same_adapter(tiny_resnet, images,
