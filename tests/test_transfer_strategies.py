@@ -388,3 +388,17 @@ def test_scratch_trains_every_weight_whatever_the_main_runs_strategy(finetune_se
     [(_, mine)] = variants.entries([{"scratch": {"finetune.strategy": "lora", "finetune.r": 2}}], ())
     assert load_recipe(variants.variant_raw(raw, name, mine)).finetune.strategy == "lora"
     assert load_recipe(raw).finetune.strategy == finetune_section["strategy"]  # the main run keeps its own
+
+
+@pytest.mark.parametrize("finetune_section, warned", [
+    ({"strategy": "partial", "freeze": 1}, True), ({"strategy": "lora", "r": 2}, True), ({"strategy": "full"}, False),
+])
+def test_random_initialisation_under_a_freezing_or_adapting_strategy_is_flagged(tiny_bert, sentiment_files, tmp_path,
+                                                                                caplog, finetune_section, warned):
+    from hf_transfer.train import build_trainer
+
+    raw = text_recipe(tiny_bert, sentiment_files, tmp_path / "out") | {"finetune": finetune_section}
+    raw["model"]["pretrained"] = False
+    with caplog.at_level("WARNING", logger="hf_transfer.train"):
+        build_trainer(load_recipe(raw), tmp_path / "out")
+    assert ("model.pretrained is false: finetune.strategy" in caplog.text) == warned
