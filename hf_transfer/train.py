@@ -82,11 +82,8 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
     args = fit_eval_batch(args, splits)
     model = task.load_model(spec, loaded.label_names)
     _check_vocabulary(processor, model, recipe)
-    if not recipe.model.pretrained and recipe.finetune.strategy != "full":
-        log.warning("model.pretrained is false: finetune.strategy %s keeps random weights frozen or adapts them; "
-                    "'finetune={strategy: full}' trains every weight (compare's scratch run does)",
-                    recipe.finetune.strategy)
-    model = match_deepspeed_dtype(apply_strategy(model, recipe.finetune, task.peft_task_type), args)
+    model = apply_strategy(model, recipe.finetune, task.peft_task_type, pretrained=recipe.model.pretrained)
+    model = match_deepspeed_dtype(model, args)
     declare_mean_loss(model)  # losses average over processes and accumulation steps
     hooks = trainer_hooks(model, recipe.finetune, args)
     collator, export, features = task.collator(processor), None, None

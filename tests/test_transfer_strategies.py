@@ -399,6 +399,6 @@ def test_random_initialisation_under_a_freezing_or_adapting_strategy_is_flagged(
 
     raw = text_recipe(tiny_bert, sentiment_files, tmp_path / "out") | {"finetune": finetune_section}
     raw["model"]["pretrained"] = False
-    with caplog.at_level("WARNING", logger="hf_transfer.train"):
+    with caplog.at_level("WARNING", logger="hf_transfer.strategies"):
         build_trainer(load_recipe(raw), tmp_path / "out")
     assert ("model.pretrained is false: finetune.strategy" in caplog.text) == warned

@@ -24,10 +24,14 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
-def apply_strategy(model: nn.Module, cfg, peft_task_type: str | None = None) -> nn.Module:
+def apply_strategy(model: nn.Module, cfg, peft_task_type: str | None = None, pretrained: bool = True) -> nn.Module:
     """The model with the recipe's `finetune` section applied; logs the trainable share. `peft_task_type`:
-    the task record's PEFT TaskType, for PEFT strategies."""
+    the task record's PEFT TaskType, for PEFT strategies; `pretrained`: false for random initialisation,
+    which every strategy but full would keep frozen or adapt (one warning)."""
     strategy = STRATEGIES[cfg.strategy]
+    if not pretrained and strategy is not freeze.FULL:
+        log.warning("model.pretrained is false: finetune.strategy %s keeps random weights frozen or adapts them; "
+                    "'finetune={strategy: full}' trains every weight (compare's scratch run does)", cfg.strategy)
     model = strategy.apply(model, cfg, peft_task_type) if strategy.peft else strategy.apply(model, cfg)
     trainable, total = count_parameters(model)
     log.info(
