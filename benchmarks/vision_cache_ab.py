@@ -49,8 +49,8 @@ VARIANTS = {
     "cache": every_layer("vision.image_cache=true", "vision.channels_last=false"),
     "per-image+channels-last": every_layer("vision.image_cache=false", "vision.channels_last=true"),
     "cache+channels-last": every_layer(*CACHE_CL),
-    "cache+channels-last+64px": every_layer(*CACHE_CL, "vision.train_image_size=64"),  # (the later override wins)
-    # progressive resizing's 64 px phase
+    # progressive resizing's 64 px phase (this later override wins over FULL)
+    "cache+channels-last+64px": every_layer(*CACHE_CL, "vision.train_image_size=64"),
     "cache+channels-last+bf16": every_layer(*CACHE_CL, "training.bf16=true"),
     "cache+channels-last+batch-64": every_layer(*CACHE_CL, "training.per_device_train_batch_size=64"),
     "cache+channels-last+compile": every_layer(*CACHE_CL, "training.torch_compile=true"),
