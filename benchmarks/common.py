@@ -27,7 +27,7 @@ DEVICE = "cuda" if CUDA else "cpu"
 def bf16_supported() -> bool:
     """bf16 autocast that runs at hardware speed: CUDA with bf16, or a CPU with AVX512-BF16 / AMX (the test
     `training.bf16: auto` makes)."""
-    from hf_transfer.trainer import native_bf16
+    from hf_transfer.precision import native_bf16
 
     return native_bf16()
 

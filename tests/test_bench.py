@@ -73,3 +73,11 @@ def test_vision_rounds_alternate_paths_and_the_defaults_speedup_is_per_worker_co
     speedups = bench_media.defaults_speedups(rows)
     assert speedups["vision_defaults_speedup_0_workers"] == 2.0
     assert speedups["vision_defaults_speedup_1_workers_per_round"] == [2.0, 2.0]
+
+
+def test_bf16_supported_asks_hf_transfer_what_bf16_auto_asks(monkeypatch):
+    from hf_transfer import precision
+
+    for native in (True, False):
+        monkeypatch.setattr(precision, "native_bf16", lambda: native)
+        assert common.bf16_supported() is native
