@@ -20,7 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
-from common import PeakMemory, StepTimer, bf16_supported, forward_flops, median_rate
+from common import VISION_TODAY, PeakMemory, StepTimer, bf16_supported, forward_flops, median_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 VISION = ROOT / "recipes/efficientnet_lite0_fashion_mnist.yaml"
@@ -73,8 +73,7 @@ def common_overrides(args) -> list[str]:
 
 
 VISION_PATHS = {  # the defaults? -> (case name, overrides)
-    False: ("every layer, per-image PIL transforms, NCHW (before issue 23)",
-            ["finetune={strategy: full}", "vision.image_cache=false", "vision.channels_last=false"]),
+    False: ("every layer, per-image PIL transforms, NCHW (before issue 23)", VISION_TODAY),
     True: ("uint8 image cache + channels-last, first 2 stages frozen (defaults)", []),
 }
 

@@ -23,6 +23,10 @@ from transformers import TrainerCallback
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 
+VISION_TODAY = ["finetune={strategy: full}", "vision.image_cache=false", "vision.channels_last=false"]
+"""Overrides that put the vision default back on its path before issue 23 (the acceptance's "today"): every
+layer trained, every image decoded and transformed by PIL per step, NCHW batches."""
+
 
 def bf16_supported() -> bool:
     """bf16 autocast that runs at hardware speed: CUDA with bf16, or a CPU with AVX512-BF16 / AMX (the test

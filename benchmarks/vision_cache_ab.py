@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import VISION_TODAY  # noqa: E402
 from hf_transfer.tasks.progressive import set_crop  # noqa: E402
 from hf_transfer.train import build_trainer  # noqa: E402
 from hf_transfer.validate import load_recipe  # noqa: E402
@@ -45,7 +46,7 @@ def every_layer(*switches: str) -> list[str]:
 
 CACHE_CL = ("vision.image_cache=true", "vision.channels_last=true")
 VARIANTS = {
-    "per-image": every_layer("vision.image_cache=false", "vision.channels_last=false"),  # before issue 23
+    "per-image": [*VISION_TODAY, FULL],  # before issue 23
     "cache": every_layer("vision.image_cache=true", "vision.channels_last=false"),
     "per-image+channels-last": every_layer("vision.image_cache=false", "vision.channels_last=true"),
     "cache+channels-last": every_layer(*CACHE_CL),
