@@ -30,6 +30,8 @@ from common import CUDA, PeakMemory, StepTimer, bf16_supported, median_rate  # n
 RECIPE = ROOT / "recipes/minilm_drugreview.yaml"
 LABELS = {"negative": 0, "positive": 1}
 PLAIN_FIXED, OURS_FIXED = "plain Trainer, fixed 128", "hf-transfer full, fixed 128"
+FUSED_ATTN_FIXED = "hf-transfer full, fixed 128, attention dropout 0 (fused attention kernel)"
+NO_ATTN_DROPOUT = "model.config_overrides={attention_probs_dropout_prob: 0.0}"
 
 
 def train_flops_per_token(config, seq_len: float, frozen_weights: bool = False) -> float:
@@ -163,7 +165,8 @@ def cases(args, peak: dict, out: Path) -> list[dict]:
     files = {"train": str(data / "train.csv"), "test": str(data / "test.csv")}
     long_files = long_reviews(files, out / "long")
     long_over = [f"data.data_files.train={long_files['train']}", f"data.data_files.test={long_files['test']}"]
-    common = [f"model.name_or_path={model_dir}", f"training.max_steps={args.steps}", "training.eval_strategy=no",
+    common = ["training.bf16=false",  # fp32 unless a case says bf16 (the recipe's `auto` is bf16 on a bf16 CPU)
+              f"model.name_or_path={model_dir}", f"training.max_steps={args.steps}", "training.eval_strategy=no",
               "training.save_strategy=no", "training.load_best_model_at_end=false", "training.disable_tqdm=true",
               "training.logging_strategy=no"]
     s, b = args.steps, args.batch
@@ -177,7 +180,8 @@ def cases(args, peak: dict, out: Path) -> list[dict]:
         return run_case(name, *hf_transfer_trainer(RECIPE, over, out / tag), peak, precision)
 
     rows = fixed_rounds(lambda i: plain(PLAIN_FIXED, long_files, True, f"p1-{i}"),
-                        lambda i: ours(OURS_FIXED, fixed, f"h1-{i}"), args.repeats)
+                        lambda i: ours(OURS_FIXED, fixed, f"h1-{i}"), args.repeats,
+                        lambda i: ours(FUSED_ATTN_FIXED, fixed + [NO_ATTN_DROPOUT], f"h0-{i}"))
     rows += [
         plain("plain Trainer, real lengths (run_glue: pad to 128)", files, True, "p2"),
         ours("hf-transfer full, real lengths, dynamic padding only", common + ["training.train_sampling_strategy=random"], "h2"),
@@ -192,26 +196,29 @@ def cases(args, peak: dict, out: Path) -> list[dict]:
     return rows
 
 
-def fixed_rounds(plain_run, ours_run, repeats: int) -> list[dict]:
+def fixed_rounds(plain_run, ours_run, repeats: int, *between) -> list[dict]:
     """The fixed-128 pair `repeats` times, alternating which runs first (plain-ours, ours-plain, ...), so a
-    machine whose speed drifts over the run favours neither; each row carries its `round`."""
+    machine whose speed drifts over the run favours neither; `between` runs sit in the middle of every
+    round. Each row carries its `round`."""
     rows = []
     for i in range(1, repeats + 1):
-        order = (plain_run, ours_run) if i % 2 else (ours_run, plain_run)
+        order = (plain_run, *between, ours_run) if i % 2 else (ours_run, *between, plain_run)
         rows += [{**run(i), "round": i} for run in order]
     return rows
 
 
-def fixed_ratio(rows: list[dict]) -> dict:
-    """Per round hf-transfer / plain samples/s; their geometric mean (an even number of rounds balances
-    the order)."""
+def fixed_ratio(rows: list[dict], case: str = OURS_FIXED, over: str = PLAIN_FIXED,
+                key: str = "speedup_fixed_128") -> dict:
+    """Per round `case` / `over` samples/s (default: hf-transfer / plain Trainer); their geometric mean (an
+    even number of rounds balances the order)."""
     rounds: dict[int, dict[str, float]] = {}
     for r in rows:
         if "round" in r:
             rounds.setdefault(r["round"], {})[r["case"]] = r["train_samples_per_s"]
-    ratios = [d[OURS_FIXED] / d[PLAIN_FIXED] for _, d in sorted(rounds.items())]
-    return {"speedup_fixed_128": round(statistics.geometric_mean(ratios), 3),
-            "speedup_fixed_128_per_round": [round(x, 3) for x in ratios]}
+    ratios = [d[case] / d[over] for _, d in sorted(rounds.items()) if case in d and over in d]
+    if not ratios:
+        return {}
+    return {key: round(statistics.geometric_mean(ratios), 3), f"{key}_per_round": [round(x, 3) for x in ratios]}
 
 
 def compile_case(ours, fixed: list[str]) -> dict:
@@ -380,7 +387,7 @@ def speedups(rows: list[dict]) -> dict:
     def ratio(a, b):
         return round(by[a]["train_samples_per_s"] / by[b]["train_samples_per_s"], 3)
 
-    out = fixed_ratio(rows) | {
+    out = fixed_ratio(rows) | fixed_ratio(rows, FUSED_ATTN_FIXED, OURS_FIXED, "speedup_attention_dropout_0") | {
         "speedup_real_lengths": ratio("hf-transfer full, real lengths, dynamic + length-grouped (default)",
                                       "plain Trainer, real lengths (run_glue: pad to 128)"),
         "speedup_real_lengths_dynamic_padding_only": ratio(

@@ -19,6 +19,18 @@ def test_fixed_rounds_alternate_which_pipeline_runs_first():
         (1, "plain"), (1, "ours"), (2, "ours"), (2, "plain"), (3, "plain"), (3, "ours"), (4, "ours"), (4, "plain")]
 
 
+def test_rounds_put_other_cases_between_the_pair_and_compare_any_two():
+    plain, fused, ours = bench_text.PLAIN_FIXED, bench_text.FUSED_ATTN_FIXED, bench_text.OURS_FIXED
+    order = bench_text.fixed_rounds(lambda i: {"case": plain}, lambda i: {"case": ours}, 2,
+                                    lambda i: {"case": fused})
+    assert [r["case"] for r in order] == [plain, fused, ours, ours, fused, plain]
+    speed = {plain: 10.0, fused: 15.0, ours: 12.0}
+    rows = [{**r, "train_samples_per_s": speed[r["case"]]} for r in order]
+    assert bench_text.fixed_ratio(rows, fused, ours, "fused") == {"fused": 1.25, "fused_per_round": [1.25, 1.25]}
+    assert bench_text.fixed_ratio(rows)["speedup_fixed_128"] == 1.2
+    assert bench_text.fixed_ratio(rows[:1], fused, ours) == {}
+
+
 def test_fixed_ratio_cancels_a_linear_drift_over_balanced_rounds():
     """Equal pipelines on a machine slowing down 2 % per run: each pair's ratio is off, their mean is not."""
     order = bench_text.fixed_rounds(lambda i: {"case": bench_text.PLAIN_FIXED},

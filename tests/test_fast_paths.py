@@ -2,6 +2,7 @@
 machine, preprocessing reused from the datasets cache (stable fingerprints), per-worker augmentation
 streams for speech."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,6 +17,8 @@ from hf_transfer.tasks import image_classification as vision
 from hf_transfer.validate import load_recipe
 from tests.test_speech import audio_files, tiny_audio  # noqa: F401 - session fixtures
 from tests.tiny import speech_recipe, text_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("cores, processes, expected", [
@@ -173,3 +176,24 @@ def test_peft_runs_return_freed_memory_when_training_begins_and_full_runs_do_not
     raw = text_recipe(tiny_bert, sentiment_files, tmp_path, strategy=strategy)
     built, _ = train.build_trainer(load_recipe(raw), tmp_path)
     assert any(isinstance(c, trainer.ReturnFreedMemory) for c in built.callback_handler.callbacks) is expected
+
+
+@pytest.mark.parametrize("overrides, fused", [
+    (["model.config_overrides={attention_probs_dropout_prob: 0.0}"], True), ([], False)])
+def test_attention_dropout_0_trains_the_text_default_through_the_fused_attention_kernel(tiny_bert, overrides, fused):
+    """With attention dropout 0 (the switch BENCHMARKS.md measures), a training step takes torch's fused
+    attention kernel; with BERT's 0.1, which the text default keeps, scaled_dot_product_attention falls
+    back to the unfused path, which masks and rescales every score matrix."""
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_transfer.tasks.loaders import load_auto_model
+
+    recipe = load_recipe(ROOT / "recipes/minilm_drugreview.yaml", [f"model.name_or_path={tiny_bert}", *overrides])
+    model = load_auto_model(AutoModelForSequenceClassification, recipe.model, "model", num_labels=2).train()
+    mask = torch.ones(4, 12, dtype=torch.long)
+    mask[:2, 8:] = 0  # padded rows, as a batch of real reviews has
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        model(input_ids=torch.randint(5, 20, (4, 12)), attention_mask=mask).logits.sum().backward()
+    names = {event.key for event in prof.key_averages()}
+    assert ("aten::_scaled_dot_product_flash_attention_for_cpu" in names) is fused, sorted(names)
+    assert model.config.hidden_dropout_prob == 0.1
