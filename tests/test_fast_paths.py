@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 import pytest
+from transformers import TrainerCallback
 
 from hf_transfer import train, trainer
 from hf_transfer.tasks import resolve
@@ -197,3 +198,59 @@ def test_attention_dropout_0_trains_the_text_default_through_the_fused_attention
     names = {event.key for event in prof.key_averages()}
     assert ("aten::_scaled_dot_product_flash_attention_for_cpu" in names) is fused, sorted(names)
     assert model.config.hidden_dropout_prob == 0.1
+
+
+def test_lora_under_bf16_stores_its_frozen_linears_in_bf16_and_trains_the_same_adapter(tiny_bert, sentiment_files,
+                                                                                      tmp_path, monkeypatch):
+    """Under bf16 autocast LoRA's frozen linears are stored in bf16 while training (the memory they save:
+    BENCHMARKS.md, LoRA memory); autocast casts them at every call anyway, so the adapter and the head train
+    to the same bits as with fp32 storage, and the weights are fp32 again when training ends."""
+    seen = []
+
+    class Dtypes(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            seen.append({m.weight.dtype for m in trainer.frozen_linears(model)})
+
+    runs = {}
+    for stored in (True, False):
+        if not stored:
+            monkeypatch.setattr(trainer.FrozenLinearsInBf16, "on_train_begin", lambda *a, **k: None)
+        raw = text_recipe(tiny_bert, sentiment_files, tmp_path / str(stored), strategy="lora")
+        raw["training"] |= {"bf16": True, "eval_strategy": "no", "save_strategy": "no", "max_steps": 4}
+        recipe = load_recipe(raw)
+        built, _ = train.build_trainer(recipe, tmp_path / str(stored))
+        built.add_callback(Dtypes())
+        built.train()
+        runs[stored] = {n: p.detach().clone() for n, p in built.model.named_parameters() if p.requires_grad}
+        assert {p.dtype for p in built.model.parameters()} == {torch.float32}
+    assert seen[:4] == [{torch.bfloat16}] * 4 and seen[4:] == [{torch.float32}] * 4
+    assert any("lora_B" in n for n in runs[True]) and runs[True].keys() == runs[False].keys()
+    for name, value in runs[True].items():
+        assert torch.equal(value, runs[False][name]), name
+
+
+@pytest.mark.parametrize("options, bf16, expected", [
+    ({"strategy": "lora"}, True, True), ({"strategy": "lora"}, False, False),
+    ({"strategy": "lora", "merge": True}, True, False), ({"strategy": "lora", "use_dora": True}, True, False),
+    ({"strategy": "ia3"}, True, False), ({"strategy": "full"}, True, False),
+])
+def test_only_lora_without_merge_or_dora_stores_frozen_linears_in_bf16_and_only_under_bf16(
+        tiny_bert, sentiment_files, tmp_path, options, bf16, expected):
+    raw = text_recipe(tiny_bert, sentiment_files, tmp_path)
+    raw["finetune"] = options
+    raw["training"]["bf16"] = bf16
+    built, _ = train.build_trainer(load_recipe(raw), tmp_path)
+    callbacks = [c for c in built.callback_handler.callbacks if isinstance(c, trainer.FrozenLinearsInBf16)]
+    for callback in callbacks:
+        callback.on_train_begin(built.args, None, None, model=built.model)
+    stored = {m.weight.dtype for m in trainer.frozen_linears(built.model)}
+    assert (stored == {torch.bfloat16}) is expected, stored
+
+
+def test_a_frozen_linear_tied_to_an_embedding_is_not_one_to_store_in_bf16():
+    embed, tied, alone = torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False), torch.nn.Linear(4, 4)
+    tied.weight = embed.weight
+    model = torch.nn.ModuleDict({"embed": embed, "out": tied, "alone": alone}).requires_grad_(False)
+    assert trainer.frozen_linears(model) == [alone]
+    alone.weight.requires_grad_(True)
+    assert trainer.frozen_linears(model) == []

@@ -134,11 +134,16 @@ class PeftMethod:
     """The method changes its ranks during training (AdaLoRA): a callback keeps its budget."""
     reload_best: bool = True
     """Whether a checkpoint loads back into the live model (AdaLoRA's pruned ranks do not)."""
+    frozen_linears_in_bf16: Callable[[Any], bool] = lambda options: False
+    """Whether the adapted model computes the same under bf16 autocast with its frozen linears stored in bf16
+    (Strategy.frozen_linears_in_bf16): LoRA adds its adapters' output to the frozen layer's; DoRA reads the
+    frozen weight itself, and a merge would write the bf16-rounded weights into `merged/`."""
 
 
 PEFT_METHODS = (
     PeftMethod("lora", LoraConfig, "LORA", lambda c: dict(
-        r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, use_dora=c.use_dora)),
+        r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, use_dora=c.use_dora),
+        frozen_linears_in_bf16=lambda c: not (c.use_dora or c.merge)),
     PeftMethod("ia3", IA3Config, "IA3", lambda c: dict(feedforward_modules=c.feedforward_modules)),
     # total_step is a placeholder here; AdaLoraBudget sets the real one when training starts
     PeftMethod("adalora", AdaLoraConfig, "ADALORA", lambda c: dict(
@@ -239,6 +244,7 @@ def _strategy(method: PeftMethod) -> Strategy:
     return Strategy(
         name=method.name, options=method.options, apply=lambda model, cfg, task_type=None: wrap(model, cfg, method, task_type),
         hooks=hooks, peft=True, reload_best=method.reload_best, finish=finish, return_freed_memory=True,
+        frozen_linears_in_bf16=method.frozen_linears_in_bf16,
     )
 
 
