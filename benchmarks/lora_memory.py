@@ -6,7 +6,7 @@ hf-transfer's build_trainer + Trainer.train, AdamW, LoRA r 8 on query / value):
 - `cases`: each case in a fresh CPU process, the cases interleaved, `--repeats` times (median): peak RSS
   (ru_maxrss), peak anonymous memory, the median wall and CPU time of the steps after the first.
   Cases: full fine-tuning and LoRA as hf-transfer runs them (PEFT strategies fix glibc's mmap threshold
-  at 1 MiB when training begins, trainer.ReturnFreedMemory; full fine-tuning keeps glibc's dynamic one),
+  at 1 MiB when training begins, memory.ReturnFreedMemory; full fine-tuning keeps glibc's dynamic one),
   `full_mmap` (full fine-tuning with that callback added), `lora_glibc` (LoRA without it),
   LoRA + `training.activation_checkpointing`, `lora_glibc_trim` (glibc's threshold, `malloc_trim(0)`
   after every optimizer step), and `lora_dropout_0` / `lora_dropout_0.1` (LoRA at either dropout, whatever
@@ -42,7 +42,7 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MEASURE = """
 import ctypes, statistics, time
 from transformers import TrainerCallback
-from hf_transfer.trainer import ReturnFreedMemory
+from hf_transfer.memory import ReturnFreedMemory
 ALLOCATOR = {allocator!r}
 class Trim(TrainerCallback):
     def on_step_end(self, *a, **k):

@@ -35,9 +35,10 @@ from hf_transfer.strategies import (
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks.data import load_data
 from hf_transfer.tasks.subsets import fold_of, subset_of
+from hf_transfer.memory import memory_callbacks
 from hf_transfer.trainer import (
     close_logs, early_stopping, fit_checkpointing, fit_eval_batch, install_nan_guard, log_to_run_folder, loss_before,
-    memory_callbacks, trainer_class, training_arguments, whole_run_train_loss,
+    trainer_class, training_arguments, whole_run_train_loss,
 )
 
 log = logging.getLogger(__name__)

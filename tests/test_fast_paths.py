@@ -10,7 +10,7 @@ import torch
 import pytest
 from transformers import TrainerCallback
 
-from hf_transfer import train, trainer
+from hf_transfer import memory, train, trainer
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks import audio as speech
 from hf_transfer.tasks import data
@@ -163,8 +163,8 @@ def test_cpu_training_returns_freed_blocks_unless_a_threshold_is_set(monkeypatch
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert trainer.return_freed_memory(SimpleNamespace(device=torch.device(device))) is expected
-    assert libc.calls == ([(trainer.M_MMAP_THRESHOLD, 1 << 20)] if expected else [])
+    assert memory.return_freed_memory(SimpleNamespace(device=torch.device(device))) is expected
+    assert libc.calls == ([(memory.M_MMAP_THRESHOLD, 1 << 20)] if expected else [])
 
 
 @pytest.mark.parametrize("strategy, expected", [("lora", True), ("ia3", True), ("full", False)])
@@ -176,7 +176,7 @@ def test_peft_runs_return_freed_memory_when_training_begins_and_full_runs_do_not
     assert STRATEGIES[strategy].return_freed_memory is expected
     raw = text_recipe(tiny_bert, sentiment_files, tmp_path, strategy=strategy)
     built, _ = train.build_trainer(load_recipe(raw), tmp_path)
-    assert any(isinstance(c, trainer.ReturnFreedMemory) for c in built.callback_handler.callbacks) is expected
+    assert any(isinstance(c, memory.ReturnFreedMemory) for c in built.callback_handler.callbacks) is expected
 
 
 @pytest.mark.parametrize("overrides, fused", [
@@ -209,12 +209,12 @@ def test_lora_under_bf16_stores_its_frozen_linears_in_bf16_and_trains_the_same_a
 
     class Dtypes(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            seen.append({m.weight.dtype for m in trainer.frozen_linears(model)})
+            seen.append({m.weight.dtype for m in memory.frozen_linears(model)})
 
     runs = {}
     for stored in (True, False):
         if not stored:
-            monkeypatch.setattr(trainer.FrozenLinearsInBf16, "on_train_begin", lambda *a, **k: None)
+            monkeypatch.setattr(memory.FrozenLinearsInBf16, "on_train_begin", lambda *a, **k: None)
         raw = text_recipe(tiny_bert, sentiment_files, tmp_path / str(stored), strategy="lora")
         raw["training"] |= {"bf16": True, "eval_strategy": "no", "save_strategy": "no", "max_steps": 4}
         recipe = load_recipe(raw)
@@ -240,10 +240,10 @@ def test_only_lora_without_merge_or_dora_stores_frozen_linears_in_bf16_and_only_
     raw["finetune"] = options
     raw["training"]["bf16"] = bf16
     built, _ = train.build_trainer(load_recipe(raw), tmp_path)
-    callbacks = [c for c in built.callback_handler.callbacks if isinstance(c, trainer.FrozenLinearsInBf16)]
+    callbacks = [c for c in built.callback_handler.callbacks if isinstance(c, memory.FrozenLinearsInBf16)]
     for callback in callbacks:
         callback.on_train_begin(built.args, None, None, model=built.model)
-    stored = {m.weight.dtype for m in trainer.frozen_linears(built.model)}
+    stored = {m.weight.dtype for m in memory.frozen_linears(built.model)}
     assert (stored == {torch.bfloat16}) is expected, stored
 
 
@@ -251,6 +251,6 @@ def test_a_frozen_linear_tied_to_an_embedding_is_not_one_to_store_in_bf16():
     embed, tied, alone = torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False), torch.nn.Linear(4, 4)
     tied.weight = embed.weight
     model = torch.nn.ModuleDict({"embed": embed, "out": tied, "alone": alone}).requires_grad_(False)
-    assert trainer.frozen_linears(model) == [alone]
+    assert memory.frozen_linears(model) == [alone]
     alone.weight.requires_grad_(True)
-    assert trainer.frozen_linears(model) == []
+    assert memory.frozen_linears(model) == []

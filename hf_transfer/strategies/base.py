@@ -34,11 +34,11 @@ class Strategy:
     """(trainer, options, folder): after the model is saved by Trainer, on the main process."""
     frozen_linears_in_bf16: Callable[[Any], bool] = lambda options: False
     """(options) -> whether, under bf16 autocast, the frozen nn.Linear layers are stored in bf16 while training
-    (trainer.FrozenLinearsInBf16). Autocast casts their weights to bf16 at every call anyway, so the step
+    (memory.FrozenLinearsInBf16). Autocast casts their weights to bf16 at every call anyway, so the step
     computes the same numbers, without the fp32 copy beside each bf16 one that autocast keeps for the backward
     (LoRA on BERT-base: peak RSS -14 %). Only where the frozen weights never leave the process (no merge)."""
     return_freed_memory: bool = False
-    """CPU training gives freed blocks of 1 MiB or more back to the kernel (trainer.ReturnFreedMemory): the
+    """CPU training gives freed blocks of 1 MiB or more back to the kernel (memory.ReturnFreedMemory): the
     activations glibc would keep resident. LoRA on BERT-base: peak RSS -10 to -20 %, what holds it under 0.6x
     full fine-tuning's, at 1.4-1.5x the step time (each freed block is unmapped, the next faults in fresh
     pages; BENCHMARKS.md, LoRA memory); a user's MALLOC_MMAP_THRESHOLD_ wins. Off for full fine-tuning,
