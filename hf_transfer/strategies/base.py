@@ -35,7 +35,7 @@ class Strategy:
     frozen_linears_in_bf16: Callable[[Any], bool] = lambda options: False
     """(options) -> whether, under bf16 autocast, the frozen nn.Linear layers are stored in bf16 while training
     (memory.FrozenLinearsInBf16). Autocast casts their weights to bf16 at every call anyway, so the step
-    computes the same numbers, without the fp32 copy beside each bf16 one that autocast keeps for the backward
+    computes the same numbers with half the weight memory and no per-call bf16 copies kept for the backward
     (LoRA on BERT-base: peak RSS -14 %). Only where the frozen weights never leave the process (no merge)."""
     return_freed_memory: bool = False
     """CPU training gives freed blocks of 1 MiB or more back to the kernel (memory.ReturnFreedMemory): the
