@@ -32,6 +32,8 @@ LABELS = {"negative": 0, "positive": 1}
 PLAIN_FIXED, OURS_FIXED = "plain Trainer, fixed 128", "hf-transfer full, fixed 128"
 FUSED_ATTN_FIXED = "hf-transfer full, fixed 128, attention dropout 0 (fused attention kernel)"
 NO_ATTN_DROPOUT = "model.config_overrides={attention_probs_dropout_prob: 0.0}"
+TORCH_DROPOUT_FIXED = "hf-transfer full, fixed 128, torch's dropout"
+TORCH_DROPOUT = "model.fast_dropout=false"  # the masks torch draws (hf_transfer/dropout.py: the default's)
 
 
 def train_flops_per_token(config, seq_len: float, frozen_weights: bool = False) -> float:
@@ -181,7 +183,8 @@ def cases(args, peak: dict, out: Path) -> list[dict]:
 
     rows = fixed_rounds(lambda i: plain(PLAIN_FIXED, long_files, True, f"p1-{i}"),
                         lambda i: ours(OURS_FIXED, fixed, f"h1-{i}"), args.repeats,
-                        lambda i: ours(FUSED_ATTN_FIXED, fixed + [NO_ATTN_DROPOUT], f"h0-{i}"))
+                        lambda i: ours(FUSED_ATTN_FIXED, fixed + [NO_ATTN_DROPOUT], f"h0-{i}"),
+                        lambda i: ours(TORCH_DROPOUT_FIXED, fixed + [TORCH_DROPOUT], f"ht-{i}"))
     rows += [
         plain("plain Trainer, real lengths (run_glue: pad to 128)", files, True, "p2"),
         ours("hf-transfer full, real lengths, dynamic padding only", common + ["training.train_sampling_strategy=random"], "h2"),
@@ -191,6 +194,8 @@ def cases(args, peak: dict, out: Path) -> list[dict]:
     if bf16_supported():
         rows.append(plain("plain Trainer, fixed 128, bf16", long_files, True, "p5", bf16=True))
         rows.append(ours("hf-transfer full, fixed 128, bf16", fixed + ["training.bf16=true"], "h5", "bf16"))
+        rows.append(ours("hf-transfer full, fixed 128, bf16, torch's dropout", fixed + ["training.bf16=true", TORCH_DROPOUT],
+                         "h5t", "bf16"))
     if args.compile:
         rows.append(compile_case(ours, fixed))
     return rows
@@ -387,7 +392,8 @@ def speedups(rows: list[dict]) -> dict:
     def ratio(a, b):
         return round(by[a]["train_samples_per_s"] / by[b]["train_samples_per_s"], 3)
 
-    out = fixed_ratio(rows) | fixed_ratio(rows, FUSED_ATTN_FIXED, OURS_FIXED, "speedup_attention_dropout_0") | {
+    out = (fixed_ratio(rows) | fixed_ratio(rows, FUSED_ATTN_FIXED, OURS_FIXED, "speedup_attention_dropout_0")
+           | fixed_ratio(rows, OURS_FIXED, TORCH_DROPOUT_FIXED, "speedup_fast_dropout")) | {
         "speedup_real_lengths": ratio("hf-transfer full, real lengths, dynamic + length-grouped (default)",
                                       "plain Trainer, real lengths (run_glue: pad to 128)"),
         "speedup_real_lengths_dynamic_padding_only": ratio(
@@ -395,4 +401,7 @@ def speedups(rows: list[dict]) -> dict:
     }
     if "hf-transfer full, fixed 128, bf16" in by:
         out["speedup_fixed_128_bf16"] = ratio("hf-transfer full, fixed 128, bf16", "plain Trainer, fixed 128, bf16")
+    if "hf-transfer full, fixed 128, bf16, torch's dropout" in by:
+        out["speedup_fast_dropout_bf16"] = ratio("hf-transfer full, fixed 128, bf16",
+                                                 "hf-transfer full, fixed 128, bf16, torch's dropout")
     return out

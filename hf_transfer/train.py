@@ -107,6 +107,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
         callbacks=early_stopping(recipe) + memory_callbacks(recipe) + task.callbacks(spec),
         hooks=hooks,
         export_model=export,
+        fast_dropout=recipe.model.fast_dropout,
         compute_loss_func=loss,
     )
     log_to_run_folder(trainer, out)

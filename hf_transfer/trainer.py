@@ -12,6 +12,7 @@ what a strategy does to hold less memory is in memory.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 from transformers import Seq2SeqTrainer, Trainer
 
+from hf_transfer.dropout import FastDropout, fast_dropout_applies
 from hf_transfer.errors import RecipeError, TrainingError
 from hf_transfer.folder import CHECKPOINTS
 from hf_transfer.precision import has_accelerator, launcher_precision, resolve_bf16
@@ -200,10 +202,15 @@ def whole_run_train_loss(train_loss: float, step: int, before: tuple[float, int]
 class TransferTrainer(Trainer):
     """Trainer + optional param groups, loss penalty and a different model to export."""
 
-    def __init__(self, *args, hooks: Hooks | None = None, export_model=None, **kwargs):
+    def __init__(self, *args, hooks: Hooks | None = None, export_model=None, fast_dropout: bool = False, **kwargs):
         hooks = hooks or Hooks()
         super().__init__(*args, callbacks=[*(kwargs.pop("callbacks", None) or []), *hooks.callbacks], **kwargs)
         self.hooks, self.export_model = hooks, export_model
+        self.fast_dropout = fast_dropout_applies(fast_dropout, self.args)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        with FastDropout() if self.fast_dropout else contextlib.nullcontext():  # dropout.py
+            return super().training_step(model, inputs, num_items_in_batch)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None and self.hooks.param_groups is not None:

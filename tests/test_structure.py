@@ -24,7 +24,7 @@ LAYERS = [
     ["hf_transfer.runs"],
     ["hf_transfer.outputs"],
     ["hf_transfer.train"],
-    ["hf_transfer.trainer", "hf_transfer.memory", "hf_transfer.objectives"],
+    ["hf_transfer.trainer", "hf_transfer.memory", "hf_transfer.dropout", "hf_transfer.objectives"],
     ["hf_transfer.validate", "hf_transfer.search_space"],
     ["hf_transfer.strategies"],
     ["hf_transfer.tasks"],

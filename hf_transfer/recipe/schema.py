@@ -40,6 +40,10 @@ class ModelConfig:
     config_overrides: dict[str, Any] | None = None
     """Extra keyword arguments for the model's config / constructor, e.g. {num_hidden_layers: 2} to cut a
     pretrained 6-layer model to its first 2 layers (a distillation student); timm: create_model kwargs."""
+    fast_dropout: bool = True
+    """Training on a CPU: dropout and attention dropout draw their masks from 16 random bits an element, four
+    elements to one draw of torch's generator, with dropout's distribution (hf_transfer/dropout.py); it
+    applies to eager CPU training without activation checkpointing. false: torch's own dropout."""
 
     def __post_init__(self) -> None:
         check_range(self.max_length, "model.max_length", low=1, high=INT32_MAX)
