@@ -39,18 +39,19 @@ def keep_mask(shape: torch.Size, keep: float) -> tuple[torch.Tensor, float]:
 
 
 class _KeepAndScale(torch.autograd.Function):
-    """x * mask / k, and the same for the gradient; the mask is saved as bool (torch saves a float)."""
+    """x where the mask keeps it, else 0, times 1 / k; the same for the gradient. The mask is saved as bool
+    (torch saves a float); `where` reads it as it is, where a product with it would first cast it to x's dtype."""
 
     @staticmethod
     def forward(ctx, x, mask, scale):
         ctx.save_for_backward(mask)
         ctx.scale = scale
-        return x.mul(mask).mul_(scale)
+        return torch.where(mask, x, 0.0).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad):
         (mask,) = ctx.saved_tensors
-        return grad.mul(mask).mul_(ctx.scale), None, None
+        return torch.where(mask, grad, 0.0).mul_(ctx.scale), None, None
 
 
 def _plain_cpu(*tensors) -> bool:
@@ -81,10 +82,13 @@ def _attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False
         return None  # torch names what is wrong
     scores = torch.matmul(query, key.transpose(-2, -1)).mul_(query.shape[-1] ** -0.5 if scale is None else scale)
     if attn_mask is not None:
+        if torch.broadcast_shapes(scores.shape, attn_mask.shape) != scores.shape:
+            return None  # torch adds the mask to the scores in place and says what does not fit
         if attn_mask.dtype == torch.bool:
             if not attn_mask.any(-1).all():  # a query with no key to attend to: torch gives it zeros, not NaN
                 return None
-            scores = scores.masked_fill(~attn_mask, float("-inf"))
+            # -inf where the mask says no, added in place: no copy of the scores here or in the backward
+            scores = scores.add_(torch.zeros(attn_mask.shape, dtype=scores.dtype).masked_fill_(~attn_mask, -math.inf))
         else:
             if torch.isneginf(attn_mask).all(-1).any():
                 return None

@@ -78,6 +78,17 @@ def test_attention_with_every_element_kept_equals_torchs_attention(monkeypatch, 
         torch.testing.assert_close(mine, torchs)
 
 
+def test_a_mask_larger_than_the_scores_gets_torchs_own_error():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 5, 8) for _ in range(3))
+    mask = torch.ones(2, 3, 5, 5, dtype=torch.bool)
+    with pytest.raises(RuntimeError) as torchs:
+        F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.1)
+    with dropout.FastDropout(), pytest.raises(RuntimeError) as mine:
+        F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.1)
+    assert str(mine.value) == str(torchs.value)
+
+
 def test_attention_drops_the_probabilities_it_is_given_the_mask_for(monkeypatch):
     """softmax(q k^T s + mask) * M / k @ v, with the M the mode drew."""
     drawn = []
