@@ -80,19 +80,20 @@ def _attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False
     if query.dim() < 2 or not (query.shape[:-2] == key.shape[:-2] == value.shape[:-2]
                                and query.shape[-1] == key.shape[-1] and key.shape[-2] == value.shape[-2]):
         return None  # torch names what is wrong
-    scores = torch.matmul(query, key.transpose(-2, -1)).mul_(query.shape[-1] ** -0.5 if scale is None else scale)
     if attn_mask is not None:
-        if torch.broadcast_shapes(scores.shape, attn_mask.shape) != scores.shape:
+        shape = (*query.shape[:-1], key.shape[-2])
+        if attn_mask.device.type != "cpu" or torch.broadcast_shapes(shape, attn_mask.shape) != shape:
             return None  # torch adds the mask to the scores in place and says what does not fit
-        if attn_mask.dtype == torch.bool:
-            if not attn_mask.any(-1).all():  # a query with no key to attend to: torch gives it zeros, not NaN
-                return None
-            # -inf where the mask says no, added in place: no copy of the scores here or in the backward
-            scores = scores.add_(torch.zeros(attn_mask.shape, dtype=scores.dtype).masked_fill_(~attn_mask, -math.inf))
-        else:
-            if torch.isneginf(attn_mask).all(-1).any():
-                return None
-            scores = scores + attn_mask
+        if attn_mask.dtype == torch.bool and not attn_mask.any(-1).all():
+            return None  # a query with no key to attend to: torch gives it zeros, an unguarded softmax NaN
+        if attn_mask.dtype != torch.bool and torch.isneginf(attn_mask).all(-1).any():
+            return None
+    scores = torch.matmul(query, key.transpose(-2, -1)).mul_(query.shape[-1] ** -0.5 if scale is None else scale)
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        # -inf where the mask says no, added in place: no copy of the scores here or in the backward
+        scores = scores.add_(torch.zeros(attn_mask.shape, dtype=scores.dtype).masked_fill_(~attn_mask, -math.inf))
+    elif attn_mask is not None:
+        scores = scores + attn_mask
     return torch.matmul(dropout(torch.softmax(scores, dim=-1), dropout_p), value)
 
 
