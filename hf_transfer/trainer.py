@@ -5,7 +5,8 @@ task's metric, the task's own defaults, the launcher's precision) under the reci
 which always wins. `TransferTrainer` is `transformers.Trainer` with small, optional overrides read from
 `Hooks` (strategies/base.py): the strategy's optimizer groups and weight penalty, the objectives' loss
 terms, batch entries and extra modules, and saving a model other than the one Trainer trains (the
-cached-feature probe trains only the head). A guard stops (or skips) non-finite training losses.
+cached-feature probe trains only the head). On a CPU each training step runs in dropout.py's `FastDropout`
+(`model.fast_dropout`). A guard stops (or skips) non-finite training losses.
 A model that cannot checkpoint its activations trains without `activation_checkpointing` (`fit_checkpointing`);
 what a strategy does to hold less memory is in memory.py.
 """
@@ -200,7 +201,8 @@ def whole_run_train_loss(train_loss: float, step: int, before: tuple[float, int]
 
 
 class TransferTrainer(Trainer):
-    """Trainer + optional param groups, loss penalty and a different model to export."""
+    """Trainer + optional param groups, loss penalty and a different model to export; `fast_dropout`: each
+    training step in dropout.py's `FastDropout` where `fast_dropout_applies`."""
 
     def __init__(self, *args, hooks: Hooks | None = None, export_model=None, fast_dropout: bool = False, **kwargs):
         hooks = hooks or Hooks()
