@@ -29,9 +29,14 @@ from torch.overrides import TorchFunctionMode
 LEVELS = 1 << 16  # a mask element is 16 random bits
 
 
+def _level(keep: float) -> int:
+    """How many of the 2**16 values of a lane keep the element."""
+    return round(keep * LEVELS)
+
+
 def keep_mask(shape: torch.Size, keep: float) -> tuple[torch.Tensor, float]:
     """A bool mask of `shape` whose elements are True with probability `k` (`keep` rounded to 2**-16), and k."""
-    level = round(keep * LEVELS)
+    level = _level(keep)
     count = math.prod(shape)
     draws = torch.empty((count + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)  # all 64 bits random
     lanes = draws.view(torch.int16)[:count].view(shape)
@@ -60,7 +65,7 @@ def _plain_cpu(*tensors) -> bool:
 
 
 def _applies(p: float) -> bool:
-    return isinstance(p, (int, float)) and 0 < round((1 - p) * LEVELS) < LEVELS
+    return isinstance(p, (int, float)) and 0 < _level(1 - p) < LEVELS
 
 
 def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
