@@ -13,9 +13,9 @@ The distribution is dropout's: an element is kept with probability k = round((1 
 within 2**-17 of 1 - p, and scaled by 1 / k, so every element's expectation is unchanged. The masks differ
 from torch's own (another stream), so a run's numbers differ from one without the mode, as between seeds.
 Attention with dropout is computed as torch's unfused path computes it (scores, mask, softmax, dropout,
-values); torch's fused kernels take no dropout on a CPU. Whatever the mode does not handle (in-place
-dropout, causal or grouped-query attention, a query that may attend to no key, tensors off the CPU or
-subclasses) goes to torch unchanged.
+values; torch's fused kernels take no dropout on a CPU), except that the softmax's scale multiplies the query
+and dropout's 1 / k the output. Whatever the mode does not handle (in-place dropout, causal or grouped-query
+attention, a query that may attend to no key, tensors off the CPU or subclasses) goes to torch unchanged.
 """
 
 from __future__ import annotations
@@ -43,22 +43,6 @@ def keep_mask(shape: torch.Size, keep: float) -> tuple[torch.Tensor, float]:
     return lanes < level - LEVELS // 2, level / LEVELS
 
 
-class _KeepAndScale(torch.autograd.Function):
-    """x where the mask keeps it, else 0, times 1 / k; the same for the gradient. The mask is saved as bool
-    (torch saves a float); `where` reads it as it is, where a product with it would first cast it to x's dtype."""
-
-    @staticmethod
-    def forward(ctx, x, mask, scale):
-        ctx.save_for_backward(mask)
-        ctx.scale = scale
-        return torch.where(mask, x, 0.0).mul_(scale)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (mask,) = ctx.saved_tensors
-        return torch.where(mask, grad, 0.0).mul_(ctx.scale), None, None
-
-
 def _plain_cpu(*tensors) -> bool:
     return all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu" and t.layout == torch.strided
                and t.is_floating_point() for t in tensors)
@@ -68,9 +52,16 @@ def _applies(p: float) -> bool:
     return isinstance(p, (int, float)) and 0 < _level(1 - p) < LEVELS
 
 
+def _times(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x where the mask keeps it, else 0 (its gradient likewise). The bool mask is read as uint8, as 0 and 1, which
+    is also what autograd keeps for the backward (torch keeps a float mask): a product with a uint8 tensor is 1.6x
+    to 3x faster than `where` with a bool one on a CPU, and 1.5x than a product with the bool itself."""
+    return x * mask.view(torch.uint8)
+
+
 def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     mask, keep = keep_mask(x.shape, 1 - p)
-    return _KeepAndScale.apply(x, mask, 1 / keep)
+    return _times(x, mask).mul_(1 / keep)
 
 
 def _dropout(input, p=0.5, training=True, inplace=False):
@@ -93,13 +84,18 @@ def _attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False
             return None  # a query with no key to attend to: torch gives it zeros, an unguarded softmax NaN
         if attn_mask.dtype != torch.bool and torch.isneginf(attn_mask).all(-1).any():
             return None
-    scores = torch.matmul(query, key.transpose(-2, -1)).mul_(query.shape[-1] ** -0.5 if scale is None else scale)
+    # Both scales act on a smaller tensor than the scores (at 128 tokens and head size 32 the query and the output
+    # are a quarter of their size): two passes fewer over the scores forward, and two over their gradient.
+    query = query * (query.shape[-1] ** -0.5 if scale is None else scale)
+    scores = torch.matmul(query, key.transpose(-2, -1))
     if attn_mask is not None and attn_mask.dtype == torch.bool:
         # -inf where the mask says no, added in place: no copy of the scores here or in the backward
         scores = scores.add_(torch.zeros(attn_mask.shape, dtype=scores.dtype).masked_fill_(~attn_mask, -math.inf))
     elif attn_mask is not None:
         scores = scores + attn_mask
-    return torch.matmul(dropout(torch.softmax(scores, dim=-1), dropout_p), value)
+    probs = torch.softmax(scores, dim=-1)
+    mask, keep = keep_mask(probs.shape, 1 - dropout_p)
+    return torch.matmul(_times(probs, mask), value).mul_(1 / keep)
 
 
 _HANDLERS = {F.dropout: _dropout, F.scaled_dot_product_attention: _attention}

@@ -47,6 +47,15 @@ def test_dropout_keeps_the_expectation_and_its_gradient_is_the_same_mask():
     assert torch.equal(x.grad, y.detach())
 
 
+def test_the_backward_keeps_the_mask_in_one_byte_an_element():
+    """torch keeps a float mask for dropout's backward; the mode keeps the bool mask's bytes, and nothing else."""
+    x = torch.randn(64, 32, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t), dropout.FastDropout():
+        F.dropout(x, p=0.1, training=True)
+    assert saved and all(t.shape == x.shape and t.element_size() == 1 for t in saved)
+
+
 def _qkv(dtype=torch.float32):
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 3, 5, 8, dtype=dtype, requires_grad=True) for _ in range(3))
