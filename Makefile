@@ -9,6 +9,9 @@ ASR_OUT ?= outputs/whisper-tiny-en-asr
 SPEECH_OUT ?= outputs/whisper-digits
 VISION_OUT ?= outputs/efficientnet-lite0-fashion-mnist
 FASHION_MNIST = /usr/share/datasets/fashion-mnist
+# pytest-xdist workers for `make test` / `make test-slow` (each gets its share of the cores for torch; 0: none)
+TEST_WORKERS ?= 2
+PYTEST    = $(OFFLINE) $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 .PHONY: install install-dev system-deps browser-deps assets assets-speech assets-vision assets-asr assets-backbones \
 	assets-mpnet assets-ner assets-demo-ner demo demo-speech demo-vision demo-ner demo-asr \
@@ -179,14 +182,14 @@ bench-probe: assets
 	$(OFFLINE) $(VENV)/bin/python benchmarks/linear_probe.py recipes/minilm_drugreview.yaml
 
 test: install-dev
-	$(OFFLINE) $(VENV)/bin/python -m pytest -q
+	$(PYTEST)
 
 # tests/test_assets_more.py builds the newer assets itself; only their packages are needed (not mpnet's);
 # tests/test_report_html.py renders report.html in headless chromium (browser-deps); tests/test_tune.py's Ray
 # search needs the ray extra.
 test-slow: install-dev assets assets-speech assets-vision $(POCKETSPHINX_DATA) $(VENV)/.installed-backbones \
 		$(VENV)/.installed-ner $(VENV)/.installed-ray browser-deps
-	$(OFFLINE) $(VENV)/bin/python -m pytest -q -m slow
+	$(PYTEST) -m slow
 
 # Needs a CUDA GPU (single-GPU, DeepSpeed ZeRO-2/3 configs; ZeRO-3 + LoRA save/reload); skipped without.
 test-gpu: install-dev
