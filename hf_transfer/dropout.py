@@ -54,8 +54,9 @@ def _applies(p: float) -> bool:
 
 def _times(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """x where the mask keeps it, else 0 (its gradient likewise). The bool mask is read as uint8, as 0 and 1, which
-    is also what autograd keeps for the backward (torch keeps a float mask): a product with a uint8 tensor is 1.6x
-    to 3x faster than `where` with a bool one on a CPU, and 1.5x than a product with the bool itself."""
+    is also what autograd keeps for the backward (torch keeps a float mask). On a CPU a product with a uint8 tensor
+    runs vectorised: 2-3.4x faster than `where` with the bool mask and about 2x than a product with the bool itself
+    (3.1 M elements, fp32 and bf16, on the development host)."""
     return x * mask.view(torch.uint8)
 
 
