@@ -2,10 +2,12 @@ import os
 
 # `make test` runs the suite in pytest-xdist workers (`-n 2`). Each worker, and every process a test starts
 # (inheriting OMP_NUM_THREADS), gets its share of the cores for torch's threads, so workers do not oversubscribe
-# the CPU; without workers, torch keeps its own default.
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    _share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
+# the CPU; without workers, torch keeps its own default. The cores are counted as data.default_num_workers counts
+# them (importing it here would import torch before OMP_NUM_THREADS is set).
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // _workers)))
 
 # The whole suite runs offline: nothing may reach for the Hugging Face Hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
