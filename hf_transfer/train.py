@@ -82,7 +82,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
         splits = task.preprocess(loaded.splits, processor, spec)
     args = fit_eval_batch(args, splits)
     model = task.load_model(spec, loaded.label_names)
-    _check_vocabulary(processor, model, recipe)
+    _check_text_model(processor, model, recipe)
     model = apply_strategy(model, recipe.finetune, task.peft_task_type, pretrained=recipe.model.pretrained)
     model = match_deepspeed_dtype(model, args)
     declare_mean_loss(model)  # losses average over processes and accumulation steps
@@ -120,8 +120,9 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
     return trainer, splits
 
 
-def _check_vocabulary(processor, model, recipe: Recipe) -> None:
-    """A tokenizer with more tokens than the model has embeddings fails at step 1 (IndexError): say so now."""
+def _check_text_model(processor, model, recipe: Recipe) -> None:
+    """What fails at the first step (IndexError) or at the first long text, said now: a tokenizer with more tokens
+    than the model has embeddings, and a model.max_length past the model's absolute position embeddings."""
     if not hasattr(processor, "convert_tokens_to_ids") or not callable(getattr(model, "get_input_embeddings", None)):
         return  # not a tokenizer and a text model
     try:
@@ -135,6 +136,25 @@ def _check_vocabulary(processor, model, recipe: Recipe) -> None:
             f"model.name_or_path: the tokenizer of {recipe.model.name_or_path!r} has {len(processor)} tokens but the "
             f"model's embeddings hold {embeddings.num_embeddings}: they do not belong together"
         )
+    positions = position_limit(model, embeddings)
+    if positions is not None and recipe.model.max_length > positions:
+        raise RecipeError(
+            f"model.max_length: {recipe.model.max_length} tokens, but {recipe.model.name_or_path!r} has position "
+            f"embeddings for {positions}; set model.max_length to {positions} or less"
+        )
+
+
+def position_limit(model, embeddings) -> int | None:
+    """The longest input the model's absolute position embeddings cover: those beside its token embeddings
+    (BERT, RoBERTa, DistilBERT, ELECTRA, MPNet and kin); None for models without them (relative or rotary
+    positions). RoBERTa-style positions start after the padding index, so they cover that many fewer."""
+    from torch import nn
+
+    for module in model.modules():
+        table = getattr(module, "position_embeddings", None)
+        if isinstance(table, nn.Embedding) and any(child is embeddings for child in module.children()):
+            return table.num_embeddings - (0 if table.padding_idx is None else table.padding_idx + 1)
+    return None
 
 
 FRAMEWORKS = ("hf-transfer-learning", "transformers", "peft", "torch", "datasets", "accelerate", "timm")

@@ -258,6 +258,33 @@ def test_a_tokenizer_larger_than_the_embeddings_is_refused_before_training(run, 
     assert not (tmp_path / "o").exists()
 
 
+def test_a_max_length_past_the_position_embeddings_is_refused_before_training(run, tiny_bert, tmp_path, capsys):
+    """Tiny BERT has 128 positions: a longer model.max_length would stop at the first text past 128 tokens
+    (and the saved tokenizer would cut there at predict time), so it is refused before training starts."""
+    out = tmp_path / "o"
+    assert main(["finetune", str(run[1]), "model.max_length=129", f"training.output_dir={out}"]) == 2
+    assert one_line_error(capsys).endswith(
+        f"model.max_length: 129 tokens, but {str(tiny_bert)!r} has position embeddings for 128; "
+        "set model.max_length to 128 or less")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "deberta-v2"])
+def test_the_position_limit_follows_the_model_s_own_table(family):
+    """BERT's table covers all its rows; RoBERTa's positions start after the padding index (514 rows: 512
+    tokens); DeBERTa-v2 without absolute positions has no limit."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from hf_transfer.train import position_limit
+
+    extra = {"bert": {"max_position_embeddings": 512}, "roberta": {"max_position_embeddings": 514, "pad_token_id": 1},
+             "deberta-v2": {"position_biased_input": False}}[family]
+    config = AutoConfig.for_model(family, vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=16, **extra)
+    model = AutoModelForSequenceClassification.from_config(config)
+    assert position_limit(model, model.get_input_embeddings()) == {"bert": 512, "roberta": 512, "deberta-v2": None}[family]
+
+
 def test_a_16_bit_png_is_scaled_not_clipped_to_white(tmp_path):
     import numpy as np
     from PIL import Image
@@ -335,3 +362,4 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
     assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"hf-transfer {hf_transfer.__version__}"
+

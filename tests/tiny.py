@@ -30,7 +30,7 @@ def save_tiny_bert(folder: Path, seed: int = 0) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         intermediate_size=64,
-        max_position_embeddings=64,
+        max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(folder)
     return folder
