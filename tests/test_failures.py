@@ -363,3 +363,37 @@ def test_version(capsys):
         main(["--version"])
     assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"hf-transfer {hf_transfer.__version__}"
 
+
+def test_verify_names_a_missing_recipe_once(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "metrics.json").write_text("{}")
+    assert main(["verify", str(folder)]) == 2
+    assert one_line_error(capsys) == f"hf-transfer: error: {folder}/recipe.yaml: recipe file not found"
+
+
+@pytest.mark.parametrize("task", ["image-classification", "audio-classification", "speech-recognition"])
+def test_predict_names_an_input_file_its_task_cannot_read(task, tmp_path):
+    """A file that is not an image (audio) is refused naming it before the model loads, and one that is
+    goes through: the image as its path (the pipeline decodes it), the audio decoded."""
+    import numpy as np
+    import soundfile
+    from PIL import Image
+
+    from hf_transfer.errors import HfTransferError
+    from hf_transfer.tasks import TASKS
+
+    read = TASKS[task].read_inputs
+    good = tmp_path / ("ok.png" if task == "image-classification" else "ok.wav")
+    if task == "image-classification":
+        Image.new("RGB", (8, 8), "red").save(good)
+    else:
+        soundfile.write(good, np.zeros(160, dtype=np.float32), 16000)
+    bad = tmp_path / good.name.replace("ok", "bad")
+    # not media at all; for the image, its header whole and its end cut off (only PIL's verify sees that)
+    bad.write_bytes(good.read_bytes()[:-12] if task == "image-classification" else b"not a media file")
+    kind = "an image PIL" if task == "image-classification" else "audio soundfile"
+    with pytest.raises(HfTransferError, match=f"^predict: {bad} is not {kind} can read \\("):
+        read([str(good), str(bad)])
+    read_good = read([str(good)])
+    assert read_good == [str(good)] if task == "image-classification" else read_good[0]["sampling_rate"] == 16000

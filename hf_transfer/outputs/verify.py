@@ -178,10 +178,11 @@ def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.
     except FolderError as err:
         raise VerifyError(f"verify: {err}") from None
     metrics = read_metrics(out, VerifyError)
+    where = out / "recipe.yaml"
     try:
-        recipe = load_recipe(out / "recipe.yaml")
-    except HfTransferError as err:
-        raise VerifyError(f"{out}/recipe.yaml: {err}") from None
+        recipe = load_recipe(where)
+    except HfTransferError as err:  # named once: some errors name the file, others only the recipe key
+        raise VerifyError(str(err) if str(err).startswith(str(where)) else f"{where}: {err}") from None
     task, spec = resolve(recipe)
     if task.verify_inputs is None:
         raise VerifyError(f"{out}: task {task.name} has no round-trip check")

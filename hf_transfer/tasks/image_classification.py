@@ -34,7 +34,7 @@ from hf_transfer.tasks.base import TaskSpec, save_pretrained
 from hf_transfer.tasks.classification import classification_loss
 from hf_transfer.tasks.data import default_num_workers
 from hf_transfer.tasks.images import TimmProcessor, collator, data_config, stochastic_augmentation
-from hf_transfer.tasks.inputs import file_inputs
+from hf_transfer.tasks.inputs import image_inputs
 from hf_transfer.tasks.loaders import load_auto_model, load_auto_processor, load_error, with_config_overrides
 
 
@@ -351,6 +351,6 @@ TASK = classification.task(
     pipeline_task="image-classification",
     auto_class="AutoModelForImageClassification",
     processor_arg="image_processor",
-    read_inputs=file_inputs,
+    read_inputs=image_inputs,
     verify_inputs=verify_inputs,
 )

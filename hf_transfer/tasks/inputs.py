@@ -35,6 +35,26 @@ def file_inputs(items: list[str]) -> list[str]:
     return list(items)
 
 
+def _cause(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else err.__class__.__name__
+
+
+def image_inputs(items: list[str]) -> list[str]:
+    """Image paths, each checked to be an image PIL can read (its header and, where the format has them,
+    its checksums) without decoding the pixels, which the pipeline does batch by batch."""
+    from PIL import Image
+
+    paths = file_inputs(items)
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception as err:  # noqa: BLE001 - PIL fails in many types on a bad file
+            raise HfTransferError(f"predict: {path} is not an image PIL can read ({_cause(err)})") from None
+    return paths
+
+
 def audio_inputs(items: list[str]) -> list[Any]:
     """Audio paths, decoded with soundfile when it is installed (the pipeline needs ffmpeg otherwise)."""
     paths = file_inputs(items)
@@ -42,7 +62,13 @@ def audio_inputs(items: list[str]) -> list[Any]:
         import soundfile  # noqa: F401
     except ImportError:
         return paths
-    return [decode_audio(path) for path in paths]
+    decoded = []
+    for path in paths:
+        try:
+            decoded.append(decode_audio(path))
+        except Exception as err:  # noqa: BLE001 - libsndfile fails in several types on a bad file
+            raise HfTransferError(f"predict: {path} is not audio soundfile can read ({_cause(err)})") from None
+    return decoded
 
 
 def decode_audio(source: Any) -> dict[str, Any]:
