@@ -376,6 +376,20 @@ def test_vision_errors_name_the_key(tiny_resnet, images, tmp_path):
         finetune(raw)
 
 
+def test_an_image_size_a_transformers_vit_does_not_take_is_refused_before_training(tiny_vit, images, tmp_path):
+    """Tiny ViT takes 32 px images only (fixed position embeddings): 64 px is refused naming the key, before
+    any output is written; its own size still trains."""
+    raw = vision_recipe(tiny_vit, images, tmp_path / "a", library="transformers")
+    raw["vision"]["image_size"] = 64
+    with pytest.raises(RecipeError, match=r"^vision.image_size: .* does not take 64 px images \(Input image size "
+                                          r"\(64\*64\) doesn't match model \(32\*32\)\); remove vision.image_size"):
+        finetune(raw)
+    assert not (tmp_path / "a").exists()
+    raw = vision_recipe(tiny_vit, images, tmp_path / "b", library="transformers")
+    raw["training"]["max_steps"] = 1
+    assert raw["vision"]["image_size"] == 32 and finetune(raw).metrics["test"]["test_accuracy"] >= 0
+
+
 def test_corrupt_image_is_a_one_line_error_naming_the_file(tiny_resnet, tmp_path):
     import shutil
 

@@ -220,8 +220,28 @@ def _load_transformers_model(spec: TaskSpec, label_names: list[str] | None, num_
 
     kwargs = classification.head_config(spec, label_names)
     # a new head: the pretrained one (e.g. 1000 ImageNet classes) is dropped
-    return load_auto_model(AutoModelForImageClassification, spec.model, "an image-classification model",
-                           pretrained_kwargs={"ignore_mismatched_sizes": True}, **kwargs)
+    model = load_auto_model(AutoModelForImageClassification, spec.model, "an image-classification model",
+                            pretrained_kwargs={"ignore_mismatched_sizes": True}, **kwargs)
+    if spec.options.image_size:
+        _check_input_size(model, spec)
+    return model
+
+
+def _check_input_size(model, spec: TaskSpec) -> None:
+    """Some transformers image models take one input size only (ViT and kin: their position embeddings are
+    fixed, and pipeline() passes no interpolate_pos_encoding). One forward of a blank image of
+    vision.image_size says so before training, not at the first batch."""
+    size, training = spec.options.image_size, model.training
+    blank = torch.zeros(1, getattr(model.config, "num_channels", 3), size, size)
+    try:
+        with torch.no_grad():
+            model.eval()(pixel_values=blank)
+    except (ValueError, RuntimeError) as err:
+        cause = (str(err).strip() or err.__class__.__name__).splitlines()[0].rstrip(".")
+        raise RecipeError(f"vision.image_size: {spec.model.name_or_path!r} does not take {size} px images ({cause}); "
+                          "remove vision.image_size to use the model's own size") from None
+    finally:
+        model.train(training)
 
 
 def loss(spec: TaskSpec):
