@@ -397,3 +397,20 @@ def test_predict_names_an_input_file_its_task_cannot_read(task, tmp_path):
         read([str(good), str(bad)])
     read_good = read([str(good)])
     assert read_good == [str(good)] if task == "image-classification" else read_good[0]["sampling_rate"] == 16000
+
+
+@pytest.mark.parametrize("key, streaming", [("text_column", False), ("text_pair_column", False), ("text_column", True)])
+def test_a_column_that_is_both_input_and_label_is_refused_naming_the_key(tiny_bert, sentiment_files, tmp_path, key,
+                                                                         streaming):
+    """Label encoding replaces the label column, so a model input naming it stopped with a KeyError."""
+    from hf_transfer import finetune
+    from hf_transfer.errors import RecipeError
+    from tests.tiny import text_recipe
+
+    raw = text_recipe(tiny_bert, sentiment_files, tmp_path / "o")
+    raw["data"] |= {key: "label", "streaming": streaming}
+    raw["training"] |= {"max_steps": 2} if streaming else {}
+    with pytest.raises(RecipeError, match=f"^data.{key}: column 'label' is also data.label_column; the model cannot "
+                                          "read its own label$"):
+        finetune(raw)
+    assert not (tmp_path / "o").exists()

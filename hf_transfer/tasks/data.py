@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 
-from hf_transfer.errors import DataError, HfTransferError
+from hf_transfer.errors import DataError, HfTransferError, RecipeError
 from hf_transfer.recipe.schema import STREAM_EVAL_SAMPLES, DataConfig, ExtraData
 from hf_transfer.tasks.base import Labeler
 from hf_transfer.tasks.readers import read_audio_folder, read_conll
@@ -182,6 +182,14 @@ def require_columns(ds, split: str, wanted: list[tuple[str, str]]) -> None:
         raise DataError(f"data: split {split!r} is empty")
 
 
+def require_distinct(input_columns: dict[str, str], label_columns: list[tuple[str, str]]) -> None:
+    """A column the model reads may not also be a label column: encoding the labels replaces it."""
+    labels = {col: key for key, col in label_columns}
+    for key, col in input_columns.items():
+        if col in labels:
+            raise RecipeError(f"{key}: column {col!r} is also {labels[col]}; the model cannot read its own label")
+
+
 def load_data(
     cfg: DataConfig, input_columns: dict[str, str], seed: int, labeler: Labeler, fold: Callable | None = None,
     subset: Callable | None = None,
@@ -192,6 +200,7 @@ def load_data(
     max_train_samples applied (learning curves: `subset_of`)."""
     import datasets
 
+    require_distinct(input_columns, labeler.columns)
     if cfg.streaming:
         return _load_stream(cfg, input_columns, seed, labeler)
     raw = load_raw(cfg)
