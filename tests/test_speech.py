@@ -101,6 +101,11 @@ def test_load_audio_resamples_mixes_and_reads_bytes(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"not audio")
     with pytest.raises(DataError, match="speech.audio_column: cannot read audio"):
         speech.load_audio(str(tmp_path / "bad.wav"), 16000)
+    with pytest.raises(DataError, match=f"^speech.audio_column: audio file not found: 'gone.wav' \\(looked in the "
+                                        f"working folder, {tmp_path}\\)$"):
+        speech.load_audio("gone.wav", 16000, [tmp_path, tmp_path])
+    with pytest.raises(DataError, match="^speech.audio_column: audio file not found: '/gone.wav'$"):
+        speech.load_audio("/gone.wav", 16000, [tmp_path])
 
 
 def test_crop_random_in_training_centre_at_eval():

@@ -227,7 +227,7 @@ def test_a_clip_longer_than_the_model_reads_names_the_row(kit, tmp_path):
 
 def test_a_missing_audio_file_names_the_row_and_file(kit, tmp_path):
     wav = str(Path(kit["files"]["train"]).parent / "wav" / "train_0.wav")
-    with pytest.raises(DataError, match=r"split 'test' row 0: cannot read audio '.*nowhere.wav'"):
+    with pytest.raises(DataError, match=r"split 'test' row 0: audio file not found: '.*nowhere.wav'"):
         finetune(_bad(kit, tmp_path, [(str(tmp_path / "nowhere.wav"), "low tone"), (wav, "low tone")], split="test"))
 
 
