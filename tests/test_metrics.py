@@ -25,7 +25,8 @@ def test_metrics_are_the_same_online_and_never_import_evaluate():
         "multi = score('multi_label_classification', np.array([[1., -1.], [1., 1.], [-1., 1.]]),"
         " np.array([[1., 0.], [1., 0.], [0., 1.]]))\n"
         "reg = score('regression', np.array([1., 2., 3.]), np.array([1., 2., 4.]))\n"
-        "print(json.dumps({'single': single, 'multi': multi, 'reg': reg}))\n"
+        "flat = score('regression', np.array([2., 2., 2.]), np.array([1., 2., 4.]))\n"
+        "print(json.dumps({'single': single, 'multi': multi, 'reg': reg, 'flat': flat}))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
@@ -38,6 +39,8 @@ def test_metrics_are_the_same_online_and_never_import_evaluate():
     assert got["multi"]["f1_micro"] == pytest.approx(2 * 3 / (2 * 3 + 1))  # tp 3, fp 1, fn 0
     assert got["reg"]["mse"] == pytest.approx(1 / 3)
     assert 0.9 < got["reg"]["pearsonr"] < 1 and got["reg"]["spearmanr"] == pytest.approx(1.0)
+    # constant predictions: no correlation to measure, reported as 0 (metric_for_best_model finds the key)
+    assert got["flat"] == {"mse": pytest.approx(5 / 3), "pearsonr": 0.0, "spearmanr": 0.0}
 
 
 def test_class_details_single_label():

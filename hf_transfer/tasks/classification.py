@@ -212,11 +212,14 @@ def _multilabel(logits: np.ndarray, refs: np.ndarray) -> dict[str, float]:
 
 
 def _regression(preds: np.ndarray, refs: np.ndarray) -> dict[str, float]:
+    """MSE, Pearson's r and Spearman's rho. Where a correlation is undefined (constant predictions, as a
+    model can give early in training, or constant references) it is reported as 0, no correlation: the key
+    is always there for metric_for_best_model, and a NaN would stay the best score once recorded."""
     preds, refs = preds.reshape(-1), refs.reshape(-1)
     out = compute("mse", preds, refs)
     if len(refs) > 1 and np.std(refs) > 0 and np.std(preds) > 0:
-        out |= compute("pearsonr", preds, refs) | compute("spearmanr", preds, refs)
-    return out
+        return out | compute("pearsonr", preds, refs) | compute("spearmanr", preds, refs)
+    return out | {"pearsonr": 0.0, "spearmanr": 0.0}
 
 
 def score(problem_type: str, logits, refs: np.ndarray) -> dict[str, float]:
