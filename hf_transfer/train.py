@@ -21,7 +21,7 @@ from hf_transfer.distributed import (
     check_saved_weights, declare_mean_loss, effective_batch_size, is_sharded, log_batch_size, main_decides,
     match_deepspeed_dtype, require_extras,
 )
-from hf_transfer.errors import ModelError, RecipeError
+from hf_transfer.errors import ModelError, RecipeError, TrainingError
 from hf_transfer.folder import (
     CHECKPOINTS, RECIPE, check_output_dir, default_output_dir, finish, last_complete_checkpoint, mark_unfinished, put_in_place,
     run_lock, write_error, write_predictions,
@@ -325,7 +325,12 @@ def _train(recipe: Recipe, out: Path, args, resume: bool) -> FinetuneResult:
         log.warning("--resume: no checkpoint under %s; starting from the beginning", out / CHECKPOINTS)
     elif checkpoint:
         log.info("--resume: continuing from %s", checkpoint)
-    train_out = trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        train_out = trainer.train(resume_from_checkpoint=checkpoint)
+    except KeyError as err:  # a metric the task reports, but not for this run (e.g. mse without regression)
+        if "metric_for_best_model" not in str(err):
+            raise
+        raise TrainingError(f"training.metric_for_best_model: {err.args[0]}") from None
     train_metrics = dict(train_out.metrics)
     if "train_loss" in train_metrics:  # after --resume: the mean over the whole run, not the resumed part
         train_metrics["train_loss"] = whole_run_train_loss(train_metrics["train_loss"], trainer.state.global_step,

@@ -132,6 +132,7 @@ def validate(raw: Any) -> Recipe:
         sections=sections,
     )
     _check_multitask(recipe)
+    _check_metric(recipe, task)
     _check_cv(recipe)
     _check_streaming(recipe, task)
     _check_seeds_with(recipe)
@@ -279,6 +280,19 @@ def _check_multitask_metric(recipe) -> None:
     if not any(name.removeprefix("eval_").startswith(f"{t.name}_") for t in recipe.tasks):
         examples = ", ".join(f"{t.name}_{multitask.default_metric(t)}" for t in recipe.tasks)
         raise RecipeError(f"training.metric_for_best_model: {name!r} names no task's metric (e.g. {examples})")
+
+
+def _check_metric(recipe: Recipe, task) -> None:
+    """A single task's metric_for_best_model names a metric the task reports (its record's metric_names) or the
+    loss: Trainer looks it up at the first evaluation, after an epoch of training, and stops there."""
+    name = recipe.training.get("metric_for_best_model")
+    if recipe.tasks is not None or name is None:
+        return
+    key = name.removeprefix("eval_")
+    if key == "loss" or key in task.metric_names:  # the table's own names and derived ones (an entity type's _f1)
+        return
+    raise RecipeError(f"training.metric_for_best_model: {name!r} is not a metric of task {task.name} (its metrics: "
+                      f"{', '.join(task.metric_names)}, or loss)")
 
 
 def _check_cv(recipe: Recipe) -> None:

@@ -414,3 +414,34 @@ def test_a_column_that_is_both_input_and_label_is_refused_naming_the_key(tiny_be
                                           "read its own label$"):
         finetune(raw)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("task, metric, refused", [
+    ("text-classification", "nonexistent", True), ("text-classification", "eval_f1_macro", False),
+    ("text-classification", "loss", False), ("token-classification", "person_f1", False),
+    ("token-classification", "persn", True), ("speech-recognition", "eval_cer", False),
+])
+def test_metric_for_best_model_names_a_metric_of_the_task_before_anything_loads(task, metric, refused):
+    """Trainer looks the name up at the first evaluation, an epoch in: a name the task never reports is
+    refused when the recipe is read (an entity type's <type>_f1 is one it reports)."""
+    from hf_transfer.errors import RecipeError
+    from hf_transfer.validate import load_recipe
+
+    modality = {"speech-recognition": "speech"}.get(task, "text")
+    raw = {"task": task, "model": {"name_or_path": "nowhere", "modality": modality},
+           "data": {"path": "csv", "data_files": {"train": "nowhere.csv"}},
+           "training": {"metric_for_best_model": metric}}
+    if not refused:
+        assert load_recipe(raw).training["metric_for_best_model"] == metric
+        return
+    with pytest.raises(RecipeError, match=f"^training.metric_for_best_model: '{metric}' is not a metric of task {task} "
+                                          r"\(its metrics: .*, or loss\)$"):
+        load_recipe(raw)
+
+
+def test_a_metric_the_run_does_not_report_is_one_line_after_the_first_evaluation(run, tmp_path, capsys):
+    """mse is a text-classification metric, but only for regression: Trainer's KeyError becomes one line."""
+    out = tmp_path / "o"
+    assert main(["finetune", str(run[1]), "training.metric_for_best_model=mse", f"training.output_dir={out}"]) == 2
+    assert one_line_error(capsys).startswith("hf-transfer: error: training.metric_for_best_model: The "
+                                             "`metric_for_best_model` training argument is set to 'eval_mse'")
