@@ -105,8 +105,14 @@ def test_teacher_label_space_is_checked(tmp_path):
         check_label_space(teacher({"num_classes": 3}), ["a", "b"])
     with pytest.raises(ModelError, match=r"has labels \['positive', 'negative'\], the student"):
         check_label_space(teacher({"id2label": {"0": "positive", "1": "negative"}}), ["negative", "positive"])
-    with pytest.raises(ModelError, match="distill.teacher: cannot read the config.json"):
+    with pytest.raises(ModelError, match=f"^distill.teacher: '{tmp_path}/missing': no such folder \\(and not a Hub id\\)$"):
         check_label_space(str(tmp_path / "missing"), ["a"])
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(ModelError, match=f"^distill.teacher: '{tmp_path}/weights.bin' is a file, not a model folder$"):
+        check_label_space(str(tmp_path / "weights.bin"), ["a"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="^distill.teacher: cannot read the config.json of .*empty'"):
+        check_label_space(str(tmp_path / "empty"), ["a"])
 
 
 BASE = {"model": {"name_or_path": "m"}, "data": {"path": "csv"}}

@@ -38,6 +38,7 @@ from hf_transfer.objectives.losses import distillation_loss
 from hf_transfer.recipe.schema import DistillConfig, UnlabelledConfig
 from hf_transfer.tasks.base import TaskSpec
 from hf_transfer.tasks.data import load_extra
+from hf_transfer.tasks.loaders import missing_folder
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ def _adapter_base(source: str) -> str | None:
 
 def _read_config(source: str) -> dict[str, Any]:
     """The teacher's config.json: from its folder, or from the Hub (cache)."""
+    problem = missing_folder(source)
+    if problem:
+        raise ModelError(f"distill.teacher: {problem}")
     try:
         path = Path(source) / "config.json"
         if not Path(source).is_dir():

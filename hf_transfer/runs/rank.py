@@ -30,6 +30,7 @@ from hf_transfer.recipe.typed import build
 from hf_transfer.selection import scores
 from hf_transfer.strategies import probe
 from hf_transfer.tasks import resolve
+from hf_transfer.tasks.loaders import missing_folder
 from hf_transfer.train import load_splits, output_dir
 from hf_transfer.search_space import SEARCH_ONLY
 from hf_transfer.validate import load_recipe
@@ -53,11 +54,9 @@ def settings(recipe: Recipe, candidates: list[str] | None = None, sample: int | 
 def _check_candidates(candidates: list[str]) -> None:
     """A name that can only be a folder (./x, /x, ~/x, a/b/c) and is none: refused before anything loads."""
     for name in candidates:
-        path = Path(name).expanduser()
-        if not path.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
-            raise RecipeError(f"rank.candidates: {name!r}: no such folder (and not a Hub id)")
-        if path.exists() and not path.is_dir():
-            raise RecipeError(f"rank.candidates: {name!r} is a file, not a model folder")
+        problem = missing_folder(name)
+        if problem:
+            raise RecipeError(f"rank.candidates: {problem}")
 
 
 def source_classes(model_cfg) -> int | None:

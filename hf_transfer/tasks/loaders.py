@@ -30,9 +30,20 @@ def model_source(name_or_path: str) -> str:
     return str(path.resolve()) if path.is_dir() else name_or_path
 
 
-def _is_path(name: str) -> bool:
+def is_path(name: str) -> bool:
     """Written as a path, not as a Hub id (org/name): absolute, ~, ./, ../, or more than one /."""
     return name.startswith(("/", "~", "./", "../")) or name.count("/") > 1
+
+
+def missing_folder(name: str) -> str | None:
+    """Why `name` cannot be a model folder or Hub id, without asking the Hub: a file, or a path written as
+    one (is_path) that does not exist; None when it may be either."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return f"{name!r} is a file, not a model folder"
+    if not path.exists() and is_path(name):
+        return f"{name!r}: no such folder (and not a Hub id)"
+    return None
 
 
 def load_error(model: ModelConfig, what: str, err: Exception) -> ModelError:
@@ -41,7 +52,7 @@ def load_error(model: ModelConfig, what: str, err: Exception) -> ModelError:
     text = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
     if path.is_dir() and not (path / "config.json").is_file():
         text = f"the folder {path} holds no config.json (not a saved model folder)"
-    elif not path.exists() and _is_path(name):
+    elif not path.exists() and is_path(name):
         text = f"no such folder {path}"
     elif "custom code" in text:
         text = "it ships custom Python code; set model.trust_remote_code: true only if you trust it"
