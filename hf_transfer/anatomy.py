@@ -1,4 +1,5 @@
-"""Model anatomy, found generically for any backbone: the pretrained body, its repeated blocks, the head.
+"""Model anatomy, found generically for any backbone: the pretrained body, its repeated blocks, the head, and how
+long an input its absolute position embeddings cover.
 
 Blocks are the `nn.ModuleList` whose length is the config's number of layers (the largest ModuleList when
 the config does not say), or timm's own ordered groups; never attribute paths or name patterns.
@@ -198,3 +199,14 @@ def block_layer_names(model: nn.Module) -> list[str]:
             return found
     inside = {id(m) for m in find_blocks(backbone_of(model)).modules()}
     return sorted(n for n, m in model.named_modules() if id(m) in inside and _adaptable(m))
+
+
+def position_limit(model, embeddings) -> int | None:
+    """The longest input the model's absolute position embeddings cover: those beside its token embeddings
+    (BERT, RoBERTa, DistilBERT, ELECTRA, MPNet and kin); None for models without them (relative or rotary
+    positions). RoBERTa-style positions start after the padding index, so they cover that many fewer."""
+    for module in model.modules():
+        table = getattr(module, "position_embeddings", None)
+        if isinstance(table, nn.Embedding) and any(child is embeddings for child in module.children()):
+            return table.num_embeddings - (0 if table.padding_idx is None else table.padding_idx + 1)
+    return None

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from hf_transfer import objectives
+from hf_transfer.anatomy import position_limit
 from hf_transfer.distributed import (
     check_saved_weights, declare_mean_loss, effective_batch_size, is_sharded, log_batch_size, main_decides,
     match_deepspeed_dtype, require_extras,
@@ -142,19 +143,6 @@ def _check_text_model(processor, model, recipe: Recipe) -> None:
             f"model.max_length: {recipe.model.max_length} tokens, but {recipe.model.name_or_path!r} has position "
             f"embeddings for {positions}; set model.max_length to {positions} or less"
         )
-
-
-def position_limit(model, embeddings) -> int | None:
-    """The longest input the model's absolute position embeddings cover: those beside its token embeddings
-    (BERT, RoBERTa, DistilBERT, ELECTRA, MPNet and kin); None for models without them (relative or rotary
-    positions). RoBERTa-style positions start after the padding index, so they cover that many fewer."""
-    from torch import nn
-
-    for module in model.modules():
-        table = getattr(module, "position_embeddings", None)
-        if isinstance(table, nn.Embedding) and any(child is embeddings for child in module.children()):
-            return table.num_embeddings - (0 if table.padding_idx is None else table.padding_idx + 1)
-    return None
 
 
 FRAMEWORKS = ("hf-transfer-learning", "transformers", "peft", "torch", "datasets", "accelerate", "timm")

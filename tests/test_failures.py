@@ -275,7 +275,7 @@ def test_the_position_limit_follows_the_model_s_own_table(family):
     tokens); DeBERTa-v2 without absolute positions has no limit."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from hf_transfer.train import position_limit
+    from hf_transfer.anatomy import position_limit
 
     extra = {"bert": {"max_position_embeddings": 512}, "roberta": {"max_position_embeddings": 514, "pad_token_id": 1},
              "deberta-v2": {"position_biased_input": False}}[family]
