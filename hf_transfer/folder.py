@@ -93,9 +93,33 @@ def check_output_dir(out: Path, overwrite: bool, resume: bool) -> Path:
             f"training.output_dir: {out} is not empty; pass --overwrite to replace it "
             "or --resume to continue from its last checkpoint"
         )
+    if not is_run_folder(out):
+        raise OutputError(
+            f"training.output_dir: {out} holds files but no hf-transfer run (no {RECIPE}, {COMPLETE_MARKER} or "
+            f"{CHECKPOINTS}/); --overwrite replaces only a run: choose a new or empty folder"
+        )
     staging = staging_dir(out)
     shutil.rmtree(staging, ignore_errors=True)  # a replacement that did not finish earlier
     return staging
+
+
+def check_destination(target: Path, source: Path, replace: bool, replaceable, what: str, flag: str,
+                      error=OutputError) -> None:
+    """`target` may take what is written from `source` (merge, export): a new or empty folder or, with `replace`
+    (the command's `flag`), one that `replaceable(target)` recognises as `what`. Never `source` itself or a folder
+    around it: replacing it would delete what it reads."""
+    if not target.exists():
+        return
+    here, read = target.resolve(), source.resolve()
+    if here == read or here in read.parents:
+        where = "the folder" if here == read else "a folder that holds"
+        raise error(f"{target} is {where} {source}, which it reads; choose another destination")
+    if target.is_dir() and not has_files(target):
+        return
+    if not replace:
+        raise error(f"{target} exists; pass {flag} to replace it")
+    if not target.is_dir() or not replaceable(target):
+        raise error(f"{target} is not {what}; {flag} replaces only {what}: choose a new or empty folder")
 
 
 def put_in_place(written: Path, out: Path) -> None:

@@ -134,6 +134,18 @@ def test_merge_writes_a_plain_model_that_predicts_as_the_adapter(lora_run, senti
     assert main(["merge", str(run), "--force"]) == 0
     assert (merged / "model.safetensors").read_bytes() == before
     assert not list(run.glob(".merged.*"))  # no staging left behind
+    # --force replaces a merged model only: never the run it reads, a folder around it, another run or other files
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    capsys.readouterr()  # what the merges above printed (their progress bars)
+    for dest, message in [(run, f"{run} is the folder {run}, which it reads"),
+                          (run.parent, f"{run.parent} is a folder that holds {run}"),
+                          (mine, "mine is not a merged model folder; --force replaces only a merged model folder")]:
+        assert main(["merge", str(run), str(dest), "--force"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("hf-transfer: error: merge: ") and message in err
+    assert (run / "adapter_config.json").is_file() and (mine / "notes.txt").read_text() == "mine"
 
 
 def test_merge_of_a_full_model_is_refused(finished_run, capsys):

@@ -95,6 +95,18 @@ def test_resume_refuses_a_folder_that_is_not_a_run(finished, tmp_path, capsys):
     assert snapshot(out) == before
 
 
+def test_overwrite_refuses_a_folder_that_is_not_a_run(finished, tmp_path, capsys):
+    """--overwrite replaces a run; a folder of other files stays as it is, even after a finished run."""
+    _, recipe = finished
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    before = snapshot(out)
+    assert _cli(recipe, out, "--overwrite") == 2
+    assert "holds files but no hf-transfer run" in capsys.readouterr().err
+    assert snapshot(out) == before and not staging_dir(out).exists()
+
+
 def test_a_second_run_into_a_locked_folder_is_refused(finished, tmp_path, capsys):
     run, recipe = finished
     out = _copy(run, tmp_path)

@@ -85,11 +85,17 @@ def test_refusals_are_one_line(finished_run, tmp_path, capsys):
         ([str(run_dir), str(tmp_path / "taken")], "exists; pass --overwrite to replace it"),
         ([str(tmp_path / "empty")], "empty/config.json is missing"),
         ([str(tmp_path / "exported")], "is an exported ONNX folder already; export the run folder it came from"),
+        # replacing never deletes what is read, nor a folder that is not an export
+        ([str(run_dir), str(run_dir), "--overwrite"], f"{run_dir} is the folder {run_dir}, which it reads"),
+        ([str(run_dir), str(run_dir.parent), "--overwrite"], f"{run_dir.parent} is a folder that holds {run_dir}"),
+        ([str(run_dir), str(tmp_path / "taken"), "--overwrite"],
+         "taken is not an ONNX export folder; --overwrite replaces only an ONNX export folder"),
     ]:
         assert main(["export", *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("hf-transfer: error: export: ") and err.count("\n") == 1 and message in err
-    assert not (run_dir / "onnx").exists()
+    assert not (run_dir / "onnx").exists() and (run_dir / "metrics.json").is_file()
+    assert (tmp_path / "taken" / "file").read_text() == "x"
 
 
 def test_a_failed_check_writes_nothing(finished_run, tmp_path):

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from hf_transfer.errors import HfTransferError
-from hf_transfer.folder import has_files, put_in_place, staging_dir
+from hf_transfer.folder import check_destination, is_run_folder, put_in_place, staging_dir
 from hf_transfer.outputs.hubuser import FolderError, is_adapter, load_adapter_model, load_processor
 from hf_transfer.outputs.predict import task_of_folder
 from hf_transfer.outputs.verify import hub_user_task
@@ -29,8 +29,8 @@ def merge(out_dir: str | Path, dest: str | Path | None = None, force: bool = Fal
     if not is_adapter(out):
         raise HfTransferError(f"merge: {out} holds no PEFT adapter (no adapter_config.json); nothing to merge")
     target = Path(dest) if dest is not None else out / MERGED
-    if target.exists() and (not target.is_dir() or has_files(target)) and not force:
-        raise HfTransferError(f"merge: {target} exists; pass --force to replace it")
+    check_destination(target, out, force, lambda t: (t / "config.json").is_file() and not is_run_folder(t),
+                      "a merged model folder", "--force", lambda msg: HfTransferError(f"merge: {msg}"))
     try:
         hub_task = hub_user_task(task_of_folder(out)[0])
         model = load_adapter_model(out, hub_task).merge_and_unload()
