@@ -129,10 +129,10 @@ def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 def _find(path: str, bases: list[Path]) -> str:
     """`path` as given or beside one of the data files (`bases`); a one-line error naming where it looked."""
-    if Path(path).is_absolute() or Path(path).exists():
-        if not Path(path).exists():
-            raise DataError(f"speech.audio_column: audio file not found: {path!r}")
+    if Path(path).exists():
         return path
+    if Path(path).is_absolute():
+        raise DataError(f"speech.audio_column: audio file not found: {path!r}")
     for base in bases:
         if (base / path).exists():
             return str(base / path)
