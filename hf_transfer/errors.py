@@ -1,6 +1,12 @@
 """The errors hf-transfer reports as one line (no traceback unless --debug)."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): a one-line cause."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else err.__class__.__name__
+
+
 class HfTransferError(Exception):
     """A problem with the user's input; the message names what is wrong and where."""
 

@@ -14,6 +14,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from hf_transfer.errors import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -83,7 +85,7 @@ class Batcher:
             except Exception as err:  # noqa: BLE001 - a bug answers these requests with 500; the worker goes on
                 log.exception("serve: answering a batch failed")
                 for job in jobs:
-                    _settle(job.future, exception=RequestError(500, f"internal error: {one_line(err)}"))
+                    _settle(job.future, exception=RequestError(500, f"internal error: {first_line(err)}"))
 
     async def _answer(self, jobs: list[Job]) -> None:
         items = [item for job in jobs for item in job.items]
@@ -95,7 +97,7 @@ class Batcher:
                     await self._answer([job])
                 return
             log.exception("serve: the pipeline failed")
-            _settle(jobs[0].future, exception=RequestError(500, f"the model failed on this input: {one_line(err)}"))
+            _settle(jobs[0].future, exception=RequestError(500, f"the model failed on this input: {first_line(err)}"))
             return
         self.stats["batches"] += 1
         self.stats["requests"] += len(jobs)
@@ -126,8 +128,3 @@ def _top(row: list[dict[str, Any]], top_k: int) -> list[dict[str, Any]]:
 def _plain(value: Any) -> Any:
     """numpy scalars (entity scores) as Python numbers."""
     return value.item() if hasattr(value, "item") and getattr(value, "ndim", None) == 0 else value
-
-
-def one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else err.__class__.__name__

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_transfer.errors import DependencyError, HfTransferError
+from hf_transfer.errors import DependencyError, HfTransferError, first_line
 from hf_transfer.arguments import is_port, require_count, require_tolerance
-from hf_transfer.outputs.batcher import Batcher, RequestError, one_line
+from hf_transfer.outputs.batcher import Batcher, RequestError
 from hf_transfer.outputs.hubuser import FolderError
 from hf_transfer.outputs.onnx_model import load_any_pipeline
 from hf_transfer.outputs.predict import run, task_of_folder
@@ -114,7 +114,7 @@ def text_items(body: bytes) -> tuple[list[str], bool]:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
-        raise RequestError(400, f'body is not JSON ({one_line(err)}); send {{"inputs": "a text"}}') from None
+        raise RequestError(400, f'body is not JSON ({first_line(err)}); send {{"inputs": "a text"}}') from None
     if not isinstance(data, dict) or "inputs" not in data:
         raise RequestError(400, 'missing field "inputs": send {"inputs": "a text"} or {"inputs": ["a text", ...]}')
     inputs = data["inputs"]
@@ -141,7 +141,7 @@ def image_item(body: bytes) -> Any:
         image = Image.open(io.BytesIO(body))
         image.load()
     except Exception as err:  # noqa: BLE001 - PIL fails in many types on a bad file
-        raise RequestError(400, f"the body is not an image PIL can decode ({one_line(err)})") from None
+        raise RequestError(400, f"the body is not an image PIL can decode ({first_line(err)})") from None
     return image
 
 
@@ -149,7 +149,7 @@ def audio_item(body: bytes) -> dict[str, Any]:
     try:
         audio = decode_audio(io.BytesIO(body))
     except Exception as err:  # noqa: BLE001 - libsndfile fails in several types on a bad file
-        raise RequestError(400, f"the body is not audio soundfile can decode ({one_line(err)})") from None
+        raise RequestError(400, f"the body is not audio soundfile can decode ({first_line(err)})") from None
     if audio["raw"].size == 0:
         raise RequestError(400, "the audio holds no samples")
     return audio
@@ -240,7 +240,7 @@ def create_app(served: Served, max_batch_size: int = 16, batch_timeout_ms: float
             return JSONResponse({"error": str(err)}, status_code=err.status)
         except Exception as err:  # noqa: BLE001 - a bug answers one line, the server goes on
             log.exception("serve: request failed")
-            return JSONResponse({"error": f"internal error: {one_line(err)}"}, status_code=500)
+            return JSONResponse({"error": f"internal error: {first_line(err)}"}, status_code=500)
         return {"predictions": rows[0] if single else rows}
 
     return app

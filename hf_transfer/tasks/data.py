@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 
-from hf_transfer.errors import DataError, HfTransferError, RecipeError
+from hf_transfer.errors import DataError, HfTransferError, RecipeError, first_line
 from hf_transfer.recipe.schema import STREAM_EVAL_SAMPLES, DataConfig, ExtraData
 from hf_transfer.tasks.base import Labeler
 from hf_transfer.tasks.readers import read_audio_folder, read_conll
@@ -90,9 +90,9 @@ def load_raw(cfg: DataConfig):
         if cfg.data_files:
             _raise_for_file(cfg)  # names the file that does not read, and why
         if isinstance(err, FileNotFoundError):
-            raise DataError(f"data.path: dataset {cfg.path!r} not found ({_first_line(err)})") from None
+            raise DataError(f"data.path: dataset {cfg.path!r} not found ({first_line(err)})") from None
         if isinstance(err, (ValueError, ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError)):
-            raise DataError(f"data.path: cannot load dataset {cfg.path!r}: {_first_line(err)}") from None
+            raise DataError(f"data.path: cannot load dataset {cfg.path!r}: {first_line(err)}") from None
         raise DataError(f"data: cannot read dataset {cfg.path!r} ({_cause(err)})") from None
 
 
@@ -150,7 +150,7 @@ def _cause(err: BaseException) -> str:
         if "corresponds to no data" in str(e):
             return "it holds no rows"
     inner = next((e for e in chain if type(e).__name__ != "DatasetGenerationError"), chain[0])
-    return f"{inner.__class__.__name__}: {_first_line(inner)}"
+    return f"{inner.__class__.__name__}: {first_line(inner)}"
 
 
 def _check_csv_header(split: str, pattern: str) -> None:
@@ -164,11 +164,6 @@ def _check_csv_header(split: str, pattern: str) -> None:
         twice = sorted({c for c in header if header.count(c) > 1})
         if twice:
             raise DataError(f"data.data_files.{split}: column {twice[0]!r} appears twice in the header of {file}")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else err.__class__.__name__
 
 
 def require_columns(ds, split: str, wanted: list[tuple[str, str]]) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from hf_transfer.errors import RecipeError
+from hf_transfer.errors import RecipeError, first_line
 from hf_transfer.recipe.typed import INT32_MAX, check_range
 from hf_transfer.tasks import classification, image_cache, images, progressive
 from hf_transfer.tasks.base import TaskSpec, save_pretrained
@@ -237,8 +237,8 @@ def _check_input_size(model, spec: TaskSpec) -> None:
         with torch.no_grad():
             model.eval()(pixel_values=blank)
     except (ValueError, RuntimeError) as err:
-        cause = (str(err).strip() or err.__class__.__name__).splitlines()[0].rstrip(".")
-        raise RecipeError(f"vision.image_size: {spec.model.name_or_path!r} does not take {size} px images ({cause}); "
+        raise RecipeError(f"vision.image_size: {spec.model.name_or_path!r} does not take {size} px images "
+                          f"({first_line(err).rstrip('.')}); "
                           "remove vision.image_size to use the model's own size") from None
     finally:
         model.train(training)

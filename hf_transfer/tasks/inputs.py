@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hf_transfer.errors import HfTransferError
+from hf_transfer.errors import HfTransferError, first_line
 from hf_transfer.tasks.audio import resample
 
 
@@ -35,11 +35,6 @@ def file_inputs(items: list[str]) -> list[str]:
     return list(items)
 
 
-def _cause(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else err.__class__.__name__
-
-
 def image_inputs(items: list[str]) -> list[str]:
     """Image paths, each checked to be an image PIL can read (its header and, where the format has them,
     its checksums) without decoding the pixels, which the pipeline does batch by batch."""
@@ -51,7 +46,7 @@ def image_inputs(items: list[str]) -> list[str]:
             with Image.open(path) as image:
                 image.verify()
         except Exception as err:  # noqa: BLE001 - PIL fails in many types on a bad file
-            raise HfTransferError(f"predict: {path} is not an image PIL can read ({_cause(err)})") from None
+            raise HfTransferError(f"predict: {path} is not an image PIL can read ({first_line(err)})") from None
     return paths
 
 
@@ -67,7 +62,7 @@ def audio_inputs(items: list[str]) -> list[Any]:
         try:
             decoded.append(decode_audio(path))
         except Exception as err:  # noqa: BLE001 - libsndfile fails in several types on a bad file
-            raise HfTransferError(f"predict: {path} is not audio soundfile can read ({_cause(err)})") from None
+            raise HfTransferError(f"predict: {path} is not audio soundfile can read ({first_line(err)})") from None
     return decoded
 
 

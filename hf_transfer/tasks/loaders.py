@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hf_transfer.errors import ModelError, RecipeError
+from hf_transfer.errors import ModelError, RecipeError, first_line
 from hf_transfer.recipe.schema import ModelConfig
 
 
@@ -49,7 +49,7 @@ def missing_folder(name: str) -> str | None:
 def load_error(model: ModelConfig, what: str, err: Exception) -> ModelError:
     name = model.name_or_path
     path = Path(name).expanduser()
-    text = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+    text = first_line(err)
     if path.is_dir() and not (path / "config.json").is_file():
         text = f"the folder {path} holds no config.json (not a saved model folder)"
     elif not path.exists() and is_path(name):
