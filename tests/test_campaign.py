@@ -308,6 +308,9 @@ API_CASES: dict[str, tuple] = {
         lambda c: predict(c.run, None)),
     "predict/non-utf8-file": (HfTransferError, "predict: {tmp}/texts.txt is not UTF-8 text",
         lambda c: predict(c.run, [_file(c, "texts.txt", "caf\xe9\n".encode("latin-1"))])),
+    "predict/lone-surrogate": (HfTransferError, "predict: the text argument 'bad \\ud800' is not UTF-8 "
+                               "(a lone surrogate U+D800 at character 4)",
+        lambda c: predict(c.run, ["good", "bad \ud800"])),
     "predict/device-not-here": (HfTransferError, "predict: device 'cuda:99' is not available here",
         lambda c: predict(c.run, ["good"], device="cuda:99")),
     "predict/not-a-run": (HfTransferError, "predict: {tmp}/config.json is missing",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -130,6 +133,18 @@ def test_predict_refuses_a_file_that_is_not_utf8(run, tmp_path, capsys):
     texts.write_bytes("caf\xe9 was awful\n".encode("latin-1"))
     assert main(["predict", str(folder), str(texts)]) == 2
     assert f"{texts} is not UTF-8 text" in one_line_error(capsys)
+
+
+def test_predict_refuses_text_that_is_not_utf8_on_the_command_line_and_on_stdin(run, tmp_path):
+    """A Latin-1 terminal passes bytes Python keeps as lone surrogates, which no tokenizer takes."""
+    folder, _ = run
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    cli = [sys.executable, "-m", "hf_transfer", "predict", str(folder)]
+    argument = subprocess.run([*cli, b"caf\xe9"], capture_output=True, env=env, timeout=300)
+    stdin = subprocess.run([*cli, "-"], input=b"good\ncaf\xe9\n", capture_output=True, env=env, timeout=300)
+    for proc, message in [(argument, b"predict: the text argument 'caf\\udce9' is not UTF-8 (byte b'\\xe9' at character 3)"),
+                          (stdin, b"predict: standard input is not UTF-8 text (byte b'\\xe9' at position 8)")]:
+        assert proc.returncode == 2 and message in proc.stderr and b"Traceback" not in proc.stderr, proc.stderr[-800:]
 
 
 def test_verify_names_a_corrupt_metrics_json(run, tmp_path, capsys):

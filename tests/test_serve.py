@@ -83,6 +83,9 @@ BAD_TEXT = [
     (b'{"inputs": ["good", ""]}', "application/json", 400, '"inputs"[1] is an empty text'),
     (b"", "application/json", 400, "empty body"),
     (b"\xff\xfe\x00garbage", "application/json", 400, "body is not JSON"),
+    (b"[" * 2000 + b"]" * 2000, "application/json", 400, "body is not JSON (nested too deeply)"),
+    (b'{"inputs": ["good", "bad \\ud800"]}', "application/json", 400,
+     '"inputs"[1] is not valid Unicode (a lone surrogate at character 4)'),
     (b'{"inputs": "' + b"good " * 1000 + b'"}', "application/json", 413, "over the limit of 4096 bytes"),
     (b"\x89PNG\r\n", "image/png", 415, "this model reads text"),
 ]

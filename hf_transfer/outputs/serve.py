@@ -113,8 +113,9 @@ def text_items(body: bytes) -> tuple[list[str], bool]:
     """({"inputs": text or [texts]}) -> (texts, whether one text was sent rather than a list)."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise RequestError(400, f'body is not JSON ({first_line(err)}); send {{"inputs": "a text"}}') from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        cause = "nested too deeply" if isinstance(err, RecursionError) else first_line(err)
+        raise RequestError(400, f'body is not JSON ({cause}); send {{"inputs": "a text"}}') from None
     if not isinstance(data, dict) or "inputs" not in data:
         raise RequestError(400, 'missing field "inputs": send {"inputs": "a text"} or {"inputs": ["a text", ...]}')
     inputs = data["inputs"]
@@ -131,6 +132,10 @@ def text_items(body: bytes) -> tuple[list[str], bool]:
             raise RequestError(400, f"{where} must be a text, got {type(text).__name__}")
         if not text.strip():
             raise RequestError(400, f"{where} is an empty text")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:  # a lone surrogate such as "\ud800": no tokenizer takes it
+            raise RequestError(400, f"{where} is not valid Unicode (a lone surrogate at character {err.start})") from None
     return texts, single
 
 

@@ -11,21 +11,38 @@ from hf_transfer.tasks.audio import resample
 
 
 def text_inputs(items: list[str]) -> list[str]:
-    """Strings as they are; an existing file (or `-`) contributes its non-empty lines."""
+    """Strings as they are; an existing file (or `-`, standard input) contributes its non-empty lines."""
     texts: list[str] = []
     for item in items:
         if item == "-":
-            texts += [ln for ln in sys.stdin.read().splitlines() if ln.strip()]
+            lines = _utf8(sys.stdin.buffer.read(), "standard input")
         elif Path(item).is_file():
-            try:
-                lines = Path(item).read_text(encoding="utf-8").splitlines()
-            except UnicodeDecodeError as err:
-                raise HfTransferError(f"predict: {item} is not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} "
-                                      f"at position {err.start}); save it as UTF-8") from None
-            texts += [ln for ln in lines if ln.strip()]
+            lines = _utf8(Path(item).read_bytes(), item)
         else:
-            texts.append(item)
+            texts.append(_text_argument(item))
+            continue
+        texts += [ln for ln in lines.splitlines() if ln.strip()]
     return texts
+
+
+def _utf8(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise HfTransferError(f"predict: {where} is not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} "
+                              f"at position {err.start}); save it as UTF-8") from None
+
+
+def _text_argument(item: str) -> str:
+    """A text given on the command line. Python keeps the bytes of an argument that is not UTF-8 as lone
+    surrogates (U+DC80-U+DCFF), which no tokenizer takes: name the first one."""
+    bad = next((i for i, ch in enumerate(item) if 0xD800 <= ord(ch) <= 0xDFFF), None)
+    if bad is not None:
+        code = ord(item[bad])
+        what = f"byte {bytes([code - 0xDC00])!r}" if code >= 0xDC80 else f"a lone surrogate U+{code:04X}"
+        raise HfTransferError(f"predict: the text argument {item!r} is not UTF-8 ({what} at character {bad}); "
+                              f"pass UTF-8 text, or a UTF-8 file of texts")
+    return item
 
 
 def file_inputs(items: list[str]) -> list[str]:
