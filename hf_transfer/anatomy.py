@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from hf_transfer.errors import ModelError
+from hf_transfer.errors import ModelError, RecipeError
 
 
 def _hf_base(model: nn.Module) -> nn.Module | None:
@@ -210,3 +210,25 @@ def position_limit(model, embeddings) -> int | None:
         if isinstance(table, nn.Embedding) and any(child is embeddings for child in module.children()):
             return table.num_embeddings - (0 if table.padding_idx is None else table.padding_idx + 1)
     return None
+
+
+def check_text_model(processor, model, name: str, max_length: int, key: str = "model.name_or_path") -> None:
+    """What fails at the first step (IndexError) or at the first long text, said before: a tokenizer with more
+    tokens than the model `name` has embeddings (named under `key`), and a `model.max_length` past the model's
+    absolute position embeddings. Nothing for a processor that is no tokenizer or a model without token
+    embeddings."""
+    if not hasattr(processor, "convert_tokens_to_ids") or not callable(getattr(model, "get_input_embeddings", None)):
+        return
+    try:
+        embeddings = model.get_input_embeddings()
+    except NotImplementedError:  # a model without token embeddings (e.g. wav2vec2)
+        return
+    if embeddings is None or not hasattr(embeddings, "num_embeddings"):
+        return
+    if len(processor) > embeddings.num_embeddings:
+        raise ModelError(f"{key}: the tokenizer of {name!r} has {len(processor)} tokens but the model's embeddings "
+                         f"hold {embeddings.num_embeddings}: they do not belong together")
+    positions = position_limit(model, embeddings)
+    if positions is not None and max_length > positions:
+        raise RecipeError(f"model.max_length: {max_length} tokens, but {name!r} has position embeddings for "
+                          f"{positions}; set model.max_length to {positions} or less")

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from hf_transfer import objectives
-from hf_transfer.anatomy import position_limit
+from hf_transfer.anatomy import check_text_model
 from hf_transfer.distributed import (
     check_saved_weights, declare_mean_loss, effective_batch_size, is_sharded, log_batch_size, main_decides,
     match_deepspeed_dtype, require_extras,
 )
-from hf_transfer.errors import ModelError, RecipeError, TrainingError
+from hf_transfer.errors import RecipeError, TrainingError
 from hf_transfer.folder import (
     CHECKPOINTS, RECIPE, check_output_dir, default_output_dir, finish, last_complete_checkpoint, mark_unfinished, put_in_place,
     run_lock, write_error, write_predictions,
@@ -83,7 +83,7 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
         splits = task.preprocess(loaded.splits, processor, spec)
     args = fit_eval_batch(args, splits)
     model = task.load_model(spec, loaded.label_names)
-    _check_text_model(processor, model, recipe)
+    check_text_model(processor, model, recipe.model.name_or_path, recipe.model.max_length)
     model = apply_strategy(model, recipe.finetune, task.peft_task_type, pretrained=recipe.model.pretrained)
     model = match_deepspeed_dtype(model, args)
     declare_mean_loss(model)  # losses average over processes and accumulation steps
@@ -119,30 +119,6 @@ def build_trainer(recipe: Recipe, out: Path, args=None):
     trainer.class_names = loaded.label_names  # the per-class details of metrics.json name them
     trainer.train_examples = _count(loaded.splits["train"])  # labelled training rows (metrics.json)
     return trainer, splits
-
-
-def _check_text_model(processor, model, recipe: Recipe) -> None:
-    """What fails at the first step (IndexError) or at the first long text, said now: a tokenizer with more tokens
-    than the model has embeddings, and a model.max_length past the model's absolute position embeddings."""
-    if not hasattr(processor, "convert_tokens_to_ids") or not callable(getattr(model, "get_input_embeddings", None)):
-        return  # not a tokenizer and a text model
-    try:
-        embeddings = model.get_input_embeddings()
-    except NotImplementedError:  # a model without token embeddings (e.g. wav2vec2)
-        return
-    if embeddings is None or not hasattr(embeddings, "num_embeddings"):
-        return
-    if len(processor) > embeddings.num_embeddings:
-        raise ModelError(
-            f"model.name_or_path: the tokenizer of {recipe.model.name_or_path!r} has {len(processor)} tokens but the "
-            f"model's embeddings hold {embeddings.num_embeddings}: they do not belong together"
-        )
-    positions = position_limit(model, embeddings)
-    if positions is not None and recipe.model.max_length > positions:
-        raise RecipeError(
-            f"model.max_length: {recipe.model.max_length} tokens, but {recipe.model.name_or_path!r} has position "
-            f"embeddings for {positions}; set model.max_length to {positions} or less"
-        )
 
 
 FRAMEWORKS = ("hf-transfer-learning", "transformers", "peft", "torch", "datasets", "accelerate", "timm")

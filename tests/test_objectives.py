@@ -115,6 +115,39 @@ def test_distill_refuses_a_teacher_with_other_labels(tiny_bert, sentiment_files,
         finetune(recipe)
 
 
+def test_distill_refuses_a_text_teacher_that_cannot_read_the_inputs(tiny_bert, sentiment_files, text_teacher, tmp_path):
+    """A teacher with fewer positions than model.max_length, and one run on the student's token ids (cache_logits:
+    false) whose vocabulary is another: one line before training, not a traceback or logits of the wrong tokens."""
+    import shutil
+
+    from transformers import AutoConfig, BertForSequenceClassification, BertTokenizer
+
+    from tests.tiny import SPECIALS, WORDS
+
+    short = Path(shutil.copytree(text_teacher, tmp_path / "short"))
+    config = AutoConfig.from_pretrained(short)
+    config.max_position_embeddings = 8
+    BertForSequenceClassification(config).save_pretrained(short)
+    recipe = text_recipe(tiny_bert, sentiment_files, tmp_path / "out")  # max_length 16
+    recipe["distill"] = {"teacher": str(short)}
+    with pytest.raises(RecipeError, match=f"model.max_length: 16 tokens, but '{short}' has position embeddings for 8"):
+        finetune(recipe)
+
+    other = Path(shutil.copytree(text_teacher, tmp_path / "other"))
+    tokens = SPECIALS + WORDS[::-1]  # the same size, other ids
+    BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}).save_pretrained(other)
+    recipe["distill"] = {"teacher": str(other), "cache_logits": False}
+    with pytest.raises(RecipeError, match="distill.cache_logits: false runs the teacher .* tokenizer is not the student's"):
+        train.build_trainer(load_recipe(recipe), tmp_path / "built")
+    recipe["distill"]["cache_logits"] = None  # cached: the teacher reads the texts through its own tokenizer
+    trainer, _ = train.build_trainer(load_recipe(recipe), tmp_path / "built2")
+    assert trainer.hooks.batch_columns == [TEACHER_COLUMN]
+    recipe["distill"]["teacher"] = str(text_teacher)  # the student's own tokenizer: per batch is fine
+    recipe["distill"]["cache_logits"] = False
+    trainer, _ = train.build_trainer(load_recipe(recipe), tmp_path / "built3")
+    assert trainer.hooks.batch_columns == [] and len(trainer.hooks.objectives) == 1
+
+
 def _saved_keys(out: Path) -> set[str]:
     return set(load_file(out / "model.safetensors"))
 

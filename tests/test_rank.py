@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,6 +147,29 @@ def test_a_bad_candidate_is_one_line_naming_it(tmp_path, tiny_bert, sentiment_fi
     err = capsys.readouterr().err  # the data are loaded first: datasets may print its progress bars
     lines = [ln for ln in err.splitlines() if ln.startswith("hf-transfer: error:")]
     assert "Traceback" not in err and len(lines) == 1 and f"candidate {str(tmp_path / 'empty')!r}" in lines[0]
+
+
+def test_a_candidate_shorter_than_max_length_is_one_line_naming_it(tmp_path, tiny_bert, sentiment_files, cache, capsys):
+    """Its position embeddings cover fewer tokens than model.max_length: said before any feature is computed."""
+    import shutil
+
+    from transformers import AutoConfig, BertModel
+
+    from tests.tiny import text_recipe
+
+    from hf_transfer.cli import main
+
+    short = Path(shutil.copytree(tiny_bert, tmp_path / "short"))
+    config = AutoConfig.from_pretrained(short)
+    config.max_position_embeddings = 8
+    BertModel(config).save_pretrained(short)
+    path = _recipe_file(tmp_path / "r.yaml", text_recipe(tiny_bert, sentiment_files, tmp_path / "run"))  # 16 tokens
+    assert main(["rank", path, "--candidates", str(tiny_bert), str(short)]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("hf-transfer: error:")]
+    assert "Traceback" not in err and lines == [
+        f"hf-transfer: error: rank: candidate {str(short)!r}: model.max_length: 16 tokens, but {str(short)!r} has "
+        "position embeddings for 8; set model.max_length to 8 or less"]
 
 
 @pytest.mark.parametrize("section, message", [

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from hf_transfer.anatomy import check_text_model
 from hf_transfer.console import progress
 from hf_transfer.errors import ModelError, RecipeError
 from hf_transfer.inference import run_batches
@@ -183,6 +184,7 @@ def _cached_logits(source: str, task, spec: TaskSpec, teacher, raw_train, args) 
 
     t_spec = teacher_spec(spec, source)
     processor = task.load_processor(t_spec)
+    check_text_model(processor, teacher, source, spec.model.max_length, key="distill.teacher")
     # role "teacher": the deterministic (evaluation) preprocessing; an empty "train" keeps tasks happy
     seen = task.preprocess(DatasetDict({"train": raw_train.select([]), "teacher": raw_train}), processor, t_spec)
     with progress(len(seen["teacher"]), "teacher logits", disable=args.disable_tqdm) as bar:
@@ -232,6 +234,19 @@ def _add_unlabelled(cfg: UnlabelledConfig, task, spec: TaskSpec, processor, spli
     return raw, splits
 
 
+def _check_reads_student_inputs(source: str, task, spec: TaskSpec, processor, teacher) -> None:
+    """Run on every batch, the teacher reads the student's token ids: refuse a teacher with another vocabulary,
+    whose logits would be computed from the wrong tokens."""
+    check_text_model(processor, teacher, source, spec.model.max_length, key="distill.teacher")
+    if not callable(getattr(processor, "get_vocab", None)):
+        return  # images and audio: the README's rule (the teacher must read the student's inputs)
+    own = task.load_processor(teacher_spec(spec, source))
+    if callable(getattr(own, "get_vocab", None)) and own.get_vocab() != processor.get_vocab():
+        raise RecipeError(f"distill.cache_logits: false runs the teacher {source!r} on the student's token ids, but "
+                          "its tokenizer is not the student's; set distill.cache_logits to null (the teacher then "
+                          "reads each text through its own tokenizer)")
+
+
 def attach(cfg: DistillConfig, task, spec: TaskSpec, processor, loaded, splits, hooks, args):
     """Add the distillation term to `hooks`; returns the splits (train carrying cached logits, and the
     unlabelled rows of `distill.unlabelled`)."""
@@ -244,6 +259,8 @@ def attach(cfg: DistillConfig, task, spec: TaskSpec, processor, loaded, splits, 
     if cfg.unlabelled is not None:
         unlabelled, splits = _add_unlabelled(cfg.unlabelled, task, spec, processor, splits, hooks)
         raw.append(unlabelled)
+    if not cache:
+        _check_reads_student_inputs(cfg.teacher, task, spec, processor, teacher)
     if cache:
         logits = torch.cat([_cached_logits(cfg.teacher, task, spec, teacher, part, args) for part in raw])
         splits["train"] = WithColumn(splits["train"], TEACHER_COLUMN, logits)

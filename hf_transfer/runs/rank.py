@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from hf_transfer.anatomy import check_text_model
 from hf_transfer.console import progress
 from hf_transfer.errors import HfTransferError, ModelError, RecipeError
 from hf_transfer.recipe.schema import RankConfig, Recipe
@@ -163,6 +164,7 @@ def score_candidate(recipe: Recipe, name: str, sample, validation, label_names, 
     processor = task.load_processor(spec)
     source = source_classes(spec.model)
     model = task.load_model(spec, [str(i) for i in range(source)] if source else label_names)
+    check_text_model(processor, model, name, spec.model.max_length)
     head = final_layer(model, source or len(label_names or [None]))
     # `train` only feeds the task's training-time setup: deterministic transforms come with other roles
     splits = task.preprocess(DatasetDict({"train": sample.select([0]), "sample": sample, "validation": validation}),
