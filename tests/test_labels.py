@@ -112,3 +112,37 @@ def test_a_classlabel_column_is_read_as_ids(tmp_path):
     assert loaded.label_names == ["2", "1"]
     both = datasets.concatenate_datasets([loaded.splits["train"], loaded.splits["validation"]])
     assert sorted(both["labels"]) == [0, 0, 1, 1]  # ids kept, not re-read as the names "0"/"1"
+
+
+def test_true_false_labels_are_names_never_ids(tmp_path):
+    """A CSV column of True / False is read as booleans: each is its own class, by name (True is not class id 1)."""
+    rows = [(f"text {i}", ["True", "False"][i % 2]) for i in range(8)]
+    train = write_csv(tmp_path / "train.csv", rows)
+    test = write_csv(tmp_path / "test.csv", [("a", "True"), ("b", "False"), ("c", "True")])
+    names, got = labelled(recipe_for(train, test), "test")
+    assert names == ["False", "True"] and got == ["True", "False", "True"]
+    _, got = labelled(recipe_for(train, test, label_names=["True", "False"]), "test")  # the recipe's order
+    assert got == ["True", "False", "True"]
+
+
+@pytest.mark.parametrize("cell", ["", "NA", "nan"])
+def test_an_empty_label_or_text_is_named_as_missing(tmp_path, cell):
+    rows = [(f"text {i}", cell if i == 3 else ["pos", "neg"][i % 2]) for i in range(8)]
+    with pytest.raises(DataError, match=r"data.label_column: column 'label' of the training split 'train' has 1 of 8 "
+                                        r"labels empty \(a missing value: a CSV reads"):
+        load_splits(load_recipe(recipe_for(write_csv(tmp_path / "train.csv", rows), validation_split=None)), seed=0)
+    test = write_csv(tmp_path / "test.csv", [("a", "pos"), ("b", cell)])  # names given: the encoder says it
+    raw = recipe_for(write_csv(tmp_path / "ok.csv", rows[:3] + rows[4:]), test, label_names=["neg", "pos"])
+    with pytest.raises(DataError, match="data.label_column: a label in split 'test' is empty"):
+        load_splits(load_recipe(raw), seed=0)
+
+
+def test_an_empty_text_is_named_as_missing(tiny_bert, tmp_path):
+    from hf_transfer import finetune
+    from tests.tiny import text_recipe
+
+    rows = [("", "positive")] + [(f"good {i}", ["positive", "negative"][i % 2]) for i in range(7)]
+    files = {"train": write_csv(tmp_path / "train.csv", rows), "test": write_csv(tmp_path / "test.csv", rows[1:])}
+    recipe = text_recipe(tiny_bert, files, tmp_path / "out")
+    with pytest.raises(DataError, match="data.text_column: a text in column 'review' is empty \\(a missing value"):
+        finetune(recipe)

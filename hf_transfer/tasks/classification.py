@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from hf_transfer.errors import DataError
 from hf_transfer.recipe.schema import DataConfig
 from hf_transfer.tasks.base import NO_SAVE, Labeler, Task, TaskSpec
-from hf_transfer.tasks.data import is_stream
+from hf_transfer.tasks.data import EMPTY, is_stream
 from hf_transfer.tasks.metrics import compute
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,9 @@ def _infer_label_names(train, cfg: DataConfig) -> list[str] | None:
     values = train[columns[0]]
     if cfg.problem_type == "multi_label_classification":
         values = [v for row in values for v in _split_values(row, cfg, cfg.train_split)]
+    if cfg.problem_type == "single_label_classification" and None in values:
+        raise DataError(f"data.label_column: column {columns[0]!r} of the training split {cfg.train_split!r} has "
+                        f"{values.count(None)} of {len(values)} labels {EMPTY}")
     if not names:
         try:  # numbers sort as numbers (1, 2, 10), then become names
             names = [str(v) for v in sorted(set(values))]
@@ -108,13 +111,14 @@ def encoder(cfg: DataConfig, label_names: list[str] | None, split: str, ids: boo
     ids_allowed = ids or bool(cfg.label_names)
 
     def one(value: Any) -> int:
-        if isinstance(value, bool) or value is None:
-            pass
-        elif ids and isinstance(value, int) and 0 <= value < len(index):
+        if value is None:
+            raise DataError(f"data.label_column: a label in split {split!r} is {EMPTY}")
+        number = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(index)  # a bool is a name
+        if ids and number:
             return value
-        elif str(value) in index:
+        if str(value) in index:
             return index[str(value)]
-        elif ids_allowed and isinstance(value, int) and 0 <= value < len(index):
+        if ids_allowed and number:
             return value
         raise DataError(
             f"data.label_column: label {value!r} in split {split!r} is not one of "

@@ -28,6 +28,7 @@ from hf_transfer.tasks.readers import read_audio_folder, read_conll
 log = logging.getLogger(__name__)
 
 LOCAL_LOADERS = ("csv", "json", "parquet", "imagefolder", "audiofolder", "arrow", "text", "conll")
+EMPTY = "empty (a missing value: a CSV reads '', 'NA', 'nan', 'null' and the like as missing); fill or drop those rows"
 
 
 @dataclass

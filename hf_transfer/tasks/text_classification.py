@@ -11,7 +11,7 @@ from typing import Any
 from hf_transfer.errors import DataError, ModelError
 from hf_transfer.tasks import classification
 from hf_transfer.tasks.base import DETERMINISTIC, NO_LOSS, TaskSpec
-from hf_transfer.tasks.data import column_names, is_stream
+from hf_transfer.tasks.data import EMPTY, column_names, is_stream
 from hf_transfer.tasks.inputs import text_inputs
 from hf_transfer.tasks.loaders import load_auto_model, load_auto_processor
 
@@ -41,6 +41,8 @@ def check_text(batch: dict[str, list[Any]], columns: dict[str, str]) -> None:
     for key, col in columns.items():
         bad = [v for v in batch[col] if not isinstance(v, str)]
         if bad:
+            if bad[0] is None:
+                raise DataError(f"{key}: a text in column {col!r} is {EMPTY}")
             raise DataError(f"{key}: column {col!r} holds a non-text value {bad[0]!r}")
 
 
