@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -304,14 +305,35 @@ def test_a_16_bit_png_is_scaled_not_clipped_to_white(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from hf_transfer.tasks.images import _rgb
+    from hf_transfer.tasks.images import rgb_image
 
     ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)  # dark to bright
     Image.fromarray(ramp).save(tmp_path / "deep.png")
     assert Image.open(tmp_path / "deep.png").mode == "I;16"
-    rgb = np.asarray(_rgb({"path": str(tmp_path / "deep.png"), "bytes": None}, "image"))
+    rgb = np.asarray(rgb_image({"path": str(tmp_path / "deep.png"), "bytes": None}, "image"))
     assert rgb.shape == (32, 32, 3) and rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] == 255
     assert 100 < rgb[16, 0, 0] < 160  # the middle of the ramp stays grey (convert("RGB") gave 255)
+
+
+def test_array_images_of_any_depth_and_layout_are_scaled_not_clipped_or_refused_with_a_traceback():
+    """Arrays (a datasets Array3D column, numpy, torch): floats in [0, 1] are not read as black, colour arrays that
+    are not uint8 and channels-first arrays load, and what is no image is one line."""
+    import numpy as np
+    import torch
+
+    from hf_transfer.errors import DataError
+    from hf_transfer.tasks.images import rgb_image
+
+    ramp = np.linspace(0, 1, 24 * 32, dtype=np.float32).reshape(24, 32)
+    for array in (ramp, np.stack([ramp] * 3, -1), np.stack([ramp] * 3), torch.from_numpy(ramp)[None],
+                  (ramp * 255).astype(np.int64), (ramp * 65535).astype(np.uint16)):
+        rgb = np.asarray(rgb_image(array, "image"))
+        assert rgb.shape == (24, 32, 3) and rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] == 255, array.dtype
+        assert 100 < rgb[12, 0, 0] < 160  # mid-grey stays mid-grey
+    for bad, message in [(ramp - 0.5, "holds values from -0.5 to 0.5, not pixels"),
+                         (np.zeros((2, 3, 8, 8)), "holds an array of shape (2, 3, 8, 8), not an image")]:
+        with pytest.raises(DataError, match=re.escape(message)):
+            rgb_image(bad, "image")
 
 
 def test_an_empty_wav_is_refused_naming_the_file(tmp_path):

@@ -65,7 +65,7 @@ def test_evaluation_tensors_are_the_saved_processors(tiny_resnet, image_files, t
     assert "pixels" in result.trainer.train_dataset.column_names  # the run used the cache
     fast, loaded, _ = _preprocessed(raw)
     test = loaded.splits["test"]
-    rgb = [images._rgb(im, "image") for im in test["image"]]
+    rgb = [images.rgb_image(im, "image") for im in test["image"]]
     saved = AutoImageProcessor.from_pretrained(tmp_path / "out")
     expected = saved(rgb, return_tensors="pt")["pixel_values"]
     got = torch.stack([e["pixel_values"] for e in fast["test"].__getitems__(list(range(len(test))))])

@@ -510,3 +510,29 @@ def test_a_timm_architecture_without_checkpointing_trains_without_it(tmp_path, i
         result = finetune(raw)
     assert "cannot checkpoint its activations" in caplog.text
     assert not result.trainer.args.activation_checkpointing and result.metrics["train"]["train_loss"] > 0
+
+
+def test_float_array_images_from_parquet_train_and_verify(tiny_resnet, tmp_path):
+    """Images stored as arrays (a datasets Array3D column; parquet gives them back as nested lists), floats in
+    [0, 1]: training reads them as images (not black), and `verify` hands the pipeline the same RGB images."""
+    import datasets
+    import numpy as np
+
+    from hf_transfer.outputs.verify import verify
+
+    rng = np.random.default_rng(0)
+    features = datasets.Features({"image": datasets.Array3D((16, 16, 3), "float32"), "label": datasets.Value("string")})
+    files = {}
+    for split, n in (("train", 24), ("test", 8)):
+        arrays = [np.clip(rng.random((16, 16, 3), dtype=np.float32) * 0.2 + 0.8 * (np.arange(16) % 2)[:, None, None]
+                          .swapaxes(0, i % 2), 0, 1) for i in range(n)]  # stripes one way or the other
+        rows = {"image": arrays, "label": [["across", "down"][i % 2] for i in range(n)]}
+        files[split] = str(tmp_path / f"{split}.parquet")
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(files[split])
+    recipe = vision_recipe(tiny_resnet, files, tmp_path / "out")
+    recipe["data"] |= {"path": "parquet", "label_column": "label"}
+    result = finetune(recipe)
+    first = result.trainer.train_dataset[0]["pixel_values"]
+    assert float(first.std()) > 0.1  # the stripes survive: a [0, 1] float read as 0-255 would be one flat colour
+    checked = verify(tmp_path / "out")  # raises if a metric differs
+    assert checked.loader == "transformers.pipeline" and set(checked.compared) == {"validation", "test"}

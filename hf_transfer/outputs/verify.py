@@ -29,7 +29,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hf_transfer.console import bar_options
 from hf_transfer.errors import HfTransferError, VerifyError
@@ -138,13 +138,14 @@ def _run_hub_user(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
     )
 
 
-def _save_quietly(ds, path: Path) -> None:
+def _save_quietly(make: Callable[[], Any], path: Path) -> None:
+    """Save the dataset `make()` returns, without datasets' progress bars for either step."""
     import datasets
 
     shown = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        ds.save_to_disk(str(path))
+        make().save_to_disk(str(path))
     finally:
         if shown:
             datasets.enable_progress_bars()
@@ -196,7 +197,7 @@ def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.
     with tempfile.TemporaryDirectory(prefix="hf-transfer-verify-") as tmp_name:
         tmp = Path(tmp_name)
         for role in roles:
-            _save_quietly(task.verify_inputs(spec, splits[role], processor), tmp / role)
+            _save_quietly(lambda: task.verify_inputs(spec, splits[role], processor), tmp / role)
         hub_spec = {
             "folder": str(out.resolve()),
             "task": hub_user_task(task),

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from hf_transfer.errors import RecipeError
 from hf_transfer.tasks.base import TaskSpec
-from hf_transfer.tasks.images import TimmProcessor, _rgb, _undecoded, mixer
+from hf_transfer.tasks.images import TimmProcessor, _undecoded, mixer, rgb_image
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def cache_split(ds, column: str, cfg: dict[str, Any], train: bool):
     keys = ("input_size", "interpolation", "crop_pct", "crop_mode")
 
     def cache(batch: dict[str, list]) -> dict[str, list]:
-        images = [_rgb(im, column) for im in batch[column]]
+        images = [rgb_image(im, column) for im in batch[column]]
         out = {"pixels": [encode(im) for im in images]}
         return out | ({"size": [list(im.size) for im in images]} if train else {})
 

@@ -346,9 +346,16 @@ def write_timm_wrapper_config(folder: Path, problem_type: str) -> None:
 
 
 def verify_inputs(spec: TaskSpec, split, processor=None):
-    """The split's images as the pipeline takes them, in column `inputs`."""
+    """The split's images as the pipeline takes them, in column `inputs`: an image column as it is, arrays (or
+    nested lists) as the RGB images training made of them (the pipeline takes no arrays)."""
+    import datasets
+
     column = spec.options.image_column
-    return split.select_columns([column]).rename_column(column, "inputs")
+    inputs = split.select_columns([column]).rename_column(column, "inputs")
+    if isinstance(inputs.features["inputs"], datasets.Image):
+        return inputs
+    return inputs.map(lambda batch: {"inputs": [images.rgb_image(v, column) for v in batch["inputs"]]}, batched=True,
+                      features=datasets.Features({"inputs": datasets.Image()}))
 
 
 TASK = classification.task(

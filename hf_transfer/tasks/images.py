@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from hf_transfer.errors import DataError, RecipeError
@@ -122,36 +123,59 @@ def stochastic_augmentation(spec: TaskSpec) -> bool:
 # --------------------------------------------------------------------------- datasets, batches
 
 
-def _rgb(image: Any, column: str):
+def rgb_image(image: Any, column: str):
     from PIL import Image
 
     if isinstance(image, dict) and ("bytes" in image or "path" in image):  # undecoded datasets Image
         image = _open_image(image, column)
     if isinstance(image, Image.Image):
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / 32-bit grey: scaled, not clipped
-            image = _to_8bit(image)
+            image = Image.fromarray(_to_8bit(np.asarray(image), image.mode.startswith("I;16"), column))
         return image if image.mode == "RGB" else image.convert("RGB")
-    if hasattr(image, "shape"):  # numpy array (H, W) or (H, W, C)
-        import numpy as np
-
-        array = np.asarray(image)
-        if array.dtype != np.uint8:
-            return _to_8bit(Image.fromarray(array.astype(np.float32))).convert("RGB")
-        return Image.fromarray(array).convert("RGB")
+    if isinstance(image, list):  # nested lists of numbers (an array column read back from parquet or JSON)
+        try:
+            image = np.asarray(image)
+        except ValueError:
+            raise DataError(f"vision.image_column: column {column!r} holds ragged lists, not images") from None
+        if image.dtype.kind not in "biuf":
+            raise DataError(f"vision.image_column: column {column!r} holds lists of {image.dtype}, not of pixel values")
+    if hasattr(image, "shape"):  # a numpy array (or tensor): H x W, H x W x C or C x H x W
+        return Image.fromarray(_pixels(np.asarray(image), column)).convert("RGB")
     raise DataError(f"vision.image_column: column {column!r} holds {type(image).__name__}, not images")
 
 
-def _to_8bit(image):
-    """A high-bit-depth grey image as 8-bit grey: 16-bit integers scale by 1/257 (65535 -> 255); float and
-    32-bit images by their own maximum. convert("RGB") would clip every value above 255 to white."""
-    import numpy as np
-    from PIL import Image
+def _pixels(array: np.ndarray, column: str) -> np.ndarray:
+    """An array image as uint8 H x W or H x W x 3 / 4 (channels-first and single-channel arrays turned so)."""
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)  # channels first, as torch keeps them
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise DataError(f"vision.image_column: column {column!r} holds an array of shape {tuple(array.shape)}, not an "
+                        "image (height x width, with 3 or 4 channels first or last, or none)")
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    return _to_8bit(array, array.dtype == np.uint16, column)
 
-    array = np.asarray(image, dtype=np.float64)
-    top = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
-    if not image.mode.startswith("I;16") and array.max() <= 255 and array.min() >= 0:
-        top = 255.0  # already in 8-bit range
-    return Image.fromarray(np.clip(np.rint(array / top * 255.0), 0, 255).astype(np.uint8), mode="L")
+
+def _to_8bit(array: np.ndarray, sixteen_bit: bool, column: str) -> np.ndarray:
+    """Pixels of another depth as uint8, scaled, never clipped (convert("RGB") clips every value above 255 to
+    white): 16-bit integers by 1/257 (65535 -> 255); floats in [0, 1] by 255; values in [0, 255] as they are;
+    larger ones by the image's own maximum. Negative values are no pixels (a normalised tensor): refused."""
+    values = array.astype(np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if not np.isfinite(low) or not np.isfinite(high) or low < 0:
+        raise DataError(f"vision.image_column: an image in column {column!r} holds values from {low:.4g} to {high:.4g}, "
+                        "not pixels: store images as 0-255 (or floats in 0-1), before any normalisation")
+    if sixteen_bit:
+        top = 65535.0
+    elif array.dtype.kind == "f" and high <= 1.0:
+        top = 1.0
+    else:
+        top = 255.0 if high <= 255 else high
+    return np.rint(values / top * 255.0).astype(np.uint8)
 
 
 def _open_image(value: dict, column: str):
@@ -171,7 +195,7 @@ def _open_image(value: dict, column: str):
 
 
 def _undecoded(ds, column: str):
-    """Image columns stay undecoded in the dataset; `_rgb` decodes each image when it is used."""
+    """Image columns stay undecoded in the dataset; `rgb_image` decodes each image when it is used."""
     import datasets
 
     feature = ds.features.get(column)
@@ -186,13 +210,13 @@ def preprocess(splits, processor, spec: TaskSpec):
     mix = mixer(spec, splits)
 
     def train(batch: dict[str, list]) -> dict[str, list]:
-        out = {"pixel_values": [augment(_rgb(im, column)) for im in batch[column]], "labels": batch["labels"]}
+        out = {"pixel_values": [augment(rgb_image(im, column)) for im in batch[column]], "labels": batch["labels"]}
         if mix is not None:
             out["mixup"] = [mix] * len(out["labels"])
         return out
 
     def deterministic(batch: dict[str, list]) -> dict[str, list]:
-        return {"pixel_values": evaluate([_rgb(im, column) for im in batch[column]]), "labels": batch["labels"]}
+        return {"pixel_values": evaluate([rgb_image(im, column) for im in batch[column]]), "labels": batch["labels"]}
 
     out = {
         role: _undecoded(ds, column).with_transform(train if role == "train" else deterministic)
