@@ -346,6 +346,13 @@ def test_an_empty_wav_is_refused_naming_the_file(tmp_path):
     sf.write(tmp_path / "silent.wav", np.zeros(0, dtype=np.float32), 16000)
     with pytest.raises(DataError, match=r"speech.audio_column: audio '.*silent.wav' is empty \(0 samples\)"):
         load_audio(str(tmp_path / "silent.wav"), 16000)
+    wave = np.zeros(800, dtype=np.float32)
+    wave[400] = np.nan  # one sample: a NaN loss at the step that drew it, blamed on the learning rate
+    sf.write(tmp_path / "broken.wav", wave, 16000, subtype="FLOAT")
+    with pytest.raises(DataError, match=r"speech.audio_column: audio '.*broken.wav' holds NaN or infinite samples"):
+        load_audio(str(tmp_path / "broken.wav"), 16000)
+    with pytest.raises(DataError, match=r"audio '<array>' holds NaN or infinite samples"):
+        load_audio({"array": np.full(10, np.inf), "sampling_rate": 16000}, 16000)
 
 
 def test_an_empty_wav_in_the_training_data_stops_finetune_with_one_line(tmp_path, capsys):

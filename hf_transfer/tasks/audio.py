@@ -166,6 +166,8 @@ def load_audio(value: Any, target: int, bases: list[Path] = ()) -> np.ndarray:
         wave = wave.mean(axis=1)
     if wave.size == 0:
         raise DataError(f"speech.audio_column: audio {name!r} is empty (0 samples)")
+    if not np.isfinite(wave).all():  # else a NaN loss at the step that draws it, blamed on the learning rate
+        raise DataError(f"speech.audio_column: audio {name!r} holds NaN or infinite samples")
     return resample(wave, rate, target)
 
 
