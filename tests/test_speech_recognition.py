@@ -60,11 +60,11 @@ def test_ctc_vocabulary_is_built_from_the_training_transcripts(kit, tmp_path, mo
     assert set(tok.get_vocab()) == {"[PAD]", "[UNK]", "|", "e", "g", "h", "i", "l", "n", "o", "t", "w"}
     ids = tok("hello tone").input_ids
     assert tok.convert_ids_to_tokens(ids) == list("hello") + ["|"] + list("tone")
-    assert asr.decode_labels(np.array([ids + [-100, -100]]), tok) == ["hello tone"]  # ll stays ll
+    assert transcripts.decode_labels(np.array([ids + [-100, -100]]), tok) == ["hello tone"]  # ll stays ll
     # predictions: repeats merge, then blanks ([PAD], id 0) go: h h [PAD] e l [PAD] l o -> "hello"
     h, e, l_, o = (tok.convert_tokens_to_ids(c) for c in "helo")
     logits = np.eye(len(tok))[[h, h, 0, e, l_, 0, l_, o]][None]
-    assert asr.decode_predictions(logits, tok) == ["hello"]
+    assert transcripts.decode_predictions(logits, tok) == ["hello"]
 
 
 def test_wer_and_cer_against_hand_computed_values():

@@ -167,8 +167,8 @@ def _to_8bit(array: np.ndarray, sixteen_bit: bool, column: str) -> np.ndarray:
     values = array.astype(np.float64)
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if not np.isfinite(low) or not np.isfinite(high) or low < 0:
-        raise DataError(f"vision.image_column: an image in column {column!r} holds values from {low:.4g} to {high:.4g}, "
-                        "not pixels: store images as 0-255 (or floats in 0-1), before any normalisation")
+        raise DataError(f"vision.image_column: an image in column {column!r} holds values from {low:.4g} to "
+                        f"{high:.4g}, not pixels: store images as 0-255 (or floats in 0-1), before any normalisation")
     if sixteen_bit:
         top = 65535.0
     elif array.dtype.kind == "f" and high <= 1.0:

@@ -34,7 +34,7 @@ from hf_transfer.tasks.loaders import LOAD_ERRORS, load_auto_model, load_auto_pr
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100
+IGNORE = transcripts.IGNORE
 
 
 @dataclass
@@ -342,27 +342,6 @@ def save(trainer, spec: TaskSpec, folder) -> bool:
 # --------------------------------------------------------------------------- metrics
 
 
-def decode_predictions(predictions, tok) -> list[str]:
-    """Generated ids (sequence-to-sequence) or logits (CTC: greedy, argmax per frame) -> texts."""
-    preds = predictions[0] if isinstance(predictions, tuple) else predictions
-    preds = np.asarray(preds)
-    if preds.ndim == 3:  # CTC: repeats merge first, then blanks ([PAD]) go, as the pipeline decodes
-        return tok.batch_decode(preds.argmax(-1), skip_special_tokens=False)
-    preds = np.where(preds < 0, _filler(tok), preds)
-    return tok.batch_decode(preds, skip_special_tokens=True)
-
-
-def _filler(tok) -> int:
-    """A special token that decoding skips, in place of the -100 padding."""
-    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-
-
-def decode_labels(label_ids, tok) -> list[str]:
-    labels = np.where(np.asarray(label_ids) == IGNORE, _filler(tok), label_ids)
-    kwargs = {"group_tokens": False} if hasattr(tok, "word_delimiter_token") else {}
-    return tok.batch_decode(labels, skip_special_tokens=True, **kwargs)
-
-
 def score_texts(spec: TaskSpec):
     """(references, hypotheses) -> {wer, cer, samples, unscored} on normalised text."""
     normalize = transcripts.normalizer(normalize_kind(spec), load_processor(spec).tokenizer)
@@ -373,7 +352,8 @@ def compute_metrics(spec: TaskSpec):
     tok, score = load_processor(spec).tokenizer, score_texts(spec)  # once, not at every evaluation
 
     def compute(pred) -> dict[str, float]:
-        return score(decode_labels(pred.label_ids, tok), decode_predictions(pred.predictions, tok))
+        references = transcripts.decode_labels(pred.label_ids, tok)
+        return score(references, transcripts.decode_predictions(pred.predictions, tok))
 
     return compute
 

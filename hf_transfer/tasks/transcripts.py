@@ -1,4 +1,5 @@
-"""Transcripts: text normalisation for scoring, the character vocabulary of CTC models, WER and CER.
+"""Transcripts: text normalisation for scoring, the character vocabulary of CTC models, ids and logits decoded
+to text, WER and CER.
 
 Scores are computed on normalised text (`speech.normalize`): `english` is Whisper's English normaliser
 (transformers' `EnglishTextNormalizer`: lower case, punctuation and fillers dropped, spellings and
@@ -14,10 +15,13 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from hf_transfer.errors import DataError
 from hf_transfer.tasks.metrics import metric
 
 WORD_DELIMITER, PAD, UNK = "|", "[PAD]", "[UNK]"
+IGNORE = -100  # label padding: no loss, skipped when decoding
 
 
 def normalizer(kind: str, tokenizer=None) -> Callable[[str], str]:
@@ -81,3 +85,24 @@ def check_known(texts: list[str], vocabulary: set[str], where: str) -> None:
         if bad:
             raise DataError(f"speech.text_column: {where} row {row} has characters outside the model's vocabulary: "
                             f"{''.join(bad)!r} in {text!r:.80} (speech.bad_rows: skip drops such rows)")
+
+
+def decode_predictions(predictions, tok) -> list[str]:
+    """Generated ids (sequence-to-sequence) or logits (CTC: greedy, argmax per frame) -> texts."""
+    preds = predictions[0] if isinstance(predictions, tuple) else predictions
+    preds = np.asarray(preds)
+    if preds.ndim == 3:  # CTC: repeats merge first, then blanks ([PAD]) go, as the pipeline decodes
+        return tok.batch_decode(preds.argmax(-1), skip_special_tokens=False)
+    preds = np.where(preds < 0, _filler(tok), preds)
+    return tok.batch_decode(preds, skip_special_tokens=True)
+
+
+def _filler(tok) -> int:
+    """A special token that decoding skips, in place of the -100 padding."""
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+def decode_labels(label_ids, tok) -> list[str]:
+    labels = np.where(np.asarray(label_ids) == IGNORE, _filler(tok), label_ids)
+    kwargs = {"group_tokens": False} if hasattr(tok, "word_delimiter_token") else {}
+    return tok.batch_decode(labels, skip_special_tokens=True, **kwargs)
