@@ -25,7 +25,7 @@ from hf_transfer.recipe.schema import (
     TaskConfig,
 )
 from hf_transfer.recipe.training import check_early_stopping, check_training
-from hf_transfer.recipe.typed import build, check_range, check_value
+from hf_transfer.recipe.typed import build, check_range, check_value, plain
 from hf_transfer.recipe.yaml import apply_override, dump_yaml, parse_override, read_recipe_file
 from hf_transfer.search_space import build_tune
 from hf_transfer.strategies import STRATEGIES
@@ -344,9 +344,9 @@ def load_recipe(
     if isinstance(source, (str, Path)):
         raw = read_recipe_file(source)
     else:
-        raw = copy.deepcopy(source)
+        raw = plain(copy.deepcopy(source))  # numpy numbers, paths and tuples as a YAML file gives them
     if isinstance(overrides, dict):
-        pairs = list(overrides.items())
+        pairs = [(key, plain(value)) for key, value in overrides.items()]
     else:
         pairs = [parse_override(o) for o in overrides or []]
     if not isinstance(raw, dict):

@@ -66,6 +66,9 @@ def test_learning_rate_2e_5_is_a_float():
         (minimal(model={"name_or_path": 3}), "model.name_or_path: expected str, got 3"),
         (minimal(data={"path": "csv", "problem_type": "ranking"}), "data.problem_type: expected one of"),
         (minimal(data={"path": "csv", "label_names": "ab"}), "data.label_names: expected list or null"),
+        (minimal(data={"path": "csv", "data_files": {"train": "a.csv", "test": ["b.csv"]}}),  # the entry, not the dict
+         "data.data_files.test: expected str, got ['b.csv']"),
+        (minimal(data={"path": "csv", "label_names": ["a", 3]}), "data.label_names[1]: expected str, got 3"),
         (minimal(finetune={"strategy": "partial", "freeze": "head"}), "finetune.freeze: expected"),
         (minimal(finetune={"strategy": "lora", "r": 2.5}), "finetune.r: expected int, got 2.5"),
         (minimal(hub="yes"), "hub: expected a mapping"),
@@ -80,6 +83,29 @@ def test_bad_recipes_name_the_key(raw, message):
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_python_api_values_are_taken_as_yaml_gives_them(tmp_path):
+    """A notebook passes numpy numbers, paths, tuples and arrays: the recipe holds plain numbers, text and lists,
+    and the YAML saved with the run reads back equal."""
+    import numpy as np
+
+    from hf_transfer.validate import dump_recipe
+
+    raw = minimal(model={"name_or_path": tmp_path / "model", "max_length": np.int32(64),
+                         "config_overrides": {"num_hidden_layers": np.int64(2)}},
+                  data={"path": "csv", "data_files": {"train": tmp_path / "train.csv"}, "label_names": ("a", "b")},
+                  training={"max_steps": np.int64(3), "learning_rate": np.float64(2e-5), "output_dir": tmp_path / "o",
+                            "lr_scheduler_kwargs": {"min_lr_rate": np.float32(0.5)}},
+                  finetune={"strategy": "lora", "r": np.uint8(4), "target_modules": np.array(["query", "value"])},
+                  seeds=list(np.arange(42, 44)), verify=np.bool_(False))
+    r = load_recipe(raw, {"training.warmup_steps": np.int16(1)})
+    assert r.model.name_or_path == str(tmp_path / "model") and type(r.model.max_length) is int
+    assert r.data.label_names == ["a", "b"] and r.data.data_files == {"train": str(tmp_path / "train.csv")}
+    assert r.training["max_steps"] == 3 and type(r.training["max_steps"]) is int and r.training["warmup_steps"] == 1
+    assert r.finetune.r == 4 and r.finetune.target_modules == ["query", "value"] and r.seeds == [42, 43]
+    assert r.verify is False and type(r.training["lr_scheduler_kwargs"]["min_lr_rate"]) is float
+    assert load_recipe(parse_yaml(dump_recipe(r), "recipe.yaml")).to_dict() == r.to_dict()
 
 
 def test_strategy_sections_build_their_own_config():

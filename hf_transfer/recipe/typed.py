@@ -1,7 +1,9 @@
 """Typed building of recipe sections: a mapping checked against a dataclass's annotations.
 
 Unknown keys and wrong types are one-line RecipeErrors naming the key path; ints are accepted where a
-float is expected, never the reverse; a union tries its members (str last). A float must be finite (YAML
+float is expected, never the reverse; a union tries its members (str last) and, when the value has the shape of
+one member (a mapping, a list), reports that member's own error. Values a notebook passes (numpy scalars,
+`pathlib.Path`, tuples, 1-D numpy arrays) are taken as the Python numbers, text and lists a YAML file gives. A float must be finite (YAML
 `.nan`, `.inf` are refused) and an int must fit in 64 bits, whatever the key; a section's own ranges are
 its dataclass's `__post_init__` (see `check_range`).
 """
@@ -10,9 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from typing import Any, Literal
+
+import numpy as np
 
 from hf_transfer.errors import RecipeError
 
@@ -57,8 +62,30 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def plain(value: Any, deep: bool = True) -> Any:
+    """A Python-API value as a YAML recipe holds it: numpy scalars as Python numbers and bools, paths as text,
+    tuples and 1-D arrays as lists; `deep`: inside mappings and lists too (keys included)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, tuple) or (isinstance(value, np.ndarray) and value.ndim == 1):
+        value = list(value)
+    if deep and isinstance(value, list):
+        return [plain(v) for v in value]
+    if deep and isinstance(value, dict):
+        return {plain(k, deep=False): plain(v) for k, v in value.items()}
+    return value
+
+
+def _same_shape(value: Any, tp: Any) -> bool:
+    """Is `value` the container `tp` names (a mapping for dict[...], a list for list[...])?"""
+    return {dict: isinstance(value, dict), list: isinstance(value, list)}.get(typing.get_origin(tp), False)
+
+
 def check_value(value: Any, tp: Any, path: str) -> Any:
     """Return `value` converted to `tp`, or raise RecipeError naming `path`."""
+    value = plain(value, deep=False)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
         return value
@@ -72,6 +99,8 @@ def check_value(value: Any, tp: Any, path: str) -> Any:
             except RangeError:
                 raise
             except RecipeError:
+                if _same_shape(value, arg):  # e.g. a mapping with one bad entry: that entry's error
+                    raise
                 continue
         raise RecipeError(f"{path}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
