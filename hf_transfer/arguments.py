@@ -6,44 +6,58 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hf_transfer.errors import HfTransferError
 from hf_transfer.recipe.typed import INT32_MAX as INT_MAX  # a count beyond int32 overflows in torch; as recipes
 
 
+def _integer(value: Any) -> bool:
+    """An int or a numpy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def is_count(value: Any) -> bool:
     """An integer from 1 to INT_MAX (top_k, batch sizes)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= INT_MAX
+    return _integer(value) and 1 <= value <= INT_MAX
 
 
 def is_tolerance(value: Any) -> bool:
     """A finite number >= 0 (verify's tolerance, serve's batch timeout)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def is_port(value: Any) -> bool:
     """A TCP port, 0 to 65535 (0: a free one)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535
+    return _integer(value) and 0 <= value <= 65535
 
 
-def require_count(command: str, name: str, value: Any) -> None:
+def require_count(command: str, name: str, value: Any) -> int:
+    """`value` as an int (a numpy integer too), or one line naming `name`."""
     if not is_count(value):
         raise HfTransferError(f"{command}: {name} must be an integer from 1 to {INT_MAX}, got {value!r}")
+    return int(value)
 
 
-def require_tolerance(command: str, name: str, value: Any) -> None:
+def require_tolerance(command: str, name: str, value: Any) -> float:
+    """`value` as a float, or one line naming `name`."""
     if not is_tolerance(value):
         raise HfTransferError(f"{command}: {name} must be a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def as_paths(command: str, items: Any, what: str) -> list[str]:
-    """A list of strings from a list of strings or paths; one string or path is a list of one. None, a
-    number or an empty list is refused (a string is never split into its characters)."""
+    """A list of strings from strings or paths (a list, tuple, generator or array of them); one string or path is
+    a list of one. None, a number, a mapping or nothing at all is refused (a string is never split into its
+    characters)."""
     if isinstance(items, (str, os.PathLike)):
         items = [items]
-    if not isinstance(items, (list, tuple)):
+    elif isinstance(items, Iterable) and not isinstance(items, (bytes, Mapping)):
+        items = list(items)  # a tuple, a generator, a numpy array of strings
+    if not isinstance(items, list):
         raise HfTransferError(f"{command}: {what} must be a list of strings or paths, got {type(items).__name__}")
     wrong = [item for item in items if not isinstance(item, (str, os.PathLike))]
     if wrong:

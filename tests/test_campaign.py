@@ -358,3 +358,18 @@ def test_the_python_api_raises_our_error_types(name, c):
     assert isinstance(info.value, error), (type(info.value), message)
     assert "\n" not in message
     assert fragment.format(tmp=c.tmp) in message, message
+
+
+def test_the_python_api_takes_what_a_notebook_has(c):
+    """numpy counts and tolerances, and inputs as a tuple, a generator or a numpy array, are taken as the command
+    line's numbers and lists; a mapping is still refused (its keys are no inputs)."""
+    import numpy as np
+
+    texts = ["good great drug", "awful pain"]
+    _, expected = predict(c.run, texts, top_k=2, batch_size=1)
+    for inputs in (tuple(texts), (t for t in texts), np.array(texts)):
+        assert predict(c.run, inputs, top_k=np.int64(2), batch_size=np.int32(1))[1] == expected
+    assert evaluate(c.run, (Path(c.files["test"]),), batch_size=np.int64(4))[c.files["test"]]["metrics"]
+    assert verify(c.run, tolerance=np.float32(1e-6)).compared
+    with pytest.raises(HfTransferError, match="predict: inputs must be a list of strings or paths, got dict"):
+        predict(c.run, {"text": "good"})

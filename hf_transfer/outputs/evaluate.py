@@ -104,7 +104,7 @@ def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None
 
     out = Path(out_dir)
     if batch_size is not None:
-        require_count("evaluate", "batch_size", batch_size)
+        batch_size = require_count("evaluate", "batch_size", batch_size)
     data = as_paths("evaluate", data, "data files")
     if onnx_file(out) is None:
         require_finished(out, HfTransferError, why=" (evaluate reads its recipe.yaml and model)")

@@ -39,8 +39,8 @@ def predict(out_dir: str | Path, inputs: list[str], top_k: int = 1, batch_size: 
     """(inputs as read, [[{label, score}, ...] per input]) with the top_k labels per input; a progress bar
     while the pipeline runs (hf_transfer.console's rule)."""
     out = Path(out_dir)
-    require_count("predict", "top_k", top_k)
-    require_count("predict", "batch_size", batch_size)
+    top_k = require_count("predict", "top_k", top_k)
+    batch_size = require_count("predict", "batch_size", batch_size)
     inputs = as_paths("predict", inputs, "inputs")
     try:
         task, spec = task_of_folder(out)

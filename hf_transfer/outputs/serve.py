@@ -267,10 +267,11 @@ def listen(host: str, port: int) -> socket.socket:
 def serve(out: str | Path, host: str = "127.0.0.1", port: int = 8000, max_batch_size: int = 16,
           batch_timeout_ms: float = 10.0, device: str | None = None) -> None:
     """Take the port, load the folder, then serve it until interrupted; prints the address it listens on."""
-    require_count("serve", "max_batch_size", max_batch_size)
-    require_tolerance("serve", "batch_timeout_ms", batch_timeout_ms)
+    max_batch_size = require_count("serve", "max_batch_size", max_batch_size)
+    batch_timeout_ms = require_tolerance("serve", "batch_timeout_ms", batch_timeout_ms)
     if not is_port(port):
         raise HfTransferError(f"serve: port must be an integer from 0 to 65535, got {port!r}")
+    port = int(port)
     sock = listen(host, port)  # a busy port fails before the model loads
     try:
         served = load(out, device)

@@ -173,7 +173,7 @@ def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.
     from transformers import EvalPrediction
 
     out = Path(out_dir)
-    require_tolerance("verify", "tolerance", tolerance)
+    tolerance = require_tolerance("verify", "tolerance", tolerance)
     try:
         check_device(device)
     except FolderError as err:
