@@ -7,6 +7,11 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else err.__class__.__name__
 
 
+def not_utf8(err: UnicodeDecodeError) -> str:
+    """What a UnicodeDecodeError means for a user's file: the first bad byte and where, and the fix."""
+    return f"not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at position {err.start}); save it as UTF-8"
+
+
 class HfTransferError(Exception):
     """A problem with the user's input; the message names what is wrong and where."""
 

@@ -147,6 +147,10 @@ def test_missing_and_invalid_recipe_files(tmp_path):
     empty.write_text("")
     with pytest.raises(RecipeError, match="recipe is empty"):
         load_recipe(empty)
+    latin = tmp_path / "latin.yaml"  # a Windows editor's default: the first bad byte and where
+    latin.write_bytes("model: {name_or_path: caf\xe9}\n".encode("latin-1"))
+    with pytest.raises(RecipeError, match=r"latin.yaml: not UTF-8 text \(byte b'\\xe9' at position 25\); save it"):
+        load_recipe(latin)
 
 
 def test_yaml_loader_is_safe():

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from hf_transfer.errors import RecipeError
+from hf_transfer.errors import RecipeError, not_utf8
 
 # `token` is a secret unless it names text tokens (token_classification:, tokens_column, tokenizer...)
 _SECRET_KEY = re.compile(r"token(?!s_column|_classification|izer)|secret|password|api_key", re.I)
@@ -100,8 +100,10 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
         raise RecipeError(f"{path}: recipe file not found")
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise RecipeError(f"{path}: cannot read recipe ({err.__class__.__name__})") from None
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path}: {not_utf8(err)}") from None
+    except OSError as err:
+        raise RecipeError(f"{path}: cannot read recipe ({err.strerror or err.__class__.__name__})") from None
     raw = parse_yaml(text, str(path))
     if raw is None:
         raise RecipeError(f"{path}: recipe is empty")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 
-from hf_transfer.errors import DataError, HfTransferError, RecipeError, first_line
+from hf_transfer.errors import DataError, HfTransferError, RecipeError, first_line, not_utf8
 from hf_transfer.recipe.schema import STREAM_EVAL_SAMPLES, DataConfig, ExtraData
 from hf_transfer.tasks.base import Labeler
 from hf_transfer.tasks.readers import read_audio_folder, read_conll
@@ -147,7 +147,7 @@ def _cause(err: BaseException) -> str:
         err = err.__cause__ or err.__context__
     for e in chain:
         if isinstance(e, UnicodeDecodeError):
-            return f"not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at position {e.start}); save it as UTF-8"
+            return not_utf8(e)
         if "corresponds to no data" in str(e):
             return "it holds no rows"
     inner = next((e for e in chain if type(e).__name__ != "DatasetGenerationError"), chain[0])

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hf_transfer.errors import HfTransferError, first_line
+from hf_transfer.errors import HfTransferError, first_line, not_utf8
 from hf_transfer.tasks.audio import resample
 
 
@@ -29,8 +29,7 @@ def _utf8(raw: bytes, where: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise HfTransferError(f"predict: {where} is not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} "
-                              f"at position {err.start}); save it as UTF-8") from None
+        raise HfTransferError(f"predict: {where} is {not_utf8(err)}") from None
 
 
 def _text_argument(item: str) -> str:
