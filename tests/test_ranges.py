@@ -192,6 +192,12 @@ def test_compare_run_names_must_be_plain(name):
     assert str(info.value) == f"compare[0]: run name {name!r} must be a plain name (letters, digits, _ or -)"
 
 
+def test_a_compare_run_named_main_is_refused():
+    """'main' is the recipe's own run in the report: a variant of that name replaced its row."""
+    with pytest.raises(RecipeError, match="compare\\[1\\]: 'main' names the recipe's own run in the report"):
+        load_recipe(minimal(compare=["scratch", {"main": {"training.learning_rate": 1e-3}}]))
+
+
 def test_plain_compare_run_names_are_accepted():
     load_recipe(minimal(compare=["scratch", {"lr-high_2": {"training.learning_rate": 1e-3}}]))
 

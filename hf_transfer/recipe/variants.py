@@ -22,6 +22,8 @@ from hf_transfer.recipe.yaml import apply_override
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 """A run's name is a folder name under <output_dir>/compare: no separators, no `..`."""
 
+MAIN = "main"  # the recipe's own run, in reports and curves
+
 BUILTIN: dict[str, dict[str, Any]] = {
     "scratch": {"model.pretrained": False, "finetune.strategy": "full"},
     "linear_probe": {"finetune.strategy": "partial", "finetune.freeze": "backbone"},
@@ -41,6 +43,8 @@ def entries(compare: list, baselines) -> list[tuple[str, dict[str, Any]]]:
             raise RecipeError(f"compare[{i}]: a mapping entry must have one key (the run's name)")
         if not PLAIN_NAME.match(name):
             raise RecipeError(f"compare[{i}]: run name {name!r} must be a plain name (letters, digits, _ or -)")
+        if name == MAIN:
+            raise RecipeError(f"compare[{i}]: {MAIN!r} names the recipe's own run in the report; choose another name")
         if isinstance(entry, str) and name not in BUILTIN and name not in baselines:
             raise RecipeError(
                 f"compare[{i}]: unknown run {name!r} (built-in: {', '.join([*BUILTIN, *baselines])}; "

@@ -76,7 +76,7 @@ def run_compare(recipe, result, overwrite: bool = False) -> dict[str, Any]:
     raw = recipe.to_dict()
     raw["training"]["output_dir"] = str(out)  # variants go under <out>/compare/
     main_process = result.trainer.is_world_process_zero()
-    rows = [_row("main", _kind(recipe), recipe, result, metric)]
+    rows = [_row(variants.MAIN, _kind(recipe), recipe, result, metric)]
     for name, overrides in variants.entries(recipe.compare or [], task.baselines):
         if name in task.baselines:
             splits = load_splits(recipe, recipe.training.get("seed", 42)).splits

@@ -67,7 +67,7 @@ def plan(recipe) -> dict[str, Any]:
     strata = list(loaded.splits["train"][column]) if column else None
     groups = [len(loaded.splits["train"])] if strata is None else [strata.count(c) for c in sorted(set(strata))]
     label = (lambda c: loaded.label_names[c]) if loaded.label_names else str
-    trained = ["main"] + [n for n in names if n not in task.baselines]
+    trained = [variants.MAIN] + [n for n in names if n not in task.baselines]
     return {
         "fractions": fractions,
         "examples": [sum(share(n, f) for n in groups) for f in fractions],
