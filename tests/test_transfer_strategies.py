@@ -292,6 +292,39 @@ def test_cached_probe_is_the_default_and_matches_the_probe_through_the_backbone(
     assert again.metrics["cached_features"]["cache_hits"] == 3  # train, validation, test from disk
 
 
+def test_a_feature_cache_that_cannot_be_read_or_written_costs_a_warning_not_the_run(
+    tiny_bert, sentiment_files, tmp_path, monkeypatch, caplog
+):
+    """A damaged cached file is computed again and replaced; a cache folder that cannot be written (HF_TRANSFER_CACHE
+    under a file) leaves the run uncached, with one warning per file, and the same model."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HF_TRANSFER_CACHE", str(cache))
+    recipe = lambda out: epochs_recipe(tiny_bert, sentiment_files, tmp_path / out, epochs=1,  # noqa: E731
+                                       strategy="partial", freeze="backbone")
+    first = finetune(recipe("first"))
+    files = sorted((cache / "features").glob("*.safetensors"))
+    assert len(files) == 3 and first.metrics["cached_features"]["cache_hits"] == 0
+    files[0].write_bytes(b"not safetensors")
+    with caplog.at_level("WARNING", logger="hf_transfer.strategies.probe"):
+        damaged = finetune(recipe("damaged"))
+    assert damaged.metrics["cached_features"]["cache_hits"] == 2
+    [line] = [r.getMessage() for r in caplog.records if "does not read" in r.getMessage()]
+    assert line.startswith(f"feature cache: {files[0]} does not read (Error while deserializing header")
+    assert line.endswith("; computing the features again")
+    assert len(files[0].read_bytes()) > 100  # replaced by the features computed again
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("HF_TRANSFER_CACHE", str(tmp_path / "a-file" / "cache"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hf_transfer.strategies.probe"):
+        unwritable = finetune(recipe("unwritable"))
+    assert unwritable.metrics["cached_features"]["cache_hits"] == 0
+    assert sum("feature cache: cannot write" in r.getMessage() and "(Not a directory)" in r.getMessage()
+               for r in caplog.records) == 3
+    a, b = load_file(tmp_path / "first/model.safetensors"), load_file(tmp_path / "unwritable/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_timm_probe_caches_its_pooled_features_and_trains_as_through_the_backbone(tmp_path, monkeypatch):
     """A timm backbone holds its classifier: the probe caches the pooled features it reads (the backbone in
     eval mode, no augmentation) and trains that Linear as the run through the backbone does."""

@@ -31,7 +31,7 @@ from transformers import default_data_collator
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_transfer.console import progress
-from hf_transfer.errors import ModelError
+from hf_transfer.errors import ModelError, first_line
 from hf_transfer.inference import run_batches
 from hf_transfer.anatomy import backbone_of, classifier_slot
 from hf_transfer.tasks.classification import classification_loss
@@ -179,22 +179,17 @@ def features(model, head, split, collator, batch_size: int, device, weights: str
     `weights` is the hash of the backbone's weights. `per_token`: a row's features are its labelled
     positions' vectors (flattened), its labels the split's own (IGNORE where not labelled). `bar` (a
     progress bar) advances by the split's examples."""
-    from safetensors.torch import load_file, save_file
-
     start = time.perf_counter()
     key = hashlib.sha256(f"{weights}|{_data_hash(split)}|{head[0].__class__.__name__}".encode()).hexdigest()[:32]
     path = cache_dir() / f"{key}.safetensors"
-    hit = path.is_file()
+    feats = _read_cache(path)
+    hit = feats is not None
     if hit:
-        feats = load_file(path)["features"]
         if bar is not None:
             bar.update(len(split))
     else:
         feats = _compute(model, head, split, collator, batch_size, device, per_token, bar)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"features": feats.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        _write_cache(path, feats)
     labels = split.select_columns(["labels"]).to_dict()["labels"]
     sizes = [sum(label != IGNORE for label in row) for row in labels] if per_token else [1] * len(split)
     if len(feats) != sum(sizes):
@@ -207,6 +202,35 @@ def features(model, head, split, collator, batch_size: int, device, weights: str
 
     ds = Dataset.from_dict(data).with_format("torch")
     return ds, time.perf_counter() - start, hit
+
+
+def _read_cache(path: Path) -> torch.Tensor | None:
+    """The cached features, or None: not cached, or a file that does not read (computed again, and replaced)."""
+    import safetensors
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    try:
+        return load_file(path)["features"]
+    except (OSError, KeyError, safetensors.SafetensorError) as err:
+        log.warning("feature cache: %s does not read (%s); computing the features again", path, first_line(err))
+        return None
+
+
+def _write_cache(path: Path, feats: torch.Tensor) -> None:
+    """Cache the features (a temporary file, then renamed); a cache that cannot be written costs the next run
+    the same pass again, so it is one warning, not an error."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"features": feats.contiguous()}, str(tmp))
+        os.replace(tmp, path)
+    except OSError as err:
+        log.warning("feature cache: cannot write %s (%s); set HF_TRANSFER_CACHE to a writable folder to keep "
+                    "features between runs", path.parent, err.strerror or first_line(err))
 
 
 def prepare(model, splits, collator, args, per_token: bool = False):
