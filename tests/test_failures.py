@@ -489,3 +489,19 @@ def test_a_metric_the_run_does_not_report_is_one_line_after_the_first_evaluation
     assert main(["finetune", str(run[1]), "training.metric_for_best_model=mse", f"training.output_dir={out}"]) == 2
     assert one_line_error(capsys).startswith("hf-transfer: error: training.metric_for_best_model: The "
                                              "`metric_for_best_model` training argument is set to 'eval_mse'")
+
+
+def test_a_datasets_cache_that_cannot_be_written_is_named_as_such(sentiment_files, tmp_path, monkeypatch):
+    """Not 'cannot read train.csv: NotADirectoryError …', which blamed the data file."""
+    import datasets
+
+    from hf_transfer.errors import DataError
+    from hf_transfer.recipe.schema import DataConfig
+    from hf_transfer.tasks.data import load_raw
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "a-file" / "cache"))
+    cfg = DataConfig(path="csv", data_files={"train": sentiment_files["train"]})
+    with pytest.raises(DataError, match=r"^HF_DATASETS_CACHE: datasets cannot write its cache folder .*a-file/cache "
+                                        r"\(Not a directory\); set HF_DATASETS_CACHE to a writable folder$"):
+        load_raw(cfg)

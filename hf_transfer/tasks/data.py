@@ -12,13 +12,13 @@ turns the input columns into model inputs. With `data.streaming` the training sp
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import logging
 import os
-import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
-
 
 from hf_transfer.errors import DataError, HfTransferError, RecipeError, first_line, not_utf8
 from hf_transfer.recipe.schema import STREAM_EVAL_SAMPLES, DataConfig, ExtraData
@@ -85,6 +85,8 @@ def load_raw(cfg: DataConfig):
     if cfg.path == "audiofolder" and cfg.data_files:
         return datasets.DatasetDict({split: read_audio_folder(pattern, f"data.data_files.{split}")
                                      for split, pattern in cfg.data_files.items()})
+    if not cfg.streaming:
+        _check_datasets_cache()
     try:
         return datasets.load_dataset(cfg.path, cfg.name, data_files=cfg.data_files, streaming=cfg.streaming)
     except Exception as err:  # the readers of csv/json/parquet fail in many types, wrapped by datasets
@@ -95,6 +97,23 @@ def load_raw(cfg: DataConfig):
         if isinstance(err, (ValueError, ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError)):
             raise DataError(f"data.path: cannot load dataset {cfg.path!r}: {first_line(err)}") from None
         raise DataError(f"data: cannot read dataset {cfg.path!r} ({_cause(err)})") from None
+
+
+def _check_datasets_cache() -> None:
+    """datasets writes every loaded split into its cache folder: one that cannot be written is said as such, not
+    as the first data file that 'cannot be read'."""
+    import datasets
+
+    folder = Path(datasets.config.HF_DATASETS_CACHE)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK)
+        reason = "not writable"
+    except OSError as err:
+        writable, reason = False, err.strerror or first_line(err)
+    if not writable:
+        raise DataError(f"HF_DATASETS_CACHE: datasets cannot write its cache folder {folder} ({reason}); set "
+                        "HF_DATASETS_CACHE to a writable folder")
 
 
 def load_extra(extra: ExtraData, data: DataConfig, columns: dict[str, str], split: str, key: str = "split"):
