@@ -331,6 +331,8 @@ API_CASES: dict[str, tuple] = {
         lambda c: evaluate(c.run, [])),
     "evaluate/unknown-label": (DataError, "data.label_column: label 'neutral' in split '{tmp}/new.csv'",
         lambda c: evaluate(c.run, [_file(c, "new.csv", "review,label\ngood,neutral\n")])),
+    "evaluate/empty-text": (DataError, "evaluate: {tmp}/new.csv: data.text_column: a text in column 'review' is empty",
+        lambda c: evaluate(c.run, [_file(c, "new.csv", "review,label\n,positive\ngood,negative\n")])),
     "evaluate/latin-1": (DataError, "cannot read {tmp}/new.csv: not UTF-8 text",
         lambda c: evaluate(c.run, [_file(c, "new.csv", "review,label\ncaf\xe9,positive\n".encode("latin-1"))])),
     "evaluate/device-name": (HfTransferError, "evaluate: device 'nonsense' is not a device name",

@@ -138,6 +138,10 @@ def test_timm_run_is_a_hub_model_that_pipeline_predict_verify_and_the_card_load(
     assert found[str(test_folder)]["per_class"] == saved["per_class"]["test"]
     assert {n: c["support"] for n, c in found[str(one_class.parent)]["per_class"]["per_class"].items()} == {
         "horizontal": 0, "plain": 0, "vertical": 4}
+    (one_class / "broken.png").write_text("not an image")  # one line naming it (was PIL's traceback)
+    with pytest.raises(DataError, match=f"evaluate: {one_class.parent}: vision.image_column: cannot read image "
+                                        f"{one_class / 'broken.png'}"):
+        evaluate(out, [str(one_class.parent)])
     card = ModelCard.load(out / "README.md")
     assert card.data.pipeline_tag == "image-classification" and card.data.library_name == "transformers"
     assert "| 1 | plain |" in card.text and 'pipeline("image-classification"' in card.text

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.console import progress
-from hf_transfer.errors import HfTransferError
+from hf_transfer.errors import DataError, HfTransferError
 from hf_transfer.folder import RECIPE, require_finished
 from hf_transfer.arguments import as_paths, require_count
 from hf_transfer.outputs.hubuser import (
@@ -29,6 +29,7 @@ from hf_transfer.outputs.onnx_model import load_any_pipeline, onnx_file
 from hf_transfer.outputs.verify import hub_user_task, label_array, word_label_array
 from hf_transfer.tasks import resolve
 from hf_transfer.tasks.data import load_raw, require_columns
+from hf_transfer.tasks.images import rgb_image
 from hf_transfer.tasks.readers import read_audio_folder
 from hf_transfer.validate import load_recipe
 
@@ -94,7 +95,22 @@ def _split(recipe, task, spec, path: Path, label_names):
     labeler = task.labeler(dataclasses.replace(spec, data=cfg))
     require_columns(raw, str(path), labeler.columns + list(task.input_columns(spec).items()))
     raw = _named_labels(raw, [col for _, col in labeler.columns])
+    if task.modality == "vision":
+        _check_images(raw, spec.options.image_column, path)
     return labeler.encode(raw, label_names, str(path))
+
+
+def _check_images(ds, column: str, path: Path) -> None:
+    """Decode every image once, so that a file PIL cannot read is one line naming it (the pipeline's decoding
+    would fail with a traceback, naming no data argument)."""
+    import datasets
+
+    if isinstance(ds.features.get(column), datasets.Image):
+        try:
+            for value in ds.cast_column(column, datasets.Image(decode=False))[column]:
+                rgb_image(value, column)
+        except DataError as err:
+            raise DataError(f"evaluate: {path}: {err}") from None
 
 
 def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None,
@@ -130,7 +146,10 @@ def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None
     processor = getattr(pipe, hub_task["processor"])  # the folder's own, as the pipeline loaded it
     results = {}
     for item, split in splits.items():
-        inputs = [as_input(x) for x in task.verify_inputs(spec, split, processor)["inputs"]]
+        try:
+            inputs = [as_input(x) for x in task.verify_inputs(spec, split, processor)["inputs"]]
+        except DataError as err:
+            raise DataError(f"evaluate: {item}: {err}") from None
         with progress(len(inputs), f"evaluate {Path(item).name}") as bar:
             if task.score_texts:  # speech recognition: the pipeline's transcripts against the references
                 texts = transcripts(pipe, inputs, batch, bar, **task.pipeline_kwargs(spec))

@@ -82,8 +82,11 @@ def load_model(spec: TaskSpec, label_names: list[str] | None):
 
 
 def verify_inputs(spec: TaskSpec, split, processor=None):
-    """The split's texts (or {text, text_pair} pairs) as the pipeline takes them, in column `inputs`."""
+    """The split's texts (or {text, text_pair} pairs) as the pipeline takes them, in column `inputs`; an empty or
+    non-text value is refused as in training (the pipeline's tokenizer fails on it with a traceback)."""
     text, pair = spec.data.text_column, spec.data.text_pair_column
+    columns = input_columns(spec)
+    check_text(split.select_columns(list(columns.values()))[:], columns)
     if not pair:
         return split.select_columns([text]).rename_column(text, "inputs")
     return split.map(lambda ex: {"inputs": {"text": ex[text], "text_pair": ex[pair]}},
