@@ -72,6 +72,9 @@ def test_learning_rate_2e_5_is_a_float():
         (minimal(finetune={"strategy": "partial", "freeze": "head"}), "finetune.freeze: expected"),
         (minimal(finetune={"strategy": "lora", "r": 2.5}), "finetune.r: expected int, got 2.5"),
         (minimal(hub="yes"), "hub: expected a mapping"),
+        (minimal(hub={"push": True, "repo_id": "me/my model"}),  # refused now, not by the Hub after training
+         "hub.repo_id: 'me/my model' is not a Hub repo id (Repo id must use alphanumeric chars"),
+        (minimal(hub={"merged_repo_id": "a/b/c"}), "hub.merged_repo_id: 'a/b/c' is not a Hub repo id (Repo id must be"),
         ([1, 2], "recipe: expected a mapping"),
         (minimal(model={"name_or_path": "m", "modality": "smell"}), "model.modality: unknown modality 'smell'"),
         (minimal(vision={}), "vision: section only applies with model.modality: vision"),

@@ -229,6 +229,15 @@ def test_recipe_push_without_token_fails_before_training(tiny_bert, sentiment_fi
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
+def test_push_to_a_repo_id_the_hub_refuses_is_one_line_before_anything(runs, token, monkeypatch):
+    """Named as such, not as a failed upload whose retry hint repeats the same id."""
+    hub = FakeHub().install(monkeypatch)
+    for repo_id in ("me/my model", "a/b/c"):
+        with pytest.raises(HubError, match=f"push: repo_id: '{repo_id}' is not a Hub repo id"):
+            push(runs["full"], repo_id)
+    assert not hub.calls
+
+
 def test_push_without_repo_id_is_a_recipe_error():
     from hf_transfer.validate import load_recipe
     from hf_transfer.errors import RecipeError

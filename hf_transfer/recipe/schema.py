@@ -194,6 +194,19 @@ class DomainConfig:
             raise RecipeError(f"domain.kernel_multipliers: expected positive numbers, got {self.kernel_multipliers!r}")
 
 
+def check_repo_id(key: str, value: str | None) -> None:
+    """Refuse what the Hub would refuse at the push, hours later: a repo id is `name` or `namespace/name`."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if value is None:
+        return
+    try:
+        validate_repo_id(value)
+    except HFValidationError as err:
+        cause = str(err).split(": '", 1)[0].strip()  # the rule, without the value it quotes
+        raise RecipeError(f"{key}: {value!r} is not a Hub repo id ({cause})") from None
+
+
 @dataclass
 class HubConfig:
     push: bool = False
@@ -213,6 +226,8 @@ class HubConfig:
     """The model card's languages (ISO 639-1 codes, e.g. [en])."""
 
     def __post_init__(self) -> None:
+        for key in ("repo_id", "merged_repo_id", "base_model"):
+            check_repo_id(f"hub.{key}", getattr(self, key))
         if self.license is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", self.license):
             raise RecipeError(f"hub.license: expected a Hub license id such as apache-2.0 or mit, got {self.license!r}")
         for code in self.language or []:
