@@ -80,6 +80,19 @@ def test_conll_reader_reads_tab_and_space_separated_sentences(tmp_path):
     assert ds["ner_tags"] == [["B-person", "O"], ["O", "B-geo-loc"]]
 
 
+def test_conll_reader_reads_every_file_a_glob_matches_a_bom_and_trailing_tabs(tmp_path):
+    """A glob of shards read whole, in name order (only the first match was read); a byte-order mark is no part
+    of the first token; trailing spaces or tabs are no empty tag; Latin-1 is one line naming the byte."""
+    (tmp_path / "part-1.conll").write_bytes("\ufeffKate\tB-person \nruns\tO\t\n".encode("utf-8"))
+    (tmp_path / "part-2.conll").write_text("in\tO\nSeattle\tB-geo-loc\n", encoding="utf-8")
+    ds = read_conll(str(tmp_path / "part-*.conll"))
+    assert ds["tokens"] == [["Kate", "runs"], ["in", "Seattle"]]
+    assert ds["ner_tags"] == [["B-person", "O"], ["O", "B-geo-loc"]]
+    (tmp_path / "latin.conll").write_bytes("caf\xe9\tO\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin\.conll: not UTF-8 text \(byte b'\\xe9' at position 3\)"):
+        read_conll(str(tmp_path / "latin.conll"))
+
+
 def test_conll_reader_names_the_file_and_line_of_a_bad_line(tmp_path):
     path = tmp_path / "b.conll"
     path.write_text("Kate\tB-person\nruns\n", encoding="utf-8")

@@ -8,21 +8,34 @@ import csv
 import glob
 import os
 
-from hf_transfer.errors import DataError
+from hf_transfer.errors import DataError, not_utf8
 
 
 def read_conll(path: str):
-    """A CoNLL file as a Dataset of `tokens` and `ner_tags` (string lists): one `token<TAB>tag` or
-    `token tag` per line (more columns: the first is the token, the last the tag), a blank line between
-    sentences, `-DOCSTART-` lines skipped."""
+    """A CoNLL file (or every file a glob matches, in name order) as a Dataset of `tokens` and `ner_tags`
+    (string lists): one `token<TAB>tag` or `token tag` per line (more columns: the first is the token, the
+    last the tag), a blank line between sentences, `-DOCSTART-` lines skipped; UTF-8, with or without a
+    byte-order mark."""
     import datasets
 
     sentences: list[tuple[list[str], list[str]]] = []
+    for file in sorted(glob.glob(path)):
+        try:
+            sentences += _conll_sentences(file)
+        except UnicodeDecodeError as err:
+            raise DataError(f"{file}: {not_utf8(err)}") from None
+    if not sentences:
+        raise DataError(f"{path}: no sentences (expected `token<TAB>tag` lines, a blank line between sentences)")
+    return datasets.Dataset.from_dict({"tokens": [w for w, _ in sentences], "ner_tags": [t for _, t in sentences]})
+
+
+def _conll_sentences(file: str) -> list[tuple[list[str], list[str]]]:
+    sentences: list[tuple[list[str], list[str]]] = []
     words: list[str] = []
     tags: list[str] = []
-    with open(glob.glob(path)[0], encoding="utf-8") as fh:
+    with open(file, encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is not part of the first token
         for number, line in enumerate(fh, 1):
-            line = line.rstrip("\r\n")
+            line = line.rstrip()  # the line break, and trailing spaces or tabs
             if not line.strip() or line.startswith("-DOCSTART-"):
                 if words:
                     sentences.append((words, tags))
@@ -30,14 +43,12 @@ def read_conll(path: str):
                 continue
             fields = line.split("\t") if "\t" in line else line.split()
             if len(fields) < 2 or not fields[0] or not fields[-1].strip():
-                raise DataError(f"{path}:{number}: expected `token<TAB>tag`, got {line!r}")
+                raise DataError(f"{file}:{number}: expected `token<TAB>tag`, got {line!r}")
             words.append(fields[0])
             tags.append(fields[-1].strip())
     if words:
         sentences.append((words, tags))
-    if not sentences:
-        raise DataError(f"{path}: no sentences (expected `token<TAB>tag` lines, a blank line between sentences)")
-    return datasets.Dataset.from_dict({"tokens": [w for w, _ in sentences], "ner_tags": [t for _, t in sentences]})
+    return sentences
 
 
 # what soundfile (libsndfile) decodes; hf-transfer reads audio without FFmpeg
