@@ -35,7 +35,7 @@ from hf_transfer.errors import ModelError, first_line
 from hf_transfer.inference import run_batches
 from hf_transfer.anatomy import backbone_of, classifier_slot
 from hf_transfer.tasks.classification import classification_loss
-from hf_transfer.tasks.token_classification import IGNORE
+from hf_transfer.tasks.base import IGNORE
 
 log = logging.getLogger(__name__)
 

@@ -167,6 +167,9 @@ class Task:
     checks a folder on request."""
 
 
+IGNORE = -100
+"""The label of positions the loss, the metrics and decoding skip (padding, sub-tokens): transformers' own value."""
+
 NO_LOSS: Callable[[TaskSpec], None] = _none
 NO_SAVE: Callable[[Any, TaskSpec, Any], bool] = _never
 DETERMINISTIC: Callable[[TaskSpec], bool] = _never

@@ -27,14 +27,12 @@ import numpy as np
 from hf_transfer.errors import DataError, ModelError, RecipeError
 from hf_transfer.tasks import audio, transcripts
 from hf_transfer.tasks.audio import SpeechConfig
-from hf_transfer.tasks.base import NO_LOSS, Labeler, Task, TaskSpec
+from hf_transfer.tasks.base import IGNORE, NO_LOSS, Labeler, Task, TaskSpec
 from hf_transfer.tasks.data import default_num_workers, load_raw
 from hf_transfer.tasks.inputs import audio_inputs
 from hf_transfer.tasks.loaders import LOAD_ERRORS, load_auto_model, load_auto_processor, load_error, model_source
 
 log = logging.getLogger(__name__)
-
-IGNORE = transcripts.IGNORE
 
 
 @dataclass

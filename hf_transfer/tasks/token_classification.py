@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from hf_transfer.errors import DataError, ModelError
-from hf_transfer.tasks.base import DETERMINISTIC, NO_LOSS, NO_SAVE, Labeler, Task, TaskSpec
+from hf_transfer.tasks.base import DETERMINISTIC, IGNORE, NO_LOSS, NO_SAVE, Labeler, Task, TaskSpec
 from hf_transfer.tasks.data import load_raw
 from hf_transfer.tasks.inputs import text_inputs
 from hf_transfer.tasks.loaders import load_auto_model
@@ -31,7 +31,6 @@ from hf_transfer.tasks.text_classification import load_processor as load_text_pr
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100  # label of the positions the loss and the metrics skip
 
 
 @dataclass

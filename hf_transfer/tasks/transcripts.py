@@ -18,10 +18,10 @@ from typing import Callable
 import numpy as np
 
 from hf_transfer.errors import DataError
+from hf_transfer.tasks.base import IGNORE
 from hf_transfer.tasks.metrics import metric
 
 WORD_DELIMITER, PAD, UNK = "|", "[PAD]", "[UNK]"
-IGNORE = -100  # label padding: no loss, skipped when decoding
 
 
 def normalizer(kind: str, tokenizer=None) -> Callable[[str], str]:
