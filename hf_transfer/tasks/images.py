@@ -130,7 +130,7 @@ def rgb_image(image: Any, column: str):
         image = _open_image(image, column)
     if isinstance(image, Image.Image):
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / 32-bit grey: scaled, not clipped
-            image = Image.fromarray(_to_8bit(np.asarray(image), image.mode.startswith("I;16"), column))
+            image = Image.fromarray(_pixels(np.asarray(image), column))
         return image if image.mode == "RGB" else image.convert("RGB")
     if isinstance(image, list):  # nested lists of numbers (an array column read back from parquet or JSON)
         try:
@@ -157,10 +157,10 @@ def _pixels(array: np.ndarray, column: str) -> np.ndarray:
         return array
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
-    return _to_8bit(array, array.dtype == np.uint16, column)
+    return _to_8bit(array, column)
 
 
-def _to_8bit(array: np.ndarray, sixteen_bit: bool, column: str) -> np.ndarray:
+def _to_8bit(array: np.ndarray, column: str) -> np.ndarray:
     """Pixels of another depth as uint8, scaled, never clipped (convert("RGB") clips every value above 255 to
     white): 16-bit integers by 1/257 (65535 -> 255); floats in [0, 1] by 255; values in [0, 255] as they are;
     larger ones by the image's own maximum. Negative values are no pixels (a normalised tensor): refused."""
@@ -169,7 +169,7 @@ def _to_8bit(array: np.ndarray, sixteen_bit: bool, column: str) -> np.ndarray:
     if not np.isfinite(low) or not np.isfinite(high) or low < 0:
         raise DataError(f"vision.image_column: an image in column {column!r} holds values from {low:.4g} to "
                         f"{high:.4g}, not pixels: store images as 0-255 (or floats in 0-1), before any normalisation")
-    if sixteen_bit:
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # 16-bit, either byte order (PNG's I;16B)
         top = 65535.0
     elif array.dtype.kind == "f" and high <= 1.0:
         top = 1.0
