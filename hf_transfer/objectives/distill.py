@@ -259,8 +259,6 @@ def attach(cfg: DistillConfig, task, spec: TaskSpec, processor, loaded, splits, 
     if cfg.unlabelled is not None:
         unlabelled, splits = _add_unlabelled(cfg.unlabelled, task, spec, processor, splits, hooks)
         raw.append(unlabelled)
-    if not cache:
-        _check_reads_student_inputs(cfg.teacher, task, spec, processor, teacher)
     if cache:
         logits = torch.cat([_cached_logits(cfg.teacher, task, spec, teacher, part, args) for part in raw])
         splits["train"] = WithColumn(splits["train"], TEACHER_COLUMN, logits)
@@ -270,6 +268,8 @@ def attach(cfg: DistillConfig, task, spec: TaskSpec, processor, loaded, splits, 
         def teacher_logits(inputs, columns):
             return columns[TEACHER_COLUMN]
     else:
+        _check_reads_student_inputs(cfg.teacher, task, spec, processor, teacher)
+
         @torch.no_grad()
         def teacher_logits(inputs, columns):
             device = next(iter(inputs.values())).device

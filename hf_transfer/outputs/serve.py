@@ -34,7 +34,7 @@ from hf_transfer.outputs.hubuser import FolderError
 from hf_transfer.outputs.onnx_model import load_any_pipeline
 from hf_transfer.outputs.predict import run, task_of_folder
 from hf_transfer.outputs.verify import hub_user_task
-from hf_transfer.tasks.inputs import decode_audio
+from hf_transfer.tasks.inputs import decode_audio, lone_surrogate
 
 try:  # the `serve` extra
     import uvicorn
@@ -132,10 +132,9 @@ def text_items(body: bytes) -> tuple[list[str], bool]:
             raise RequestError(400, f"{where} must be a text, got {type(text).__name__}")
         if not text.strip():
             raise RequestError(400, f"{where} is an empty text")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as err:  # a lone surrogate such as "\ud800": no tokenizer takes it
-            raise RequestError(400, f"{where} is not valid Unicode (a lone surrogate at character {err.start})") from None
+        bad = lone_surrogate(text)
+        if bad is not None:
+            raise RequestError(400, f"{where} is not valid Unicode (a lone surrogate at character {bad})")
     return texts, single
 
 

@@ -1,10 +1,10 @@
 """Typed building of recipe sections: a mapping checked against a dataclass's annotations.
 
 Unknown keys and wrong types are one-line RecipeErrors naming the key path; ints are accepted where a
-float is expected, never the reverse; a union tries its members (str last) and, when the value has the shape of
-one member (a mapping, a list), reports that member's own error. Values a notebook passes (numpy scalars,
-`pathlib.Path`, tuples, 1-D numpy arrays) are taken as the Python numbers, text and lists a YAML file gives. A float must be finite (YAML
-`.nan`, `.inf` are refused) and an int must fit in 64 bits, whatever the key; a section's own ranges are
+float is expected, never the reverse; a union tries its members (str last) and, when the value has the shape
+of one member (a mapping, a list), reports that member's own error. Values a notebook passes (numpy scalars,
+`pathlib.Path`, tuples, 1-D numpy arrays) are taken as the Python numbers, text and lists a YAML file gives.
+A float must be finite (YAML `.nan`, `.inf` are refused) and an int must fit in 64 bits, whatever the key; a section's own ranges are
 its dataclass's `__post_init__` (see `check_range`).
 """
 
@@ -80,7 +80,8 @@ def plain(value: Any, deep: bool = True) -> Any:
 
 def _same_shape(value: Any, tp: Any) -> bool:
     """Is `value` the container `tp` names (a mapping for dict[...], a list for list[...])?"""
-    return {dict: isinstance(value, dict), list: isinstance(value, list)}.get(typing.get_origin(tp), False)
+    origin = typing.get_origin(tp)
+    return (origin is dict and isinstance(value, dict)) or (origin is list and isinstance(value, list))
 
 
 def check_value(value: Any, tp: Any, path: str) -> Any:

@@ -32,10 +32,20 @@ def _utf8(raw: bytes, where: str) -> str:
         raise HfTransferError(f"predict: {where} is {not_utf8(err)}") from None
 
 
+def lone_surrogate(text: str) -> int | None:
+    """Where the first lone surrogate (U+D800-U+DFFF) of `text` stands, or None. No tokenizer takes one; Python
+    keeps the bytes of a command-line argument that is not UTF-8 as such (U+DC80-U+DCFF), and JSON may escape
+    them ("\\ud800")."""
+    try:
+        text.encode("utf-8")  # in C: surrogates are the one thing a str holds that UTF-8 cannot encode
+    except UnicodeEncodeError as err:
+        return err.start
+    return None
+
+
 def _text_argument(item: str) -> str:
-    """A text given on the command line. Python keeps the bytes of an argument that is not UTF-8 as lone
-    surrogates (U+DC80-U+DCFF), which no tokenizer takes: name the first one."""
-    bad = next((i for i, ch in enumerate(item) if 0xD800 <= ord(ch) <= 0xDFFF), None)
+    """A text given on the command line, refused naming its first byte that is not UTF-8."""
+    bad = lone_surrogate(item)
     if bad is not None:
         code = ord(item[bad])
         what = f"byte {bytes([code - 0xDC00])!r}" if code >= 0xDC80 else f"a lone surrogate U+{code:04X}"
