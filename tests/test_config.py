@@ -66,8 +66,10 @@ def test_learning_rate_2e_5_is_a_float():
         (minimal(model={"name_or_path": 3}), "model.name_or_path: expected str, got 3"),
         (minimal(data={"path": "csv", "problem_type": "ranking"}), "data.problem_type: expected one of"),
         (minimal(data={"path": "csv", "label_names": "ab"}), "data.label_names: expected list or null"),
-        (minimal(data={"path": "csv", "data_files": {"train": "a.csv", "test": ["b.csv"]}}),  # the entry, not the dict
-         "data.data_files.test: expected str, got ['b.csv']"),
+        (minimal(data={"path": "csv", "data_files": {"train": "a.csv", "test": 3}}),  # the entry, not the dict
+         "data.data_files.test: expected str or list, got 3"),
+        (minimal(data={"path": "csv", "data_files": {"train": "a.csv", "test": ["b.csv", 3]}}),
+         "data.data_files.test[1]: expected str, got 3"),
         (minimal(data={"path": "csv", "label_names": ["a", 3]}), "data.label_names[1]: expected str, got 3"),
         (minimal(finetune={"strategy": "partial", "freeze": "head"}), "finetune.freeze: expected"),
         (minimal(finetune={"strategy": "lora", "r": 2.5}), "finetune.r: expected int, got 2.5"),

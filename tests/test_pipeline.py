@@ -173,3 +173,25 @@ def test_accelerate_launch_script_end_to_end(tiny_bert, sentiment_files, tmp_pat
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "out" / "metrics.json").is_file()
+
+
+def test_data_files_takes_a_list_of_files_per_split_as_datasets_does(tiny_bert, sentiment_files, tmp_path):
+    """`data_files: {train: [a.csv, b.csv]}` reads both files, in order: the run equals one on the whole file (a
+    list was refused before); the card names both; a missing file of a list and an empty list are one line."""
+    from hf_transfer.errors import RecipeError
+
+    lines = Path(sentiment_files["train"]).read_text(encoding="utf-8").splitlines(keepends=True)
+    half = len(lines) // 2
+    (tmp_path / "a.csv").write_text("".join(lines[:half]), encoding="utf-8")
+    (tmp_path / "b.csv").write_text(lines[0] + "".join(lines[half:]), encoding="utf-8")
+    parts = [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
+    whole = finetune(text_recipe(tiny_bert, sentiment_files, tmp_path / "whole")).metrics
+    split = finetune(text_recipe(tiny_bert, sentiment_files | {"train": parts}, tmp_path / "split")).metrics
+    scores = [{k: v for k, v in m["test"].items() if not k.endswith(("runtime", "per_second"))} for m in (whole, split)]
+    assert scores[0] == scores[1] and split["train"]["train_loss"] == whole["train"]["train_loss"]
+    assert "train: a.csv + b.csv, test: test.csv" in (tmp_path / "split" / "README.md").read_text(encoding="utf-8")
+    recipe = text_recipe(tiny_bert, sentiment_files | {"train": [parts[0], str(tmp_path / "c.csv")]}, tmp_path / "c")
+    with pytest.raises(DataError, match=r"^data.data_files.train: file not found: .*c\.csv$"):
+        finetune(recipe)
+    with pytest.raises(RecipeError, match=r"^data.data_files.train: empty; name a file, a glob or a list of them$"):
+        finetune(text_recipe(tiny_bert, sentiment_files | {"train": []}, tmp_path / "d"))

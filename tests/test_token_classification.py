@@ -481,3 +481,10 @@ def test_objectives_the_task_does_not_support_are_refused_in_one_line(section, v
     raw[section] = {**raw.get(section, {}), **value}
     with pytest.raises(RecipeError, match=rf"^{key}: not available for task token-classification"):
         load_recipe(raw)
+
+
+def test_conll_reader_takes_a_list_of_files_in_its_order(tmp_path):
+    (tmp_path / "b.conll").write_text("Kate\tB-person\n", encoding="utf-8")
+    (tmp_path / "a.conll").write_text("in\tO\n", encoding="utf-8")
+    ds = read_conll([str(tmp_path / "b.conll"), str(tmp_path / "a.conll")])
+    assert ds["tokens"] == [["Kate"], ["in"]]

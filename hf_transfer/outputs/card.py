@@ -17,7 +17,7 @@ from typing import Any
 from hf_transfer.outputs.hubuser import PEFT_AUTO
 from hf_transfer.outputs.hubuser import processor_class
 from hf_transfer.folder import REPORT_HTML
-from hf_transfer.recipe.schema import Recipe
+from hf_transfer.recipe.schema import Recipe, file_patterns
 from hf_transfer.validate import load_recipe
 from hf_transfer.strategies import STRATEGIES
 from hf_transfer.tasks import TASKS
@@ -44,11 +44,16 @@ def _hub_dataset(recipe: Recipe) -> str | None:
     return None if d.data_files else d.path
 
 
+def files_label(data_files: dict[str, str | list[str]]) -> str:
+    """`split: name, split: name + name` for a data section's files (their names, not their folders)."""
+    return ", ".join(f"{k}: {' + '.join(Path(p).name for p in file_patterns(v))}" for k, v in data_files.items())
+
+
 def _dataset_label(recipe: Recipe) -> str:
     d = recipe.data
     if not d.data_files:
         return f"{d.path}" + (f" ({d.name})" if d.name else "")
-    parents = {Path(f).parent.name for f in d.data_files.values()}
+    parents = {Path(f).parent.name for v in d.data_files.values() for f in file_patterns(v)}
     return f"{'/'.join(sorted(parents)) or 'local'} ({d.path} files)"
 
 
@@ -228,7 +233,7 @@ def _training_section(recipe: Recipe, metrics: dict[str, Any], base: str | None)
     lines = [
         f"- Base model: {base or recipe.model.name_or_path} (pretrained: {recipe.model.pretrained})",
         f"- Data: `{d.path}`" + (f" ({d.name})" if d.name else "")
-        + (f", files {', '.join(f'{k}: {Path(v).name}' for k, v in d.data_files.items())}" if d.data_files else ""),
+        + (f", files {files_label(d.data_files)}" if d.data_files else ""),
         f"- Splits: train `{d.train_split}`, validation "
         + (f"`{d.validation_split}`" if not _carved(d) else f"carved from train ({d.validation_size:.0%})")
         + f", test `{d.test_split}`",
@@ -253,7 +258,7 @@ def _training_section(recipe: Recipe, metrics: dict[str, Any], base: str | None)
 
 
 def _extra_data(extra) -> str:
-    files = f", files {', '.join(Path(v).name for v in extra.data_files.values())}" if extra.data_files else ""
+    files = f", files {files_label(extra.data_files)}" if extra.data_files else ""
     cap = f", at most {extra.max_samples:,} rows" if extra.max_samples else ""
     return f"`{extra.path}`{files}, split `{extra.split}`{cap}"
 
@@ -313,6 +318,7 @@ def _first_text(recipe: Recipe) -> str | None:
     d = recipe.data
     files = d.data_files or {}
     path = files.get(d.test_split or "") or files.get(d.validation_split or "")
+    path = file_patterns(path)[0] if path else None
     if not path or not str(path).endswith(".csv") or not Path(path).is_file():
         return None
     try:

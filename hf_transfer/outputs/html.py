@@ -21,7 +21,7 @@ from typing import Any
 
 from hf_transfer.folder import RECIPE, REPORT_HTML, read_metrics
 from hf_transfer.outputs import curve as curve_files
-from hf_transfer.outputs.card import collapse_section
+from hf_transfer.outputs.card import collapse_section, files_label
 from hf_transfer.tasks import resolve
 from hf_transfer.train import FINAL_EVALUATIONS
 from hf_transfer.validate import load_recipe
@@ -140,8 +140,8 @@ def _run_section(recipe, metrics: dict[str, Any], metric: str) -> str:
     rows = [
         ["task", recipe.task],
         ["model", recipe.model.name_or_path + ("" if recipe.model.pretrained else " (random initialisation)")],
-        ["data", data.path + (f" ({', '.join(f'{k}: {Path(v).name}' for k, v in data.data_files.items())})"
-                              if data.data_files else (f" ({data.name})" if data.name else ""))],
+        ["data", data.path + (f" ({files_label(data.data_files)})" if data.data_files
+                              else (f" ({data.name})" if data.name else ""))],
         ["strategy", ft.strategy],
         ["model selection", f"validation {metric} (training.metric_for_best_model)"],
     ]

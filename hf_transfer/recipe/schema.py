@@ -49,6 +49,17 @@ class ModelConfig:
         check_range(self.max_length, "model.max_length", low=1, high=INT32_MAX)
 
 
+def file_patterns(value: str | list[str]) -> list[str]:
+    """One split's `data_files` entry (a file, a glob, or a list of them) as a list."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def check_data_files(files: dict[str, str | list[str]] | None, key: str) -> None:
+    for split, value in (files or {}).items():
+        if not file_patterns(value) or not all(p.strip() for p in file_patterns(value)):
+            raise RecipeError(f"{key}.{split}: empty; name a file, a glob or a list of them")
+
+
 STREAM_EVAL_SAMPLES = 1000  # data.streaming: rows of validation / test evaluated when max_eval_samples is unset
 
 
@@ -58,8 +69,8 @@ class DataConfig:
     """Hub dataset id, or a loader name (csv, json, parquet) used with `data_files`."""
     name: str | None = None
     """Hub dataset configuration (e.g. `sst2` of nyu-mll/glue)."""
-    data_files: dict[str, str] | None = None
-    """Split name -> local file, for csv/json/parquet."""
+    data_files: dict[str, str | list[str]] | None = None
+    """Split name -> local file, glob or list of them (as datasets' `data_files`), for the local loaders."""
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str | list[str] = "label"
@@ -96,6 +107,7 @@ class DataConfig:
             raise RecipeError(f"data.label_names: {', '.join(map(repr, repeated))} listed twice")
         if self.label_separator is not None and not self.label_separator.strip():
             raise RecipeError(f"data.label_separator: must be a visible separator, got {self.label_separator!r}")
+        check_data_files(self.data_files, "data.data_files")
         check_range(self.validation_size, "data.validation_size", low=0, high=1, low_open=True, high_open=True)
         for key in ("max_train_samples", "max_eval_samples", "shuffle_buffer"):
             check_range(getattr(self, key), f"data.{key}", low=1, high=INT32_MAX)
@@ -142,13 +154,14 @@ class ExtraData:
     path: str
     """Hub dataset id, or a loader name (csv, json, parquet, imagefolder) used with `data_files`."""
     name: str | None = None
-    data_files: dict[str, str] | None = None
+    data_files: dict[str, str | list[str]] | None = None
     split: str = "train"
     """Split trained on."""
     max_samples: int | None = None
     """At most this many examples of each split read."""
 
     def __post_init__(self) -> None:
+        check_data_files(self.data_files, f"{self.KEY}.data_files")
         check_range(self.max_samples, f"{self.KEY}.max_samples", low=1, high=INT32_MAX)
 
 

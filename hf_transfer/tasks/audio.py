@@ -22,6 +22,7 @@ import numpy as np
 from dataclasses import dataclass
 
 from hf_transfer.errors import DataError, RecipeError
+from hf_transfer.recipe.schema import file_patterns
 from hf_transfer.tasks.base import TaskSpec
 from hf_transfer.tasks.data import default_num_workers
 from hf_transfer.tasks.loaders import load_auto_processor
@@ -240,7 +241,7 @@ def transform(fe, opts: SpeechConfig, rng: np.random.Generator | None, attention
 
 def file_bases(spec: TaskSpec) -> list[Path]:
     """Folders where relative audio paths are looked up: those of the data files."""
-    return [Path(f).parent for f in (spec.data.data_files or {}).values()]
+    return [Path(f).parent for v in (spec.data.data_files or {}).values() for f in file_patterns(v)]
 
 
 def preprocess(splits, fe, spec: TaskSpec):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hf_transfer.errors import DataError, HfTransferError, RecipeError, first_line, not_utf8
-from hf_transfer.recipe.schema import STREAM_EVAL_SAMPLES, DataConfig, ExtraData
+from hf_transfer.recipe.schema import STREAM_EVAL_SAMPLES, DataConfig, ExtraData, file_patterns
 from hf_transfer.tasks.base import Labeler
 from hf_transfer.tasks.readers import read_audio_folder, read_conll
 
@@ -66,11 +66,12 @@ def load_raw(cfg: DataConfig):
     import datasets
 
     if cfg.data_files:
-        for split, file in cfg.data_files.items():
-            if not glob.glob(file):
-                raise DataError(f"data.data_files.{split}: file not found: {file}")
-            if cfg.path == "csv":
-                _check_csv_header(split, file)
+        for split, value in cfg.data_files.items():
+            for file in file_patterns(value):
+                if not glob.glob(file):
+                    raise DataError(f"data.data_files.{split}: file not found: {file}")
+                if cfg.path == "csv":
+                    _check_csv_header(split, file)
         if cfg.path not in LOCAL_LOADERS:
             raise DataError(
                 f"data.path: with data_files, path must be a loader name "
@@ -143,8 +144,8 @@ def _raise_for_file(cfg: DataConfig) -> None:
     import datasets
 
     first = None  # (split, file, columns) of the first file read
-    for split, pattern in cfg.data_files.items():
-        for file in sorted(glob.glob(pattern)) or [pattern]:
+    for split, value in cfg.data_files.items():
+        for file in (f for pattern in file_patterns(value) for f in sorted(glob.glob(pattern)) or [pattern]):
             try:
                 columns = datasets.load_dataset(cfg.path, data_files={split: file})[split].column_names
             except Exception as err:  # noqa: BLE001 - every reader error becomes the one line below

@@ -9,23 +9,24 @@ import glob
 import os
 
 from hf_transfer.errors import DataError, not_utf8
+from hf_transfer.recipe.schema import file_patterns
 
 
-def read_conll(path: str):
-    """A CoNLL file (or every file a glob matches, in name order) as a Dataset of `tokens` and `ner_tags`
+def read_conll(path: str | list[str]):
+    """A CoNLL file (or every file a glob matches, in name order; or a list of them, in its order) as a Dataset of `tokens` and `ner_tags`
     (string lists): one `token<TAB>tag` or `token tag` per line (more columns: the first is the token, the
     last the tag), a blank line between sentences, `-DOCSTART-` lines skipped; UTF-8, with or without a
     byte-order mark."""
     import datasets
 
     sentences: list[tuple[list[str], list[str]]] = []
-    for file in sorted(glob.glob(path)):
+    for file in (f for pattern in file_patterns(path) for f in sorted(glob.glob(pattern))):
         try:
             sentences += _conll_sentences(file)
         except UnicodeDecodeError as err:
             raise DataError(f"{file}: {not_utf8(err)}") from None
     if not sentences:
-        raise DataError(f"{path}: no sentences (expected `token<TAB>tag` lines, a blank line between sentences)")
+        raise DataError(f"{', '.join(file_patterns(path))}: no sentences (expected `token<TAB>tag` lines, a blank line between sentences)")
     return datasets.Dataset.from_dict({"tokens": [w for w, _ in sentences], "ner_tags": [t for _, t in sentences]})
 
 
@@ -55,17 +56,18 @@ def _conll_sentences(file: str) -> list[tuple[list[str], list[str]]]:
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
 
 
-def read_audio_folder(pattern: str, where: str):
+def read_audio_folder(pattern: str | list[str], where: str):
     """datasets' `audiofolder` layout without its torchcodec (FFmpeg) dependency: every audio file the
-    glob matches becomes a row, column `audio` (the file's path, decoded later with soundfile) and
+    glob (or a list of globs) matches becomes a row, column `audio` (the file's path, decoded later with soundfile) and
     column `label` (the name of the folder holding it: `<root>/<class>/<clip>.wav`). A `metadata.csv` beside
     the files (column `file_name`, relative to the csv, and any others, e.g. a transcript) adds its columns."""
     import datasets
 
-    files = sorted(os.path.abspath(f) for f in glob.glob(pattern, recursive=True)
-                   if os.path.isfile(f) and os.path.splitext(f)[1].lower() in AUDIO_SUFFIXES)
+    files = sorted({os.path.abspath(f) for p in file_patterns(pattern) for f in glob.glob(p, recursive=True)
+                    if os.path.isfile(f) and os.path.splitext(f)[1].lower() in AUDIO_SUFFIXES})
     if not files:
-        raise DataError(f"{where}: no audio files ({', '.join(AUDIO_SUFFIXES)}) match {pattern}")
+        raise DataError(f"{where}: no audio files ({', '.join(AUDIO_SUFFIXES)}) match "
+                        f"{', '.join(file_patterns(pattern))}")
     columns: dict[str, list] = {"audio": files, "label": [os.path.basename(os.path.dirname(f)) for f in files]}
     extra = _folder_metadata(files, where)
     if extra:
