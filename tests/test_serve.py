@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hf_transfer import finetune  # noqa: E402
 from hf_transfer.cli import main  # noqa: E402
 from hf_transfer.outputs.predict import predict  # noqa: E402
+from hf_transfer.errors import HfTransferError  # noqa: E402
 from hf_transfer.outputs.batcher import Batcher  # noqa: E402
 from hf_transfer.outputs.serve import create_app, load  # noqa: E402
 from tests.test_token_classification import ner_files, ner_recipe  # noqa: E402,F401 - a fixture
@@ -234,9 +235,12 @@ def test_audio_answers_equal_predicts_and_bad_audio_is_a_4xx(audio_run):
         import soundfile
 
         soundfile.write(silent, np.zeros(0, dtype="float32"), 8000, format="WAV")
+        broken = io.BytesIO()  # JSON cannot carry the NaN scores: a 500
+        soundfile.write(broken, np.array([0.1, np.nan, 0.2] * 300, dtype="float32"), 8000, format="WAV", subtype="FLOAT")
         for body, kind, status, message in [
             (b"RIFF....WAVEfmt garbage", "audio/wav", 400, "not audio soundfile can decode"),
-            (silent.getvalue(), "audio/wav", 400, "holds no samples"),
+            (silent.getvalue(), "audio/wav", 400, "the audio is empty (0 samples)"),
+            (broken.getvalue(), "audio/wav", 400, "the audio holds NaN or infinite samples"),
             (b"", "audio/wav", 400, "empty body"),
             (b'{"inputs": "x"}', "application/json", 415, "this model reads the audio file's bytes"),
         ]:
@@ -245,6 +249,9 @@ def test_audio_answers_equal_predicts_and_bad_audio_is_a_4xx(audio_run):
             assert message in response.json()["error"]
         assert c.post("/predict", content=clips[0].read_bytes(),
                       headers={"Content-Type": "application/octet-stream"}).status_code == 200
+    (out.parent / "broken.wav").write_bytes(broken.getvalue())
+    with pytest.raises(HfTransferError, match=r"^predict: .*broken\.wav holds NaN or infinite samples$"):
+        predict(out, [str(out.parent / "broken.wav")], device="cpu")
 
 
 # --------------------------------------------------------------------------- entities

@@ -34,6 +34,7 @@ from hf_transfer.outputs.hubuser import FolderError
 from hf_transfer.outputs.onnx_model import load_any_pipeline
 from hf_transfer.outputs.predict import run, task_of_folder
 from hf_transfer.outputs.verify import hub_user_task
+from hf_transfer.tasks.audio import sample_fault
 from hf_transfer.tasks.inputs import decode_audio, lone_surrogate
 
 try:  # the `serve` extra
@@ -154,8 +155,9 @@ def audio_item(body: bytes) -> dict[str, Any]:
         audio = decode_audio(io.BytesIO(body))
     except Exception as err:  # noqa: BLE001 - libsndfile fails in several types on a bad file
         raise RequestError(400, f"the body is not audio soundfile can decode ({first_line(err)})") from None
-    if audio["raw"].size == 0:
-        raise RequestError(400, "the audio holds no samples")
+    fault = sample_fault(audio["raw"])
+    if fault:
+        raise RequestError(400, f"the audio {fault}")
     return audio
 
 

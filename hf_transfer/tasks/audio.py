@@ -165,11 +165,20 @@ def load_audio(value: Any, target: int, bases: list[Path] = ()) -> np.ndarray:
             raise DataError(f"speech.audio_column: cannot read audio {name!r}: {str(err).splitlines()[0]}") from None
     if wave.ndim == 2:
         wave = wave.mean(axis=1)
-    if wave.size == 0:
-        raise DataError(f"speech.audio_column: audio {name!r} is empty (0 samples)")
-    if not np.isfinite(wave).all():  # else a NaN loss at the step that draws it, blamed on the learning rate
-        raise DataError(f"speech.audio_column: audio {name!r} holds NaN or infinite samples")
+    fault = sample_fault(wave)
+    if fault:
+        raise DataError(f"speech.audio_column: audio {name!r} {fault}")
     return resample(wave, rate, target)
+
+
+def sample_fault(wave: np.ndarray) -> str | None:
+    """What makes decoded samples unusable, or None: none at all, or NaN / infinite ones (in training a NaN loss
+    at the step that draws them, blamed on the learning rate; in predict and serve NaN scores)."""
+    if wave.size == 0:
+        return "is empty (0 samples)"
+    if not np.isfinite(wave).all():
+        return "holds NaN or infinite samples"
+    return None
 
 
 # --------------------------------------------------------------------------- cropping, augmentation

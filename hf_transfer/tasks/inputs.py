@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.errors import HfTransferError, first_line, not_utf8
-from hf_transfer.tasks.audio import resample
+from hf_transfer.tasks.audio import resample, sample_fault
 
 
 def text_inputs(items: list[str]) -> list[str]:
@@ -89,6 +89,9 @@ def audio_inputs(items: list[str]) -> list[Any]:
             decoded.append(decode_audio(path))
         except Exception as err:  # noqa: BLE001 - libsndfile fails in several types on a bad file
             raise HfTransferError(f"predict: {path} is not audio soundfile can read ({first_line(err)})") from None
+        fault = sample_fault(decoded[-1]["raw"])
+        if fault:
+            raise HfTransferError(f"predict: {path} {fault}")
     return decoded
 
 
