@@ -129,11 +129,13 @@ def put_in_place(written: Path, out: Path) -> None:
     relocate(written, out)
     old = out.with_name(f".{out.name}.old")
     shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
+    replaced = out.exists()
+    if replaced:
         os.replace(out, old)
     os.replace(written, out)
     shutil.rmtree(old, ignore_errors=True)
-    log.info("replaced %s with the new run", out)
+    if replaced:
+        log.info("replaced %s with the new run", out)
 
 
 def relocate(written: Path, out: Path) -> None:
@@ -316,6 +318,40 @@ def require_finished(out: Path, error: type[Exception] = OutputError, why: str =
     """`error` naming the folder unless it holds a finished run (`why` is appended to the message)."""
     if not is_finished(out):
         raise error(f"{out}: no metrics.json; not a finished hf-transfer run{why}")
+
+
+def not_a_model(out: Path) -> str | None:
+    """Why `out` is no model folder, naming what it is instead: missing, a file, a tune or rank report, or the
+    root of runs (cv folds, seeds, learning-curve points, a multi-task run's task folders, checkpoints) whose
+    models lie in its sub-folders, which it names. None where it may be one (the loader says what is missing)."""
+    out = Path(out)
+    if not out.exists():
+        return f"{out}: no such folder"
+    if not out.is_dir():
+        return f"{out} is a file, not a run folder"
+    if (out / "config.json").is_file() or (out / "adapter_config.json").is_file():
+        return None
+    if (out / "tune.json").is_file():
+        return (f"{out} is a tune run: it keeps the best trial's recipe, not a model; train it with "
+                f"hf-transfer finetune {out / 'best.yaml'}")
+    if (out / "rank.json").is_file():
+        return f"{out} is a rank report: it holds no model; fine-tune the best candidate it names"
+    natural = lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]  # noqa: E731
+    inner = [p for p in sorted(out.iterdir(), key=natural) if p.is_dir()
+             and ((p / "config.json").is_file() or (p / "adapter_config.json").is_file() or is_finished(p))]
+    if not inner:
+        return None
+    more = f" and {len(inner) - 3} more" if len(inner) > 3 else ""
+    return f"{out} holds no model itself; its sub-folders do: {', '.join(str(p) for p in inner[:3])}{more}"
+
+
+def require_model_run(out: Path, error: type[Exception] = OutputError, why: str = "") -> None:
+    """`error` unless `out` is a finished run with a model of its own: a cv, seeds, curve or multi-task root is
+    named as such, with the sub-folders that hold the models."""
+    hint = not_a_model(out)
+    if hint:
+        raise error(hint)
+    require_finished(out, error, why)
 
 
 def read_metrics(out: Path, error: type[Exception] = OutputError) -> dict[str, Any]:

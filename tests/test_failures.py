@@ -505,3 +505,26 @@ def test_a_datasets_cache_that_cannot_be_written_is_named_as_such(sentiment_file
     with pytest.raises(DataError, match=r"^HF_DATASETS_CACHE: datasets cannot write its cache folder .*a-file/cache "
                                         r"\(Not a directory\); set HF_DATASETS_CACHE to a writable folder$"):
         load_raw(cfg)
+
+
+def test_a_folder_of_runs_names_the_folders_that_hold_models_in_every_command(run, tmp_path, capsys):
+    """A cv / seeds / multi-task root, a checkpoints folder: every command that reads one model said
+    `config.json is missing` or `no metrics.json`; it now names the sub-folders that hold the models. A
+    missing folder and a file are named as such (merge said 'holds no PEFT adapter')."""
+    root = tmp_path / "cv"
+    for i in (10, 2, 1, 0):  # natural order: fold-10 is listed last
+        shutil.copytree(run[0], root / f"fold-{i}")
+    (root / "cv.json").write_text("{}")
+    (tmp_path / "a.csv").write_text("text,label\n")
+    cases = {root: f"{root} holds no model itself; its sub-folders do: {root}/fold-0, {root}/fold-1, {root}/fold-2 "
+                   "and 1 more",
+             tmp_path / "nope": f"{tmp_path}/nope: no such folder",
+             tmp_path / "a.csv": f"{tmp_path}/a.csv is a file, not a run folder"}
+    for folder, message in cases.items():
+        for command, prefix in [(["predict", str(folder), "good"], "predict: "), (["verify", str(folder)], ""),
+                                (["evaluate", str(folder), str(tmp_path / "a.csv")], ""),
+                                (["push", str(folder), "me/x"], ""), (["export", str(folder)], "export: "),
+                                (["serve", str(folder)], "serve: "), (["merge", str(folder)], "merge: ")]:
+            assert main(command) == 2, command
+            assert one_line_error(capsys) == f"hf-transfer: error: {prefix}{message}", command
+    assert sorted(p.name for p in root.iterdir()) == ["cv.json", "fold-0", "fold-1", "fold-10", "fold-2"]

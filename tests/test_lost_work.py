@@ -240,3 +240,16 @@ def test_overwrite_of_a_run_with_a_comparison_failing_in_a_variant_keeps_the_pre
     assert str(staging_dir(out)) not in (out / "report.json").read_text()
     assert json.loads((out / "report.json").read_text())["runs"]
     assert not staging_dir(out).exists() and not lock_path(out).exists()
+
+
+def test_put_in_place_says_replaced_only_when_a_folder_was_replaced(tmp_path, caplog):
+    from hf_transfer.folder import put_in_place
+
+    for round_ in ("first", "second"):
+        (tmp_path / ".out.new").mkdir()
+        (tmp_path / ".out.new" / "f").write_text(round_)
+        with caplog.at_level("INFO", logger="hf_transfer.folder"):
+            caplog.clear()
+            put_in_place(tmp_path / ".out.new", tmp_path / "out")
+        assert ("replaced" in caplog.text) == (round_ == "second")
+        assert (tmp_path / "out" / "f").read_text() == round_ and not (tmp_path / ".out.new").exists()

@@ -20,7 +20,7 @@ from typing import Any
 
 from hf_transfer.console import progress
 from hf_transfer.errors import DataError, HfTransferError
-from hf_transfer.folder import RECIPE, require_finished
+from hf_transfer.folder import RECIPE, require_model_run
 from hf_transfer.arguments import as_paths, require_count
 from hf_transfer.outputs.hubuser import (
     FolderError, as_input, load_config, logits, transcripts, word_logits,
@@ -123,7 +123,7 @@ def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None
         batch_size = require_count("evaluate", "batch_size", batch_size)
     data = as_paths("evaluate", data, "data files")
     if onnx_file(out) is None:
-        require_finished(out, HfTransferError, why=" (evaluate reads its recipe.yaml and model)")
+        require_model_run(out, HfTransferError, why=" (evaluate reads its recipe.yaml and model)")
     elif not (out / RECIPE).is_file():  # an ONNX folder: `hf-transfer export` copies the run's recipe
         raise HfTransferError(f"evaluate: {out}: an ONNX folder without recipe.yaml (export it from a finished run)")
     recipe = load_recipe(out / RECIPE)

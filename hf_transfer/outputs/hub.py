@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hf_transfer.errors import HubError, RecipeError
-from hf_transfer.folder import PREDICTIONS, require_finished
+from hf_transfer.folder import PREDICTIONS, require_model_run
 from hf_transfer.recipe.schema import check_repo_id
 from hf_transfer.outputs.card import build_card, hub_base_model
 from hf_transfer.validate import load_recipe
@@ -108,7 +108,7 @@ def push(out_dir: str | Path, repo_id: str, private: bool = True, revision: str 
         check_repo_id("push: merged_repo_id", merged_repo_id)
     except RecipeError as err:
         raise HubError(str(err)) from None
-    require_finished(out, HubError, ", nothing pushed")
+    require_model_run(out, HubError, ", nothing pushed")
     recipe = load_recipe(out / "recipe.yaml")
     merged_repo_id = merged_repo_id or recipe.hub.merged_repo_id
     base = hub_base_model(recipe, base_model)

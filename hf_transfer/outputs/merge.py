@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from hf_transfer.errors import HfTransferError
-from hf_transfer.folder import check_destination, is_run_folder, put_in_place, staging_dir
+from hf_transfer.folder import check_destination, is_run_folder, not_a_model, put_in_place, staging_dir
 from hf_transfer.outputs.hubuser import FolderError, is_adapter, load_adapter_model, load_processor
 from hf_transfer.outputs.predict import task_of_folder
 from hf_transfer.outputs.verify import hub_user_task
@@ -26,6 +26,9 @@ MERGED = "merged"
 def merge(out_dir: str | Path, dest: str | Path | None = None, force: bool = False) -> Path:
     """Merge the adapter in `out_dir` into a plain model saved in `dest`; returns `dest`."""
     out = Path(out_dir)
+    hint = not_a_model(out)
+    if hint:
+        raise HfTransferError(f"merge: {hint}")
     if not is_adapter(out):
         raise HfTransferError(f"merge: {out} holds no PEFT adapter (no adapter_config.json); nothing to merge")
     target = Path(dest) if dest is not None else out / MERGED

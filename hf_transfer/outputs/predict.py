@@ -13,6 +13,7 @@ from typing import Any
 
 from hf_transfer.console import progress
 from hf_transfer.errors import HfTransferError
+from hf_transfer.folder import not_a_model
 from hf_transfer.arguments import as_paths, require_count
 from hf_transfer.outputs.hubuser import FolderError, each, read_json, task_of
 from hf_transfer.outputs.onnx_model import load_any_pipeline
@@ -27,6 +28,9 @@ READERS = {task.pipeline_task: task.read_inputs for task in TASKS.values()}
 
 def task_of_folder(out: Path):
     """(task record, its spec or None) of a saved folder."""
+    hint = not_a_model(out)  # a cv, seeds or multi-task root: where its models are
+    if hint:
+        raise FolderError(hint)
     read_json(out / "config.json")  # a folder without one is no model: say so first
     if (out / "recipe.yaml").is_file():
         return resolve(load_recipe(out / "recipe.yaml"))

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from hf_transfer.console import bar_options
 from hf_transfer.errors import HfTransferError, VerifyError
-from hf_transfer.folder import read_metrics
+from hf_transfer.folder import read_metrics, require_model_run
 from hf_transfer.arguments import require_tolerance
 from hf_transfer.outputs.hubuser import FolderError, check_device
 from hf_transfer.validate import load_recipe
@@ -178,6 +178,7 @@ def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.
         check_device(device)
     except FolderError as err:
         raise VerifyError(f"verify: {err}") from None
+    require_model_run(out, VerifyError)
     metrics = read_metrics(out, VerifyError)
     where = out / "recipe.yaml"
     try:
