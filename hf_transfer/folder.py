@@ -43,6 +43,10 @@ from hf_transfer.recipe.yaml import dump_yaml, parse_yaml
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+COMPARE = "compare"  # compare/<name>/: the recipe's `compare` runs
+MERGED = "merged"  # the merged model of a PEFT run (finetune.merge, `hf-transfer merge`)
+ONNX = "onnx"  # `hf-transfer export`'s default destination
+OWN_FOLDERS = (CHECKPOINTS, COMPARE, MERGED, ONNX)  # a multi-task run's task folders take other names
 COMPLETE_MARKER = "metrics.json"  # written last: a folder without it is not a finished run
 RECIPE = "recipe.yaml"
 REPORT_HTML = "report.html"  # the run's page (outputs/html.py), written after metrics.json

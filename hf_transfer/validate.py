@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hf_transfer.errors import RecipeError
+from hf_transfer.folder import OWN_FOLDERS
 from hf_transfer.recipe import variants
 from hf_transfer.recipe.schema import (
     CurveConfig, CVConfig, DataConfig, DistillConfig, DomainConfig, HubConfig, ModelConfig, RankConfig, Recipe,
@@ -255,6 +256,9 @@ def _check_multitask(recipe: Recipe) -> None:
         where = f"tasks[{i}]"
         if not _NAME.match(t.name) or t.name in seen:
             raise RecipeError(f"{where}.name: {t.name!r} must be unique, a letter then letters, digits or _")
+        if t.name in OWN_FOLDERS:  # its folder would be the run's own: checkpoints/ took the task's model
+            raise RecipeError(f"{where}.name: {t.name!r} names a folder the run writes itself "
+                              f"({', '.join(OWN_FOLDERS)}); choose another name")
         seen.add(t.name)
         if t.weight < 0:
             raise RecipeError(f"{where}.weight: must be >= 0, got {t.weight}")

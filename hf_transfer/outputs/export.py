@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from hf_transfer.errors import HfTransferError
-from hf_transfer.folder import RECIPE, check_destination, put_in_place, staging_dir
+from hf_transfer.folder import ONNX, RECIPE, check_destination, put_in_place, staging_dir
 from hf_transfer.outputs import onnx_seq2seq as seq2seq
 from hf_transfer.outputs.hubuser import FolderError, as_input, is_adapter, load_pipeline, transcripts
 from hf_transfer.outputs.onnx_graph import (AXES, OPSET, STEPS, decode_in_step, eager_attention, example,
@@ -47,7 +47,6 @@ from hf_transfer.validate import load_recipe
 
 log = logging.getLogger(__name__)
 
-DEST = "onnx"
 REPORT = "export.json"
 TOLERANCE = 1e-4
 WARN_DROP = 1.0
@@ -99,7 +98,7 @@ def export(out_dir: str | Path, dest: str | Path | None = None, quantize: str | 
         raise export_error(f"--quantize takes int8, got {quantize!r}")
     if onnx_file(out) is not None:
         raise export_error(f"{out} is an exported ONNX folder already; export the run folder it came from")
-    target = Path(dest) if dest is not None else out / DEST
+    target = Path(dest) if dest is not None else out / ONNX
     check_destination(target, out, overwrite, lambda t: onnx_file(t) is not None, "an ONNX export folder",
                       "--overwrite", export_error)
     onnxruntime()  # the extra is installed: say so before anything loads

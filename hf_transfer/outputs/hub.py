@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hf_transfer.errors import HubError, RecipeError
-from hf_transfer.folder import PREDICTIONS, require_model_run
+from hf_transfer.folder import MERGED, PREDICTIONS, require_model_run
 from hf_transfer.recipe.schema import check_repo_id
 from hf_transfer.outputs.card import build_card, hub_base_model
 from hf_transfer.validate import load_recipe
@@ -118,15 +118,15 @@ def push(out_dir: str | Path, repo_id: str, private: bool = True, revision: str 
             f"hub.base_model: the adapter's base model {recipe.model.name_or_path!r} is a local folder; "
             "name its Hub id (hub.base_model, or --base-model) so that users can load the adapter"
         )
-    if merged_repo_id and not (out / "merged").is_dir():
+    if merged_repo_id and not (out / MERGED).is_dir():
         raise HubError(f"hub.merged_repo_id: {out} has no merged/ folder (the run had finetune.merge: false)")
     token = _token()
     if not token:
         raise HubError(f"hub: no Hugging Face token found; {LOGIN_HINT}")
     api = HfApi()
-    jobs = [(repo_id, out, ("merged",) if merged_repo_id else (), False)]
+    jobs = [(repo_id, out, (MERGED,) if merged_repo_id else (), False)]
     if merged_repo_id:
-        jobs.append((merged_repo_id, out / "merged", (), True))
+        jobs.append((merged_repo_id, out / MERGED, (), True))
     urls = []
     for target, src, extra, is_merged in jobs:
         with _staging(out) as stage:

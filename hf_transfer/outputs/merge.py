@@ -15,12 +15,11 @@ import shutil
 from pathlib import Path
 
 from hf_transfer.errors import HfTransferError
-from hf_transfer.folder import check_destination, is_run_folder, not_a_model, put_in_place, staging_dir
+from hf_transfer.folder import MERGED, check_destination, is_run_folder, not_a_model, put_in_place, staging_dir
 from hf_transfer.outputs.hubuser import FolderError, is_adapter, load_adapter_model, load_processor
 from hf_transfer.outputs.predict import task_of_folder
 from hf_transfer.outputs.verify import hub_user_task
 
-MERGED = "merged"
 
 
 def merge(out_dir: str | Path, dest: str | Path | None = None, force: bool = False) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hf_transfer.folder import PREDICTIONS, read_predictions, write_predictions
+from hf_transfer.folder import COMPARE, PREDICTIONS, read_predictions, write_predictions
 from hf_transfer.outputs import intervals
 from hf_transfer.outputs import report as report_files
 from hf_transfer.outputs.html import epoch_points
@@ -80,13 +80,13 @@ def run_compare(recipe, result, overwrite: bool = False) -> dict[str, Any]:
     for name, overrides in variants.entries(recipe.compare or [], task.baselines):
         if name in task.baselines:
             splits = load_splits(recipe, recipe.training.get("seed", 42)).splits
-            args = training_arguments(recipe, out / "compare" / name)  # evaluation settings (batch, generation)
+            args = training_arguments(recipe, out / COMPARE / name)  # evaluation settings (batch, generation)
             found = task.baselines[name](spec, splits, args)
             predicted, path = found.pop("predictions", None), None
             if predicted and main_process:  # the baseline's folder holds only its predictions
-                (out / "compare" / name).mkdir(parents=True, exist_ok=True)
-                write_predictions(out / "compare" / name, predicted)
-                path = str(out / "compare" / name / PREDICTIONS)
+                (out / COMPARE / name).mkdir(parents=True, exist_ok=True)
+                write_predictions(out / COMPARE / name, predicted)
+                path = str(out / COMPARE / name / PREDICTIONS)
             rows.append(_baseline_row(name, found, metric, path))
             continue
         variant = load_recipe(variants.variant_raw(raw, name, overrides))

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from hf_transfer.errors import ModelError, RecipeError
+from hf_transfer.folder import MERGED
 from hf_transfer.recipe.typed import INT32_MAX, check_range
 from hf_transfer.anatomy import block_layer_names, head_parameter_names
 from hf_transfer.strategies.base import Hooks, Strategy
@@ -229,8 +230,8 @@ def finish(trainer, cfg, out) -> None:
     labels and head class beside the adapter (for AutoPeftModel users and pipeline())."""
     if cfg.merge:
         merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(str(out / "merged"))
-        trainer.processing_class.save_pretrained(str(out / "merged"))
+        merged.save_pretrained(str(out / MERGED))
+        trainer.processing_class.save_pretrained(str(out / MERGED))
     base = trainer.model.base_model.model
     base.config.architectures = [type(base).__name__]  # the head class (not the backbone's)
     base.config.save_pretrained(str(out))
