@@ -92,9 +92,18 @@ def _task_sections(raw: dict[str, Any], task) -> dict[str, Any]:
     return {task.section: build(task.options, raw.get(task.section), task.section)}
 
 
-def validate(raw: Any) -> Recipe:
+def _require_mapping(raw: Any, where: str = "recipe") -> None:
+    """A recipe is a mapping of sections; anything else (a CSV given as the recipe, a list) is named by its type
+    and its first characters, not printed whole."""
     if not isinstance(raw, dict):
-        raise RecipeError(f"recipe: expected a mapping of sections, got {raw!r}")
+        text = repr(raw)
+        text = text if len(text) <= 60 else text[:60] + "..."
+        raise RecipeError(f"{where}: expected a mapping of sections (model:, data:, ...), got {type(raw).__name__} "
+                          f"{text}")
+
+
+def validate(raw: Any) -> Recipe:
+    _require_mapping(raw)
     allowed = [f.name for f in dataclasses.fields(Recipe) if f.name != "sections"] + list(TASK_SECTIONS)
     for key in raw:
         if key not in allowed:
@@ -353,8 +362,7 @@ def load_recipe(
         pairs = [(key, plain(value)) for key, value in overrides.items()]
     else:
         pairs = [parse_override(o) for o in overrides or []]
-    if not isinstance(raw, dict):
-        raise RecipeError(f"recipe: expected a mapping of sections, got {raw!r}")
+    _require_mapping(raw, str(source) if isinstance(source, (str, Path)) else "recipe")
     for key, value in pairs:
         apply_override(raw, key, value)
     return validate(raw)

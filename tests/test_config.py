@@ -156,6 +156,12 @@ def test_missing_and_invalid_recipe_files(tmp_path):
     latin.write_bytes("model: {name_or_path: caf\xe9}\n".encode("latin-1"))
     with pytest.raises(RecipeError, match=r"latin.yaml: not UTF-8 text \(byte b'\\xe9' at position 25\); save it"):
         load_recipe(latin)
+    data = tmp_path / "train.csv"  # a data file given as the recipe: it was printed whole into the "one line"
+    data.write_text("text,label\n" + "a long enough review,positive\n" * 200)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(data)
+    assert str(info.value) == (f"{data}: expected a mapping of sections (model:, data:, ...), got str "
+                               "'text,label a long enough review,positive a long enough revi...")
 
 
 def test_yaml_loader_is_safe():
