@@ -265,13 +265,13 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("finetune", help="fine-tune a model from a YAML recipe")
     p.add_argument("recipe", help="path to a recipe YAML file")
-    p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
+    p.add_argument("overrides", nargs="*", default=[], help="recipe overrides: section.key=value")
     _add_folder_flags(p)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     p = sub.add_parser("launch", help="accelerate launch of finetune: recipe checked first, one-line errors")
     p.add_argument("recipe", help="path to a recipe YAML file")
-    p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
+    p.add_argument("overrides", nargs="*", default=[], help="recipe overrides: section.key=value")
     p.add_argument("--config-file", "--config_file", dest="config_file",
                    help="Accelerate config (e.g. accelerate_configs/cpu_2proc.yaml)")
     p.add_argument("--accelerate-args", dest="accelerate_args", nargs=argparse.REMAINDER, default=[],
@@ -283,14 +283,14 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rank", help="score candidate backbones on frozen features (LogME, LEEP, NCE, probe)")
     p.add_argument("recipe", help="path to a recipe YAML file")
-    p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
+    p.add_argument("overrides", nargs="*", default=[], help="recipe overrides: section.key=value")
     p.add_argument("--candidates", nargs="+", help="Hub ids or model folders (default: the recipe's rank.candidates)")
     p.add_argument("--sample", type=count_type, help="training examples scored (default: rank.sample, 1000)")
     p.add_argument("--output-dir", help="where rank.json and rank.md go (default: training.output_dir-rank)")
 
     p = sub.add_parser("tune", help="search the recipe's tune.space with Optuna or Ray Tune; write best.yaml")
     p.add_argument("recipe", help="path to a recipe YAML file with a tune section")
-    p.add_argument("overrides", nargs="*", help="recipe overrides: section.key=value")
+    p.add_argument("overrides", nargs="*", default=[], help="recipe overrides: section.key=value")
     p.add_argument("--n-trials", type=count_type, help="default: tune.n_trials")
     p.add_argument("--timeout", type=tolerance_type, help="time budget in seconds (default: tune.timeout)")
     p.add_argument("--output-dir", help="default: tune.output_dir, else training.output_dir-tune")

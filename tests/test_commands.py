@@ -181,3 +181,13 @@ def test_evaluate_a_speech_recognition_run_scores_the_pipelines_transcripts(tmp_
     assert {"wer", "cer"} <= set(found["metrics"]) and found["per_class"] is None
     assert found["metrics"]["wer"] == pytest.approx(saved["test"]["test_wer"], abs=1e-9)
     assert found["metrics"]["cer"] == pytest.approx(saved["test"]["test_cer"], abs=1e-9)
+
+
+@pytest.mark.parametrize("command", ["finetune", "launch", "rank", "tune"])
+def test_a_missing_recipe_is_the_one_required_argument_named(command, capsys):
+    """Overrides are optional: argparse listed them as required too ('required: recipe, overrides')."""
+    with pytest.raises(SystemExit) as info:
+        main([command])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"hf-transfer {command}: error: the following arguments are required: recipe")
