@@ -125,12 +125,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from hf_transfer.outputs.predict import format_results, predict
+    from hf_transfer.outputs.predict import format_results, predict, shown_input
 
     items, results = predict(args.output_dir, args.inputs, top_k=args.top_k, batch_size=args.batch_size,
                              device=args.device)
     if args.json:
-        print(json.dumps([{"input": i if isinstance(i, str) else None, "predictions": r}
+        print(json.dumps([{"input": shown_input(i), "predictions": r}
                           for i, r in zip(items, results)], indent=2))
     else:
         print("\n".join(format_results(items, results)))

@@ -528,3 +528,37 @@ def test_a_folder_of_runs_names_the_folders_that_hold_models_in_every_command(ru
             assert main(command) == 2, command
             assert one_line_error(capsys) == f"hf-transfer: error: {prefix}{message}", command
     assert sorted(p.name for p in root.iterdir()) == ["cv.json", "fold-0", "fold-1", "fold-10", "fold-2"]
+
+
+@pytest.mark.parametrize("task", ["image-classification", "audio-classification", "text-classification"])
+def test_predict_reads_a_folder_of_media_files_and_refuses_a_folder_as_text(task, tmp_path):
+    """A folder of images / clips gives every one under it, in name order (it was 'input file not found'); a
+    folder without any is one line; given to a text model a folder is refused (it was classified as the text
+    of its name)."""
+    import numpy as np
+    import soundfile
+    from PIL import Image
+
+    from hf_transfer.errors import HfTransferError
+    from hf_transfer.tasks import TASKS
+
+    read, folder = TASKS[task].read_inputs, tmp_path / "inputs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "notes.txt").write_text("a text file beside the media")
+    if task == "text-classification":
+        with pytest.raises(HfTransferError, match=f"^predict: {folder} is a folder; give texts, files of texts"):
+            read([str(folder)])
+        return
+    names = ["b.png", "sub/a.png"] if task == "image-classification" else ["b.wav", "sub/a.wav"]
+    for name in names:
+        if task == "image-classification":
+            Image.new("RGB", (8, 8), "red").save(folder / name)
+        else:
+            soundfile.write(folder / name, np.full(160, 0.1, dtype=np.float32), 16000)
+    got = read([str(folder)])
+    paths = got if task == "image-classification" else [g["path"] for g in got]
+    assert paths == [str(folder / n) for n in names]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(HfTransferError, match=f"^predict: {empty}: a folder with no (image|audio) files"):
+        read([str(empty)])

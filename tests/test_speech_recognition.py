@@ -2,6 +2,7 @@
 built from the transcripts), built in code: labels, vocabulary, WER / CER, strategies, reload, bad rows."""
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -12,6 +13,7 @@ import pytest
 
 from hf_transfer import finetune
 from hf_transfer.errors import DataError, ModelError, RecipeError
+from hf_transfer.outputs.predict import predict
 from hf_transfer.outputs.verify import verify
 from hf_transfer.tasks import resolve, speech_recognition as asr, transcripts
 from hf_transfer.validate import load_recipe
@@ -169,11 +171,19 @@ def test_staged_on_whisper_says_what_to_use_instead(kit, tmp_path):
 def test_predict_prints_transcripts(kit, tmp_path):
     out = tmp_path / "out"
     finetune(asr_recipe(kit["ctc"], kit["files"], out))
-    clip = str(Path(kit["files"]["test"]).parent / "wav" / "test_0.wav")
-    proc = subprocess.run([sys.executable, "-m", "hf_transfer", "predict", str(out), clip], capture_output=True,
-                          text=True, cwd=ROOT)
+    wav = Path(kit["files"]["test"]).parent / "wav"
+    (tmp_path / "clips" / "more").mkdir(parents=True)  # a folder: its audio files, in name order, sub-folders too
+    shutil.copy(wav / "test_1.wav", tmp_path / "clips" / "more" / "b.wav")
+    shutil.copy(wav / "test_0.wav", tmp_path / "clips" / "a.wav")
+    (tmp_path / "clips" / "notes.txt").write_text("not audio")
+    proc = subprocess.run([sys.executable, "-m", "hf_transfer", "predict", str(out), str(tmp_path / "clips")],
+                          capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().endswith("<audio>") and len(proc.stdout.strip().splitlines()) == 1
+    lines = proc.stdout.strip().splitlines()  # each transcript beside its file (it was "<audio>")
+    assert [ln.split("\t")[-1] for ln in lines] == [str(tmp_path / "clips" / "a.wav"),
+                                                    str(tmp_path / "clips" / "more" / "b.wav")]
+    _, results = predict(out, [str(wav / "test_0.wav"), str(wav / "test_1.wav")])
+    assert [ln.split("\t")[0] for ln in lines] == [r[0]["text"].strip() for r in results]
 
 
 def test_compare_reports_the_untouched_model_and_scratch(kit, tmp_path):

@@ -96,10 +96,16 @@ def _shown(r: dict[str, Any]) -> str:
     return f"{r['label']} {r['score']:.4f}"
 
 
+def shown_input(item: Any) -> str | None:
+    """What an input is called beside its predictions: the text or file, a decoded clip's file (None for
+    one without, such as a serve upload)."""
+    return item if isinstance(item, str) else item.get("path") if isinstance(item, dict) else None
+
+
 def format_results(items: list[Any], results: list[list[dict[str, Any]]]) -> list[str]:
     lines = []
     for item, row in zip(items, results):
-        shown = item if isinstance(item, str) else "<audio>"
+        shown = shown_input(item) or "<audio>"
         scores = "  ".join(_shown(r) for r in row) if row or not isinstance(item, str) else "(no entities)"
         lines.append(f"{scores}\t{shown}")
     return lines

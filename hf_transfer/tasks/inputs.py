@@ -8,6 +8,7 @@ from typing import Any
 
 from hf_transfer.errors import HfTransferError, first_line, not_utf8
 from hf_transfer.tasks.audio import resample, sample_fault
+from hf_transfer.tasks.readers import AUDIO_SUFFIXES
 
 
 def text_inputs(items: list[str]) -> list[str]:
@@ -18,6 +19,9 @@ def text_inputs(items: list[str]) -> list[str]:
             lines = _utf8(sys.stdin.buffer.read(), "standard input")
         elif Path(item).is_file():
             lines = _utf8(Path(item).read_bytes(), item)
+        elif Path(item).is_dir():  # it was classified as the text "<folder>"
+            raise HfTransferError(f"predict: {item} is a folder; give texts, files of texts (one per line) or - "
+                                  "(standard input)")
         else:
             texts.append(_text_argument(item))
             continue
@@ -54,11 +58,22 @@ def _text_argument(item: str) -> str:
     return item
 
 
-def file_inputs(items: list[str]) -> list[str]:
-    missing = [i for i in items if not Path(i).is_file()]
-    if missing:
-        raise HfTransferError(f"predict: input file not found: {missing[0]}")
-    return list(items)
+def file_inputs(items: list[str], suffixes: tuple[str, ...], kind: str, shown: str | None = None) -> list[str]:
+    """Files as they are; a folder contributes every file under it whose suffix is one of `suffixes`, in
+    name order (as `evaluate` reads a folder); `kind` and `shown` (default: the suffixes) name them in errors."""
+    paths: list[str] = []
+    for item in items:
+        if Path(item).is_dir():
+            found = sorted(str(p) for p in Path(item).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                raise HfTransferError(f"predict: {item}: a folder with no {kind} files "
+                                      f"({shown or ', '.join(suffixes)})")
+            paths += found
+        elif Path(item).is_file():
+            paths.append(item)
+        else:
+            raise HfTransferError(f"predict: input file not found: {item}")
+    return paths
 
 
 def image_inputs(items: list[str]) -> list[str]:
@@ -66,7 +81,8 @@ def image_inputs(items: list[str]) -> list[str]:
     its checksums) without decoding the pixels, which the pipeline does batch by batch."""
     from PIL import Image
 
-    paths = file_inputs(items)
+    readable = tuple(sorted(e for e, kind in Image.registered_extensions().items() if kind in Image.OPEN))
+    paths = file_inputs(items, readable, "image", ".png, .jpg, .webp or another format PIL opens")
     for path in paths:
         try:
             with Image.open(path) as image:
@@ -77,8 +93,10 @@ def image_inputs(items: list[str]) -> list[str]:
 
 
 def audio_inputs(items: list[str]) -> list[Any]:
-    """Audio paths, decoded with soundfile when it is installed (the pipeline needs ffmpeg otherwise)."""
-    paths = file_inputs(items)
+    """Audio paths, decoded with soundfile when it is installed (the pipeline needs ffmpeg otherwise); each
+    decoded clip keeps its `path` to be shown beside its predictions (`at_rate` leaves it out of the pipeline's
+    input)."""
+    paths = file_inputs(items, AUDIO_SUFFIXES, "audio")
     try:
         import soundfile  # noqa: F401
     except ImportError:
@@ -86,7 +104,7 @@ def audio_inputs(items: list[str]) -> list[Any]:
     decoded = []
     for path in paths:
         try:
-            decoded.append(decode_audio(path))
+            decoded.append(decode_audio(path) | {"path": path})
         except Exception as err:  # noqa: BLE001 - libsndfile fails in several types on a bad file
             raise HfTransferError(f"predict: {path} is not audio soundfile can read ({first_line(err)})") from None
         fault = sample_fault(decoded[-1]["raw"])
@@ -107,7 +125,6 @@ def decode_audio(source: Any) -> dict[str, Any]:
 def at_rate(items: list[Any], rate: int | None) -> list[Any]:
     """Decoded audio inputs ({raw, sampling_rate}) resampled to the model's rate (the pipeline would need
     torchaudio to do it); other inputs as they are."""
-    if not rate:
-        return items
-    return [{"raw": resample(x["raw"], x["sampling_rate"], rate), "sampling_rate": rate}
+    return [{"raw": resample(x["raw"], x["sampling_rate"], rate) if rate else x["raw"],
+             "sampling_rate": rate or x["sampling_rate"]}
             if isinstance(x, dict) and "raw" in x else x for x in items]
