@@ -10,12 +10,13 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Callable
 
 from hf_transfer import __version__
 from hf_transfer.console import LOG_FORMAT
 from hf_transfer.arguments import count_type, port_type, ratio_type, tolerance_type
-from hf_transfer.errors import HfTransferError
+from hf_transfer.errors import HfTransferError, RecipeError
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -64,9 +65,14 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from hf_transfer.validate import load_recipe
 
-    for path in args.recipes:
-        load_recipe(path)
-        print(f"{path}: ok")
+    # section.key=value arguments (not files) are overrides, applied to each recipe as finetune applies them
+    overrides = [a for a in args.recipes if "=" in a and not Path(a).exists()]
+    recipes = [a for a in args.recipes if a not in overrides]
+    if not recipes:
+        raise RecipeError("validate: no recipe file given, only overrides")
+    for path in recipes:
+        load_recipe(path, overrides)
+        print(f"{path}: ok" + (f" (with {len(overrides)} override{'s' * (len(overrides) > 1)})" if overrides else ""))
     return 0
 
 
@@ -279,7 +285,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_folder_flags(p)
 
     p = sub.add_parser("validate", help="check recipes without loading anything")
-    p.add_argument("recipes", nargs="+")
+    p.add_argument("recipes", nargs="+", metavar="recipe [overrides]",
+                   help="recipe YAML files, and section.key=value overrides applied to each")
 
     p = sub.add_parser("rank", help="score candidate backbones on frozen features (LogME, LEEP, NCE, probe)")
     p.add_argument("recipe", help="path to a recipe YAML file")

@@ -191,3 +191,15 @@ def test_a_missing_recipe_is_the_one_required_argument_named(command, capsys):
     assert info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"hf-transfer {command}: error: the following arguments are required: recipe")
+
+
+def test_validate_applies_overrides_as_finetune_does(finished_run, capsys):
+    """`validate recipe.yaml key=value` checks the recipe with the override (it read the override as a second
+    recipe file: 'recipe file not found')."""
+    _, recipe = finished_run
+    assert main(["validate", str(recipe), "training.learning_rate=3e-5"]) == 0
+    assert capsys.readouterr().out.strip() == f"{recipe}: ok (with 1 override)"
+    assert main(["validate", str(recipe), "training.learning_rate=-1"]) == 2
+    assert capsys.readouterr().err.strip() == "hf-transfer: error: training.learning_rate: must be > 0, got -1.0"
+    assert main(["validate", "training.learning_rate=3e-5"]) == 2
+    assert capsys.readouterr().err.strip() == "hf-transfer: error: validate: no recipe file given, only overrides"
