@@ -21,6 +21,20 @@ from hf_transfer.recipe.yaml import apply_override
 from hf_transfer.strategies import STRATEGIES
 
 SEARCH_ONLY = ("tune", "rank")  # sections a trial's recipe does not carry
+# Keys no trial may set: trials are compared on one validation split by one metric, each in its own folder
+# (a searched training.output_dir was overwritten by the trial's folder, unsaid).
+FIXED = {
+    "training.output_dir": "each trial writes its own folder (trials/trial-<n>)",
+    "training.metric_for_best_model": "it is the metric trials are compared on",
+    "training.greater_is_better": "it is the direction trials are compared in",
+    "data": "the data and its splits are what trials are compared on (of the data keys, class_weights and "
+            "max_train_samples may be searched)",
+    "hub": "trials are not pushed; with hub.push in the recipe, tune --train-best pushes the best run",
+    "tasks": "the tasks are what trials are compared on",
+    **{section: "it shapes the run, not a trial's training: run it on the best recipe"
+       for section in ("cv", "curve", "seeds", "compare", "verify")},
+}
+SEARCHED_DATA = ("data.class_weights", "data.max_train_samples")
 
 
 def _space_key(key: str) -> str:
@@ -111,6 +125,9 @@ def build_tune(raw: dict[str, Any], validate: Callable[[dict[str, Any]], Any]) -
 
 
 def _check_point(raw: dict[str, Any], key: str, value: Any, strategies: list[Any], validate) -> None:
+    why = FIXED.get(key, FIXED.get(key.split(".")[0]))
+    if why and key not in SEARCHED_DATA:
+        raise RecipeError(f"tune.space.{key}: not searched: {why}")
     option = key.removeprefix("finetune.")
     owners = [s for s in strategies if key == "finetune.strategy" or not key.startswith("finetune.")
               or option in (_strategy_fields(s) or set())]

@@ -31,12 +31,25 @@ def _recipe(tiny_bert, sentiment_files, tmp_path, space=None, **tune):
     ({"finetune.strategy": ["lora"], "finetune.target_modules": [["query", "value"]]},
      "tune.space.finetune.target_modules: choices are numbers, strings, booleans or null"),
     ({"finetune.strategy": ["full", "nope"]}, "tune.space.finetune.strategy: finetune.strategy: unknown strategy 'nope'"),
+    # keys trials are compared on, or that a trial overwrites (a searched output_dir was dropped unsaid)
+    ({"output_dir": ["a", "b"]}, "tune.space.training.output_dir: not searched: each trial writes its own folder"),
+    ({"metric_for_best_model": ["accuracy"]}, "tune.space.training.metric_for_best_model: not searched: it is the"),
+    ({"data.path": ["csv", "json"]}, "tune.space.data.path: not searched: the data and its splits"),
+    ({"hub.push": [True]}, "tune.space.hub.push: not searched: trials are not pushed"),
+    ({"cv.folds": [2, 3]}, "tune.space.cv.folds: not searched: it shapes the run"),
 ])
 def test_every_choice_and_bound_is_validated_as_its_key(tiny_bert, sentiment_files, tmp_path, space, message):
     from hf_transfer.validate import load_recipe
 
     with pytest.raises(RecipeError, match=message.replace(".", r"\.").replace("(", r"\(")):
         load_recipe(_recipe(tiny_bert, sentiment_files, tmp_path, space))
+
+
+def test_class_weights_and_the_training_sample_count_are_the_data_keys_searched(tiny_bert, sentiment_files, tmp_path):
+    from hf_transfer.validate import load_recipe
+
+    space = {"data.class_weights": [None, "auto"], "data.max_train_samples": [16, 32]}
+    assert load_recipe(_recipe(tiny_bert, sentiment_files, tmp_path, space)).tune.space == space
 
 
 def test_tune_section_rules(tiny_bert, sentiment_files, tmp_path):
