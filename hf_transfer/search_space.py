@@ -30,10 +30,8 @@ FIXED = {
     "data": "the data and its splits are what trials are compared on (of the data keys, class_weights and "
             "max_train_samples may be searched)",
     "hub": "trials are not pushed; with hub.push in the recipe, tune --train-best pushes the best run",
-    "tasks": "the tasks are what trials are compared on",
-    **{section: "it shapes the run, not a trial's training: run it on the best recipe"
-       for section in ("cv", "curve", "seeds", "compare", "verify")},
-}
+    **{section: "it shapes the run, not a trial's training: run it on the best recipe" for section in ("cv", "curve")},
+}  # a key without a section is a training key: `seeds`, `compare`, `tasks`, `verify` are no TrainingArguments field
 SEARCHED_DATA = ("data.class_weights", "data.max_train_samples")
 
 
