@@ -160,7 +160,8 @@ def test_the_hub_user_side_never_imports_hf_transfer():
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
     assert "hf_transfer" not in imported and imported <= {
-        "json", "sys", "pathlib", "contextlib", "transformers", "peft", "torch", "safetensors", "numpy", "datasets"}
+        "json", "sys", "pathlib", "contextlib", "transformers", "peft", "torch", "safetensors", "numpy", "datasets",
+        "huggingface_hub"}  # transformers' own dependency
 
 
 def test_predict_texts_and_a_file_with_top_k(runs, tmp_path):
@@ -198,4 +199,4 @@ def test_predict_has_an_input_reader_for_every_task_the_hub_user_side_loads():
 
     assert set(READERS) == {task.pipeline_task for task in TASKS.values()}
     with pytest.raises(Exception, match="input file not found: nope.png"):
-        file_inputs(["nope.png"])
+        file_inputs(["nope.png"], (".png",), "image")
