@@ -562,3 +562,23 @@ def test_predict_reads_a_folder_of_media_files_and_refuses_a_folder_as_text(task
     empty.mkdir()
     with pytest.raises(HfTransferError, match=f"^predict: {empty}: a folder with no (image|audio) files"):
         read([str(empty)])
+
+
+def test_a_run_whose_base_model_folder_is_gone_verifies_and_an_adapter_names_its_base(tiny_bert, sentiment_files,
+                                                                                       tmp_path, capsys):
+    """A finished full run needs only its own folder: verify loaded the tokenizer from the recipe's base model
+    folder and stopped when it was moved. An adapter needs its base: a missing folder is named (PEFT said
+    "Repo id must be in the form 'repo_name' ...")."""
+    from hf_transfer import finetune
+    from tests.tiny import text_recipe
+
+    base = Path(shutil.copytree(tiny_bert, tmp_path / "base"))
+    finetune(text_recipe(base, sentiment_files, tmp_path / "full"))
+    finetune(text_recipe(base, sentiment_files, tmp_path / "lora", strategy="lora", r=2))
+    shutil.rmtree(base)
+    assert main(["verify", str(tmp_path / "full")]) == 0
+    assert "test: 6 metrics reproduced" in capsys.readouterr().out
+    assert main(["predict", str(tmp_path / "lora"), "good"]) == 2
+    assert one_line_error(capsys) == (
+        f"hf-transfer: error: predict: {tmp_path / 'lora'}: the adapter's base model {base} (base_model_name_or_path "
+        "in adapter_config.json) is not found; put it back, or set base_model_name_or_path to its folder or Hub id")

@@ -143,6 +143,7 @@ def load_adapter_model(folder: Path, task: dict):
     from transformers import AutoConfig
 
     _check_head_saved(folder)
+    _check_base_found(folder)
     config = AutoConfig.from_pretrained(str(folder))  # labels: saved beside the adapter
     auto = getattr(peft, _peft_auto(task))
     # the base model's own head (e.g. 1000 ImageNet classes) gives way to the adapter's saved one
@@ -194,6 +195,23 @@ def _adapter_on_task_model(folder: Path, base: str, task: dict, config):
     auto = getattr(transformers, auto_class_name(folder, task))
     model = auto.from_pretrained(base, config=config, ignore_mismatched_sizes=True)
     return PeftModel.from_pretrained(model, str(folder))
+
+
+def _check_base_found(folder: Path) -> None:
+    """An adapter loads on its base model: a local folder that is gone (moved, deleted) is named, not reported
+    as a malformed Hub repo id."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    base = read_json(Path(folder) / "adapter_config.json").get("base_model_name_or_path")
+    if not base or Path(base).expanduser().exists():
+        return
+    try:
+        validate_repo_id(base)
+        return  # a Hub id: the Hub (or its cache) answers
+    except HFValidationError:
+        raise FolderError(f"{folder}: the adapter's base model {base} (base_model_name_or_path in "
+                          "adapter_config.json) is not found; put it back, or set base_model_name_or_path to "
+                          "its folder or Hub id") from None
 
 
 def _check_head_saved(folder: Path) -> None:

@@ -27,12 +27,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from hf_transfer.console import bar_options
-from hf_transfer.errors import HfTransferError, VerifyError
+from hf_transfer.errors import HfTransferError, ModelError, VerifyError
 from hf_transfer.folder import read_metrics, require_model_run
 from hf_transfer.arguments import require_tolerance
 from hf_transfer.outputs.hubuser import FolderError, check_device
@@ -167,6 +167,22 @@ def compare(saved: dict[str, Any], reloaded: dict[str, float], prefix: str, tole
     return pairs
 
 
+def _processor(task: Task, spec, out: Path):
+    """(spec, processor) that prepare the evaluation inputs: the recipe's base model's processor, as training made
+    it; where that model is gone (a local folder moved or deleted, a Hub id offline), the one the run saved,
+    which is what a Hub user's pipeline loads (a finished run needs nothing but its own folder)."""
+    try:
+        return spec, task.load_processor(spec)
+    except ModelError as err:
+        own = replace(spec, model=replace(spec.model, name_or_path=str(out)))
+        try:
+            processor = task.load_processor(own)
+        except HfTransferError:
+            raise err from None
+        log.info("%s; the run's own processor prepares the inputs", err)
+        return own, processor
+
+
 def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.0) -> VerifyResult:
     """Reload `out_dir` in a subprocess without hf_transfer and re-evaluate it; raise VerifyError."""
     import numpy as np
@@ -194,7 +210,7 @@ def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.
     roles = [r for r in SPLITS if r in metrics and r in splits]
     if not roles:
         raise VerifyError(f"{out}: metrics.json holds no validation or test metrics to reproduce")
-    processor = task.load_processor(spec)
+    spec, processor = _processor(task, spec, out)
     with tempfile.TemporaryDirectory(prefix="hf-transfer-verify-") as tmp_name:
         tmp = Path(tmp_name)
         for role in roles:
