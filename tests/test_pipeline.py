@@ -195,3 +195,29 @@ def test_data_files_takes_a_list_of_files_per_split_as_datasets_does(tiny_bert, 
         finetune(recipe)
     with pytest.raises(RecipeError, match=r"^data.data_files.train: empty; name a file, a glob or a list of them$"):
         finetune(text_recipe(tiny_bert, sentiment_files | {"train": []}, tmp_path / "d"))
+
+
+def test_a_finetuned_run_as_the_base_keeps_its_head_by_label_name_or_gets_a_new_one(tiny_bert, sentiment_files,
+                                                                                     tmp_path):
+    """Sequential transfer, from a finished run: the same labels in another order keep the trained head, its rows
+    following data.label_names (they were read by position: predictions swapped, test accuracy 1.0 -> 0.0); a
+    label set of another size gets a new head (it was refused: 'ignore_mismatched_sizes')."""
+    import csv
+
+    first = text_recipe(tiny_bert, sentiment_files, tmp_path / "first")
+    first["training"].update(max_steps=30, learning_rate=5e-3)
+    trained = finetune(first).metrics["test"]["test_accuracy"]
+    assert trained == 1.0
+    second = text_recipe(tmp_path / "first", sentiment_files, tmp_path / "second")
+    second["data"]["label_names"] = ["positive", "negative"]
+    second["training"].update(max_steps=1, learning_rate=1e-9)  # the head as it came
+    assert finetune(second).metrics["test"]["test_accuracy"] == trained
+    with open(sentiment_files["train"], newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    for i, row in enumerate(rows[1:]):
+        row[1] = "neutral" if i % 3 == 0 else row[1]
+    with open(tmp_path / "three.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    third = text_recipe(tmp_path / "first", {"train": str(tmp_path / "three.csv")}, tmp_path / "third")
+    third["data"]["label_names"] = ["negative", "neutral", "positive"]
+    assert finetune(third).trainer.model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}

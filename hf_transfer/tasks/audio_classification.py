@@ -13,7 +13,7 @@ from typing import Any
 from hf_transfer.tasks import audio, classification
 from hf_transfer.tasks.base import NO_LOSS, TaskSpec
 from hf_transfer.tasks.inputs import audio_inputs
-from hf_transfer.tasks.loaders import load_auto_model
+from hf_transfer.tasks.loaders import load_head_model
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,8 @@ def load_model(spec: TaskSpec, label_names: list[str] | None):
     kwargs: dict[str, Any] = {"num_labels": len(label_names)}
     kwargs["id2label"] = dict(enumerate(label_names))
     kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
-    model = load_auto_model(AutoModelForAudioClassification, spec.model, "an audio-classification model", **kwargs)
+    model = load_head_model(AutoModelForAudioClassification, spec.model, "an audio-classification model",
+                            label_names, **kwargs)
     if getattr(model.config, "max_source_positions", None):
         fe = audio.load_processor(spec)
         if audio.is_whisper_like(fe):

@@ -35,7 +35,7 @@ from hf_transfer.tasks.classification import classification_loss
 from hf_transfer.tasks.data import default_num_workers
 from hf_transfer.tasks.images import TimmProcessor, collator, data_config, stochastic_augmentation
 from hf_transfer.tasks.inputs import image_inputs
-from hf_transfer.tasks.loaders import load_auto_model, load_auto_processor, load_error, with_config_overrides
+from hf_transfer.tasks.loaders import load_auto_processor, load_error, load_head_model, with_config_overrides
 
 
 @dataclass
@@ -220,8 +220,8 @@ def _load_transformers_model(spec: TaskSpec, label_names: list[str] | None, num_
 
     kwargs = classification.head_config(spec, label_names)
     # a new head: the pretrained one (e.g. 1000 ImageNet classes) is dropped
-    model = load_auto_model(AutoModelForImageClassification, spec.model, "an image-classification model",
-                            pretrained_kwargs={"ignore_mismatched_sizes": True}, **kwargs)
+    model = load_head_model(AutoModelForImageClassification, spec.model, "an image-classification model",
+                            label_names, **kwargs)
     if spec.options.image_size:
         _check_input_size(model, spec)
     return model

@@ -7,11 +7,14 @@ safety defaults: safetensors only unless `model.allow_pickle`, remote code only 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from hf_transfer.errors import ModelError, RecipeError, first_line
 from hf_transfer.recipe.schema import ModelConfig
+
+log = logging.getLogger(__name__)
 
 
 # what from_pretrained raises for files it cannot read (a corrupt or truncated weights file included)
@@ -91,6 +94,57 @@ def load_auto_model(auto_cls, model: ModelConfig, what: str, pretrained_kwargs: 
         return auto_cls.from_config(config, trust_remote_code=model.trust_remote_code)
     except LOAD_ERRORS as err:
         raise load_error(model, what, err) from None
+
+
+def load_head_model(auto_cls, model: ModelConfig, what: str, label_names: list[str] | None, **kwargs):
+    """`load_auto_model` of a model with a classification head for `label_names` (None: one output; `kwargs`:
+    the head's config). A base checkpoint that is itself a classifier (a fine-tuned run: sequential transfer)
+    keeps its head where that head predicts the same labels, its rows put in the order of `label_names`
+    (from_pretrained reads them by position: the same names in another order were swapped, silently); a head
+    of another size (an ImageNet classifier's 1,000 classes) is a new one (text refused it:
+    'ignore_mismatched_sizes')."""
+    head = _base_head(model) if model.pretrained else None
+    new = list(label_names) if label_names else ["LABEL_0"]
+    resized = head is not None and len(head) != len(new)
+    loaded = load_auto_model(auto_cls, model, what, {"ignore_mismatched_sizes": True} if resized else None,
+                             **kwargs)
+    if head and len(head) == len(new) and head != new and sorted(head) == sorted(new):
+        _reorder_outputs(loaded, [head.index(name) for name in new], model)
+    return loaded
+
+
+def _base_head(model: ModelConfig) -> list[str] | None:
+    """The label names of the base checkpoint's classification head (transformers' LABEL_0, ... where it names
+    none), or None when it is no classifier (its architecture is not a ...Classification one)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_source(model.name_or_path), revision=model.revision,
+                                            trust_remote_code=model.trust_remote_code)
+    except LOAD_ERRORS:
+        return None  # the model's own load says what is wrong
+    if not any(a.endswith("Classification") for a in getattr(config, "architectures", None) or []):
+        return None
+    id2label = getattr(config, "id2label", None) or {}
+    return [str(id2label[i]) for i in sorted(id2label)]
+
+
+def _reorder_outputs(model, order: list[int], cfg: ModelConfig) -> None:
+    """Rows of the one output layer (the Linear with one output per label) taken in `order`."""
+    import torch
+    from torch import nn
+
+    outputs = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == len(order)]
+    if len(outputs) != 1:
+        log.warning("model.name_or_path: %s predicts the same labels in another order, and its output layer is not "
+                    "one Linear of %d outputs; its head is kept as it is", cfg.name_or_path, len(order))
+        return
+    index = torch.tensor(order)
+    with torch.no_grad():
+        for p in outputs[0].parameters():
+            p.copy_(p[index])
+    log.info("model.name_or_path: the head of %s predicts the same labels; its rows follow data.label_names",
+             cfg.name_or_path)
 
 
 def with_config_overrides(model: ModelConfig, kwargs: dict[str, Any]) -> dict[str, Any]:

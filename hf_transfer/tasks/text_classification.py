@@ -13,7 +13,7 @@ from hf_transfer.tasks import classification
 from hf_transfer.tasks.base import DETERMINISTIC, NO_LOSS, TaskSpec
 from hf_transfer.tasks.data import EMPTY, column_names, is_stream
 from hf_transfer.tasks.inputs import text_inputs
-from hf_transfer.tasks.loaders import load_auto_model, load_auto_processor
+from hf_transfer.tasks.loaders import load_auto_processor, load_head_model
 
 
 def input_columns(spec: TaskSpec) -> dict[str, str]:
@@ -75,7 +75,8 @@ def load_model(spec: TaskSpec, label_names: list[str] | None):
     from transformers import AutoModelForSequenceClassification
 
     kwargs = classification.head_config(spec, label_names)
-    model = load_auto_model(AutoModelForSequenceClassification, spec.model, "a sequence-classification model", **kwargs)
+    model = load_head_model(AutoModelForSequenceClassification, spec.model, "a sequence-classification model",
+                            label_names, **kwargs)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
     return model

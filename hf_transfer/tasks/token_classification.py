@@ -25,7 +25,7 @@ from hf_transfer.errors import DataError, ModelError
 from hf_transfer.tasks.base import DETERMINISTIC, IGNORE, NO_LOSS, NO_SAVE, Labeler, Task, TaskSpec
 from hf_transfer.tasks.data import load_raw
 from hf_transfer.tasks.inputs import text_inputs
-from hf_transfer.tasks.loaders import load_auto_model
+from hf_transfer.tasks.loaders import load_head_model
 from hf_transfer.tasks.metrics import metric
 from hf_transfer.tasks.text_classification import load_processor as load_text_processor, pipeline_kwargs
 
@@ -203,7 +203,7 @@ def load_model(spec: TaskSpec, label_names: list[str] | None):
     from transformers import AutoModelForTokenClassification
 
     names = list(label_names or [])
-    return load_auto_model(AutoModelForTokenClassification, spec.model, "a token-classification model",
+    return load_head_model(AutoModelForTokenClassification, spec.model, "a token-classification model", names,
                            num_labels=len(names), id2label=dict(enumerate(names)),
                            label2id={n: i for i, n in enumerate(names)})
 
