@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -221,3 +222,9 @@ def test_a_finetuned_run_as_the_base_keeps_its_head_by_label_name_or_gets_a_new_
     third = text_recipe(tmp_path / "first", {"train": str(tmp_path / "three.csv")}, tmp_path / "third")
     third["data"]["label_names"] = ["negative", "neutral", "positive"]
     assert finetune(third).trainer.model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    unnamed = Path(shutil.copytree(tmp_path / "first", tmp_path / "unnamed"))  # a config naming no architecture
+    config = json.loads((unnamed / "config.json").read_text())
+    del config["architectures"]
+    (unnamed / "config.json").write_text(json.dumps(config))
+    third["model"]["name_or_path"], third["training"]["output_dir"] = str(unnamed), str(tmp_path / "fourth")
+    assert finetune(third).trainer.model.config.num_labels == 3

@@ -21,7 +21,6 @@ from hf_transfer.outputs.predict import task_of_folder
 from hf_transfer.outputs.verify import hub_user_task
 
 
-
 def merge(out_dir: str | Path, dest: str | Path | None = None, force: bool = False) -> Path:
     """Merge the adapter in `out_dir` into a plain model saved in `dest`; returns `dest`."""
     out = Path(out_dir)

@@ -219,7 +219,7 @@ def _load_transformers_model(spec: TaskSpec, label_names: list[str] | None, num_
     from transformers import AutoModelForImageClassification
 
     kwargs = classification.head_config(spec, label_names)
-    # a new head: the pretrained one (e.g. 1000 ImageNet classes) is dropped
+    # a new head where the pretrained one predicts other labels (e.g. 1000 ImageNet classes)
     model = load_head_model(AutoModelForImageClassification, spec.model, "an image-classification model",
                             label_names, **kwargs)
     if spec.options.image_size:

@@ -115,7 +115,8 @@ def load_head_model(auto_cls, model: ModelConfig, what: str, label_names: list[s
 
 def _base_head(model: ModelConfig) -> list[str] | None:
     """The label names of the base checkpoint's classification head (transformers' LABEL_0, ... where it names
-    none), or None when it is no classifier (its architecture is not a ...Classification one)."""
+    none), or None when it is no classifier (its architecture is not a ...Classification one; a config that
+    names no architecture may hold a head)."""
     from transformers import AutoConfig
 
     try:
@@ -123,7 +124,8 @@ def _base_head(model: ModelConfig) -> list[str] | None:
                                             trust_remote_code=model.trust_remote_code)
     except LOAD_ERRORS:
         return None  # the model's own load says what is wrong
-    if not any(a.endswith("Classification") for a in getattr(config, "architectures", None) or []):
+    architectures = getattr(config, "architectures", None)
+    if architectures and not any(a.endswith("Classification") for a in architectures):
         return None
     id2label = getattr(config, "id2label", None) or {}
     return [str(id2label[i]) for i in sorted(id2label)]
