@@ -212,6 +212,12 @@ def position_limit(model, embeddings) -> int | None:
     return None
 
 
+def output_layers(model: nn.Module, num_outputs: int) -> list[nn.Linear]:
+    """The Linear layers with `num_outputs` outputs, in module order: a classifier's output layer is among them
+    (BERT's classifier, MPNet's out_proj, timm's get_classifier(), wav2vec2's classifier), as a rule alone."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_outputs]
+
+
 def check_text_model(processor, model, name: str, max_length: int, key: str = "model.name_or_path") -> None:
     """What fails at the first step (IndexError) or at the first long text, said before: a tokenizer with more
     tokens than the model `name` has embeddings (named under `key`), and a `model.max_length` past the model's

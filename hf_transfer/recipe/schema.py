@@ -56,7 +56,8 @@ def file_patterns(value: str | list[str]) -> list[str]:
 
 def check_data_files(files: dict[str, str | list[str]] | None, key: str) -> None:
     for split, value in (files or {}).items():
-        if not file_patterns(value) or not all(p.strip() for p in file_patterns(value)):
+        patterns = file_patterns(value)
+        if not patterns or not all(p.strip() for p in patterns):
             raise RecipeError(f"{key}.{split}: empty; name a file, a glob or a list of them")
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from hf_transfer.anatomy import check_text_model
+from hf_transfer.anatomy import check_text_model, output_layers
 from hf_transfer.console import progress
 from hf_transfer.errors import HfTransferError, ModelError, RecipeError
 from hf_transfer.recipe.schema import RankConfig, Recipe
@@ -93,7 +93,7 @@ def final_layer(model, num_classes: int):
     classifier, MPNet's out_proj, timm's get_classifier(), wav2vec2's classifier)."""
     from torch import nn
 
-    layers = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_classes]
+    layers = output_layers(model, num_classes)
     if not layers:
         raise ModelError(f"rank: {model.__class__.__name__} has no Linear classifier with {num_classes} outputs "
                          "(rank scores the pooled feature a classifier reads)")

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hf_transfer.anatomy import output_layers
 from hf_transfer.errors import ModelError, RecipeError, first_line
 from hf_transfer.recipe.schema import ModelConfig
 
@@ -134,9 +135,8 @@ def _base_head(model: ModelConfig) -> list[str] | None:
 def _reorder_outputs(model, order: list[int], cfg: ModelConfig) -> None:
     """Rows of the one output layer (the Linear with one output per label) taken in `order`."""
     import torch
-    from torch import nn
 
-    outputs = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == len(order)]
+    outputs = output_layers(model, len(order))
     if len(outputs) != 1:
         log.warning("model.name_or_path: %s predicts the same labels in another order, and its output layer is not "
                     "one Linear of %d outputs; its head is kept as it is", cfg.name_or_path, len(order))
