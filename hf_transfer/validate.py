@@ -249,7 +249,10 @@ def _check_multitask(recipe: Recipe) -> None:
         allowed = [name for name, s in STRATEGIES.items() if not s.peft]
         raise RecipeError(f"tasks: multi-task runs with finetune.strategy {', '.join(allowed)}, "
                           f"not {recipe.finetune.strategy!r}")
-    for key, value in (("compare", recipe.compare), ("hub.push", recipe.hub.push), ("distill", recipe.distill),
+    if recipe.hub.push:
+        raise RecipeError("tasks: not available with hub.push: push each task's folder after training with "
+                          "hf-transfer push OUTPUT_DIR/TASK REPO_ID")
+    for key, value in (("compare", recipe.compare), ("distill", recipe.distill),
                        ("domain", recipe.domain), ("data.class_weights", recipe.data.class_weights)):
         if value:
             raise RecipeError(f"tasks: not available with {key} (yet)")

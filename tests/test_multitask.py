@@ -13,7 +13,9 @@ from hf_transfer import finetune
 from hf_transfer.outputs.multitask import load_multitask
 from hf_transfer.tasks import multitask
 from hf_transfer.validate import load_recipe
-from hf_transfer.errors import RecipeError
+from hf_transfer.errors import HubError, RecipeError, VerifyError
+from hf_transfer.outputs.hub import push
+from hf_transfer.outputs.verify import verify
 from hf_transfer.recipe.schema import TaskConfig
 from hf_transfer.train import load_splits
 from hf_transfer.trainer import training_arguments
@@ -72,6 +74,78 @@ def test_saved_multitask_model_rebuilds_with_one_shared_backbone(mt_run):
         new, old = rebuilt(**batch).logits, mt_run.trainer.model.eval()(**batch).logits
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(new, old))
     assert sum(p.numel() for p in rebuilt.parameters()) < 2 * sum(p.numel() for p in rebuilt.backbone.parameters())
+
+
+def labelled(files, column: str) -> int:
+    return sum(1 for r in csv.DictReader(open(files["test"], encoding="utf-8")) if r[column])
+
+
+def test_verify_reloads_each_task_folder_and_reproduces_its_metrics(mt_run, mt_files, tmp_path):
+    import shutil
+
+    out = mt_run.output_dir
+    result = verify(out)
+    assert [part.folder for part in result.tasks] == [out / "sentiment", out / "topic"]
+    for part, column in zip(result.tasks, ("label", "topic")):
+        assert part.loader == "transformers.pipeline" and set(part.compared) == {"validation", "test"}
+        test = part.compared["test"]
+        assert test["samples"] == (labelled(mt_files, column),) * 2  # the task's labelled rows only
+        assert test["accuracy"][0] == mt_run.metrics["test"][f"test_{part.folder.name}_accuracy"]
+    [only] = verify(out / "topic").tasks
+    assert only.folder == out / "topic" and only.compared == result.tasks[1].compared
+    # a metric that the reloaded folder does not reproduce is named, with its task folder
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    (copy / "recipe.yaml").write_text((out / "recipe.yaml").read_text().replace(str(out), str(copy)))
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics["test"]["test_topic_f1_macro"] += 0.125
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(VerifyError, match=rf"^{re.escape(str(copy / 'topic'))}: test split: test_topic_f1_macro is "):
+        verify(copy)
+    verify(copy / "sentiment")  # the other task still reproduces
+
+
+def test_task_folders_get_a_card_and_a_report_of_their_task(mt_run):
+    from huggingface_hub import ModelCard
+
+    out, test = mt_run.output_dir, mt_run.metrics["test"]
+    for task, other in (("sentiment", "topic"), ("topic", "sentiment")):
+        card = ModelCard.load(out / task / "README.md")
+        [result] = [r for r in card.data.eval_results if r.dataset_split == "test" and r.metric_type == "accuracy"]
+        assert result.metric_value == test[f"test_{task}_accuracy"]
+        assert f"- Multi-task: this is task `{task}` of a run that trained `sentiment` (column `label`, weight 1), " \
+               "`topic` (column `topic`, weight 0.5) on one shared backbone" in card.text
+        assert f'pipeline("text-classification", model="{out / task}")' in card.text
+        assert "selected by validation `sentiment_accuracy`" in card.text
+        assert f"{other}_f1_macro" not in card.text  # the other task's metrics are not this model's
+        page = (out / task / "report.html").read_text()
+        assert f"{test[f'test_{task}_accuracy']:.4f}" in page and "multi-task" in page
+        assert f"{other}_f1_macro" not in page
+    assert not (out / "README.md").exists()  # the root holds no model of its own
+
+
+def test_evaluate_scores_a_task_folder_as_its_run_encoded_the_labels(mt_run, mt_files):
+    from hf_transfer.outputs.evaluate import evaluate
+
+    out, test = mt_run.output_dir, mt_run.metrics["test"]
+    for task in ("sentiment", "topic"):  # topic: rows without a topic left out, the rare one as `other`
+        [found] = evaluate(out / task, [mt_files["test"]]).values()
+        assert found["metrics"] == {k.removeprefix(f"test_{task}_"): v for k, v in test.items()
+                                    if k.startswith(f"test_{task}_")}, task
+
+
+def test_push_of_a_task_folder_uploads_it_with_its_card(mt_run, monkeypatch):
+    from tests.test_hub import FakeHub
+
+    monkeypatch.setenv("HF_TOKEN", "hf_SENTINELtoken0123456789abcdefABCDEF")
+    hub = FakeHub().install(monkeypatch)
+    push(mt_run.output_dir / "topic", "me/topic")
+    [sent] = hub.uploads
+    assert set(sent["files"]) == {"README.md", "config.json", "model.safetensors", "tokenizer.json",
+                                  "tokenizer_config.json", "report.html"}
+    assert "this is task `topic`" in sent["files"]["README.md"].decode()
+    with pytest.raises(HubError, match=r"holds no model itself; its sub-folders do: .*/sentiment, .*/topic$"):
+        push(mt_run.output_dir, "me/both")
 
 
 def test_task_loss_ignores_missing_labels_and_weights_add_up():

@@ -13,6 +13,7 @@ import torch
 from hf_transfer import finetune
 from hf_transfer.errors import RecipeError
 from hf_transfer.outputs.multitask import load_multitask
+from hf_transfer.outputs.verify import verify
 from hf_transfer.tasks import audio as speech
 from hf_transfer.tasks import images
 from hf_transfer.validate import load_recipe
@@ -108,6 +109,15 @@ def check_reload(result, batches: list[dict]) -> None:
     assert sum(p.numel() for p in rebuilt.parameters()) < 2 * sum(p.numel() for p in rebuilt.backbone.parameters())
 
 
+def check_verify(result, names: dict[str, list[str]]) -> None:
+    """verify reloads each task folder as a Hub user would and reproduces that task's metrics exactly."""
+    checked = verify(result.output_dir)
+    assert [part.folder.name for part in checked.tasks] == list(names)
+    for part in checked.tasks:
+        assert part.compared["test"]["accuracy"][0] == result.metrics["test"][f"test_{part.folder.name}_accuracy"]
+        assert part.compared["test"]["samples"][0] == result.metrics["test"][f"test_{part.folder.name}_samples"]
+
+
 def check_backbone_runs_once(model, batch: dict) -> None:
     calls = []
     hook = model.backbone.register_forward_hook(lambda *_: calls.append(1))
@@ -141,6 +151,10 @@ def test_vision_multitask_model_shares_one_backbone_and_reloads(vision_run):
     batch = vision_batch(vision_run)
     check_backbone_runs_once(vision_run.trainer.model, batch)
     check_reload(vision_run, [batch])
+
+
+def test_vision_task_folders_reproduce_their_metrics(vision_run):
+    check_verify(vision_run, VISION_LABELS)
 
 
 def test_timm_task_folder_is_a_timm_folder(vision_run):
@@ -182,6 +196,10 @@ def test_speech_multitask_model_shares_one_backbone_and_reloads(speech_run, audi
     batches = speech_batches(speech_run, audio_files)
     check_backbone_runs_once(speech_run.trainer.model, batches[0])
     check_reload(speech_run, batches[:2])
+
+
+def test_speech_task_folders_reproduce_their_metrics(speech_run):
+    check_verify(speech_run, SPEECH_LABELS)
 
 
 # --------------------------------------------------------------------------- recipe errors

@@ -18,7 +18,7 @@ from hf_transfer.outputs.hubuser import PEFT_AUTO
 from hf_transfer.outputs.hubuser import processor_class
 from hf_transfer.folder import REPORT_HTML
 from hf_transfer.recipe.schema import Recipe, file_patterns
-from hf_transfer.validate import load_recipe
+from hf_transfer.outputs.multitask import TASK_KEY, read_run
 from hf_transfer.strategies import STRATEGIES
 from hf_transfer.tasks import TASKS
 from hf_transfer.tasks.base import Task
@@ -91,8 +91,7 @@ def build_card(out_dir: str | Path, repo_id: str | None = None, base_model: str 
     from huggingface_hub import ModelCard, ModelCardData
 
     out = Path(out_dir)
-    recipe = load_recipe(out / "recipe.yaml")
-    metrics = _read_json(out / "metrics.json")
+    recipe, metrics = read_run(out)
     config = _read_json(out / "config.json")
     adapter = (out / "adapter_config.json").is_file() and not merged
     task = TASKS[recipe.task]
@@ -266,6 +265,8 @@ def _extra_data(extra) -> str:
 def _objective_lines(recipe: Recipe, metrics: dict[str, Any]) -> list[str]:
     """What the recipe added to the task loss: the teacher it was distilled from, the domain it adapted to."""
     lines = []
+    if metrics.get(TASK_KEY):
+        lines.append(multitask_line(metrics[TASK_KEY]))
     if recipe.distill is not None:
         k = recipe.distill
         lines.append(f"- Distilled from: `{k.teacher}` (alpha {k.alpha}, temperature {k.temperature})")
@@ -281,6 +282,14 @@ def _objective_lines(recipe: Recipe, metrics: dict[str, Any]) -> list[str]:
                      f"target {_extra_data(m.target)}" + (f", evaluated on split `{m.target.eval_split}`"
                                                           if m.target.eval_split else ""))
     return lines
+
+
+def multitask_line(run: dict[str, Any]) -> str:
+    """What a multi-task run's task folder was trained with (metrics[TASK_KEY] of its view)."""
+    tasks = ", ".join(f"`{t['name']}` (column `{t['label_column']}`, weight {t['weight']:g})" for t in run["tasks"])
+    return (f"- Multi-task: this is task `{run['task']}` of a run that trained {tasks} on one shared backbone, "
+            f"with loss = Σ weight · task loss; the checkpoint was selected by validation "
+            f"`{run['metric_for_best_model']}`")
 
 
 def _carved(d) -> bool:

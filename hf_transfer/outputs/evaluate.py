@@ -22,12 +22,13 @@ from hf_transfer.console import progress
 from hf_transfer.errors import DataError, HfTransferError
 from hf_transfer.folder import RECIPE, require_model_run
 from hf_transfer.arguments import as_paths, require_count
+from hf_transfer.outputs.multitask import multitask_root
 from hf_transfer.outputs.hubuser import (
     FolderError, as_input, load_config, logits, transcripts, word_logits,
 )
 from hf_transfer.outputs.onnx_model import load_any_pipeline, onnx_file
 from hf_transfer.outputs.verify import hub_user_task, label_array, word_label_array
-from hf_transfer.tasks import resolve
+from hf_transfer.tasks import TASKS, multitask, resolve
 from hf_transfer.tasks.data import load_raw, require_columns
 from hf_transfer.tasks.images import rgb_image
 from hf_transfer.tasks.readers import read_audio_folder
@@ -88,16 +89,18 @@ def _named_labels(ds, columns: list[str]):
     return ds
 
 
-def _split(recipe, task, spec, path: Path, label_names):
-    """One DATA argument as a labelled split (a `labels` column, as training's splits have)."""
+def _split(recipe, task, spec, path: Path, label_names, entry=None):
+    """One DATA argument as a labelled split (a `labels` column, as training's splits have); `entry`: the
+    multi-task run's task that the folder holds, whose labels are encoded as that run encoded them (rare
+    classes as it grouped them, a row without a label left out)."""
     cfg = _data_config(recipe, task, path)
     raw = _read_folder(cfg, path) if path.is_dir() else load_raw(cfg)["evaluate"]
-    labeler = task.labeler(dataclasses.replace(spec, data=cfg))
+    labeler = task.labeler(dataclasses.replace(spec, data=cfg)) if entry is None else multitask.labeler([entry])
     require_columns(raw, str(path), labeler.columns + list(task.input_columns(spec).items()))
     raw = _named_labels(raw, [col for _, col in labeler.columns])
     if task.modality == "vision":
         _check_images(raw, spec.options.image_column, path)
-    return labeler.encode(raw, label_names, str(path))
+    return labeler.encode(raw, label_names if entry is None else {entry.name: label_names}, str(path))
 
 
 def _check_images(ds, column: str, path: Path) -> None:
@@ -116,18 +119,28 @@ def _check_images(ds, column: str, path: Path) -> None:
 def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None,
              device: str | None = None) -> dict[str, dict[str, Any]]:
     """{DATA: {"metrics": {name: value}, "per_class": task details or None}} for each DATA argument."""
+    import numpy as np
     from transformers import EvalPrediction
 
     out = Path(out_dir)
     if batch_size is not None:
         batch_size = require_count("evaluate", "batch_size", batch_size)
     data = as_paths("evaluate", data, "data files")
-    if onnx_file(out) is None:
-        require_model_run(out, HfTransferError, why=" (evaluate reads its recipe.yaml and model)")
-    elif not (out / RECIPE).is_file():  # an ONNX folder: `hf-transfer export` copies the run's recipe
-        raise HfTransferError(f"evaluate: {out}: an ONNX folder without recipe.yaml (export it from a finished run)")
-    recipe = load_recipe(out / RECIPE)
-    task, spec = resolve(recipe)
+    root, name = multitask_root(out)
+    entry = None
+    if name is not None:  # a multi-task run's task folder: the task's labels, the run's inputs
+        recipe = load_recipe(root / RECIPE)
+        entry = next(t for t in recipe.tasks if t.name == name)
+        task = TASKS[recipe.task]
+        spec = multitask.task_spec(resolve(recipe)[1], entry)
+    else:
+        if onnx_file(out) is None:
+            require_model_run(out, HfTransferError, why=" (evaluate reads its recipe.yaml and model)")
+        elif not (out / RECIPE).is_file():  # an ONNX folder: `hf-transfer export` copies the run's recipe
+            raise HfTransferError(f"evaluate: {out}: an ONNX folder without recipe.yaml (export it from a finished "
+                                  "run)")
+        recipe = load_recipe(out / RECIPE)
+        task, spec = resolve(recipe)
     if task.verify_inputs is None:
         raise HfTransferError(f"evaluate: task {task.name} of {out} has no pipeline to evaluate through")
     hub_task = hub_user_task(task)
@@ -136,7 +149,7 @@ def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None
     except FolderError as err:
         raise HfTransferError(f"evaluate: {err}") from None
     label_names = None if spec.data.problem_type == "regression" else [id2label[i] for i in sorted(id2label)]
-    splits = {item: _split(recipe, task, spec, Path(item), label_names) for item in data}
+    splits = {item: _split(recipe, task, spec, Path(item), label_names, entry) for item in data}
     try:
         pipe = load_any_pipeline(out, hub_task, device)
     except FolderError as err:
@@ -158,6 +171,12 @@ def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None
             read = word_logits if task.entities else logits
             scores = read(pipe, inputs, batch, bar, **task.pipeline_kwargs(spec))
         labels = word_label_array(split, scores) if task.entities else label_array(split)
+        if entry is not None:  # one value per row, NaN where the row has no label for the task
+            kept = ~np.isnan(labels[:, 0])
+            if not kept.any():
+                raise DataError(f"evaluate: {item}: no row has a label in column {entry.label_column!r}")
+            scores, labels = scores[kept], labels[kept, 0]
+            labels = labels if spec.data.problem_type == "regression" else labels.astype(np.int64)
         pred = EvalPrediction(predictions=scores, label_ids=labels)
         results[item] = {"metrics": compute(pred), "per_class": task.details(spec, pred, label_names)}
     return results

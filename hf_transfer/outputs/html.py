@@ -19,12 +19,12 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from hf_transfer.folder import RECIPE, REPORT_HTML, read_metrics
+from hf_transfer.folder import REPORT_HTML
 from hf_transfer.outputs import curve as curve_files
-from hf_transfer.outputs.card import collapse_section, files_label
+from hf_transfer.outputs.card import collapse_section, files_label, multitask_line
+from hf_transfer.outputs.multitask import TASK_KEY, read_run
 from hf_transfer.tasks import resolve
 from hf_transfer.train import FINAL_EVALUATIONS
-from hf_transfer.validate import load_recipe
 
 TRANSFER_REPORT, TRANSFER_CURVES = "report.md", "curves.png"  # outputs/report.py writes them
 
@@ -51,14 +51,15 @@ def write_html(out_dir: str | Path) -> Path:
 
 def build_html(out_dir: str | Path) -> str:
     out = Path(out_dir)
-    recipe = load_recipe(out / RECIPE)
-    metrics = read_metrics(out)
+    recipe, metrics = read_run(out)
     task, spec = resolve(recipe)
-    metric = str(recipe.training.get("metric_for_best_model") or task.best_metric(spec)[0]).removeprefix("eval_")
+    selected = recipe.training.get("metric_for_best_model")
+    metric = str(selected or task.best_metric(spec)[0]).removeprefix("eval_")
     sections = [
         _run_section(recipe, metrics, metric),
         _collapse_section(metrics),
-        _metrics_section(metrics, task, metric),
+        # a multi-task run's task folder selected by another task's metric: its own headline, not marked
+        _metrics_section(metrics, task, metric, marked=bool(selected or not metrics.get(TASK_KEY))),
         _curves_section(metrics.get("log_history") or [], metric),
         _entities_section(metrics) if task.entities else "",
         _classes_section(metrics.get("per_class") or {}),
@@ -145,6 +146,8 @@ def _run_section(recipe, metrics: dict[str, Any], metric: str) -> str:
         ["strategy", ft.strategy],
         ["model selection", f"validation {metric} (training.metric_for_best_model)"],
     ]
+    if metrics.get(TASK_KEY):
+        rows[-1:] = [["multi-task", multitask_line(metrics[TASK_KEY]).removeprefix("- Multi-task: ")]]
     if metrics.get("trainable_parameters") and metrics.get("total_parameters"):
         t, n = metrics["trainable_parameters"], metrics["total_parameters"]
         rows.append(["trainable parameters", f"{t:,} of {n:,} ({100 * t / n:.2f}%)"])
@@ -163,7 +166,7 @@ def _collapse_section(metrics: dict[str, Any]) -> str:
     return '<div class="warning">\n' + "\n".join(markdown_html(text.splitlines())) + "\n</div>" if text else ""
 
 
-def _metrics_section(metrics: dict[str, Any], task, metric: str) -> str:
+def _metrics_section(metrics: dict[str, Any], task, metric: str, marked: bool = True) -> str:
     """Rows: the task's named metrics (and the loss) that the run reports; columns: the evaluated splits."""
     roles = [(role, prefix) for role, prefix in FINAL_EVALUATIONS.items() if metrics.get(role)]
     if not roles:
@@ -172,9 +175,9 @@ def _metrics_section(metrics: dict[str, Any], task, metric: str) -> str:
     names = [n for n in [*task.metric_names, metric, "loss"] if n in reported]
     names = list(dict.fromkeys(names))
     label = {n: task.metric_names[n][1] if n in task.metric_names else n for n in names}
-    rows = [[label[n] + (" (metric_for_best_model)" if n == metric else "")]
+    rows = [[label[n] + (" (metric_for_best_model)" if n == metric and marked else "")]
             + [metrics[role].get(f"{prefix}_{n}") for role, prefix in roles] for n in names]
-    selected = names.index(metric) if metric in names else None
+    selected = names.index(metric) if metric in names and marked else None
     return ("<section id=\"metrics\">\n<h2>Metrics</h2>\n"
             + _table(["metric", *(role for role, _ in roles)], rows, selected) + "\n</section>")
 

@@ -23,10 +23,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hf_transfer.errors import HubError, RecipeError
-from hf_transfer.folder import MERGED, PREDICTIONS, require_model_run
+from hf_transfer.folder import MERGED, PREDICTIONS
 from hf_transfer.recipe.schema import check_repo_id
 from hf_transfer.outputs.card import build_card, hub_base_model
-from hf_transfer.validate import load_recipe
+from hf_transfer.outputs.multitask import read_run
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,7 @@ def push(out_dir: str | Path, repo_id: str, private: bool = True, revision: str 
         check_repo_id("push: merged_repo_id", merged_repo_id)
     except RecipeError as err:
         raise HubError(str(err)) from None
-    require_model_run(out, HubError, ", nothing pushed")
-    recipe = load_recipe(out / "recipe.yaml")
+    recipe, _ = read_run(out, HubError, ", nothing pushed")
     merged_repo_id = merged_repo_id or recipe.hub.merged_repo_id
     base = hub_base_model(recipe, base_model)
     adapter = (out / "adapter_config.json").is_file()

@@ -33,12 +33,14 @@ from typing import Any, Callable
 
 from hf_transfer.console import bar_options
 from hf_transfer.errors import HfTransferError, ModelError, VerifyError
-from hf_transfer.folder import read_metrics, require_model_run
+from hf_transfer.folder import RECIPE, not_a_model, read_metrics, require_model_run
 from hf_transfer.arguments import require_tolerance
 from hf_transfer.outputs.hubuser import FolderError, check_device
+from hf_transfer.outputs.multitask import multitask_root
 from hf_transfer.validate import load_recipe
-from hf_transfer.tasks import resolve
+from hf_transfer.tasks import TASKS, resolve
 from hf_transfer.tasks.base import Task
+from hf_transfer.tasks.multitask import task_spec
 from hf_transfer.train import load_splits
 from hf_transfer.trainer import training_arguments
 
@@ -56,8 +58,12 @@ class VerifyResult:
     task: str
     compared: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     """split -> metric -> (metrics.json value, value after reloading)."""
+    tasks: list[VerifyResult] = field(default_factory=list)
+    """A multi-task run: one result per task folder."""
 
     def summary(self) -> str:
+        if self.tasks:
+            return "\n".join(part.summary() for part in self.tasks)
         parts = []
         for role, pairs in self.compared.items():
             shown = ", ".join(f"{k} {new:.4f}" for k, (_, new) in list(pairs.items())[:2])
@@ -184,8 +190,8 @@ def _processor(task: Task, spec, out: Path):
 
 
 def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.0) -> VerifyResult:
-    """Reload `out_dir` in a subprocess without hf_transfer and re-evaluate it; raise VerifyError."""
-    import numpy as np
+    """Reload `out_dir` in a subprocess without hf_transfer and re-evaluate it; raise VerifyError. A multi-task
+    run (its root, or one of its task folders) reloads each task folder and reproduces that task's metrics."""
     from transformers import EvalPrediction
 
     out = Path(out_dir)
@@ -194,53 +200,121 @@ def verify(out_dir: str | Path, device: str | None = None, tolerance: float = 0.
         check_device(device)
     except FolderError as err:
         raise VerifyError(f"verify: {err}") from None
+    root, only = multitask_root(out)
+    if root is not None:
+        return _verify_tasks(root, only, device, tolerance)
     require_model_run(out, VerifyError)
     metrics = read_metrics(out, VerifyError)
-    where = out / "recipe.yaml"
-    try:
-        recipe = load_recipe(where)
-    except HfTransferError as err:  # named once: some errors name the file, others only the recipe key
-        raise VerifyError(str(err) if str(err).startswith(str(where)) else f"{where}: {err}") from None
+    recipe = _recipe(out)
     task, spec = resolve(recipe)
     if task.verify_inputs is None:
         raise VerifyError(f"{out}: task {task.name} has no round-trip check")
     args = training_arguments(recipe, out)
     loaded = load_splits(recipe, args.seed)
-    splits = loaded.splits
+    roles = _roles(out, metrics, loaded.splits)
+    spec, processor = _processor(task, spec, out)
+    answer, outputs = _reload(out, task, spec, processor, {r: loaded.splits[r] for r in roles}, args, device,
+                              loaded.label_names)
+    result = VerifyResult(out, answer["loader"], answer["task"])
+    compute = task.compute_metrics(spec)
+    for role in roles:
+        split = loaded.splits[role]
+        if task.score_texts:
+            reloaded = task.score_texts(spec)(list(split["labels"]), outputs[role])
+        else:
+            labels = word_label_array(split, outputs[role]) if task.entities else label_array(split)
+            reloaded = compute(EvalPrediction(predictions=outputs[role], label_ids=labels))
+        result.compared[role] = _compare(out, role, metrics[role], reloaded, SPLITS[role], tolerance)
+    return result
+
+
+def _recipe(out: Path):
+    where = out / RECIPE
+    try:
+        return load_recipe(where)
+    except HfTransferError as err:  # named once: some errors name the file, others only the recipe key
+        raise VerifyError(str(err) if str(err).startswith(str(where)) else f"{where}: {err}") from None
+
+
+def _roles(out: Path, metrics: dict[str, Any], splits) -> list[str]:
     roles = [r for r in SPLITS if r in metrics and r in splits]
     if not roles:
         raise VerifyError(f"{out}: metrics.json holds no validation or test metrics to reproduce")
-    spec, processor = _processor(task, spec, out)
+    return roles
+
+
+def _compare(out: Path, role: str, saved: dict[str, Any], reloaded: dict[str, float], prefix: str, tolerance: float):
+    try:
+        return compare(saved, reloaded, prefix, tolerance)
+    except VerifyError as err:
+        raise VerifyError(f"{out}: {role} split: {err}") from None
+
+
+def _reload(folder: Path, task: Task, spec, processor, splits: dict[str, Any], args, device: str | None,
+            label_names) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the reload process's answer, its outputs per split: logits, or texts for speech recognition): `folder`
+    loaded as a Hub user loads it and run on `splits` in the batches of the Trainer's evaluation."""
+    import numpy as np
+
     with tempfile.TemporaryDirectory(prefix="hf-transfer-verify-") as tmp_name:
         tmp = Path(tmp_name)
-        for role in roles:
-            _save_quietly(lambda: task.verify_inputs(spec, splits[role], processor), tmp / role)
+        for role, split in splits.items():
+            _save_quietly(lambda: task.verify_inputs(spec, split, processor), tmp / role)
         hub_spec = {
-            "folder": str(out.resolve()),
+            "folder": str(folder.resolve()),
             "task": hub_user_task(task),
-            "splits": {role: str(tmp / role) for role in roles},
+            "splits": {role: str(tmp / role) for role in splits},
             "batch_size": args.per_device_eval_batch_size,
             "call_kwargs": task.pipeline_kwargs(spec),
             "device": device,
-            "expected_labels": loaded.label_names,  # as training named them; None for regression
+            "expected_labels": label_names,  # as training named them; None for regression
             "out": str(tmp),
             "progress": _reload_bar(args.disable_tqdm),
         }
         answer = _run_hub_user(hub_spec, tmp)
         if task.score_texts:
-            texts = {role: json.loads((tmp / f"{role}.json").read_text(encoding="utf-8")) for role in roles}
-        else:
-            logits = {role: np.load(tmp / f"{role}.npy") for role in roles}
-    compute = task.compute_metrics(spec)
-    result = VerifyResult(out, answer["loader"], answer["task"])
-    for role in roles:
-        if task.score_texts:
-            reloaded = task.score_texts(spec)(list(splits[role]["labels"]), texts[role])
-        else:
-            labels = word_label_array(splits[role], logits[role]) if task.entities else label_array(splits[role])
-            reloaded = compute(EvalPrediction(predictions=logits[role], label_ids=labels))
-        try:
-            result.compared[role] = compare(metrics[role], reloaded, SPLITS[role], tolerance)
-        except VerifyError as err:
-            raise VerifyError(f"{out}: {role} split: {err}") from None
+            return answer, {role: json.loads((tmp / f"{role}.json").read_text(encoding="utf-8")) for role in splits}
+        return answer, {role: np.load(tmp / f"{role}.npy") for role in splits}
+
+
+def _verify_tasks(root: Path, only: str | None, device: str | None, tolerance: float) -> VerifyResult:
+    """Each task folder of the multi-task run in `root` (or only task `only`) reloaded as a Hub user loads it, on
+    the run's evaluation splits (every row, in the Trainer's batches); the task's metrics are computed on the rows
+    labelled for it, as training scored them, and compared with metrics.json's <split>_<task>_<metric>."""
+    import numpy as np
+    from transformers import EvalPrediction
+
+    metrics = read_metrics(root, VerifyError)
+    recipe = _recipe(root)
+    single = TASKS[recipe.task]
+    if single.verify_inputs is None:
+        raise VerifyError(f"{root}: task {single.name} has no round-trip check")
+    _, spec = resolve(recipe)
+    args = training_arguments(recipe, root)
+    loaded = load_splits(recipe, args.seed)
+    roles = _roles(root, metrics, loaded.splits)
+    spec, processor = _processor(single, spec, root)
+    result = VerifyResult(root, "", single.name)
+    for i, t in enumerate(recipe.tasks):
+        if only is not None and t.name != only:
+            continue
+        folder = root / t.name
+        hint = not_a_model(folder)
+        if hint:
+            raise VerifyError(hint)
+        one = task_spec(spec, t)
+        answer, logits = _reload(folder, single, one, processor, {r: loaded.splits[r] for r in roles}, args, device,
+                                 loaded.label_names[t.name])
+        part = VerifyResult(folder, answer["loader"], answer["task"])
+        compute = single.compute_metrics(one)
+        for role in roles:
+            refs = np.asarray([row[i] for row in loaded.splits[role]["labels"]], dtype=np.float64)
+            kept = ~np.isnan(refs)
+            if not kept.any():
+                continue
+            labels = refs[kept].astype(np.float32 if t.problem_type == "regression" else np.int64)
+            reloaded = compute(EvalPrediction(predictions=logits[role][kept], label_ids=labels))
+            part.compared[role] = _compare(folder, role, metrics[role], reloaded, f"{SPLITS[role]}_{t.name}",
+                                           tolerance)
+        result.tasks.append(part)
     return result

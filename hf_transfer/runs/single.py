@@ -27,9 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def after_training(recipe, out: Path) -> None:
-    """report.html and the card (which links to it), then verify, then push."""
-    write_html(out)
-    write_card(out)
+    """report.html and the card (which links to it), then verify, then push. A multi-task run: each task
+    folder gets its own page and card, and verify checks every task folder."""
+    for folder in [out / t.name for t in recipe.tasks] if recipe.tasks else [out]:
+        write_html(folder)
+        write_card(folder)
     if recipe.verify and TASKS[recipe.task].verify_after_training:
         log.info(verify(out).summary())
     elif recipe.verify:
@@ -66,6 +68,6 @@ def run_single(recipe, overwrite: bool = False, resume: bool = False,
         result = run_one(recipe, overwrite=overwrite, resume=resume)
         if between is not None:  # every process trains the variants (DDP); the main one writes the report
             result.report = between(recipe, result)
-    if result.trainer.is_world_process_zero() and not recipe.tasks:  # multi-task: the task folders are plain models
+    if result.trainer.is_world_process_zero():
         after_training(recipe, result.output_dir)
     return result
