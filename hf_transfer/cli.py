@@ -332,15 +332,22 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line's arguments; positionals after a flag count as they would before it."""
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     takes_overrides = hasattr(args, "overrides")  # finetune, launch, rank, tune
     if extra and takes_overrides and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra  # overrides after a flag (`... --resume training.seed=1`) are overrides too
+    elif len(extra) == 1 and getattr(args, "dest", False) is None and not extra[0].startswith("-"):
+        args.dest = extra[0]  # `export OUT --format onnx DEST`: argparse fills an optional positional only before a flag
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
     from hf_transfer.distributed import end_process, log_level, report_crashes
 
     logging.basicConfig(level=log_level(), format=LOG_FORMAT)

@@ -203,3 +203,26 @@ def test_validate_applies_overrides_as_finetune_does(finished_run, capsys):
     assert capsys.readouterr().err.strip() == "hf-transfer: error: training.learning_rate: must be > 0, got -1.0"
     assert main(["validate", "training.learning_rate=3e-5"]) == 2
     assert capsys.readouterr().err.strip() == "hf-transfer: error: validate: no recipe file given, only overrides"
+
+
+@pytest.mark.parametrize("argv, dest", [
+    (["export", "out", "--format", "onnx", "there"], "there"),  # argparse alone: `unrecognized arguments: there`
+    (["export", "out", "there", "--quantize", "int8"], "there"),
+    (["merge", "out", "--force", "merged-copy"], "merged-copy"),
+    (["init", "minilm_drugreview", "--force", "mine.yaml"], "mine.yaml"),
+    (["export", "out", "--overwrite"], None),
+])
+def test_an_optional_destination_may_follow_the_flags(argv, dest):
+    from hf_transfer.cli import parse
+
+    args = parse(argv)
+    assert args.dest == dest
+    assert getattr(args, "output_dir", getattr(args, "name", None)) == argv[1]
+
+
+def test_a_second_destination_is_still_unrecognised(capsys):
+    from hf_transfer.cli import parse
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse(["export", "out", "a", "--overwrite", "b"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: b" in capsys.readouterr().err
