@@ -13,7 +13,7 @@ from hf_transfer import finetune
 from hf_transfer.outputs.multitask import load_multitask
 from hf_transfer.tasks import multitask
 from hf_transfer.validate import load_recipe
-from hf_transfer.errors import HubError, RecipeError, VerifyError
+from hf_transfer.errors import DataError, HubError, RecipeError, VerifyError
 from hf_transfer.outputs.hub import push
 from hf_transfer.outputs.verify import verify
 from hf_transfer.recipe.schema import TaskConfig
@@ -124,7 +124,7 @@ def test_task_folders_get_a_card_and_a_report_of_their_task(mt_run):
     assert not (out / "README.md").exists()  # the root holds no model of its own
 
 
-def test_evaluate_scores_a_task_folder_as_its_run_encoded_the_labels(mt_run, mt_files):
+def test_evaluate_scores_a_task_folder_as_its_run_encoded_the_labels(mt_run, mt_files, tmp_path):
     from hf_transfer.outputs.evaluate import evaluate
 
     out, test = mt_run.output_dir, mt_run.metrics["test"]
@@ -132,6 +132,10 @@ def test_evaluate_scores_a_task_folder_as_its_run_encoded_the_labels(mt_run, mt_
         [found] = evaluate(out / task, [mt_files["test"]]).values()
         assert found["metrics"] == {k.removeprefix(f"test_{task}_"): v for k, v in test.items()
                                     if k.startswith(f"test_{task}_")}, task
+    no_topic = tmp_path / "no-topic.csv"
+    no_topic.write_text("review,label\npain was awful,negative\n")
+    with pytest.raises(DataError, match=r"^tasks\[1\]\.label_column: column 'topic' not in split '.*no-topic.csv' "):
+        evaluate(out / "topic", [no_topic])
 
 
 def test_push_of_a_task_folder_uploads_it_with_its_card(mt_run, monkeypatch):

@@ -95,7 +95,11 @@ def _split(recipe, task, spec, path: Path, label_names, entry=None):
     classes as it grouped them, a row without a label left out)."""
     cfg = _data_config(recipe, task, path)
     raw = _read_folder(cfg, path) if path.is_dir() else load_raw(cfg)["evaluate"]
-    labeler = task.labeler(dataclasses.replace(spec, data=cfg)) if entry is None else multitask.labeler([entry])
+    if entry is None:
+        labeler = task.labeler(dataclasses.replace(spec, data=cfg))
+    else:  # the task's own key in the recipe
+        labeler = dataclasses.replace(multitask.labeler([entry]), columns=[
+            (f"tasks[{recipe.tasks.index(entry)}].label_column", entry.label_column)])
     require_columns(raw, str(path), labeler.columns + list(task.input_columns(spec).items()))
     raw = _named_labels(raw, [col for _, col in labeler.columns])
     if task.modality == "vision":
