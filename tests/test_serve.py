@@ -132,6 +132,28 @@ def test_top_k_is_checked(client, query, status):
         assert len(response.json()["predictions"]) == 2  # all the labels there are
 
 
+def test_top_k_in_the_body_parameters_as_the_inference_api_sends_it(client, finished_run):
+    _, expected = predict(finished_run[0], TEXTS, top_k=2, device="cpu")
+    answer = client.post("/predict", json={"inputs": TEXTS, "parameters": {"top_k": 2}})
+    assert answer.status_code == 200
+    same(answer.json()["predictions"], expected)
+    assert client.post("/predict?top_k=2", json={"inputs": TEXTS, "parameters": {"top_k": 2}}).status_code == 200
+
+
+@pytest.mark.parametrize("body, query, message", [
+    # before: answered 200 with one label each, the top_k ignored
+    ({"inputs": "good", "top_k": 2}, "", """unknown field 'top_k': send {"inputs": ..., "parameters": {"top_k": N}}"""),
+    ({"inputs": "good", "parameters": {"top_k": 0}}, "", '"parameters"."top_k" must be an integer >= 1, got 0'),
+    ({"inputs": "good", "parameters": {"top_k": True}}, "", '"parameters"."top_k" must be an integer >= 1, got true'),
+    ({"inputs": "good", "parameters": {"truncation": False}}, "", '"parameters" takes {"top_k": N}, got '),
+    ({"inputs": "good", "parameters": [2]}, "", '"parameters" takes {"top_k": N}, got [2]'),
+    ({"inputs": "good", "parameters": {"top_k": 2}}, "?top_k=1", "top_k is 1 in the query but 2 in the body"),
+])
+def test_body_fields_other_than_inputs_and_parameters_are_named(client, body, query, message):
+    response = client.post(f"/predict{query}", json=body)
+    assert response.status_code == 400 and response.json()["error"].startswith(message)
+
+
 def test_unknown_routes_and_methods_answer_json(client):
     assert client.get("/nowhere").status_code == 404 and "error" in client.get("/nowhere").json()
     assert client.get("/predict").status_code == 405 and "error" in client.get("/predict").json()

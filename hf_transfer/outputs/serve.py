@@ -110,8 +110,29 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-def text_items(body: bytes) -> tuple[list[str], bool]:
-    """({"inputs": text or [texts]}) -> (texts, whether one text was sent rather than a list)."""
+def body_top_k(data: dict[str, Any]) -> int | None:
+    """top_k from the body's `parameters` (the Hugging Face Inference API's shape), None without one; any other
+    field is refused, naming it (a top_k beside `inputs` would otherwise be ignored)."""
+    unknown = sorted(set(data) - {"inputs", "parameters"})
+    if unknown:
+        raise RequestError(400, f"unknown field {', '.join(repr(k) for k in unknown)}: send {{\"inputs\": ..., "
+                                f"\"parameters\": {{\"top_k\": N}}}} or POST /predict?top_k=N")
+    parameters = data.get("parameters")
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict) or set(parameters) - {"top_k"}:
+        raise RequestError(400, f'"parameters" takes {{"top_k": N}}, got {json.dumps(parameters)[:60]}')
+    top_k = parameters.get("top_k")
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise RequestError(400, f'"parameters"."top_k" must be an integer >= 1, got {json.dumps(top_k)[:60]}')
+    return top_k
+
+
+def text_items(body: bytes) -> tuple[list[str], bool, int | None]:
+    """({"inputs": text or [texts], "parameters": {"top_k": N}}) -> (texts, whether one text was sent rather
+    than a list, the body's top_k or None)."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
@@ -119,6 +140,7 @@ def text_items(body: bytes) -> tuple[list[str], bool]:
         raise RequestError(400, f'body is not JSON ({cause}); send {{"inputs": "a text"}}') from None
     if not isinstance(data, dict) or "inputs" not in data:
         raise RequestError(400, 'missing field "inputs": send {"inputs": "a text"} or {"inputs": ["a text", ...]}')
+    top_k = body_top_k(data)
     inputs = data["inputs"]
     single = isinstance(inputs, str)
     texts = [inputs] if single else inputs
@@ -136,7 +158,7 @@ def text_items(body: bytes) -> tuple[list[str], bool]:
         bad = lone_surrogate(text)
         if bad is not None:
             raise RequestError(400, f"{where} is not valid Unicode (a lone surrogate at character {bad})")
-    return texts, single
+    return texts, single, top_k
 
 
 def image_item(body: bytes) -> Any:
@@ -161,8 +183,8 @@ def audio_item(body: bytes) -> dict[str, Any]:
     return audio
 
 
-def parse(modality: str, content_type: str, body: bytes) -> tuple[list[Any], bool]:
-    """(pipeline inputs, one input?) from a request of a model of `modality`."""
+def parse(modality: str, content_type: str, body: bytes) -> tuple[list[Any], bool, int | None]:
+    """(pipeline inputs, one input?, the body's top_k or None) from a request of a model of `modality`."""
     media = content_type.split(";")[0].strip().lower()
     if modality == "text":
         if media.startswith(("image/", "audio/", "multipart/")):
@@ -170,13 +192,18 @@ def parse(modality: str, content_type: str, body: bytes) -> tuple[list[Any], boo
         return text_items(body)
     if not media.startswith(MEDIA_TYPES[modality]):
         raise RequestError(415, f"this model reads {INPUTS[modality]}; got Content-Type {media or 'none'}")
-    return [image_item(body) if modality == "vision" else audio_item(body)], True
+    return [image_item(body) if modality == "vision" else audio_item(body)], True, None
 
 
-def top_k_of(request: Request) -> int:
-    text = request.query_params.get("top_k", "1")
+def top_k_of(request: Request, in_body: int | None) -> int:
+    """The query's top_k, else the body's, else 1; both given: refused unless they agree."""
+    text = request.query_params.get("top_k")
+    if text is None:
+        return in_body or 1
     if not text.isdigit() or int(text) < 1:
         raise RequestError(400, f"top_k must be an integer >= 1, got {text!r}")
+    if in_body is not None and in_body != int(text):
+        raise RequestError(400, f"top_k is {text} in the query but {in_body} in the body's parameters; give one")
     return int(text)
 
 
@@ -194,7 +221,8 @@ def describe(served: Served, batcher: Batcher) -> dict[str, Any]:
         "folder": str(served.folder),
         "task": served.task.pipeline_task,
         "endpoints": {
-            "POST /predict": f"body: {INPUTS[modality]}; query ?top_k=N (classification, default 1)",
+            "POST /predict": f"body: {INPUTS[modality]}; query ?top_k=N (classification, default 1)"
+                             + (', or {"parameters": {"top_k": N}} in the body' if modality == "text" else ""),
             "GET /health": "200 with the model's task, labels and the batcher's counts",
             "GET /": "this description",
         },
@@ -238,9 +266,9 @@ def create_app(served: Served, max_batch_size: int = 16, batch_timeout_ms: float
     @app.post("/predict")
     async def predict(request: Request):
         try:
-            top_k = top_k_of(request)
             body = await read_body(request, max_body_bytes)
-            items, single = parse(served.task.modality, request.headers.get("content-type", ""), body)
+            items, single, in_body = parse(served.task.modality, request.headers.get("content-type", ""), body)
+            top_k = top_k_of(request, in_body)
             rows = await batcher_box["batcher"].submit(items, top_k)
         except RequestError as err:
             return JSONResponse({"error": str(err)}, status_code=err.status)
