@@ -215,6 +215,8 @@ def test_metric_for_best_model_names_a_task_metric(tiny_bert, mt_files, tmp_path
     ({"compare": ["scratch"]}, "tasks: not available with compare"),
     ({"data.class_weights": "auto"}, "tasks: not available with data.class_weights"),
     ({"distill": {"teacher": "some/teacher"}}, "tasks: not available with distill"),
+    ({"hub": {"push": True, "repo_id": "me/x"}},
+     "tasks: not available with hub.push: push each task's folder after training with hf-transfer push OUTPUT_DIR/TASK"),
     ({"data.label_names": ["a", "b"]}, "data.label_names: not used with tasks"),
 ])
 def test_schema_errors_name_the_key(change, message, tiny_bert, mt_files, tmp_path):
