@@ -7,6 +7,7 @@ build step); a source checkout or an editable install reads the repository folde
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -68,6 +69,8 @@ def copy(name: str, dest: str | Path | None = None, force: bool = False) -> Path
         raise HfTransferError(f"init: no shipped recipe or Accelerate config named {name!r} (shipped: {known})")
     source = found[0]
     target = Path(dest) if dest is not None else Path.cwd()
+    if isinstance(dest, str) and dest.endswith(("/", os.sep)) and not target.is_dir():  # Path() drops the slash
+        raise HfTransferError(f"init: folder {dest} does not exist")
     if target.is_dir():
         target = target / source.name
     if target.exists() and not force:

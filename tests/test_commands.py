@@ -50,6 +50,13 @@ def test_init_copies_a_recipe_and_refuses_to_overwrite_without_force(tmp_path, c
     assert (tmp_path / "launch.yaml").read_bytes() == (ROOT / "accelerate_configs" / "cpu_2proc.yaml").read_bytes()
 
 
+def test_init_into_a_folder_that_does_not_exist_is_refused(tmp_path, capsys):
+    missing = f"{tmp_path / 'configs'}/"  # before: the recipe was written to a file named `configs`
+    assert main(["init", "minilm_drugreview", missing]) == 2
+    assert capsys.readouterr().err.strip() == f"hf-transfer: error: init: folder {missing} does not exist"
+    assert not (tmp_path / "configs").exists()
+
+
 def test_init_of_an_unknown_name_is_one_line_naming_what_exists(capsys):
     assert main(["init", "no_such_recipe"]) == 2
     err = capsys.readouterr().err.strip()
