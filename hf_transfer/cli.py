@@ -134,7 +134,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from hf_transfer.outputs.predict import format_results, predict, shown_input
 
     items, results = predict(args.output_dir, args.inputs, top_k=args.top_k, batch_size=args.batch_size,
-                             device=args.device)
+                             device=args.device, text_column=args.text_column)
     if args.json:
         print(json.dumps([{"input": shown_input(i), "predictions": r}
                           for i, r in zip(items, results)], indent=2))
@@ -211,7 +211,9 @@ def _add_folder_commands(sub) -> None:
 
     p = sub.add_parser("predict", help="labels and scores from a saved run")
     p.add_argument("output_dir")
-    p.add_argument("inputs", nargs="+", help="texts, files of texts (one a line; - for stdin), or image/audio paths")
+    p.add_argument("inputs", nargs="+", help="texts, files of texts (one a line; - for stdin), tables (csv, json, "
+                                             "jsonl, parquet), or image/audio paths")
+    p.add_argument("--text-column", help="a table's column to classify (default: the recipe's text column)")
     p.add_argument("--top-k", type=count_type, default=1, help="labels shown per input (default 1)")
     p.add_argument("--batch-size", type=count_type, default=8)
     p.add_argument("--device")

@@ -19,12 +19,28 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from typing import Any
 
 from hf_transfer.distributed import log_level
 
 DELAY_S = 1.0  # a bar appears once its step has run this long
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"  # the command line's, and the Python API's
+
+
+@contextmanager
+def datasets_quiet():
+    """datasets' own bars off for a step whose bars say nothing to the user (reading a table to predict, saving
+    a verify split), as they were before."""
+    import datasets
+
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
 
 
 def bar_options(desc: str | None = None, unit: str = "ex", disable: bool | None = False,

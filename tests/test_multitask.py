@@ -138,6 +138,14 @@ def test_evaluate_scores_a_task_folder_as_its_run_encoded_the_labels(mt_run, mt_
         evaluate(out / "topic", [no_topic])
 
 
+def test_predict_reads_a_table_by_the_runs_text_column_for_a_task_folder(mt_run, mt_files):
+    from hf_transfer.outputs.predict import predict
+
+    texts = [r["review"] for r in csv.DictReader(open(mt_files["test"], encoding="utf-8"))]
+    items, results = predict(mt_run.output_dir / "topic", [mt_files["test"]])
+    assert items == texts and {row[0]["label"] for row in results} <= {"day", "drug", "other", "pain"}
+
+
 def test_push_of_a_task_folder_uploads_it_with_its_card(mt_run, monkeypatch):
     from tests.test_hub import FakeHub
 

@@ -187,6 +187,52 @@ def test_predict_cli_prints_labels_and_scores(runs, capsys):
     assert row["input"] == "good" and row["predictions"][0]["label"] in LABELS
 
 
+def test_predict_reads_the_text_column_of_a_table(runs, sentiment_files, tmp_path, capsys):
+    import csv
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from hf_transfer.outputs.predict import shown_input, table_texts
+
+    rows = list(csv.DictReader(open(sentiment_files["test"], encoding="utf-8")))
+    texts = [r["review"] for r in rows]
+    items, results = predict(runs["full"], [sentiment_files["test"], "good great drug"])
+    assert items == [*texts, "good great drug"]  # before: the header line, then each raw line with its labels
+    assert results == predict(runs["full"], [*texts, "good great drug"])[1]
+    frame = pd.DataFrame(rows)
+    frame.to_json(tmp_path / "t.jsonl", orient="records", lines=True)
+    frame.to_parquet(tmp_path / "t.parquet")
+    for table in ("t.jsonl", "t.parquet"):
+        assert predict(runs["full"], [str(tmp_path / table)])[0] == texts, table
+    assert predict(runs["full"], [str(tmp_path / "t.parquet")], text_column="label")[0] == [r["label"] for r in rows]
+    spec = SimpleNamespace(data=SimpleNamespace(text_column="review", text_pair_column="label"))
+    pairs = table_texts(Path(sentiment_files["test"]), spec, None)
+    assert pairs[0] == {"text": texts[0], "text_pair": rows[0]["label"]}
+    assert shown_input(pairs[0]) == f"{texts[0]}\t{rows[0]['label']}"
+    capsys.readouterr()  # what loading the models printed
+    # one line naming what is wrong
+    assert main(["predict", str(runs["full"]), sentiment_files["test"], "--text-column", "nope"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"hf-transfer: error: predict: {sentiment_files['test']}: no column 'nope' (--text-column; the table's "
+        "columns: review, label, score, is_good, is_bad)")
+    holes = tmp_path / "holes.csv"
+    holes.write_text("review,label\ngood,positive\n,negative\n")
+    assert main(["predict", str(runs["full"]), str(holes)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"hf-transfer: error: predict: {holes}: data.text_column: a text in column 'review' is empty")
+    plain = copy(runs["full"], tmp_path)  # a model folder without a recipe: which column is the text?
+    (plain / "recipe.yaml").unlink()
+    (plain / "metrics.json").unlink()
+    assert main(["predict", str(plain), sentiment_files["test"]]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"hf-transfer: error: predict: {sentiment_files['test']} is a table with columns review, label, score, "
+        "is_good, is_bad; name the one to classify with --text-column")
+    one = tmp_path / "one.csv"
+    frame[["review"]].to_csv(one, index=False)
+    assert predict(plain, [str(one)])[0] == texts  # its one text column
+
+
 def test_predict_on_a_folder_that_is_not_a_model(tmp_path, capsys):
     assert main(["predict", str(tmp_path), "text"]) == 2
     assert "config.json is missing" in capsys.readouterr().err

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from hf_transfer.console import bar_options
+from hf_transfer.console import bar_options, datasets_quiet
 from hf_transfer.errors import HfTransferError, ModelError, VerifyError
 from hf_transfer.folder import RECIPE, not_a_model, read_metrics, require_model_run
 from hf_transfer.arguments import require_tolerance
@@ -146,15 +146,8 @@ def _run_hub_user(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
 
 def _save_quietly(make: Callable[[], Any], path: Path) -> None:
     """Save the dataset `make()` returns, without datasets' progress bars for either step."""
-    import datasets
-
-    shown = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
+    with datasets_quiet():
         make().save_to_disk(str(path))
-    finally:
-        if shown:
-            datasets.enable_progress_bars()
 
 
 def compare(saved: dict[str, Any], reloaded: dict[str, float], prefix: str, tolerance: float):
