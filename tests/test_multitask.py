@@ -124,6 +124,21 @@ def test_task_folders_get_a_card_and_a_report_of_their_task(mt_run):
     assert not (out / "README.md").exists()  # the root holds no model of its own
 
 
+def test_collapse_is_flagged_per_task(mt_run):
+    """Two training steps: the tiny run predicts one class; the flag names each split and task that did."""
+    from huggingface_hub import ModelCard
+
+    out, metrics = mt_run.output_dir, mt_run.metrics
+    shares = {f"{role} ({task})": metrics[role][f"{prefix}_{task}_top_prediction_share"]
+              for role, prefix in (("validation", "eval"), ("test", "test")) for task in ("sentiment", "topic")}
+    expected = {name: share for name, share in shares.items() if share >= 0.95}
+    assert expected and metrics["collapse"]["splits"] == expected  # before: never flagged for multi-task
+    assert "tasks[i].weight" in metrics["collapse"]["hint"] and "class_weights" not in metrics["collapse"]["hint"]
+    for task in ("sentiment", "topic"):
+        card = ModelCard.load(out / task / "README.md").text
+        assert ("## Warning: collapsed predictions" in card) == any(f"({task})" in k for k in expected), task
+
+
 def test_evaluate_scores_a_task_folder_as_its_run_encoded_the_labels(mt_run, mt_files, tmp_path):
     from hf_transfer.outputs.evaluate import evaluate
 

@@ -11,7 +11,6 @@ describes it (tasks/multitask.py).
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,10 @@ from typing import Any
 from hf_transfer.errors import HfTransferError, OutputError
 from hf_transfer.folder import RECIPE, is_finished, not_a_model, read_metrics, require_finished, require_model_run
 from hf_transfer.tasks import TASKS, resolve
-from hf_transfer.tasks.multitask import MultiTaskModel, default_metric, reload
+from hf_transfer.tasks.multitask import COLLAPSE_HINT, MultiTaskModel, default_metric, reload, task_metrics
 from hf_transfer.validate import load_recipe
 
 TASK_KEY = "multitask"  # the view's metrics entry that names the run's tasks
-_SECTION = re.compile(r"^(eval|test)_")
 
 
 def multitask_root(out: Path) -> tuple[Path | None, str | None]:
@@ -38,20 +36,6 @@ def multitask_root(out: Path) -> tuple[Path | None, str | None]:
         if tasks and (name is None or name in [t.name for t in tasks]):
             return root, name
     return None, None
-
-
-def _task_keys(values: dict[str, Any], name: str, others: list[str]) -> dict[str, Any]:
-    """One task's entries of a metrics dict: `eval_<name>_x` as `eval_x`; other tasks' entries and the
-    evaluation loss (the weighted sum over tasks) left out; the rest (runtimes, epoch, training loss) kept."""
-    kept = {}
-    for key, value in values.items():
-        section = _SECTION.match(key)
-        rest = key[section.end():] if section else None
-        if rest is not None and rest.startswith(name + "_"):
-            kept[f"{section.group(1)}_{rest[len(name) + 1:]}"] = value
-        elif rest is None or not (rest == "loss" or any(rest.startswith(o + "_") for o in others)):
-            kept[key] = value
-    return kept
 
 
 def task_view(root: Path, name: str) -> tuple[Any, dict[str, Any]]:
@@ -72,11 +56,14 @@ def task_view(root: Path, name: str) -> tuple[Any, dict[str, Any]]:
     shown = {}
     for key, value in metrics.items():
         if key == "log_history":
-            shown[key] = [_task_keys(entry, name, others) for entry in value]
+            shown[key] = [task_metrics(entry, name, others) for entry in value]
         elif isinstance(value, dict) and key in ("validation", "test", "train"):
-            shown[key] = _task_keys(value, name, others)
-        elif key not in ("per_class", "confusion"):
+            shown[key] = task_metrics(value, name, others)
+        elif key not in ("per_class", "confusion", "collapse"):
             shown[key] = copy.deepcopy(value)
+    collapse = TASKS[recipe.task].diagnose(shown)  # this task's predictions only
+    if collapse is not None:
+        shown["collapse"] = collapse | {"hint": COLLAPSE_HINT}
     shown[TASK_KEY] = {"task": name, "metric_for_best_model": selected,
                        "tasks": [{"name": t.name, "label_column": t.label_column, "weight": t.weight}
                                  for t in recipe.tasks]}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,6 +41,10 @@ from hf_transfer.tasks.classification import class_names, score
 log = logging.getLogger(__name__)
 
 OTHER = "other"
+_SECTION = re.compile(r"^(eval|test)_")  # a metric key's split prefix
+COLLAPSE_HINT = ("the model predicts one class for almost every example of a task; try a higher (or, if the loss "
+                 "diverged, lower) training.learning_rate, more training.num_train_epochs, training.warmup_steps, a "
+                 "higher weight for that task (tasks[i].weight), or hf-transfer tune")
 
 
 def default_metric(task) -> str:
@@ -286,6 +291,36 @@ def reload(single: Task, spec: TaskSpec, tasks, out: str | Path) -> MultiTaskMod
 # --------------------------------------------------------------------------- metrics and saving
 
 
+def task_metrics(values: dict[str, Any], name: str, others: list[str]) -> dict[str, Any]:
+    """One task's entries of a metrics dict: `eval_<name>_x` as `eval_x`; other tasks' entries and the
+    evaluation loss (the weighted sum over tasks) left out; the rest (runtimes, epoch, training loss) kept."""
+    kept = {}
+    for key, value in values.items():
+        section = _SECTION.match(key)
+        rest = key[section.end():] if section else None
+        if rest is not None and rest.startswith(name + "_"):
+            kept[f"{section.group(1)}_{rest[len(name) + 1:]}"] = value
+        elif rest is None or not (rest == "loss" or any(rest.startswith(o + "_") for o in others)):
+            kept[key] = value
+    return kept
+
+
+def diagnose_fn(single: Task, tasks):
+    """The single-task record's collapse flag, task by task: its splits named `<split> (<task>)`."""
+    def diagnose(metrics: dict[str, Any]) -> dict[str, Any] | None:
+        found = None
+        for t in tasks:
+            others = [o.name for o in tasks if o is not t]
+            one = single.diagnose({k: task_metrics(v, t.name, others) if k in ("validation", "test") else v
+                                   for k, v in metrics.items()})
+            if one is not None:
+                found = found or {**one, "splits": {}, "hint": COLLAPSE_HINT}
+                found["splits"] |= {f"{role} ({t.name})": share for role, share in one["splits"].items()}
+        return found
+
+    return diagnose
+
+
 def compute_metrics_fn(tasks):
     """A Trainer `compute_metrics`: each task's metrics (classification.score) on its labelled rows, prefixed."""
     def compute(pred) -> dict[str, float]:
@@ -331,6 +366,7 @@ def specialise(single: Task, tasks, metric: str | None) -> Task:
         labeler=lambda spec: labeler(tasks),
         load_model=lambda spec, names: load_model(single, spec, tasks, names),
         compute_metrics=lambda spec: compute_metrics_fn(tasks),
+        diagnose=diagnose_fn(single, tasks),
         best_metric=lambda spec: best,
         loss=NO_LOSS,  # the multi-task model's own: Σ weight · task loss
         save=lambda trainer, spec, out: save(single, trainer, spec, tasks, out),
