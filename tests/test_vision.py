@@ -540,3 +540,24 @@ def test_float_array_images_from_parquet_train_and_verify(tiny_resnet, tmp_path)
     assert float(first.std()) > 0.1  # the stripes survive: a [0, 1] float read as 0-255 would be one flat colour
     checked = verify(tmp_path / "out")  # raises if a metric differs
     assert checked.loader == "transformers.pipeline" and set(checked.compared) == {"validation", "test"}
+
+
+def test_a_timm_run_folder_as_the_base_keeps_its_head_rows_by_label_name(images, tmp_path):
+    """Sequential transfer from a timm classifier of the same classes in another order: its head's rows follow
+    data.label_names (they were kept by position: each class scored as another, silently); other names keep
+    the head as it is, a warm start."""
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    base = timm.create_model("test_resnet", pretrained=False, num_classes=3)
+    save_for_hf(base, str(tmp_path / "base"), model_config={"label_names": ["circle", "square", "stripes"]},
+                safe_serialization=True)
+    old = {k: v.clone() for k, v in base.get_classifier().state_dict().items()}
+    task, spec = resolve(config.load_recipe(vision_recipe(tmp_path / "base", images, tmp_path / "out")))
+    order = ["stripes", "circle", "square"]
+    head = task.load_model(spec, order).model.get_classifier()
+    for name, weight in head.state_dict().items():
+        assert torch.equal(weight, old[name][[2, 0, 1]]), name
+    kept = task.load_model(spec, ["a", "b", "c"]).model.get_classifier()
+    assert all(torch.equal(w, old[n]) for n, w in kept.state_dict().items())

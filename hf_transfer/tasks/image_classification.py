@@ -35,7 +35,9 @@ from hf_transfer.tasks.classification import classification_loss
 from hf_transfer.tasks.data import default_num_workers
 from hf_transfer.tasks.images import TimmProcessor, collator, data_config, stochastic_augmentation
 from hf_transfer.tasks.inputs import image_inputs
-from hf_transfer.tasks.loaders import load_auto_processor, load_error, load_head_model, with_config_overrides
+from hf_transfer.tasks.loaders import (
+    load_auto_processor, load_error, load_head_model, reorder_head, with_config_overrides,
+)
 
 
 @dataclass
@@ -204,6 +206,8 @@ def load_model(spec: TaskSpec, label_names: list[str] | None):
         model = _timm_create(spec, spec.model.pretrained, **with_config_overrides(spec.model, kwargs))
         if not spec.model.pretrained or source_cfg.get("num_classes") != num_labels:
             _zero_classifier(model)
+        elif label_names:  # a classifier of as many classes (a timm run folder): its rows follow label_names
+            reorder_head(model, source_cfg.get("label_names"), label_names, spec.model)
         return TimmClassifier(model, label_names, spec.data.problem_type, spec.options.channels_last)
     return _load_transformers_model(spec, label_names, num_labels)
 

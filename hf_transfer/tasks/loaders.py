@@ -109,9 +109,16 @@ def load_head_model(auto_cls, model: ModelConfig, what: str, label_names: list[s
     resized = head is not None and len(head) != len(new)
     loaded = load_auto_model(auto_cls, model, what, {"ignore_mismatched_sizes": True} if resized else None,
                              **kwargs)
-    if head and len(head) == len(new) and head != new and sorted(head) == sorted(new):
-        _reorder_outputs(loaded, [head.index(name) for name in new], model)
+    reorder_head(loaded, head, new, model)
     return loaded
+
+
+def reorder_head(loaded, head: list[str] | None, new: list[str], cfg: ModelConfig) -> None:
+    """Where the base's head (`head`: its label names) predicts the labels `new` in another order, its output rows
+    put in the order of `new`."""
+    head = [str(name) for name in head or []]
+    if head and len(head) == len(new) and head != new and sorted(head) == sorted(new):
+        _reorder_outputs(loaded, [head.index(name) for name in new], cfg)
 
 
 def _base_head(model: ModelConfig) -> list[str] | None:
