@@ -211,7 +211,7 @@ def _add_folder_commands(sub) -> None:
 
     p = sub.add_parser("predict", help="labels and scores from a saved run")
     p.add_argument("output_dir")
-    p.add_argument("inputs", nargs="+", help="texts, files of texts (one a line; - for stdin), tables (csv, json, "
+    p.add_argument("inputs", nargs="+", help="texts, files of texts (one a line; - for stdin), tables (csv, tsv, json, "
                                              "jsonl, parquet), or image/audio paths")
     p.add_argument("--text-column", help="a table's column to classify (default: the recipe's text column)")
     p.add_argument("--top-k", type=count_type, default=1, help="labels shown per input (default 1)")
@@ -230,7 +230,7 @@ def _add_folder_commands(sub) -> None:
 
     p = sub.add_parser("evaluate", help="metrics of a finished run on new labelled data")
     p.add_argument("output_dir")
-    p.add_argument("data", nargs="+", help="files (csv, json, jsonl, parquet, conll) or image / audio folders, "
+    p.add_argument("data", nargs="+", help="files (csv, tsv, json, jsonl, parquet, conll) or image / audio folders, "
                                            "with the recipe's columns; each is scored on its own")
     p.add_argument("--batch-size", type=count_type, help="default: the recipe's per_device_eval_batch_size")
     p.add_argument("--device")

@@ -228,3 +228,33 @@ def test_a_finetuned_run_as_the_base_keeps_its_head_by_label_name_or_gets_a_new_
     (unnamed / "config.json").write_text(json.dumps(config))
     third["model"]["name_or_path"], third["training"]["output_dir"] = str(unnamed), str(tmp_path / "fourth")
     assert finetune(third).trainer.model.config.num_labels == 3
+
+
+def test_tab_separated_files_read_as_their_csv_twins(tiny_bert, sentiment_files, tmp_path):
+    """GLUE's own format: .tsv files are read with a tab (before: one column named 'review<TAB>label...')."""
+    import csv
+
+    from hf_transfer.errors import DataError
+    from hf_transfer.train import load_splits
+    from hf_transfer.validate import load_recipe
+
+    tsv = {}
+    for split, path in sentiment_files.items():
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        tsv[split] = str(tmp_path / f"{split}.tsv")
+        with open(tsv[split], "w", newline="", encoding="utf-8") as f:
+            csv.writer(f, delimiter="\t").writerows(rows)
+    plain = load_splits(load_recipe(text_recipe(tiny_bert, sentiment_files, tmp_path / "a")), seed=0).splits
+    tabbed = load_splits(load_recipe(text_recipe(tiny_bert, tsv, tmp_path / "b")), seed=0).splits
+    assert set(plain) == set(tabbed) and all(plain[s].to_list() == tabbed[s].to_list() for s in plain)
+    with pytest.raises(DataError, match=r"^data.data_files: .*train.tsv is tab-separated \(.tsv\) but .*test.csv is "
+                                        r"not; give files of one kind$"):
+        load_splits(load_recipe(text_recipe(tiny_bert, {"train": tsv["train"], "test": sentiment_files["test"]},
+                                            tmp_path / "c")), seed=0)
+    misnamed = tmp_path / "train.csv"
+    shutil.copy(tsv["train"], misnamed)
+    with pytest.raises(DataError, match=r"^data.label_column: column 'label' not in split 'train' \(columns: "
+                                        r"review\tlabel\tscore\tis_good\tis_bad\); the file is tab-separated: "
+                                        r"name it .tsv$"):
+        load_splits(load_recipe(text_recipe(tiny_bert, {"train": str(misnamed)}, tmp_path / "d")), seed=0)

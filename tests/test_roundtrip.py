@@ -203,7 +203,8 @@ def test_predict_reads_the_text_column_of_a_table(runs, sentiment_files, tmp_pat
     frame = pd.DataFrame(rows)
     frame.to_json(tmp_path / "t.jsonl", orient="records", lines=True)
     frame.to_parquet(tmp_path / "t.parquet")
-    for table in ("t.jsonl", "t.parquet"):
+    frame.to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    for table in ("t.jsonl", "t.parquet", "t.tsv"):
         assert predict(runs["full"], [str(tmp_path / table)])[0] == texts, table
     assert predict(runs["full"], [str(tmp_path / "t.parquet")], text_column="label")[0] == [r["label"] for r in rows]
     spec = SimpleNamespace(data=SimpleNamespace(text_column="review", text_pair_column="label"))

@@ -35,7 +35,7 @@ from hf_transfer.tasks.readers import read_audio_folder
 from hf_transfer.validate import load_recipe
 
 # file suffix -> datasets loader (a folder: the modality's folder loader)
-LOADERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".conll": "conll"}
+LOADERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".conll": "conll"}
 FOLDER_LOADERS = {"vision": "imagefolder", "speech": "audiofolder"}
 
 

@@ -65,13 +65,14 @@ def column_names(ds) -> list[str]:
 def load_raw(cfg: DataConfig):
     import datasets
 
+    options = reader_options(cfg)
     if cfg.data_files:
         for split, value in cfg.data_files.items():
             for file in file_patterns(value):
                 if not glob.glob(file):
                     raise DataError(f"data.data_files.{split}: file not found: {file}")
                 if cfg.path == "csv":
-                    _check_csv_header(split, file)
+                    _check_csv_header(split, file, options.get("sep", ","))
         if cfg.path not in LOCAL_LOADERS:
             raise DataError(
                 f"data.path: with data_files, path must be a loader name "
@@ -89,10 +90,10 @@ def load_raw(cfg: DataConfig):
     if not cfg.streaming:
         _check_datasets_cache()
     try:
-        return datasets.load_dataset(cfg.path, cfg.name, data_files=cfg.data_files, streaming=cfg.streaming)
+        return datasets.load_dataset(cfg.path, cfg.name, data_files=cfg.data_files, streaming=cfg.streaming, **options)
     except Exception as err:  # the readers of csv/json/parquet fail in many types, wrapped by datasets
         if cfg.data_files:
-            _raise_for_file(cfg)  # names the file that does not read, and why
+            _raise_for_file(cfg, options)  # names the file that does not read, and why
         if isinstance(err, FileNotFoundError):
             raise DataError(f"data.path: dataset {cfg.path!r} not found ({first_line(err)})") from None
         if isinstance(err, (ValueError, ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError)):
@@ -139,7 +140,20 @@ def load_extra(extra: ExtraData, data: DataConfig, columns: dict[str, str], spli
     return ds
 
 
-def _raise_for_file(cfg: DataConfig) -> None:
+def reader_options(cfg: DataConfig) -> dict[str, Any]:
+    """The csv loader's separator: a tab for .tsv files (GLUE's own format), else datasets' comma; one
+    recipe's files are all of one kind."""
+    if cfg.path != "csv" or not cfg.data_files:
+        return {}
+    files = [f for v in cfg.data_files.values() for f in file_patterns(v)]
+    tabs = [f.lower().removesuffix(".gz").endswith(".tsv") for f in files]
+    if any(tabs) and not all(tabs):
+        raise DataError(f"data.data_files: {files[tabs.index(True)]} is tab-separated (.tsv) but "
+                        f"{files[tabs.index(False)]} is not; give files of one kind")
+    return {"sep": "\t"} if any(tabs) else {}
+
+
+def _raise_for_file(cfg: DataConfig, options: dict[str, Any]) -> None:
     """Load each data file alone; the first that fails is named with the reader's own reason."""
     import datasets
 
@@ -147,7 +161,7 @@ def _raise_for_file(cfg: DataConfig) -> None:
     for split, value in cfg.data_files.items():
         for file in (f for pattern in file_patterns(value) for f in sorted(glob.glob(pattern)) or [pattern]):
             try:
-                columns = datasets.load_dataset(cfg.path, data_files={split: file})[split].column_names
+                columns = datasets.load_dataset(cfg.path, data_files={split: file}, **options)[split].column_names
             except Exception as err:  # noqa: BLE001 - every reader error becomes the one line below
                 raise DataError(f"data.data_files.{split}: cannot read {file}: {_cause(err)}") from None
             first = first or (split, file, columns)
@@ -174,12 +188,12 @@ def _cause(err: BaseException) -> str:
     return f"{inner.__class__.__name__}: {first_line(inner)}"
 
 
-def _check_csv_header(split: str, pattern: str) -> None:
+def _check_csv_header(split: str, pattern: str, sep: str = ",") -> None:
     """A column named twice in a CSV header (datasets would rename one silently)."""
     for file in glob.glob(pattern):
         try:
             with open(file, encoding="utf-8", newline="") as f:
-                header = [c for c in next(csv.reader(f), []) if c]
+                header = [c for c in next(csv.reader(f, delimiter=sep), []) if c]
         except (OSError, UnicodeDecodeError, csv.Error):
             continue  # compressed or unreadable: the loader reports it
         twice = sorted({c for c in header if header.count(c) > 1})
@@ -193,9 +207,21 @@ def require_columns(ds, split: str, wanted: list[tuple[str, str]]) -> None:
         if col not in ds.column_names:
             raise DataError(
                 f"{key}: column {col!r} not in split {split!r} (columns: {', '.join(ds.column_names)})"
+                + _separator_hint(ds.column_names)
             )
     if len(ds) == 0:
         raise DataError(f"data: split {split!r} is empty")
+
+
+def _separator_hint(columns: list[str]) -> str:
+    """Where a CSV header read as one column holds tabs or semicolons: what the file is."""
+    if len(columns) != 1:
+        return ""
+    if "\t" in columns[0]:
+        return "; the file is tab-separated: name it .tsv"
+    if ";" in columns[0]:
+        return "; the file is semicolon-separated: save it with commas"
+    return ""
 
 
 def require_distinct(input_columns: dict[str, str], label_columns: list[tuple[str, str]]) -> None:
