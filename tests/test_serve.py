@@ -154,6 +154,59 @@ def test_body_fields_other_than_inputs_and_parameters_are_named(client, body, qu
     assert response.status_code == 400 and response.json()["error"].startswith(message)
 
 
+@pytest.fixture(scope="module")
+def pair_run(tiny_bert, tmp_path_factory):
+    """A tiny text pair classifier (data.text_pair_column) and its test table."""
+    import csv
+
+    from tests.tiny import text_recipe
+
+    root = tmp_path_factory.mktemp("pairs")
+    files = {}
+    for split, n in (("train", 16), ("test", 6)):
+        files[split] = str(root / f"{split}.csv")
+        with open(files[split], "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([("premise", "hypothesis", "label")] + [
+                (TEXTS[i % 8], TEXTS[(i + 3) % 8], "positive" if i % 2 else "negative") for i in range(n)])
+    recipe = text_recipe(tiny_bert, files, root / "run")
+    recipe["data"].update(text_column="premise", text_pair_column="hypothesis")
+    finetune(recipe)
+    return root / "run", files["test"]
+
+
+def test_a_text_pair_model_takes_pairs_in_predict_and_serve(pair_run, client):
+    from transformers import pipeline
+
+    out, table = pair_run
+    items, results = predict(out, [table], top_k=2, device="cpu")
+    assert items[0] == {"text": TEXTS[0], "text_pair": TEXTS[3]}
+    plain = pipeline("text-classification", model=str(out), device="cpu")(items, top_k=2)
+    same(results, plain)
+    with pytest.raises(HfTransferError, match=r"^predict: .* classifies text pairs \(data.text_pair_column "
+                                              r"'hypothesis'\); give a table .* with columns 'premise' and "
+                                              r"'hypothesis', not 'good'$"):
+        predict(out, ["good"])  # before: classified as a single text
+    with TestClient(create_app(load(out, device="cpu"))) as pairs:
+        answer = pairs.post("/predict?top_k=2", json={"inputs": items[:3]})
+        assert answer.status_code == 200
+        same(answer.json()["predictions"], results[:3])
+        one = pairs.post("/predict?top_k=2", json={"inputs": items[0]}).json()["predictions"]
+        same([one], results[:1])
+        refused = pairs.post("/predict", json={"inputs": "good"})  # before: classified as a single text
+        assert refused.status_code == 400 and refused.json()["error"] == (
+            '"inputs" must be a text pair {"text": ..., "text_pair": ...} or a non-empty list of them (this model '
+            'classifies text pairs), got str')
+        refused = pairs.post("/predict", json={"inputs": ["good"]})
+        assert refused.status_code == 400 and refused.json()["error"] == (
+            '"inputs"[0] must be {"text": ..., "text_pair": ...}: this model classifies text pairs')
+        assert '"text_pair"' in pairs.get("/").json()["endpoints"]["POST /predict"]
+        empty = pairs.post("/predict", json={"inputs": [{"text": "a", "text_pair": " "}]})
+        assert empty.status_code == 400 and empty.json()["error"] == '"inputs"[0] has an empty or non-text "text_pair"'
+    single = client.post("/predict", json={"inputs": [{"text": "a", "text_pair": "b"}]})
+    assert single.status_code == 400 and single.json()["error"] == (
+        '"inputs"[0] must be a text, got an object: this model classifies single texts')
+
+
 def test_unknown_routes_and_methods_answer_json(client):
     assert client.get("/nowhere").status_code == 404 and "error" in client.get("/nowhere").json()
     assert client.get("/predict").status_code == 405 and "error" in client.get("/predict").json()

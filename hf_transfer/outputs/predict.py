@@ -90,9 +90,14 @@ def predict(out_dir: str | Path, inputs: list[str], top_k: int = 1, batch_size: 
         task, spec = task_of_folder(out)
         if text_column is not None and task.modality != "text":
             raise HfTransferError(f"predict: --text-column is for text models; {out} is a {task.name} model")
+        pair = spec.data.text_pair_column if spec is not None and task.modality == "text" else None
         items = []
         for item in inputs:  # one at a time: a table's texts are never read as file names
             table = task.modality == "text" and Path(item).suffix.lower() in TABLES and Path(item).is_file()
+            if pair and not table:
+                raise HfTransferError(f"predict: {out} classifies text pairs (data.text_pair_column {pair!r}); give "
+                                      f"a table ({', '.join(sorted(TABLES))}) with columns "
+                                      f"{spec.data.text_column!r} and {pair!r}, not {item!r}")
             items += table_texts(Path(item), spec, text_column) if table else task.read_inputs([item])
         if not items:
             raise HfTransferError("predict: no inputs")

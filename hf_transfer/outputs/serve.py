@@ -56,6 +56,7 @@ INPUTS = {
     "vision": "the image file's bytes as the body, Content-Type image/* (PNG, JPEG, ...)",
     "speech": "the audio file's bytes as the body, Content-Type audio/* (WAV, FLAC, OGG)",
 }
+PAIRS = 'JSON {"inputs": {"text": "a text", "text_pair": "its pair"}} or {"inputs": [{"text": ..., "text_pair": ...}, ...]}'
 MEDIA_TYPES = {"vision": ("image/", "application/octet-stream"), "speech": ("audio/", "application/octet-stream")}
 
 
@@ -67,6 +68,11 @@ class Served:
     task: Any
     spec: Any
     pipe: Any
+
+    @property
+    def pairs(self) -> bool:
+        """Whether the model classifies text pairs (its recipe's data.text_pair_column)."""
+        return bool(self.spec is not None and self.task.modality == "text" and self.spec.data.text_pair_column)
 
     @property
     def labels(self) -> list[str] | None:
@@ -130,9 +136,21 @@ def body_top_k(data: dict[str, Any]) -> int | None:
     return top_k
 
 
-def text_items(body: bytes) -> tuple[list[str], bool, int | None]:
+def _pair_fault(value: Any) -> str | None:
+    """What is wrong with a text pair ({"text": ..., "text_pair": ...}), or None."""
+    if not isinstance(value, dict) or set(value) != {"text", "text_pair"}:
+        return 'must be {"text": ..., "text_pair": ...}: this model classifies text pairs'
+    for key in ("text", "text_pair"):
+        if not isinstance(value[key], str) or not value[key].strip():
+            return f'has an empty or non-text "{key}"'
+        if lone_surrogate(value[key]) is not None:
+            return f'"{key}" is not valid Unicode (a lone surrogate)'
+    return None
+
+
+def text_items(body: bytes, pairs: bool = False) -> tuple[list[Any], bool, int | None]:
     """({"inputs": text or [texts], "parameters": {"top_k": N}}) -> (texts, whether one text was sent rather
-    than a list, the body's top_k or None)."""
+    than a list, the body's top_k or None). `pairs`: a text pair model's inputs, {"text", "text_pair"} each."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
@@ -142,15 +160,24 @@ def text_items(body: bytes) -> tuple[list[str], bool, int | None]:
         raise RequestError(400, 'missing field "inputs": send {"inputs": "a text"} or {"inputs": ["a text", ...]}')
     top_k = body_top_k(data)
     inputs = data["inputs"]
-    single = isinstance(inputs, str)
+    single = isinstance(inputs, (dict if pairs else str))
     texts = [inputs] if single else inputs
     if not isinstance(texts, list) or not texts:
-        raise RequestError(400, f'"inputs" must be a text or a non-empty list of texts, got {type(inputs).__name__}'
-                       if not isinstance(texts, list) else '"inputs" is an empty list')
+        what = ('a text pair {"text": ..., "text_pair": ...} or a non-empty list of them (this model classifies text '
+                'pairs)' if pairs else "a text or a non-empty list of texts")
+        raise RequestError(400, f'"inputs" must be {what}, got {type(inputs).__name__}'
+                           if not isinstance(texts, list) else '"inputs" is an empty list')
     if len(texts) > MAX_ITEMS:
         raise RequestError(413, f'"inputs" holds {len(texts)} texts, over the limit of {MAX_ITEMS} per request')
     for i, text in enumerate(texts):
         where = '"inputs"' if single else f'"inputs"[{i}]'
+        if pairs:
+            fault = _pair_fault(text)
+            if fault:
+                raise RequestError(400, f"{where} {fault}")
+            continue
+        if isinstance(text, dict):
+            raise RequestError(400, f"{where} must be a text, got an object: this model classifies single texts")
         if not isinstance(text, str):
             raise RequestError(400, f"{where} must be a text, got {type(text).__name__}")
         if not text.strip():
@@ -183,13 +210,14 @@ def audio_item(body: bytes) -> dict[str, Any]:
     return audio
 
 
-def parse(modality: str, content_type: str, body: bytes) -> tuple[list[Any], bool, int | None]:
-    """(pipeline inputs, one input?, the body's top_k or None) from a request of a model of `modality`."""
+def parse(modality: str, content_type: str, body: bytes, pairs: bool = False) -> tuple[list[Any], bool, int | None]:
+    """(pipeline inputs, one input?, the body's top_k or None) from a request of a model of `modality` (`pairs`:
+    one that classifies text pairs)."""
     media = content_type.split(";")[0].strip().lower()
     if modality == "text":
         if media.startswith(("image/", "audio/", "multipart/")):
             raise RequestError(415, f"this model reads text: send JSON {{\"inputs\": ...}}, not {media}")
-        return text_items(body)
+        return text_items(body, pairs)
     if not media.startswith(MEDIA_TYPES[modality]):
         raise RequestError(415, f"this model reads {INPUTS[modality]}; got Content-Type {media or 'none'}")
     return [image_item(body) if modality == "vision" else audio_item(body)], True, None
@@ -221,7 +249,8 @@ def describe(served: Served, batcher: Batcher) -> dict[str, Any]:
         "folder": str(served.folder),
         "task": served.task.pipeline_task,
         "endpoints": {
-            "POST /predict": f"body: {INPUTS[modality]}; query ?top_k=N (classification, default 1)"
+            "POST /predict": f"body: {PAIRS if served.pairs else INPUTS[modality]}; query ?top_k=N (classification, "
+                             "default 1)"
                              + (', or {"parameters": {"top_k": N}} in the body' if modality == "text" else ""),
             "GET /health": "200 with the model's task, labels and the batcher's counts",
             "GET /": "this description",
@@ -267,7 +296,8 @@ def create_app(served: Served, max_batch_size: int = 16, batch_timeout_ms: float
     async def predict(request: Request):
         try:
             body = await read_body(request, max_body_bytes)
-            items, single, in_body = parse(served.task.modality, request.headers.get("content-type", ""), body)
+            items, single, in_body = parse(served.task.modality, request.headers.get("content-type", ""), body,
+                                           served.pairs)
             top_k = top_k_of(request, in_body)
             rows = await batcher_box["batcher"].submit(items, top_k)
         except RequestError as err:
