@@ -258,3 +258,17 @@ def test_tab_separated_files_read_as_their_csv_twins(tiny_bert, sentiment_files,
                                         r"review\tlabel\tscore\tis_good\tis_bad\); the file is tab-separated: "
                                         r"name it .tsv$"):
         load_splits(load_recipe(text_recipe(tiny_bert, {"train": str(misnamed)}, tmp_path / "d")), seed=0)
+
+
+def test_a_base_model_that_is_a_folder_of_runs_or_a_file_is_named_as_such(tiny_bert, sentiment_files, tmp_path):
+    from hf_transfer.errors import ModelError
+
+    runs = tmp_path / "cv"
+    shutil.copytree(tiny_bert, runs / "fold-0")
+    shutil.copytree(tiny_bert, runs / "fold-1")
+    for base, says in ((runs, f"{runs} holds no model itself; its sub-folders do: {runs / 'fold-0'}, "
+                              f"{runs / 'fold-1'}"),  # before: 'holds no config.json'
+                       (Path(sentiment_files["test"]), "a file, not a model folder")):  # before: 'not a valid JSON file'
+        with pytest.raises(ModelError, match=r"^model.name_or_path: cannot load .* from '.*': (.*)$") as err:
+            finetune(text_recipe(base, sentiment_files, tmp_path / "out"))
+        assert str(err.value).endswith(": " + says)

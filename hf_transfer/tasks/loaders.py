@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_transfer.anatomy import output_layers
+from hf_transfer.folder import not_a_model
 from hf_transfer.errors import ModelError, RecipeError, first_line
 from hf_transfer.recipe.schema import ModelConfig
 
@@ -54,8 +55,10 @@ def load_error(model: ModelConfig, what: str, err: Exception) -> ModelError:
     name = model.name_or_path
     path = Path(name).expanduser()
     text = first_line(err)
-    if path.is_dir() and not (path / "config.json").is_file():
-        text = f"the folder {path} holds no config.json (not a saved model folder)"
+    if path.is_dir() and not (path / "config.json").is_file():  # a cv / seeds / multi-task root names its models
+        text = not_a_model(path) or f"the folder {path} holds no config.json (not a saved model folder)"
+    elif path.is_file():
+        text = "a file, not a model folder"
     elif not path.exists() and is_path(name):
         text = f"no such folder {path}"
     elif "custom code" in text:
