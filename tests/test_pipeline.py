@@ -272,3 +272,15 @@ def test_a_base_model_that_is_a_folder_of_runs_or_a_file_is_named_as_such(tiny_b
         with pytest.raises(ModelError, match=r"^model.name_or_path: cannot load .* from '.*': (.*)$") as err:
             finetune(text_recipe(base, sentiment_files, tmp_path / "out"))
         assert str(err.value).endswith(": " + says)
+
+
+def test_a_folder_named_as_a_data_file_is_refused_naming_a_glob(tiny_bert, sentiment_files, tmp_path):
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    shutil.copy(sentiment_files["train"], folder / "a.csv")
+    # before: "cannot read .../reviews: FileNotFoundError: Unable to find '.../reviews'" of a folder that exists
+    with pytest.raises(DataError, match=rf"^data.data_files.train: {folder} is a folder; name its files, e.g. "
+                                        rf"{folder}/\*.csv$"):
+        finetune(text_recipe(tiny_bert, {"train": str(folder)}, tmp_path / "out"))
+    recipe = text_recipe(tiny_bert, {"train": f"{folder}/*.csv", "test": sentiment_files["test"]}, tmp_path / "out")
+    assert finetune(recipe).metrics["test"]["test_samples"] == 16  # the glob it names reads

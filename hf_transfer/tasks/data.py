@@ -27,6 +27,7 @@ from hf_transfer.tasks.readers import read_audio_folder, read_conll
 
 log = logging.getLogger(__name__)
 
+FOLDER_LOADERS = ("imagefolder", "audiofolder")  # data_files name folders (globs such as train/**)
 LOCAL_LOADERS = ("csv", "json", "parquet", "imagefolder", "audiofolder", "arrow", "text", "conll")
 EMPTY = "empty (a missing value: a CSV reads '', 'NA', 'nan', 'null' and the like as missing); fill or drop those rows"
 
@@ -71,6 +72,10 @@ def load_raw(cfg: DataConfig):
             for file in file_patterns(value):
                 if not glob.glob(file):
                     raise DataError(f"data.data_files.{split}: file not found: {file}")
+                if Path(file).is_dir() and cfg.path not in FOLDER_LOADERS:  # datasets: "Unable to find" it
+                    suffix = {"json": "jsonl", "text": "txt"}.get(cfg.path, cfg.path)
+                    raise DataError(f"data.data_files.{split}: {file} is a folder; name its files, e.g. "
+                                    f"{Path(file) / ('*.' + suffix)}")
                 if cfg.path == "csv":
                     _check_csv_header(split, file, options.get("sep", ","))
         if cfg.path not in LOCAL_LOADERS:
