@@ -147,6 +147,9 @@ def test_evaluate_scores_a_task_folder_as_its_run_encoded_the_labels(mt_run, mt_
         [found] = evaluate(out / task, [mt_files["test"]]).values()
         assert found["metrics"] == {k.removeprefix(f"test_{task}_"): v for k, v in test.items()
                                     if k.startswith(f"test_{task}_")}, task
+    both = evaluate(out, [mt_files["test"]])  # the root: every task
+    assert list(both) == [f"{mt_files['test']} [sentiment]", f"{mt_files['test']} [topic]"]
+    assert both[f"{mt_files['test']} [topic]"]["metrics"]["accuracy"] == test["test_topic_accuracy"]
     no_topic = tmp_path / "no-topic.csv"
     no_topic.write_text("review,label\npain was awful,negative\n")
     with pytest.raises(DataError, match=r"^tasks\[1\]\.label_column: column 'topic' not in split '.*no-topic.csv' "):

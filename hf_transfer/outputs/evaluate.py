@@ -122,7 +122,8 @@ def _check_images(ds, column: str, path: Path) -> None:
 
 def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None,
              device: str | None = None) -> dict[str, dict[str, Any]]:
-    """{DATA: {"metrics": {name: value}, "per_class": task details or None}} for each DATA argument."""
+    """{DATA: {"metrics": {name: value}, "per_class": task details or None}} for each DATA argument; a multi-task
+    run's root: each task folder's, as "DATA [task]"."""
     import numpy as np
     from transformers import EvalPrediction
 
@@ -132,6 +133,10 @@ def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None
     data = as_paths("evaluate", data, "data files")
     root, name = multitask_root(out)
     entry = None
+    if root is not None and name is None:  # a multi-task run: each task folder on the same data
+        tasks = load_recipe(root / RECIPE).tasks
+        return {f"{item} [{t.name}]": found for t in tasks
+                for item, found in evaluate(root / t.name, data, batch_size, device).items()}
     if name is not None:  # a multi-task run's task folder: the task's labels, the run's inputs
         recipe = load_recipe(root / RECIPE)
         entry = next(t for t in recipe.tasks if t.name == name)
