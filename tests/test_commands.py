@@ -8,6 +8,7 @@ import pytest
 
 from hf_transfer import finetune, shipped
 from hf_transfer.cli import main
+from hf_transfer.errors import HfTransferError
 from hf_transfer.outputs.evaluate import evaluate
 from tests.test_structure import PACKAGE
 from tests.tiny import text_recipe
@@ -73,6 +74,21 @@ def test_evaluate_on_the_test_file_reproduces_metrics_json(finished_run, sentime
     for key, value in found["metrics"].items():
         assert saved["test"][f"test_{key}"] == value, key
     assert found["per_class"] == saved["per_class"]["test"]
+
+
+def test_evaluate_takes_a_dataframe_or_a_dataset_from_a_notebook(finished_run, sentiment_files):
+    import datasets
+    import pandas as pd
+
+    frame = pd.read_csv(sentiment_files["test"])
+    on_file = evaluate(finished_run[0], [sentiment_files["test"]])[sentiment_files["test"]]
+    # before: the DataFrame was iterated as its column names ("evaluate: data not found: review")
+    assert evaluate(finished_run[0], frame) == {"data[0]": on_file}
+    both = evaluate(finished_run[0], [sentiment_files["test"], datasets.Dataset.from_pandas(frame)])
+    assert list(both) == [sentiment_files["test"], "data[1]"] and both["data[1]"] == on_file
+    with pytest.raises(HfTransferError, match=r"^data.text_column: column 'review' not in split 'data\[0\]' "
+                                              r"\(columns: label\)$"):
+        evaluate(finished_run[0], frame[["label"]])
 
 
 def test_evaluate_matches_labels_by_name_and_prints_one_line_per_file(finished_run, tmp_path, capsys):

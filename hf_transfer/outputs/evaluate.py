@@ -93,8 +93,12 @@ def _split(recipe, task, spec, path: Path, label_names, entry=None):
     """One DATA argument as a labelled split (a `labels` column, as training's splits have); `entry`: the
     multi-task run's task that the folder holds, whose labels are encoded as that run encoded them (rare
     classes as it grouped them, a row without a label left out)."""
-    cfg = _data_config(recipe, task, path)
-    raw = _read_folder(cfg, path) if path.is_dir() else load_raw(cfg)["evaluate"]
+    if isinstance(path, Path):
+        cfg = _data_config(recipe, task, path)
+        raw = _read_folder(cfg, path) if path.is_dir() else load_raw(cfg)["evaluate"]
+    else:  # a table in memory: a datasets.Dataset, or a pandas DataFrame made one
+        cfg, raw = recipe.data, path.table
+        path = path.name
     if entry is None:
         labeler = task.labeler(dataclasses.replace(spec, data=cfg))
     else:  # the task's own key in the recipe
@@ -105,6 +109,34 @@ def _split(recipe, task, spec, path: Path, label_names, entry=None):
     if task.modality == "vision":
         _check_images(raw, spec.options.image_column, path)
     return labeler.encode(raw, label_names if entry is None else {entry.name: label_names}, str(path))
+
+
+@dataclasses.dataclass
+class _Table:
+    """A DATA argument given in memory (Python API): a datasets.Dataset or a pandas DataFrame, and its name."""
+
+    table: Any
+    name: str
+
+
+def _data_items(data: Any) -> list[Any]:
+    """evaluate's DATA: paths (as_paths), where a datasets.Dataset or a pandas DataFrame may stand for a file
+    (as `data[i]`); a DataFrame alone is one table, not its column names."""
+    import datasets
+    import pandas as pd
+
+    def table(x) -> bool:
+        return isinstance(x, (datasets.Dataset, pd.DataFrame))
+
+    items = [data] if table(data) else list(data) if isinstance(data, (list, tuple)) else None
+    if items is None or not any(table(x) for x in items):
+        return as_paths("evaluate", data, "data files")
+    out = []
+    for i, x in enumerate(items):
+        if isinstance(x, pd.DataFrame):
+            x = datasets.Dataset.from_pandas(x, preserve_index=False)
+        out.append(_Table(x, f"data[{i}]") if table(x) else as_paths("evaluate", x, "data files")[0])
+    return out
 
 
 def _check_images(ds, column: str, path: Path) -> None:
@@ -120,17 +152,18 @@ def _check_images(ds, column: str, path: Path) -> None:
             raise DataError(f"evaluate: {path}: {err}") from None
 
 
-def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None,
+def evaluate(out_dir: str | Path, data: Any, batch_size: int | None = None,
              device: str | None = None) -> dict[str, dict[str, Any]]:
-    """{DATA: {"metrics": {name: value}, "per_class": task details or None}} for each DATA argument; a multi-task
-    run's root: each task folder's, as "DATA [task]"."""
+    """{DATA: {"metrics": {name: value}, "per_class": task details or None}} for each DATA argument (a path, or
+    in Python a datasets.Dataset or pandas DataFrame, named `data[i]`); a multi-task run's root: each task
+    folder's, as "DATA [task]"."""
     import numpy as np
     from transformers import EvalPrediction
 
     out = Path(out_dir)
     if batch_size is not None:
         batch_size = require_count("evaluate", "batch_size", batch_size)
-    data = as_paths("evaluate", data, "data files")
+    data = _data_items(data)
     root, name = multitask_root(out)
     entry = None
     if root is not None and name is None:  # a multi-task run: each task folder on the same data
@@ -158,7 +191,8 @@ def evaluate(out_dir: str | Path, data: list[str], batch_size: int | None = None
     except FolderError as err:
         raise HfTransferError(f"evaluate: {err}") from None
     label_names = None if spec.data.problem_type == "regression" else [id2label[i] for i in sorted(id2label)]
-    splits = {item: _split(recipe, task, spec, Path(item), label_names, entry) for item in data}
+    splits = {getattr(item, "name", item): _split(recipe, task, spec, item if isinstance(item, _Table) else Path(item),
+                                                  label_names, entry) for item in data}
     try:
         pipe = load_any_pipeline(out, hub_task, device)
     except FolderError as err:
