@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from hf_transfer import finetune
 from hf_transfer.cli import main
-from hf_transfer.errors import VerifyError
+from hf_transfer.errors import HfTransferError, VerifyError
 from hf_transfer.outputs.hubuser import FolderError, load_pipeline
 from hf_transfer.outputs.verify import hub_user_task
 from hf_transfer.tasks import TASKS
@@ -229,6 +229,11 @@ def test_predict_reads_the_text_column_of_a_table(runs, sentiment_files, tmp_pat
     assert capsys.readouterr().err.strip() == (
         f"hf-transfer: error: predict: {sentiment_files['test']} is a table with columns review, label, score, "
         "is_good, is_bad; name the one to classify with --text-column")
+    # from Python: a DataFrame is one table (before: its column names were classified as texts)
+    assert predict(runs["full"], frame)[0] == texts
+    with pytest.raises(HfTransferError, match=r"^predict: the table: no column 'review' \(data.text_column; the "
+                                              r"table's columns: label\); name another with text_column=$"):
+        predict(runs["full"], frame[["label"]])
     one = tmp_path / "one.csv"
     frame[["review"]].to_csv(one, index=False)
     assert predict(plain, [str(one)])[0] == texts  # its one text column

@@ -48,11 +48,16 @@ def task_of_folder(out: Path):
     return next(t for t in TASKS.values() if hub_user_task(t) == entry), None
 
 
-def table_texts(path: Path, spec, text_column: str | None) -> list[Any]:
-    """The texts of a table file, in row order: column `text_column`, else the recipe's text column (with its
-    text pair column: {"text", "text_pair"} per row), else a column named `text` or the table's one text column."""
-    with datasets_quiet():  # no "Generating predict split" before the predictions
-        rows = load_raw(DataConfig(path=TABLES[path.suffix.lower()], data_files={"predict": str(path)}))["predict"]
+def table_texts(path: Path | Any, spec, text_column: str | None) -> list[Any]:
+    """The texts of a table file (or of a datasets.Dataset, from Python), in row order: column `text_column`, else
+    the recipe's text column (with its text pair column: {"text", "text_pair"} per row), else a column named `text`
+    or the table's one text column."""
+    if isinstance(path, Path):
+        with datasets_quiet():  # no "Generating predict split" before the predictions
+            rows = load_raw(DataConfig(path=TABLES[path.suffix.lower()], data_files={"predict": str(path)}))["predict"]
+    else:
+        rows, path = path, "the table"
+    flag = "text_column=" if path == "the table" else "--text-column"  # Python's argument, or the command's
     names = rows.column_names
     pair = spec.data.text_pair_column if spec is not None and text_column is None else None
     text = text_column or (spec.data.text_column if spec is not None else None)
@@ -61,12 +66,12 @@ def table_texts(path: Path, spec, text_column: str | None) -> list[Any]:
         text = "text" if "text" in names else strings[0] if len(strings) == 1 else None
         if text is None:
             raise HfTransferError(f"predict: {path} is a table with columns {', '.join(names)}; name the one to "
-                                  "classify with --text-column")
-    key = "--text-column" if text_column else "data.text_column"
+                                  f"classify with {flag}")
+    key = flag if text_column else "data.text_column"
     for col, where in ((text, key), (pair, "data.text_pair_column")):
         if col is not None and col not in names:
             raise HfTransferError(f"predict: {path}: no column {col!r} ({where}; the table's columns: "
-                                  f"{', '.join(names)})" + ("" if text_column else "; name another with --text-column"))
+                                  f"{', '.join(names)})" + ("" if text_column else f"; name another with {flag}"))
     columns = {key: text} | ({"data.text_pair_column": pair} if pair else {})
     try:
         check_text(rows.select_columns(list(columns.values()))[:], columns)
@@ -77,21 +82,35 @@ def table_texts(path: Path, spec, text_column: str | None) -> list[Any]:
     return list(rows[text])
 
 
-def predict(out_dir: str | Path, inputs: list[str], top_k: int = 1, batch_size: int = 8,
+def _in_memory_table(inputs: Any):
+    """A pandas DataFrame or datasets.Dataset given as predict's inputs, as a Dataset; None for anything else."""
+    import datasets
+    import pandas as pd
+
+    if isinstance(inputs, pd.DataFrame):
+        return datasets.Dataset.from_pandas(inputs, preserve_index=False)
+    return inputs if isinstance(inputs, datasets.Dataset) else None
+
+
+def predict(out_dir: str | Path, inputs: Any, top_k: int = 1, batch_size: int = 8,
             device: str | None = None, text_column: str | None = None) -> tuple[list[Any], list[list[dict[str, Any]]]]:
     """(inputs as read, [[{label, score}, ...] per input]) with the top_k labels per input; a progress bar
-    while the pipeline runs (hf_transfer.console's rule). A text model reads table files (TABLES) by their text
-    column (table_texts)."""
+    while the pipeline runs (hf_transfer.console's rule). A text model reads table files (TABLES), and from
+    Python a pandas DataFrame or datasets.Dataset given as `inputs`, by their text column (table_texts)."""
     out = Path(out_dir)
     top_k = require_count("predict", "top_k", top_k)
     batch_size = require_count("predict", "batch_size", batch_size)
-    inputs = as_paths("predict", inputs, "inputs")
+    frame = _in_memory_table(inputs)  # from Python: a DataFrame is one table, not its column names
+    inputs = [] if frame is not None else as_paths("predict", inputs, "inputs")
     try:
         task, spec = task_of_folder(out)
         if text_column is not None and task.modality != "text":
             raise HfTransferError(f"predict: --text-column is for text models; {out} is a {task.name} model")
+        if frame is not None and task.modality != "text":
+            raise HfTransferError(f"predict: a table of inputs is for text models; {out} is a {task.name} model: "
+                                  "give its files' paths")
         pair = spec.data.text_pair_column if spec is not None and task.modality == "text" else None
-        items = []
+        items = [] if frame is None else table_texts(frame, spec, text_column)
         for item in inputs:  # one at a time: a table's texts are never read as file names
             table = task.modality == "text" and Path(item).suffix.lower() in TABLES and Path(item).is_file()
             if pair and not table:
