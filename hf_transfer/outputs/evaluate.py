@@ -89,8 +89,8 @@ def _named_labels(ds, columns: list[str]):
     return ds
 
 
-def _split(recipe, task, spec, path: Path, label_names, entry=None):
-    """One DATA argument as a labelled split (a `labels` column, as training's splits have); `entry`: the
+def _split(recipe, task, spec, path: Path | _Table, label_names, entry=None):
+    """One DATA argument (a file or folder, or a table in memory) as a labelled split (a `labels` column, as training's splits have); `entry`: the
     multi-task run's task that the folder holds, whose labels are encoded as that run encoded them (rare
     classes as it grouped them, a row without a label left out)."""
     if isinstance(path, Path):
