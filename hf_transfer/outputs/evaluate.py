@@ -90,9 +90,9 @@ def _named_labels(ds, columns: list[str]):
 
 
 def _split(recipe, task, spec, path: Path | _Table, label_names, entry=None):
-    """One DATA argument (a file or folder, or a table in memory) as a labelled split (a `labels` column, as training's splits have); `entry`: the
-    multi-task run's task that the folder holds, whose labels are encoded as that run encoded them (rare
-    classes as it grouped them, a row without a label left out)."""
+    """One DATA argument (a file or folder, or a table in memory) as a labelled split (a `labels` column, as
+    training's splits have); `entry`: the multi-task run's task that the folder holds, whose labels are encoded
+    as that run encoded them (rare classes as it grouped them, a row without a label left out)."""
     if isinstance(path, Path):
         cfg = _data_config(recipe, task, path)
         raw = _read_folder(cfg, path) if path.is_dir() else load_raw(cfg)["evaluate"]
