@@ -342,7 +342,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if extra and takes_overrides and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra  # overrides after a flag (`... --resume training.seed=1`) are overrides too
     elif len(extra) == 1 and getattr(args, "dest", False) is None and not extra[0].startswith("-"):
-        args.dest = extra[0]  # `export OUT --format onnx DEST`: argparse fills an optional positional only before a flag
+        # `export OUT --format onnx DEST`: argparse fills an optional positional only before a flag
+        args.dest = extra[0]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args

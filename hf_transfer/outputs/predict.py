@@ -27,7 +27,8 @@ from hf_transfer.tasks.data import load_raw
 from hf_transfer.tasks.text_classification import check_text
 from hf_transfer.tasks.inputs import at_rate
 
-TABLES = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}  # suffix -> datasets loader
+# a table file's suffix -> its datasets loader
+TABLES = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 # pipeline task -> how command-line inputs become pipeline inputs
 READERS = {task.pipeline_task: task.read_inputs for task in TASKS.values()}

@@ -56,7 +56,8 @@ INPUTS = {
     "vision": "the image file's bytes as the body, Content-Type image/* (PNG, JPEG, ...)",
     "speech": "the audio file's bytes as the body, Content-Type audio/* (WAV, FLAC, OGG)",
 }
-PAIRS = 'JSON {"inputs": {"text": "a text", "text_pair": "its pair"}} or {"inputs": [{"text": ..., "text_pair": ...}, ...]}'
+PAIRS = ('JSON {"inputs": {"text": "a text", "text_pair": "its pair"}} or '
+         '{"inputs": [{"text": ..., "text_pair": ...}, ...]}')
 MEDIA_TYPES = {"vision": ("image/", "application/octet-stream"), "speech": ("audio/", "application/octet-stream")}
 
 
