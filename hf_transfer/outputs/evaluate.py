@@ -29,13 +29,13 @@ from hf_transfer.outputs.hubuser import (
 from hf_transfer.outputs.onnx_model import load_any_pipeline, onnx_file
 from hf_transfer.outputs.verify import hub_user_task, label_array, word_label_array
 from hf_transfer.tasks import TASKS, multitask, resolve
-from hf_transfer.tasks.data import load_raw, require_columns
+from hf_transfer.tasks.data import TABLE_LOADERS, in_memory_table, load_raw, require_columns
 from hf_transfer.tasks.images import rgb_image
 from hf_transfer.tasks.readers import read_audio_folder
 from hf_transfer.validate import load_recipe
 
 # file suffix -> datasets loader (a folder: the modality's folder loader)
-LOADERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".conll": "conll"}
+LOADERS = {**TABLE_LOADERS, ".conll": "conll"}
 FOLDER_LOADERS = {"vision": "imagefolder", "speech": "audiofolder"}
 
 
@@ -122,21 +122,13 @@ class _Table:
 def _data_items(data: Any) -> list[Any]:
     """evaluate's DATA: paths (as_paths), where a datasets.Dataset or a pandas DataFrame may stand for a file
     (as `data[i]`); a DataFrame alone is one table, not its column names."""
-    import datasets
-    import pandas as pd
-
-    def table(x) -> bool:
-        return isinstance(x, (datasets.Dataset, pd.DataFrame))
-
-    items = [data] if table(data) else list(data) if isinstance(data, (list, tuple)) else None
-    if items is None or not any(table(x) for x in items):
+    alone = in_memory_table(data)
+    items = [data] if alone is not None else list(data) if isinstance(data, (list, tuple)) else []
+    tables = [alone] if alone is not None else [in_memory_table(x) for x in items]
+    if not any(t is not None for t in tables):
         return as_paths("evaluate", data, "data files")
-    out = []
-    for i, x in enumerate(items):
-        if isinstance(x, pd.DataFrame):
-            x = datasets.Dataset.from_pandas(x, preserve_index=False)
-        out.append(_Table(x, f"data[{i}]") if table(x) else as_paths("evaluate", x, "data files")[0])
-    return out
+    return [_Table(t, f"data[{i}]") if t is not None else as_paths("evaluate", x, "data files")[0]
+            for i, (x, t) in enumerate(zip(items, tables))]
 
 
 def _check_images(ds, column: str, path: Path) -> None:

@@ -23,12 +23,11 @@ from hf_transfer.outputs.verify import hub_user_task
 from hf_transfer.validate import load_recipe
 from hf_transfer.recipe.schema import DataConfig
 from hf_transfer.tasks import TASKS, resolve
-from hf_transfer.tasks.data import load_raw
+from hf_transfer.tasks.data import TABLE_LOADERS, in_memory_table, load_raw
 from hf_transfer.tasks.text_classification import check_text
 from hf_transfer.tasks.inputs import at_rate
 
-# a table file's suffix -> its datasets loader
-TABLES = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+TABLES = TABLE_LOADERS  # the table files a text model reads
 
 # pipeline task -> how command-line inputs become pipeline inputs
 READERS = {task.pipeline_task: task.read_inputs for task in TASKS.values()}
@@ -83,16 +82,6 @@ def table_texts(path: Path | Any, spec, text_column: str | None) -> list[Any]:
     return list(rows[text])
 
 
-def _in_memory_table(inputs: Any):
-    """A pandas DataFrame or datasets.Dataset given as predict's inputs, as a Dataset; None for anything else."""
-    import datasets
-    import pandas as pd
-
-    if isinstance(inputs, pd.DataFrame):
-        return datasets.Dataset.from_pandas(inputs, preserve_index=False)
-    return inputs if isinstance(inputs, datasets.Dataset) else None
-
-
 def predict(out_dir: str | Path, inputs: Any, top_k: int = 1, batch_size: int = 8,
             device: str | None = None, text_column: str | None = None) -> tuple[list[Any], list[list[dict[str, Any]]]]:
     """(inputs as read, [[{label, score}, ...] per input]) with the top_k labels per input; a progress bar
@@ -101,7 +90,7 @@ def predict(out_dir: str | Path, inputs: Any, top_k: int = 1, batch_size: int = 
     out = Path(out_dir)
     top_k = require_count("predict", "top_k", top_k)
     batch_size = require_count("predict", "batch_size", batch_size)
-    frame = _in_memory_table(inputs)  # from Python: a DataFrame is one table, not its column names
+    frame = in_memory_table(inputs)  # from Python: a DataFrame is one table, not its column names
     inputs = [] if frame is not None else as_paths("predict", inputs, "inputs")
     try:
         task, spec = task_of_folder(out)

@@ -27,6 +27,8 @@ from hf_transfer.tasks.readers import read_audio_folder, read_conll
 
 log = logging.getLogger(__name__)
 
+# a table file's suffix -> its datasets loader (predict and evaluate read such files)
+TABLE_LOADERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 FOLDER_LOADERS = ("imagefolder", "audiofolder")  # data_files name folders (globs such as train/**)
 LOCAL_LOADERS = ("csv", "json", "parquet", "imagefolder", "audiofolder", "arrow", "text", "conll")
 EMPTY = "empty (a missing value: a CSV reads '', 'NA', 'nan', 'null' and the like as missing); fill or drop those rows"
@@ -143,6 +145,17 @@ def load_extra(extra: ExtraData, data: DataConfig, columns: dict[str, str], spli
     if len(ds) == 0:
         raise DataError(f"{extra.KEY}.{key}: split {split!r} is empty")
     return ds
+
+
+def in_memory_table(value: Any):
+    """A pandas DataFrame (as a datasets.Dataset) or a datasets.Dataset given from Python where files are
+    expected; None for anything else."""
+    import datasets
+    import pandas as pd
+
+    if isinstance(value, pd.DataFrame):
+        return datasets.Dataset.from_pandas(value, preserve_index=False)
+    return value if isinstance(value, datasets.Dataset) else None
 
 
 def reader_options(cfg: DataConfig) -> dict[str, Any]:
